@@ -1,0 +1,212 @@
+"""Create a backbone from a name, with weights from the hub, a local file or a seeded random init."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..adapters import backbone_blocks, head_parameter_names
+from ..config import BackboneConfig
+from ..errors import CheckpointError, ConfigError, UnknownNameError, WeightsUnavailableError
+from ..registry import Registry
+
+__all__ = ["BACKBONES", "BackboneInfo", "BuiltBackbone", "create_backbone", "register_backbone", "weights_sha256"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """A named backbone: a timm model name plus kwargs, and optionally its own weight loader.
+
+    ``load_weights(model, cfg) -> tag`` replaces timm's hub loading (e.g. an offline conversion).
+    """
+
+    name: str
+    description: str
+    model_name: str
+    model_args: dict[str, Any] = field(default_factory=dict)
+    load_weights: Callable[[nn.Module, BackboneConfig], str] | None = None
+    has_weights: bool = True
+    paper: bool = False
+
+
+BACKBONES: Registry[BackboneInfo] = Registry("backbone")
+
+
+def register_backbone(info: BackboneInfo) -> BackboneInfo:
+    return BACKBONES.register(info)
+
+
+@dataclass
+class BuiltBackbone:
+    model: nn.Module
+    weights_tag: str
+    weights_sha256: str
+    data_config: dict[str, Any]
+
+
+def _resolve(name: str) -> BackboneInfo:
+    if name in BACKBONES:
+        return BACKBONES.get(name)
+    import timm
+
+    if timm.is_model(name):
+        return BackboneInfo(name=name, description="timm model", model_name=name)
+    raise UnknownNameError(
+        BACKBONES.unknown_message(name) + " Any timm ViT-family model name (timm.list_models('vit_*')) works too."
+    )
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """SHA-256 over the backbone's tensors (classifier head and adapters excluded), in key order."""
+    skip = set(head_parameter_names(model))
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        if k in skip or ".adapters." in k:
+            continue
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a .safetensors or .pth/.pt/.bin state dict without unpickling arbitrary objects."""
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsUnavailableError(
+            f"Weights file '{path}' does not exist; pass an existing .safetensors or .pth file."
+        )
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(p))
+        else:
+            sd = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, pickle with code objects, ...
+        raise CheckpointError(
+            f"Cannot read weights file '{path}': {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        ) from None
+    for key in ("state_dict", "model", "module"):  # common wrappers
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"Weights file '{path}' does not hold a state dict of tensors.")
+    return sd
+
+
+def load_state_dict_into_backbone(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
+    """Strictly load a backbone state dict; only the classifier head may be missing or differ.
+
+    timm's own ``checkpoint_filter_fn`` for the model's family adapts position embeddings and patch
+    embeddings to the model's image and patch size.
+    """
+    module = importlib.import_module(type(model).__module__)
+    filter_fn = getattr(module, "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            sd = filter_fn(sd, model)
+        except Exception as e:
+            raise CheckpointError(
+                f"Weights from {source} do not fit {type(model).__name__}: {str(e).splitlines()[0][:200]}"
+            ) from None
+    head = set(head_parameter_names(model))
+    own = model.state_dict()
+    sd = {k: v for k, v in sd.items() if not (k in head and v.shape != own[k].shape)}
+    missing = sorted(set(own) - set(sd) - head)
+    unexpected = sorted(set(sd) - set(own))
+    wrong = sorted(k for k in sd if k in own and sd[k].shape != own[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"Weights from {source} are for another architecture: missing {missing[:3]}, unexpected {unexpected[:3]}, "
+            f"wrong shape {wrong[:3]} (of {len(missing)}/{len(unexpected)}/{len(wrong)})."
+        )
+    model.load_state_dict(sd, strict=False)
+
+
+def create_backbone(cfg: BackboneConfig, num_classes: int, seed: int = 0) -> BuiltBackbone:
+    """Build a backbone with a fresh ``num_classes`` head.
+
+    Args:
+        cfg: name, pretrained flag, optional local weights file, extra timm kwargs.
+        num_classes: size of the new linear head.
+        seed: seed of the random init (of everything when ``pretrained=False``, else of the new head).
+
+    Returns:
+        The model, its weight tag, the SHA-256 of its backbone weights and its timm data config.
+
+    Raises:
+        UnknownNameError: unknown backbone name.
+        WeightsUnavailableError: pretrained weights were asked for and cannot be loaded.
+        CheckpointError: the weights file is for another architecture.
+    """
+    import timm
+
+    info = _resolve(cfg.name)
+    kwargs = {**info.model_args, **cfg.args, "num_classes": num_classes}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            model = timm.create_model(info.model_name, pretrained=False, **kwargs)
+        except TypeError as e:
+            raise ConfigError(f"Bad backbone argument for '{cfg.name}': {e}") from None
+    backbone_blocks(model)  # ViT-family check
+
+    if cfg.weights:
+        load_state_dict_into_backbone(model, read_weights_file(cfg.weights), f"'{cfg.weights}'")
+        tag = f"file:{Path(cfg.weights).name}"
+    elif not cfg.pretrained:
+        tag = f"random-init(seed={seed})"
+    elif info.load_weights is not None:
+        tag = info.load_weights(model, cfg)
+    else:
+        tag = _load_hub_weights(model, info, kwargs, seed)
+    return BuiltBackbone(model, tag, weights_sha256(model), model_data_config(model))
+
+
+def model_data_config(model: nn.Module) -> dict[str, Any]:
+    """timm's data config (mean, std, interpolation, crop_pct) with the input size the model was built for.
+
+    ``resolve_data_config`` reads the size from the pretrained config (224 for vit_*_224) even when the
+    model was built with another ``img_size``.
+    """
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=model)
+    img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if img_size is not None:
+        cfg["input_size"] = (3, *img_size)
+    return cfg
+
+
+def _load_hub_weights(model: nn.Module, info: BackboneInfo, kwargs: dict[str, Any], seed: int) -> str:
+    import timm
+
+    pcfg = getattr(model, "pretrained_cfg", {}) or {}
+    if not info.has_weights or not (pcfg.get("hf_hub_id") or pcfg.get("url") or pcfg.get("file")):
+        raise WeightsUnavailableError(
+            f"There are no pretrained weights for '{info.name}'. Pass --weights FILE, or --no-pretrained "
+            "for a random init."
+        )
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            hub_model = timm.create_model(info.model_name, pretrained=True, **kwargs)
+    except Exception as e:
+        reason = str(e).splitlines()[0].split(". ")[0][:160] if str(e) else type(e).__name__
+        raise WeightsUnavailableError(
+            f"Cannot load pretrained weights for '{info.model_name}' ({type(e).__name__}: {reason}). Offline? "
+            "Pass --weights FILE (.safetensors/.pth), put them in the Hugging Face cache, or use --no-pretrained."
+        ) from None
+    model.load_state_dict(hub_model.state_dict())
+    tag = pcfg.get("tag") or "default"
+    return f"timm:{info.model_name}.{tag}" if "." not in info.model_name else f"timm:{info.model_name}"

@@ -1,0 +1,50 @@
+"""Progress bars and tables for the terminal (tqdm on stderr)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+__all__ = ["TqdmProgress", "format_table"]
+
+
+class TqdmProgress:
+    """Engine callback: one bar over all steps, one line per epoch."""
+
+    def __init__(self, desc: str = "train", enabled: bool = True) -> None:
+        self.desc, self.enabled, self.bar = desc, enabled, None
+
+    def on_train_start(self, total_steps: int, steps_per_epoch: int) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, desc=self.desc, unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def on_step(self, step: int, loss: float, lr: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", refresh=False)
+
+    def on_epoch_end(self, m: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        val = f" val {m['val_acc']:.2f}%" if "val_acc" in m else ""
+        line = (
+            f"epoch {m['epoch']}: loss {m['train_loss']:.4f} train {m['train_acc']:.2f}%{val} "
+            f"({m['epoch_seconds']:.1f}s, {m['train_images_per_second']:.0f} img/s)"
+        )
+        (self.bar.write(line, file=sys.stderr) if self.bar is not None else print(line, file=sys.stderr))
+        if self.bar is not None and self.bar.n >= self.bar.total:
+            self.bar.close()
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """Plain aligned text table."""
+    if not rows:
+        return "(empty)"
+    columns = columns or list(rows[0])
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)

@@ -1,0 +1,413 @@
+"""Validated dataclass configs.
+
+``RunConfig`` nests one dataclass per concern. Each dataclass checks its own fields once, in
+``__post_init__``, and raises :class:`ConfigError` naming the field, the bad value and what is accepted.
+``RunConfig.from_dict`` rejects unknown keys (listing the valid ones); ``to_dict`` round-trips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    "ADAPTER_ACTS",
+    "ADAPTER_INITS",
+    "PRECISIONS",
+    "AdapterConfig",
+    "BackboneConfig",
+    "DataConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_yaml",
+    "merge_dicts",
+    "parse_placement",
+]
+
+ADAPTER_INITS = ("zero", "small", "random")
+ADAPTER_ACTS = ("gelu", "relu", "silu", "identity")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+# ---------------------------------------------------------------- field checks (coerce YAML/CLI strings)
+def _as_int(name: str, value: Any, minimum: int | None = None) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise ConfigError(f"`{name}` must be an integer, got {value!r}.") from None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"`{name}` must be an integer, got {value!r}.")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"`{name}` must be an integer >= {minimum}, got {value}.")
+    return value
+
+
+def _as_float(name: str, value: Any, minimum: float | None = None, exclusive: bool = False) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ConfigError(f"`{name}` must be a number, got {value!r}.") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"`{name}` must be a number, got {value!r}.")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ConfigError(f"`{name}` must be a finite number, got {value}.")
+    if minimum is not None and (value <= minimum if exclusive else value < minimum):
+        raise ConfigError(f"`{name}` must be {'>' if exclusive else '>='} {minimum:g}, got {value:g}.")
+    return value
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    if not isinstance(value, bool):
+        raise ConfigError(f"`{name}` must be true or false, got {value!r}.")
+    return value
+
+
+def _as_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"`{name}` must be one of {', '.join(choices)}; got {value!r}.")
+    return value
+
+
+def _optional(check, name: str, value: Any, *args: Any, **kwargs: Any) -> Any:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+        return None
+    return check(name, value, *args, **kwargs)
+
+
+# ---------------------------------------------------------------- placement (pure)
+def parse_placement(placement: str | list[int] | tuple[int, ...], depth: int) -> list[int]:
+    """Resolve a placement spec to sorted block indices.
+
+    Accepted: ``"all"``, ``"every:K"`` (blocks 0, K, 2K, ...), ``"first:N"``, ``"last:N"``, a list of
+    indices, or the same list as a string (``"0,5,11"``). Negative indices count from the end.
+
+    Raises:
+        ConfigError: the spec is malformed or names a block outside ``0..depth-1``.
+    """
+    accepted = "accepted: all, every:K, first:N, last:N, or block indices like 0,5,11"
+    if isinstance(placement, str):
+        spec = placement.strip().lower()
+        if spec == "all":
+            return list(range(depth))
+        kind, _, arg = spec.partition(":")
+        if kind in ("every", "first", "last"):
+            if not arg.strip().isdigit() or int(arg) < 1:
+                raise ConfigError(f"Bad placement '{placement}': `{kind}:` needs a positive integer; {accepted}.")
+            n = int(arg)
+            if kind == "every":
+                return list(range(0, depth, n))
+            if n > depth:
+                raise ConfigError(f"Bad placement '{placement}': the backbone has only {depth} blocks.")
+            return list(range(n)) if kind == "first" else list(range(depth - n, depth))
+        try:
+            placement = [int(p) for p in spec.strip("[]").split(",") if p.strip()]
+        except ValueError:
+            raise ConfigError(f"Unknown placement '{placement}'; {accepted}.") from None
+    if isinstance(placement, int) and not isinstance(placement, bool):
+        placement = [placement]
+    if not isinstance(placement, list | tuple) or not placement:
+        raise ConfigError(f"Unknown placement {placement!r}; {accepted}.")
+    blocks = []
+    for p in placement:
+        if isinstance(p, bool) or not isinstance(p, int) or not -depth <= p < depth:
+            raise ConfigError(f"Placement block index {p!r} is out of range: the backbone has blocks 0..{depth - 1}.")
+        blocks.append(p % depth)
+    if len(set(blocks)) != len(blocks):
+        raise ConfigError(f"Placement {list(placement)} names a block twice.")
+    return sorted(blocks)
+
+
+def _check_placement_syntax(value: Any) -> str | list[int]:
+    """Validate a placement spec without knowing the depth (large depth: only syntax is checked)."""
+    if isinstance(value, tuple):
+        value = list(value)
+    parse_placement(value, depth=10**6) if not isinstance(value, list) else None
+    if isinstance(value, list):
+        if not value or any(isinstance(p, bool) or not isinstance(p, int) for p in value):
+            raise ConfigError(f"Placement list must hold block indices (integers), got {value!r}.")
+    return value
+
+
+# ---------------------------------------------------------------- dataclasses
+@dataclass
+class AdapterConfig:
+    """Zero-initialized residual bottleneck adapters: ``h <- h + alpha * W_up(act(W_down h))``.
+
+    Args:
+        rank: bottleneck width r (1 <= r <= the backbone's width).
+        alpha: plain constant scale of the adapter output (not LoRA's alpha/r).
+        init: ``zero`` (the method: W_up = 0), ``small`` (W_up ~ N(0, 1e-4)) or ``random`` (both random).
+        dropout: dropout on the bottleneck activations during training.
+        placement: which blocks get an adapter: all, every:K, first:N, last:N or a list of indices.
+        act: bottleneck non-linearity.
+    """
+
+    rank: int = 16
+    alpha: float = 1.0
+    init: str = "zero"
+    dropout: float = 0.0
+    placement: str | list[int] = "all"
+    act: str = "gelu"
+
+    def __post_init__(self) -> None:
+        self.rank = _as_int("adapter.rank", self.rank, minimum=1)
+        self.alpha = _as_float("adapter.alpha", self.alpha, minimum=0.0)
+        self.init = _as_choice("adapter.init", self.init, ADAPTER_INITS)
+        self.dropout = _as_float("adapter.dropout", self.dropout, minimum=0.0)
+        if self.dropout >= 1:
+            raise ConfigError(f"`adapter.dropout` must be in [0, 1), got {self.dropout:g}.")
+        self.placement = _check_placement_syntax(self.placement)
+        self.act = _as_choice("adapter.act", self.act, ADAPTER_ACTS)
+
+
+@dataclass
+class BackboneConfig:
+    """Which pretrained ViT to build.
+
+    Args:
+        name: a registered backbone or any timm ViT-family model name.
+        pretrained: load pretrained weights; if they cannot be had the run stops (never random weights).
+        weights: a local ``.safetensors``/``.pth`` file with the backbone's weights (implies pretrained).
+        args: extra model kwargs passed to timm (``img_size``, ``patch_size``, ``drop_path_rate``, ...).
+    """
+
+    name: str = "vit_small_patch16_224"
+    pretrained: bool = True
+    weights: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"`backbone.name` must be a model name, got {self.name!r}.")
+        self.pretrained = _as_bool("backbone.pretrained", self.pretrained)
+        self.weights = None if self.weights in (None, "", "none") else str(self.weights)
+        if not isinstance(self.args, dict):
+            raise ConfigError(f"`backbone.args` must be a mapping of model kwargs, got {self.args!r}.")
+
+
+@dataclass
+class DataConfig:
+    """Dataset, split and input pipeline.
+
+    Args:
+        name: registered dataset (``imagefolder``, ...).
+        root: dataset folder or file.
+        val_fraction: share of the training split held out for validation (stratified).
+        split_seed: seed of the train/val split; independent of the training seed.
+        subset: use a fixed stratified subset of N training images.
+        test_subset: use a fixed stratified subset of N test images.
+        augment: random-resized-crop + flip for training (the paper's); off = eval transform.
+        num_workers: DataLoader worker processes.
+        strict: a corrupt image is an error (default: skipped and counted in the summary).
+        download: let loaders that can download do so (needs internet).
+    """
+
+    name: str = "imagefolder"
+    root: str | None = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    subset: int | None = None
+    test_subset: int | None = None
+    augment: bool = True
+    num_workers: int = 2
+    strict: bool = False
+    download: bool = False
+
+    def __post_init__(self) -> None:
+        self.root = None if self.root in (None, "") else str(self.root)
+        self.val_fraction = _as_float("data.val_fraction", self.val_fraction, minimum=0.0)
+        if self.val_fraction >= 1:
+            raise ConfigError(f"`data.val_fraction` must be in [0, 1), got {self.val_fraction:g}.")
+        self.split_seed = _as_int("data.split_seed", self.split_seed, minimum=0)
+        self.subset = _optional(_as_int, "data.subset", self.subset, minimum=1)
+        self.test_subset = _optional(_as_int, "data.test_subset", self.test_subset, minimum=1)
+        self.augment = _as_bool("data.augment", self.augment)
+        self.num_workers = _as_int("data.num_workers", self.num_workers, minimum=0)
+        self.strict = _as_bool("data.strict", self.strict)
+        self.download = _as_bool("data.download", self.download)
+
+
+@dataclass
+class TrainConfig:
+    """Optimization. ``None`` for lr / weight_decay means "the method's default".
+
+    Args:
+        epochs: training epochs.
+        batch_size: images per step.
+        lr: peak AdamW learning rate (None: the method's default).
+        weight_decay: AdamW weight decay (None: the method's default).
+        decay_all: decay every parameter (the paper's code); default decays weights only, not biases,
+            norms, tokens or position embeddings.
+        warmup_epochs: linear warm-up length (None: min(5, 10% of epochs)).
+        min_lr: learning rate at the end of the cosine.
+        grad_clip: max gradient norm (None: no clipping).
+        label_smoothing: cross-entropy label smoothing.
+        seed: training seed (init of new modules, data order, augmentation).
+        precision: auto (fp32 on CPU, bf16 on CUDA), fp32, bf16 or fp16.
+        device: auto, cpu, cuda or cuda:N.
+    """
+
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float | None = None
+    weight_decay: float | None = None
+    decay_all: bool = False
+    warmup_epochs: float | None = None
+    min_lr: float = 0.0
+    grad_clip: float | None = 1.0
+    label_smoothing: float = 0.0
+    seed: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.epochs = _as_int("train.epochs", self.epochs, minimum=1)
+        self.batch_size = _as_int("train.batch_size", self.batch_size, minimum=1)
+        self.lr = _optional(_as_float, "train.lr", self.lr, minimum=0.0, exclusive=True)
+        self.weight_decay = _optional(_as_float, "train.weight_decay", self.weight_decay, minimum=0.0)
+        self.decay_all = _as_bool("train.decay_all", self.decay_all)
+        self.warmup_epochs = _optional(_as_float, "train.warmup_epochs", self.warmup_epochs, minimum=0.0)
+        self.min_lr = _as_float("train.min_lr", self.min_lr, minimum=0.0)
+        self.grad_clip = _optional(_as_float, "train.grad_clip", self.grad_clip, minimum=0.0, exclusive=True)
+        self.label_smoothing = _as_float("train.label_smoothing", self.label_smoothing, minimum=0.0)
+        if self.label_smoothing >= 1:
+            raise ConfigError(f"`train.label_smoothing` must be in [0, 1), got {self.label_smoothing:g}.")
+        self.seed = _as_int("train.seed", self.seed, minimum=0)
+        self.precision = _as_choice("train.precision", self.precision, PRECISIONS)
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
+        ):
+            raise ConfigError(f"`train.device` must be auto, cpu, cuda or cuda:N; got {self.device!r}.")
+
+
+_SECTIONS: dict[str, type] = {
+    "backbone": BackboneConfig,
+    "data": DataConfig,
+    "adapter": AdapterConfig,
+    "train": TrainConfig,
+}
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run needs. ``adapter`` is None for methods without adapters."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    method: str = "adapter"
+    adapter: AdapterConfig | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out_dir: str = "runs/default"
+
+    def __post_init__(self) -> None:
+        for name, cls in _SECTIONS.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, _section_from_dict(name, cls, value))
+        if not isinstance(self.method, str) or not self.method:
+            raise ConfigError(f"`method` must be a method name, got {self.method!r}.")
+        self.out_dir = str(self.out_dir)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """Build from nested dicts; unknown keys raise ConfigError listing the valid keys."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"A run config must be a mapping, got {type(d).__name__}.")
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in d if k not in valid]
+        if unknown:
+            raise ConfigError(f"Unknown config key '{unknown[0]}'. Valid top-level keys: {', '.join(valid)}.")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _section_from_dict(section: str, cls: type, d: dict[str, Any]) -> Any:
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in d if k not in valid]
+    if unknown:
+        raise ConfigError(
+            f"Unknown config key '{section}.{unknown[0]}'. Valid keys of `{section}`: {', '.join(valid)}."
+        )
+    return cls(**d)
+
+
+# ---------------------------------------------------------------- YAML and key=value overrides
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict (an empty file is an empty dict)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"Config file '{path}' does not exist.")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"Config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file '{path}' must hold a mapping of keys, got {type(data).__name__}.")
+    return data
+
+
+def merge_dicts(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive merge; values of ``update`` win. Returns a new dict."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _all_keys() -> dict[str, str]:
+    """Map every accepted key spelling to its dotted path: ``lr`` and ``train.lr`` -> ``train.lr``."""
+    keys: dict[str, str] = {"method": "method", "out_dir": "out_dir"}
+    leaf_owners: dict[str, list[str]] = {}
+    for section, cls in _SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            keys[f"{section}.{f.name}"] = f"{section}.{f.name}"
+            leaf_owners.setdefault(f.name, []).append(f"{section}.{f.name}")
+    for leaf, owners in leaf_owners.items():
+        if len(owners) == 1 and leaf not in keys:
+            keys[leaf] = owners[0]
+    return keys
+
+
+def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` strings (values parsed as YAML) to a nested config dict.
+
+    Keys are dotted (``train.lr=1e-3``) or a leaf name that is unique across sections (``lr=1e-3``).
+    ``backbone.args.NAME=value`` sets a model kwarg.
+    """
+    keys = _all_keys()
+    out = dict(d)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"Override '{item}' must look like key=value (e.g. train.lr=0.001).")
+        value = yaml.safe_load(raw) if raw.strip() else None
+        if key.startswith("backbone.args."):
+            path = ["backbone", "args", key[len("backbone.args.") :]]
+        elif key in keys:
+            path = keys[key].split(".")
+        else:
+            raise ConfigError(f"Unknown config key '{key}'. Valid keys: {', '.join(sorted(keys))}.")
+        cur = out
+        for part in path[:-1]:
+            cur[part] = dict(cur.get(part) or {})
+            cur = cur[part]
+        cur[path[-1]] = value
+    return out

@@ -1,0 +1,408 @@
+"""One training run, end to end, and its directory contract.
+
+A run directory holds ``config.yaml`` (fully resolved), ``metrics.jsonl`` (one line per epoch),
+``summary.json`` (a :class:`RunSummary`) and ``adapter.safetensors`` (the trained tensors of the
+best-validation model, with metadata). ``eval`` and ``predict`` rebuild the model from the backbone and
+that file, and check that the backbone weights hash to the recorded value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import resource
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from .adapters import adapted_blocks, backbone_width
+from .backbones import create_backbone
+from .config import RunConfig
+from .data import build_splits, build_transforms, collate_skip, load_raw
+from .data.base import SplitView
+from .engine import (
+    Callback,
+    atomic_write_text,
+    evaluate,
+    fit,
+    load_tensors,
+    resolve_device,
+    resolve_precision,
+    save_tensors,
+)
+from .errors import CheckpointError, ConfigError
+from .methods import METHODS, build_method, resolve_adapter_config
+
+__all__ = [
+    "LoadedRun",
+    "RunStatus",
+    "RunSummary",
+    "evaluate_run",
+    "load_run",
+    "make_loader",
+    "predict",
+    "resolve_config",
+    "run",
+]
+
+ADAPTER_FILE = "adapter.safetensors"
+
+
+class RunStatus(StrEnum):
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+@dataclass
+class RunSummary:
+    status: RunStatus
+    method: str
+    backbone: str
+    dataset: str
+    rank: int | None
+    placement: str | list[int] | None
+    seed: int
+    test_acc: float | None = None  # top-1 %, best-val checkpoint
+    test_top5: float | None = None
+    test_acc_last: float | None = None  # top-1 %, last epoch (reported, never used for selection)
+    best_val_acc: float | None = None
+    best_epoch: int | None = None
+    selection: str = "best_val_top1"
+    trainable_params: int = 0
+    total_params: int = 0
+    adapter_file_bytes: int | None = None
+    train_seconds: float | None = None
+    train_images_per_second: float | None = None
+    peak_memory_mb: float | None = None
+    skipped_images: int = 0
+    num_classes: int = 0
+    classes: list[str] = field(default_factory=list)
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    weights_tag: str = ""
+    weights_sha256: str = ""
+    protocol: dict[str, Any] = field(default_factory=dict)
+    device: str = ""
+    precision: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["status"] = self.status.value
+        return d
+
+
+def versions() -> dict[str, str]:
+    import timm
+    import torchvision
+
+    from . import __version__
+
+    return {
+        "adaptertune": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def resolve_config(cfg: RunConfig) -> RunConfig:
+    """Fill the method's defaults (lr, weight decay, adapter options) and check the method's options."""
+    info = METHODS.get(cfg.method)
+    d = cfg.to_dict()
+    d["adapter"] = dataclasses.asdict(a) if (a := resolve_adapter_config(cfg.method, cfg.adapter)) else None
+    for key in ("lr", "weight_decay"):
+        if d["train"][key] is None:
+            d["train"][key] = info.defaults[key]
+    if d["train"]["warmup_epochs"] is None:
+        d["train"]["warmup_epochs"] = min(5.0, 0.1 * d["train"]["epochs"])
+    return RunConfig.from_dict(d)
+
+
+def make_loader(
+    view: SplitView, batch_size: int, num_workers: int, device: torch.device, shuffle: bool = False, seed: int = 0
+) -> torch.utils.data.DataLoader:
+    """DataLoader with a seeded order (the same seed gives the same batches and augmentations)."""
+    return torch.utils.data.DataLoader(
+        view,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=device.type == "cuda",
+        collate_fn=collate_skip,
+    )
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+class _MetricsWriter:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_start(self, total_steps: int, steps_per_epoch: int) -> None:
+        self.path.write_text("")
+
+    def on_step(self, step: int, loss: float, lr: float) -> None:
+        pass
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+            f.flush()
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"Output path '{out_dir}' exists and is not a folder; pick another --out-dir.")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"Output folder '{out_dir}' is not empty; pick another --out-dir or pass --overwrite.")
+        if not (out_dir / "config.yaml").is_file():
+            raise ConfigError(f"Output folder '{out_dir}' is not a run folder; --overwrite only replaces runs.")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"Cannot create output folder '{out_dir}': {e.strerror}.") from None
+
+
+def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False) -> RunSummary:
+    """Train one run and write its directory.
+
+    Everything that can be checked (config, backbone, weights, data) is checked before the output folder
+    is created, so bad input leaves no partial run behind.
+
+    Example:
+        >>> cfg = RunConfig.from_dict({"backbone": {"name": "test_vit", "pretrained": False},
+        ...                            "data": {"name": "imagefolder", "root": "data/"}, "out_dir": "runs/x"})
+        >>> summary = run(cfg)
+    """
+    cfg = resolve_config(cfg)
+    out_dir = Path(cfg.out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        _prepare_out_dir(out_dir, overwrite)  # fail fast, before the expensive part
+    device = resolve_device(cfg.train.device)
+    precision = resolve_precision(cfg.train.precision, device)
+    raw = load_raw(cfg.data)
+    built = create_backbone(cfg.backbone, num_classes=len(raw.classes), seed=cfg.train.seed)
+    splits = build_splits(cfg.data, built.data_config, raw)
+    torch.manual_seed(cfg.train.seed)  # adapter init (W_down), dropout
+    model = build_method(cfg.method, built.model, cfg.adapter)
+    bs, nw = cfg.train.batch_size, cfg.data.num_workers
+    train_loader = make_loader(splits.train, bs, nw, device, shuffle=True, seed=cfg.train.seed)
+    val_loader = make_loader(splits.val, bs, nw, device) if splits.val is not None else None
+    test_loader = make_loader(splits.test, bs, nw, device)
+
+    _prepare_out_dir(out_dir, overwrite)
+    for stale in ("summary.json", "metrics.jsonl", ADAPTER_FILE):
+        (out_dir / stale).unlink(missing_ok=True)
+    resolved = cfg.to_dict()
+    resolved["train"]["precision"] = precision
+    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    params = {id(p): p for p in model.parameters()}.values()
+    summary = RunSummary(
+        status=RunStatus.FAILED,
+        method=cfg.method,
+        backbone=cfg.backbone.name,
+        dataset=cfg.data.name,
+        rank=cfg.adapter.rank if cfg.adapter else None,
+        placement=cfg.adapter.placement if cfg.adapter else None,
+        seed=cfg.train.seed,
+        trainable_params=sum(p.numel() for p in params if p.requires_grad),
+        total_params=sum(p.numel() for p in params),
+        num_classes=len(raw.classes),
+        classes=list(raw.classes),
+        split_sizes=splits.sizes(),
+        weights_tag=built.weights_tag,
+        weights_sha256=built.weights_sha256,
+        protocol=_protocol(cfg, built.data_config),
+        device=str(device),
+        precision=precision,
+        versions=versions(),
+    )
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        result = fit(
+            model,
+            train_loader,
+            val_loader,
+            test_loader,
+            cfg.train,
+            device,
+            [_MetricsWriter(out_dir / "metrics.jsonl"), *callbacks],
+        )
+    except BaseException as e:
+        summary.error = f"{type(e).__name__}: {e}"
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary.to_dict(), indent=2))
+        raise
+    meta = _file_metadata(cfg, built, raw.classes, model)
+    save_tensors(out_dir / ADAPTER_FILE, result.best_state, meta)
+    summary.status = RunStatus.SUCCESS
+    summary.test_acc, summary.test_top5 = result.test["acc"], result.test["top5"]
+    summary.test_acc_last = result.test_last["acc"]
+    summary.best_val_acc, summary.best_epoch, summary.selection = (
+        result.best_val_acc,
+        result.best_epoch,
+        result.selection,
+    )
+    summary.train_seconds, summary.train_images_per_second = result.train_seconds, result.images_per_second
+    summary.peak_memory_mb = _peak_memory_mb(device)
+    summary.skipped_images = result.skipped_images
+    summary.adapter_file_bytes = (out_dir / ADAPTER_FILE).stat().st_size
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary.to_dict(), indent=2))
+    return summary
+
+
+def _protocol(cfg: RunConfig, data_config: dict[str, Any]) -> dict[str, Any]:
+    """What must match for two runs to share a cell of a results table."""
+    return {
+        "input_size": list(data_config["input_size"]),
+        "mean": [round(float(m), 6) for m in data_config["mean"]],
+        "std": [round(float(s), 6) for s in data_config["std"]],
+        "crop_pct": float(data_config.get("crop_pct", 0.875)),
+        "augment": "rrc+flip" if cfg.data.augment else "none",
+        "epochs": cfg.train.epochs,
+        "selection": "best_val_top1" if cfg.data.val_fraction > 0 else "last_epoch",
+        "val_fraction": cfg.data.val_fraction,
+        "split_seed": cfg.data.split_seed,
+        "subset": cfg.data.subset,
+        "test_subset": cfg.data.test_subset,
+    }
+
+
+def _file_metadata(cfg: RunConfig, built: Any, classes: list[str], model: nn.Module) -> dict[str, Any]:
+    return {
+        "backbone": cfg.backbone.name,
+        "backbone_args": cfg.backbone.args,
+        "weights_tag": built.weights_tag,
+        "weights_sha256": built.weights_sha256,
+        "method": cfg.method,
+        "adapter": dataclasses.asdict(cfg.adapter) if cfg.adapter else None,
+        "adapted_blocks": adapted_blocks(model) if cfg.adapter else [],
+        "width": backbone_width(model),
+        "classes": list(classes),
+        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in built.data_config.items()},
+    }
+
+
+# ---------------------------------------------------------------- rebuilding a trained run
+@dataclass
+class LoadedRun:
+    model: nn.Module
+    config: RunConfig
+    summary: dict[str, Any]
+    classes: list[str]
+    data_config: dict[str, Any]
+    device: torch.device
+    precision: str
+
+
+def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
+    """Rebuild a finished run's best-val model from its backbone and ``adapter.safetensors``.
+
+    Raises:
+        CheckpointError: not a finished run, or the backbone weights differ from the training run's.
+    """
+    run_dir = Path(run_dir)
+    for f in ("config.yaml", "summary.json", ADAPTER_FILE):
+        if not (run_dir / f).is_file():
+            raise CheckpointError(f"'{run_dir}' is not a finished run folder: {f} is missing.")
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        cfg = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise CheckpointError(f"'{run_dir}' has a corrupt summary.json or config.yaml: {e}") from None
+    if summary.get("status") != RunStatus.SUCCESS.value:
+        raise CheckpointError(f"Run '{run_dir}' did not finish (status {summary.get('status')!r}).")
+    tensors, meta = load_tensors(run_dir / ADAPTER_FILE)
+    dev = resolve_device(device)
+    built = create_backbone(cfg.backbone, num_classes=len(meta["classes"]), seed=cfg.train.seed)
+    if built.weights_sha256 != meta["weights_sha256"]:
+        raise CheckpointError(
+            f"Backbone weights differ from the training run's: sha256 {built.weights_sha256[:12]} here, "
+            f"{meta['weights_sha256'][:12]} in {run_dir / ADAPTER_FILE} (tag {meta['weights_tag']})."
+        )
+    torch.manual_seed(cfg.train.seed)
+    model = build_method(cfg.method, built.model, cfg.adapter)
+    load_trained_tensors(model, tensors, str(run_dir / ADAPTER_FILE))
+    return LoadedRun(
+        model.to(dev).eval(),
+        cfg,
+        summary,
+        meta["classes"],
+        built.data_config,
+        dev,
+        resolve_precision(cfg.train.precision, dev),
+    )
+
+
+def load_trained_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Copy saved trainable tensors into ``model``; the keys must be exactly its trainable parameters."""
+    params = dict(model.named_parameters())
+    want = {n for n, p in params.items() if p.requires_grad}
+    if set(tensors) != want:
+        missing, extra = sorted(want - set(tensors)), sorted(set(tensors) - want)
+        raise CheckpointError(f"{source} does not match the model: missing {missing[:3]}, unexpected {extra[:3]}.")
+    with torch.no_grad():
+        for n, v in tensors.items():
+            if params[n].shape != v.shape:
+                raise CheckpointError(
+                    f"{source}: '{n}' has shape {tuple(v.shape)}, the model {tuple(params[n].shape)}."
+                )
+            params[n].copy_(v)
+
+
+def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict[str, Any]:
+    """Re-evaluate a finished run on its test split; returns test metrics and the recorded ones."""
+    loaded = load_run(run_dir, device)
+    cfg = loaded.config
+    splits = build_splits(cfg.data, loaded.data_config)
+    loader = make_loader(splits.test, cfg.train.batch_size, cfg.data.num_workers, loaded.device)
+    t0 = time.perf_counter()
+    metrics = evaluate(loaded.model, loader, loaded.device, loaded.precision)
+    return {
+        "test_acc": metrics["acc"],
+        "test_top5": metrics["top5"],
+        "test_loss": metrics["loss"],
+        "n": metrics["n"],
+        "recorded_test_acc": loaded.summary.get("test_acc"),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def predict(
+    run_dir: str | Path, images: list[str | Path], topk: int = 5, device: str = "auto"
+) -> list[dict[str, Any]]:
+    """Top-k classes with probabilities for each image file."""
+    from PIL import Image
+
+    loaded = load_run(run_dir, device)
+    _, eval_tf = build_transforms(loaded.data_config, augment=False)
+    out = []
+    for path in images:
+        try:
+            with Image.open(path) as img:
+                x = eval_tf(img.convert("RGB"))[None].to(loaded.device)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"Cannot read image '{path}': {e}") from None
+        with torch.no_grad():
+            probs = loaded.model(x).float().softmax(-1)[0]
+        p, i = probs.topk(min(topk, probs.numel()))
+        out.append(
+            {"image": str(path), "top": [(loaded.classes[j], float(q)) for q, j in zip(p.tolist(), i.tolist())]}
+        )
+    return out

@@ -1,0 +1,192 @@
+"""Contracts of the adapter module: exact identity at init, frozen backbone, counts, state dicts."""
+
+import pytest
+import torch
+
+from adaptertune import (
+    AdapterConfig,
+    CheckpointError,
+    ConfigError,
+    adapter_param_count,
+    adapter_state_dict,
+    add_adapters,
+    disable_adapters,
+    list_adapter_sets,
+    load_adapter_state_dict,
+    remove_adapters,
+    set_active,
+    trainable_parameters,
+)
+from adaptertune.adapters import adapted_blocks
+from adaptertune.methods import METHODS, build_method
+from conftest import tiny_vit
+
+PLACEMENTS = ["all", "every:2", "every:5", "first:3", "last:1", "last:6", [0, 5, 11], "3,7"]
+X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+@pytest.mark.parametrize("init", ["zero"])
+def test_logits_bitwise_equal_at_init(placement, init):
+    model = tiny_vit()
+    base = model(X)
+    add_adapters(model, AdapterConfig(rank=8, placement=placement, init=init))
+    assert torch.equal(model(X), base)
+
+
+def test_random_init_changes_logits_and_small_barely():
+    base = tiny_vit()(X)
+    rand = add_adapters(tiny_vit(), AdapterConfig(rank=8, init="random"))(X)
+    small = add_adapters(tiny_vit(), AdapterConfig(rank=8, init="small"))(X)
+    assert not torch.equal(rand, base)
+    assert not torch.equal(small, base)
+    assert (small - base).abs().max() < (rand - base).abs().max()
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_zero_init_methods_start_at_pretrained_logits(method):
+    """Every registered method starts from the pretrained function (the head is the same new head)."""
+    model = tiny_vit()
+    base = model(X)
+    build_method(method, model, None)
+    assert torch.equal(model.eval()(X), base)
+
+
+def test_training_changes_only_adapters_and_head():
+    torch.manual_seed(0)
+    model = add_adapters(tiny_vit(num_classes=5), AdapterConfig(rank=4, placement="every:3"))
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    trained = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(model(X), torch.tensor([0, 1, 2, 3]))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    params = dict(model.named_parameters())
+    for n, v in frozen.items():
+        assert torch.equal(params[n], v), n
+        assert params[n].grad is None, n
+    for n, v in trained.items():
+        assert not torch.equal(params[n], v), n
+    assert any(".adapters." in n for n in trained) and any(n.startswith("head.") for n in trained)
+
+
+@pytest.mark.parametrize(
+    "placement,n_blocks", [("all", 12), ("every:2", 6), ("every:5", 3), ("last:4", 4), ([1, 2], 2)]
+)
+@pytest.mark.parametrize("rank", [1, 16])
+def test_trainable_count_matches_formula(placement, n_blocks, rank):
+    model = add_adapters(tiny_vit(num_classes=7), AdapterConfig(rank=rank, placement=placement))
+    d = 192
+    assert trainable_parameters(model).trainable == n_blocks * (2 * d * rank + rank + d) + d * 7 + 7
+    assert adapter_param_count(n_blocks, d, rank) == n_blocks * (2 * d * rank + rank + d)
+
+
+def test_backbone_state_dict_keys_unchanged_and_plain_checkpoint_loads():
+    plain = tiny_vit()
+    keys = set(plain.state_dict())
+    model = add_adapters(tiny_vit(seed=1), AdapterConfig(rank=4))
+    new_keys = set(model.state_dict())
+    assert keys <= new_keys
+    assert all(".adapters." in k for k in new_keys - keys)
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(".adapters." in k for k in missing)
+    set_active(model, None)
+    assert torch.equal(model(X), plain(X))
+
+
+def test_timm_features_keep_working():
+    model = add_adapters(tiny_vit(), AdapterConfig(rank=4, init="random"))
+    feats = model.forward_features(X)
+    assert torch.equal(model.forward_head(feats), model(X))
+    model.set_grad_checkpointing(True)
+    model.train()
+    out = model(X)
+    out.sum().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if ".adapters." in n)
+    model.reset_classifier(3)
+    assert model(X).shape == (4, 3)
+    assert model.get_classifier().weight.requires_grad
+
+
+def test_adapter_state_dict_round_trip_exact():
+    torch.manual_seed(0)
+    a = add_adapters(tiny_vit(num_classes=5), AdapterConfig(rank=8, placement="last:3", init="random"))
+    with torch.no_grad():
+        a.head.weight.normal_()
+    sd = adapter_state_dict(a)
+    assert set(sd) == {
+        f"adapters.{i}.{m}.{t}" for i in (9, 10, 11) for m in ("down", "up") for t in ("weight", "bias")
+    } | {"head.weight", "head.bias"}
+    b = add_adapters(tiny_vit(num_classes=5), AdapterConfig(rank=8, placement="last:3"))
+    assert not torch.equal(a(X), b(X))
+    load_adapter_state_dict(b, sd)
+    assert torch.equal(a(X), b(X))
+
+
+@pytest.mark.parametrize(
+    "other,match",
+    [
+        (dict(rank=4), "rank mismatch: the file has rank 8, the model rank 4"),
+        (dict(placement="last:2"), "placement mismatch"),
+    ],
+)
+def test_load_mismatch_is_clear(other, match):
+    sd = adapter_state_dict(add_adapters(tiny_vit(), AdapterConfig(rank=8, placement="last:3")))
+    model = add_adapters(tiny_vit(), AdapterConfig(**{"rank": 8, "placement": "last:3", **other}))
+    with pytest.raises(CheckpointError, match=match):
+        load_adapter_state_dict(model, sd)
+
+
+def test_load_from_other_backbone_names_width():
+    import timm
+
+    small = timm.create_model("vit_small_patch16_224", img_size=32, patch_size=4, depth=12, num_classes=10)
+    sd = adapter_state_dict(add_adapters(small, AdapterConfig(rank=8)))
+    with pytest.raises(CheckpointError, match="width d=384, the model has d=192"):
+        load_adapter_state_dict(add_adapters(tiny_vit(), AdapterConfig(rank=8)), sd)
+
+
+def test_rank_larger_than_width_is_error():
+    with pytest.raises(ConfigError, match="larger than the backbone width 192"):
+        add_adapters(tiny_vit(), AdapterConfig(rank=193))
+
+
+def test_placement_out_of_range_is_error():
+    with pytest.raises(ConfigError, match="out of range"):
+        add_adapters(tiny_vit(), AdapterConfig(placement=[12]))
+
+
+def test_several_sets_switch_exactly_and_remove():
+    torch.manual_seed(0)
+    model = tiny_vit()
+    base = model(X)
+    add_adapters(model, AdapterConfig(rank=4, init="random"), name="a")
+    out_a = model(X)
+    add_adapters(model, AdapterConfig(rank=2, placement="last:2", init="random"), name="b")
+    out_b = model(X)
+    assert list_adapter_sets(model) == ["a", "b"] and adapted_blocks(model) == [10, 11]
+    set_active(model, "a")
+    assert torch.equal(model(X), out_a)
+    disable_adapters(model)
+    assert torch.equal(model(X), base)
+    set_active(model, "b")
+    assert torch.equal(model(X), out_b)
+    remove_adapters(model, "b")
+    assert torch.equal(model(X), base)  # removed set was active: nothing active now
+    remove_adapters(model, "a")
+    assert list_adapter_sets(model) == [] and not any("adapters" in k for k in model.state_dict())
+    assert all(len(b._forward_hooks) == 0 for b in model.blocks)
+
+
+def test_deepcopy_keeps_adapters_independent():
+    import copy
+
+    model = add_adapters(tiny_vit(), AdapterConfig(rank=4, init="random"))
+    clone = copy.deepcopy(model)
+    assert torch.equal(clone(X), model(X))
+    with torch.no_grad():
+        clone.blocks[0].adapters["default"].up.weight.zero_()
+    assert not torch.equal(clone(X), model(X))

@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from adaptertune import BackboneConfig, CheckpointError, WeightsUnavailableError, create_backbone
+from adaptertune.backbones import weights_sha256
+from conftest import tiny_vit
+
+
+def test_random_init_is_seeded_and_hashed():
+    cfg = BackboneConfig(name="test_vit", pretrained=False)
+    a, b = create_backbone(cfg, 10, seed=0), create_backbone(cfg, 10, seed=0)
+    assert a.weights_sha256 == b.weights_sha256 and a.weights_tag == "random-init(seed=0)"
+    assert create_backbone(cfg, 10, seed=1).weights_sha256 != a.weights_sha256
+    assert a.data_config["input_size"] == (3, 32, 32)
+
+
+def test_pretrained_offline_is_clear_error_never_random():
+    with pytest.raises(WeightsUnavailableError, match="--weights FILE"):
+        create_backbone(BackboneConfig(name="vit_tiny_patch16_224", args={"img_size": 32, "patch_size": 4}), 10)
+    with pytest.raises(WeightsUnavailableError, match="There are no pretrained weights for 'test_vit'"):
+        create_backbone(BackboneConfig(name="test_vit"), 10)
+
+
+def test_weights_file_loads_strictly_head_replaced(tmp_path):
+    from safetensors.torch import save_file
+
+    src = tiny_vit(num_classes=1000, seed=3)
+    save_file(src.state_dict(), tmp_path / "w.safetensors")
+    torch.save(src.state_dict(), tmp_path / "w.pth")
+    for f in ("w.safetensors", "w.pth"):
+        built = create_backbone(BackboneConfig(name="test_vit", weights=str(tmp_path / f)), 5)
+        assert built.weights_sha256 == weights_sha256(src)
+        assert built.model.head.weight.shape == (5, 192)
+        assert torch.equal(built.model.blocks[3].mlp.fc1.weight, src.blocks[3].mlp.fc1.weight)
+
+
+def test_foreign_weights_file_is_clear_error(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"conv1.weight": torch.zeros(3, 3)}, tmp_path / "resnet.safetensors")
+    with pytest.raises(CheckpointError, match="another architecture"):
+        create_backbone(BackboneConfig(name="test_vit", weights=str(tmp_path / "resnet.safetensors")), 5)
+    (tmp_path / "trunc.safetensors").write_bytes(b"\x00\x01garbage")
+    with pytest.raises(CheckpointError, match="Cannot read weights file"):
+        create_backbone(BackboneConfig(name="test_vit", weights=str(tmp_path / "trunc.safetensors")), 5)
+
+
+def test_pickled_code_is_refused(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with open(tmp_path / "evil.pth", "wb") as f:
+        pickle.dump({"x": Evil()}, f)
+    with pytest.raises(CheckpointError, match="Cannot read weights file"):
+        create_backbone(BackboneConfig(name="test_vit", weights=str(tmp_path / "evil.pth")), 5)
