@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -219,6 +220,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# Subcommands that live in their own module ``cli/<name>.py``, each exposing ``add_parser(subparsers)``
+# (which sets ``func``). Add a module name here to add a command.
+EXTRA_COMMANDS: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adaptertune", description="Zero-initialized low-rank adapters for frozen ViTs."
@@ -245,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["backbones", "datasets", "methods"])
     p.add_argument("--filter", default=None, help="shell pattern, e.g. 'vit_*'")
     p.set_defaults(func=cmd_list)
+    for name in EXTRA_COMMANDS:
+        importlib.import_module(f"{__package__}.{name}").add_parser(sub)
     return parser
 
 
