@@ -136,10 +136,10 @@ def _check_placement_syntax(value: Any) -> str | list[int]:
     """Validate a placement spec without knowing the depth (large depth: only syntax is checked)."""
     if isinstance(value, tuple):
         value = list(value)
-    parse_placement(value, depth=10**6) if not isinstance(value, list) else None
-    if isinstance(value, list):
-        if not value or any(isinstance(p, bool) or not isinstance(p, int) for p in value):
-            raise ConfigError(f"Placement list must hold block indices (integers), got {value!r}.")
+    if not isinstance(value, list):
+        parse_placement(value, depth=10**6)
+    elif not value or any(isinstance(p, bool) or not isinstance(p, int) for p in value):
+        raise ConfigError(f"Placement list must hold block indices (integers), got {value!r}.")
     return value
 
 
