@@ -27,8 +27,9 @@ def require_files(name: str, base: Path, files: Sequence[str], how: str = "") ->
     """Raise a DataError naming every missing file of ``files`` (relative to ``base``) and how to get them."""
     missing = [f for f in files if not (base / f).exists()]
     if missing:
+        which = "" if len(missing) == len(files) else f" (missing: {', '.join(missing)})"
         raise DataError(
-            f"Dataset '{name}' not found: expected {', '.join(files)} under '{base}' (missing: {', '.join(missing)}). "
+            f"Dataset '{name}' not found: expected {', '.join(files)} under '{base.resolve()}'{which}. "
             f"Pass --data-root DIR (the folder holding {base.name}/, or {base.name}/ itself)"
             f"{how or ', or add --download to fetch it (needs internet)'}."
         )
