@@ -21,6 +21,8 @@ from adaptertune import BackboneConfig, create_backbone
 from adaptertune.config import DataConfig
 from adaptertune.data import DATASETS, SplitView, build_transforms, subset_indices
 
+NAME = "vit_small_patch14_dinov2.imgfocus"
+
 
 def extract_features(built, source, n: int, seed: int, batch: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
     idx = subset_indices(np.arange(len(source)), source.targets, n, seed)
@@ -63,7 +65,7 @@ def main() -> None:
     for size in args.img_size:
         for pretrained in (True, False):
             t0 = time.perf_counter()
-            cfg = BackboneConfig(name="vit_small_patch14_dinov2.imgfocus", args={"img_size": size}, pretrained=pretrained)
+            cfg = BackboneConfig(name=NAME, args={"img_size": size}, pretrained=pretrained)
             built = create_backbone(cfg, 10, seed=0)
             built.model.eval()
             tr = extract_features(built, raw.train, args.train, args.seed)
