@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,9 @@ class MultiTaskModel(nn.Module):
     def _add_lora_set(self, name: str, cfg: AdapterConfig, sd: dict, path: Any) -> None:
         from .methods.lora import add_lora
 
-        add_lora(self.backbone, cfg, name=name)
+        with warnings.catch_warnings():  # PEFT warns that a second adapter set is being added: that is the point
+            warnings.filterwarnings("ignore", message=".*multiple adapters.*")
+            add_lora(self.backbone, cfg, name=name)
         own = {k: p for k, p in self.backbone.named_parameters() if f".{name}." in k and ".lora_" in k}
         renamed = {k.replace(".default.", f".{name}."): v for k, v in sd.items()}
         if set(renamed) != set(own) or any(renamed[k].shape != own[k].shape for k in own):
