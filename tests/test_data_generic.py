@@ -1,0 +1,103 @@
+"""Generic datasets: a CSV of path,label rows and a Hugging Face save_to_disk folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from adaptertune.config import DataConfig
+from adaptertune.data import build_splits, load_raw
+from adaptertune.errors import DataError
+
+DATA_CONFIG = {"input_size": (3, 16, 16), "mean": (0.5,) * 3, "std": (0.5,) * 3, "interpolation": "bilinear"}
+
+
+def make_csv(root: Path, rows: list[str], n_images: int = 6) -> Path:
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    for i in range(n_images):
+        Image.fromarray(np.full((20, 20, 3), i * 30, np.uint8)).save(root / "img" / f"{i}.png")
+    path = root / "labels.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_csv_with_split_column_and_numeric_labels(tmp_path):
+    rows = ["path,label,split", "img/0.png,2,train", "img/1.png,10,train", "img/2.png,2,train", "img/3.png,10,test"]
+    rows += ["img/4.png,2,val", "", "img/5.png,10,validation"]
+    raw = load_raw(DataConfig(name="csv", root=str(make_csv(tmp_path, rows))))
+    assert raw.classes == ["2", "10"]  # numeric order, not "10" < "2"
+    assert raw.train.targets == [0, 1, 0] and raw.test.targets == [1] and raw.val.targets == [0, 1]
+    assert raw.train.paths[1] == str((tmp_path / "img" / "1.png").resolve())  # relative to the CSV
+    splits = build_splits(DataConfig(name="csv", root=str(tmp_path / "labels.csv")), DATA_CONFIG, raw)
+    assert splits.sizes() == {"train": 3, "val": 2, "test": 1} and splits.train[0][0].shape == (3, 16, 16)
+
+
+def test_csv_without_split_column_gets_fixed_split(tmp_path):
+    rows = [f"img/{i % 6}.png,{'cat' if i % 2 else 'dog'}" for i in range(20)]
+    a = load_raw(DataConfig(name="csv", root=str(make_csv(tmp_path, rows)), split_seed=0))
+    b = load_raw(DataConfig(name="csv", root=str(tmp_path / "labels.csv"), split_seed=9))
+    assert a.classes == ["cat", "dog"] and (len(a.train), len(a.test)) == (16, 4)
+    assert a.test.paths == b.test.paths  # the test split does not depend on any run seed
+
+
+@pytest.mark.parametrize(
+    "rows, match",
+    [
+        (["img/0.png,a", "img/nope.png,b", "img/gone.png,b"], r"line 2: 'img/nope.png' does not exist.*2 of 3 rows"),
+        (["img/0.png,a,train", "img/1.png"], r"line 2: expected 'path,label\[,split\]'"),
+        (["img/0.png,a,train", "img/1.png,b,holdout"], "split 'holdout' is not one of"),
+        (["img/0.png,a,train", "img/1.png,b,train"], "at least 'train' and 'test'"),
+        (["path,label"], "has no rows"),
+    ],
+)
+def test_csv_bad_rows_are_clear_errors(tmp_path, rows, match):
+    with pytest.raises(DataError, match=match):
+        load_raw(DataConfig(name="csv", root=str(make_csv(tmp_path, rows))))
+
+
+def test_csv_missing_file_or_root(tmp_path):
+    with pytest.raises(DataError, match="needs --data-root FILE.csv"):
+        load_raw(DataConfig(name="csv"))
+    with pytest.raises(DataError, match="does not exist"):
+        load_raw(DataConfig(name="csv", root=str(tmp_path / "x.csv")))
+
+
+def test_hf_save_to_disk_folder(tmp_path):
+    datasets = pytest.importorskip("datasets", reason="the 'hf' extra: pip install 'adaptertune[hf]'")
+    feats = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["ant", "bee", "cow"])})
+    imgs = [Image.fromarray(np.full((12, 12, 3), 40 * i, np.uint8)) for i in range(6)]
+    part = lambda n: datasets.Dataset.from_dict({"img": imgs[:n], "label": [i % 3 for i in range(n)]}, features=feats)  # noqa: E731
+    datasets.DatasetDict({"train": part(6), "test": part(3)}).save_to_disk(str(tmp_path / "dd"))
+    raw = load_raw(DataConfig(name="hf", root=str(tmp_path / "dd")))
+    assert raw.classes == ["ant", "bee", "cow"] and raw.train.targets == [0, 1, 2, 0, 1, 2] and len(raw.test) == 3
+    assert np.asarray(raw.train.load(2))[0, 0, 0] == 80
+    splits = build_splits(DataConfig(name="hf", root=str(tmp_path / "dd"), val_fraction=0.0), DATA_CONFIG, raw)
+    assert splits.train[1][0].shape == (3, 16, 16) and splits.train[1][1] == 1
+
+    # a single Dataset with string labels and no test split: fixed 80/20 split, classes from the values
+    plain = datasets.Dataset.from_dict(
+        {"image": imgs * 2, "label": ["x", "y"] * 6},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("string")}),
+    )
+    plain.save_to_disk(str(tmp_path / "plain"))
+    raw = load_raw(DataConfig(name="hf", root=str(tmp_path / "plain")))
+    assert raw.classes == ["x", "y"] and (len(raw.train), len(raw.test)) == (10, 2)
+
+
+def test_hf_without_datasets_installed_says_how_to_install(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
+    with pytest.raises(DataError, match=r"pip install 'adaptertune\[hf\]'"):
+        load_raw(DataConfig(name="hf", root=str(tmp_path)))
+
+
+def test_hf_bad_roots(tmp_path):
+    pytest.importorskip("datasets", reason="the 'hf' extra: pip install 'adaptertune[hf]'")
+    with pytest.raises(DataError, match="add --download"):
+        load_raw(DataConfig(name="hf", root="someone/some-dataset"))
+    with pytest.raises(DataError, match="not a datasets save_to_disk folder"):
+        load_raw(DataConfig(name="hf", root=str(tmp_path)))
