@@ -5,10 +5,9 @@ import io
 import pytest
 import torch
 import yaml
-from _taskfiles import TINY, make_run
 
+from _taskfiles import TINY, make_run
 from adaptertune.adapter_files import check_adapter_file, read_adapter_file
-from adaptertune.adapters import add_adapters
 from adaptertune.config import AdapterConfig
 from adaptertune.errors import CheckpointError
 from adaptertune.runs import load_run
@@ -18,7 +17,12 @@ X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 @pytest.mark.parametrize(
     ("method", "adapter"),
-    [("adapter", {"rank": 4, "placement": "every:3"}), ("lora", {"rank": 4}), ("parallel", {"rank": 2}), ("bitfit", None)],
+    [
+        ("adapter", {"rank": 4, "placement": "every:3"}),
+        ("lora", {"rank": 4}),
+        ("parallel", {"rank": 2}),
+        ("bitfit", None),
+    ],
 )
 def test_round_trip_is_exact_and_file_holds_only_trained_tensors(tmp_path, method, adapter):
     run_dir, model = make_run(tmp_path / method, method, adapter)
@@ -109,5 +113,3 @@ def test_summary_records_the_file_size(image_folder, tmp_path):
     s = run(cfg)
     assert s.adapter_file_bytes == (tmp_path / "r" / "adapter.safetensors").stat().st_size
     assert yaml.safe_load(io.StringIO((tmp_path / "r" / "config.yaml").read_text()))["adapter"]["targets"] == "qkv"
-
-

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-from _taskfiles import make_run
 
+from _taskfiles import make_run
 from adaptertune.cli import main
 from adaptertune.errors import ConfigError
 from adaptertune.export import export_run

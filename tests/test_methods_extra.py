@@ -4,7 +4,6 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_VIT, tiny_vit
 
 from adaptertune.adapters import adapter_param_count
 from adaptertune.config import AdapterConfig, RunConfig
@@ -13,6 +12,7 @@ from adaptertune.engine.features import extract_features
 from adaptertune.errors import ConfigError
 from adaptertune.methods import METHODS, build_method, resolve_adapter_config
 from adaptertune.runs import run
+from conftest import TINY_VIT, tiny_vit
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -110,7 +110,7 @@ def test_linear_probe_cached_equals_head_without_augmentation(image_folder, tmp_
         return RunConfig.from_dict(
             {
                 "backbone": TINY_VIT,
-                "data": {"name": "imagefolder", "root": str(image_folder), "num_workers": 0, **data},
+                "data": {"name": "imagefolder", "root": str(image_folder), "num_workers": 0, "subset": 16, **data},
                 "method": method,
                 "train": {"epochs": 2, "batch_size": 16, "seed": 0},
                 "out_dir": str(tmp_path / method),

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from _taskfiles import make_run
 
+from _taskfiles import make_run
 from adaptertune.cli import main
 from adaptertune.errors import CheckpointError, ConfigError
 from adaptertune.multitask import MultiTaskModel, predict_tasks
@@ -21,7 +21,7 @@ def three_tasks(tmp_path_factory):
         "lora_a": ("lora", {"rank": 4}),
     }
     out = {}
-    for i, (name, (method, adapter)) in enumerate(specs.items()):
+    for name, (method, adapter) in specs.items():
         run_dir, model = make_run(root / name, method, adapter, n_classes=4)
         with torch.no_grad():
             out[name] = (run_dir / "adapter.safetensors", model(X))

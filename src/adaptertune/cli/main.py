@@ -217,7 +217,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             {
                 "name": m.name,
                 "lr": m.defaults.get("lr"),
-                "adapter options": "yes" if m.uses_adapter else "no",
+                "adapter options": (", ".join(sorted(m.adapter_options or ["all"]))) if m.uses_adapter else "none",
                 "description": m.description,
             }
             for m in METHODS.list(args.filter)

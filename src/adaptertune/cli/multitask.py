@@ -10,6 +10,7 @@ __all__ = ["cmd_predict_adapters"]
 
 
 def cmd_predict_adapters(args: argparse.Namespace) -> int:
+    from ..engine import resolve_device
     from ..multitask import MultiTaskModel, predict_tasks
 
     given = [*args.adapters, *args.paths]
@@ -18,8 +19,7 @@ def cmd_predict_adapters(args: argparse.Namespace) -> int:
     if not files or not images:
         raise ConfigError("predict --adapters needs adapter files (*.safetensors) and at least one image file.")
     model = MultiTaskModel.from_files(files, weights=args.weights)
-    if args.device != "auto":
-        model.to(args.device)
+    model.to(resolve_device(args.device))
     print(f"backbone {model.identity['backbone']} loaded once; tasks: {', '.join(model.tasks)}")
     results = predict_tasks(model, images, topk=args.topk)
     for image in images:
