@@ -20,6 +20,7 @@ from .errors import ConfigError
 __all__ = [
     "ADAPTER_ACTS",
     "ADAPTER_INITS",
+    "ADAPTER_TARGETS",
     "PRECISIONS",
     "AdapterConfig",
     "BackboneConfig",
@@ -34,6 +35,7 @@ __all__ = [
 
 ADAPTER_INITS = ("zero", "small", "random")
 ADAPTER_ACTS = ("gelu", "relu", "silu", "identity")
+ADAPTER_TARGETS = ("qkv", "qkv+mlp")  # projections LoRA adapts: attention qkv, optionally MLP fc1/fc2
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -155,6 +157,7 @@ class AdapterConfig:
         dropout: dropout on the bottleneck activations during training.
         placement: which blocks get an adapter: all, every:K, first:N, last:N or a list of indices.
         act: bottleneck non-linearity.
+        targets: the projections LoRA adapts: ``qkv`` or ``qkv+mlp`` (also fc1, fc2); LoRA only.
     """
 
     rank: int = 16
@@ -163,6 +166,7 @@ class AdapterConfig:
     dropout: float = 0.0
     placement: str | list[int] = "all"
     act: str = "gelu"
+    targets: str = "qkv"
 
     def __post_init__(self) -> None:
         self.rank = _as_int("adapter.rank", self.rank, minimum=1)
@@ -173,6 +177,7 @@ class AdapterConfig:
             raise ConfigError(f"`adapter.dropout` must be in [0, 1), got {self.dropout:g}.")
         self.placement = _check_placement_syntax(self.placement)
         self.act = _as_choice("adapter.act", self.act, ADAPTER_ACTS)
+        self.targets = _as_choice("adapter.targets", self.targets, ADAPTER_TARGETS)
 
 
 @dataclass

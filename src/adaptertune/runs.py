@@ -22,6 +22,7 @@ import torch
 import yaml
 from torch import nn
 
+from .adapter_files import check_adapter_file
 from .adapters import adapted_blocks, backbone_width
 from .backbones import create_backbone
 from .config import RunConfig
@@ -39,6 +40,7 @@ from .engine import (
 )
 from .errors import CheckpointError, ConfigError
 from .methods import METHODS, build_method, resolve_adapter_config
+from .methods.linear_probe import cached_feature_fit_inputs
 
 __all__ = [
     "LoadedRun",
@@ -122,6 +124,8 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     for key in ("lr", "weight_decay"):
         if d["train"][key] is None:
             d["train"][key] = info.defaults[key]
+    if info.cached_features:  # features are computed once: no augmentation by definition of the method
+        d["data"]["augment"] = False
     if d["train"]["warmup_epochs"] is None:
         d["train"]["warmup_epochs"] = min(5.0, 0.1 * d["train"]["epochs"])
     return RunConfig.from_dict(d)
@@ -236,15 +240,13 @@ def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
-        result = fit(
-            model,
-            train_loader,
-            val_loader,
-            test_loader,
-            cfg.train,
-            device,
-            [_MetricsWriter(out_dir / "metrics.jsonl"), *callbacks],
-        )
+        fit_model, loaders, cached = model, (train_loader, val_loader, test_loader), None
+        if METHODS.get(cfg.method).cached_features:  # the head trains on features computed once
+            cached = cached_feature_fit_inputs(model, *loaders, bs, cfg.train.seed, device, precision)
+            fit_model, loaders = cached.model, cached.loaders
+        result = fit(fit_model, *loaders, cfg.train, device, [_MetricsWriter(out_dir / "metrics.jsonl"), *callbacks])
+        if cached is not None:
+            result = cached.full_result(result)
     except BaseException as e:
         summary.error = f"{type(e).__name__}: {e}"
         atomic_write_text(out_dir / "summary.json", json.dumps(summary.to_dict(), indent=2))
@@ -288,6 +290,8 @@ def _file_metadata(cfg: RunConfig, built: Any, classes: list[str], model: nn.Mod
     return {
         "backbone": cfg.backbone.name,
         "backbone_args": cfg.backbone.args,
+        "backbone_config": dataclasses.asdict(cfg.backbone),
+        "init_seed": cfg.train.seed,
         "weights_tag": built.weights_tag,
         "weights_sha256": built.weights_sha256,
         "method": cfg.method,
@@ -331,13 +335,9 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     tensors, meta = load_tensors(run_dir / ADAPTER_FILE)
     dev = resolve_device(device)
     built = create_backbone(cfg.backbone, num_classes=len(meta["classes"]), seed=cfg.train.seed)
-    if built.weights_sha256 != meta["weights_sha256"]:
-        raise CheckpointError(
-            f"Backbone weights differ from the training run's: sha256 {built.weights_sha256[:12]} here, "
-            f"{meta['weights_sha256'][:12]} in {run_dir / ADAPTER_FILE} (tag {meta['weights_tag']})."
-        )
     torch.manual_seed(cfg.train.seed)
     model = build_method(cfg.method, built.model, cfg.adapter)
+    check_adapter_file(meta, _file_metadata(cfg, built, meta["classes"], model), str(run_dir / ADAPTER_FILE))
     load_trained_tensors(model, tensors, str(run_dir / ADAPTER_FILE))
     return LoadedRun(
         model.to(dev).eval(),

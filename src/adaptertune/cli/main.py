@@ -177,7 +177,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..runs import predict
 
-    for r in predict(args.run_dir, args.images, topk=args.topk, device=args.device):
+    if args.adapters is not None:  # several tasks on one backbone
+        from .multitask import cmd_predict_adapters
+
+        return cmd_predict_adapters(args)
+    if len(args.paths) < 2:
+        raise ConfigError("predict needs RUN_DIR and at least one IMAGE (or --adapters FILE... IMAGE...).")
+    for r in predict(args.paths[0], args.paths[1:], topk=args.topk, device=args.device):
         print(r["image"])
         for cls, p in r["top"]:
             print(f"  {p:7.2%}  {cls}")
@@ -211,7 +217,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             {
                 "name": m.name,
                 "lr": m.defaults.get("lr"),
-                "adapter options": "yes" if m.uses_adapter else "no",
+                "adapter options": (", ".join(sorted(m.adapter_options or ["all"]))) if m.uses_adapter else "none",
                 "description": m.description,
             }
             for m in METHODS.list(args.filter)
@@ -222,7 +228,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 # Subcommands that live in their own module ``cli/<name>.py``, each exposing ``add_parser(subparsers)``
 # (which sets ``func``). Add a module name here to add a command.
-EXTRA_COMMANDS: tuple[str, ...] = ()
+EXTRA_COMMANDS: tuple[str, ...] = ("export",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,9 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
-    p = sub.add_parser("predict", help="top-k classes for image files")
-    p.add_argument("run_dir")
-    p.add_argument("images", nargs="+")
+    p = sub.add_parser("predict", help="top-k classes for image files (one run, or many adapter files)")
+    p.add_argument("paths", nargs="*", metavar="RUN_DIR IMAGE", help="a run folder, then image files")
+    p.add_argument(
+        "--adapters",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="adapter files (.safetensors) sharing one backbone, then image files: each file is a task",
+    )
+    p.add_argument("--weights", default=None, metavar="FILE", help="with --adapters: the backbone weights file")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)

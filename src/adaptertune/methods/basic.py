@@ -48,5 +48,6 @@ register_method(
         build_adapter,
         defaults={"lr": 1e-3, "weight_decay": 0.05},
         uses_adapter=True,
+        adapter_options=frozenset({"rank", "alpha", "init", "dropout", "placement", "act"}),
     )
 )

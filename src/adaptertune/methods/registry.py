@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,9 @@ class MethodInfo:
         build: ``build(model, adapter_config) -> model``; freezes what the method keeps frozen.
         defaults: the method's own hyper-parameter defaults (``lr``, ``weight_decay``).
         uses_adapter: the method takes adapter options (rank, alpha, init, placement, ...).
+        adapter_options: the adapter options the method accepts (None: all of them). Setting any other
+            option to a non-default value is an error.
+        cached_features: train the head on features computed once by the frozen backbone (no augmentation).
     """
 
     name: str
@@ -32,6 +36,8 @@ class MethodInfo:
     build: Callable[[nn.Module, AdapterConfig | None], nn.Module]
     defaults: dict[str, Any] = field(default_factory=dict)
     uses_adapter: bool = False
+    adapter_options: frozenset[str] | None = None
+    cached_features: bool = False
 
 
 METHODS: Registry[MethodInfo] = Registry("method")
@@ -45,13 +51,27 @@ def resolve_adapter_config(method: str, adapter: AdapterConfig | None) -> Adapte
     """The method's adapter config: a default one for adapter methods; an error if given to others."""
     info = METHODS.get(method)
     if info.uses_adapter:
-        return adapter or AdapterConfig()
+        adapter = adapter or AdapterConfig()
+        _check_adapter_options(info, adapter)
+        return adapter
     if adapter is not None:
         raise ConfigError(
             f"Method '{method}' takes no adapter options (rank, alpha, init, placement, dropout); remove them or "
             f"use a method that does: {', '.join(m.name for m in METHODS if m.uses_adapter)}."
         )
     return None
+
+
+def _check_adapter_options(info: MethodInfo, adapter: AdapterConfig) -> None:
+    if info.adapter_options is None:
+        return
+    default = AdapterConfig()
+    for f in dataclasses.fields(AdapterConfig):
+        if f.name not in info.adapter_options and getattr(adapter, f.name) != getattr(default, f.name):
+            raise ConfigError(
+                f"Option `adapter.{f.name}`={getattr(adapter, f.name)!r} does not apply to method '{info.name}'; "
+                f"it accepts {', '.join(sorted(info.adapter_options))}."
+            )
 
 
 def build_method(method: str, model: nn.Module, adapter: AdapterConfig | None = None) -> nn.Module:

@@ -1,0 +1,39 @@
+"""``adaptertune export RUN_DIR --format {pt,onnx}``: a standalone model file (backbone + adapters + head)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .progress import format_table
+
+__all__ = ["add_parser", "cmd_export"]
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import export_run
+
+    r = export_run(args.run_dir, args.format, args.out, atol=args.atol)
+    print(
+        format_table(
+            [
+                {
+                    "file": r.path,
+                    "format": r.format,
+                    "MB": f"{r.bytes / 2**20:.2f}",
+                    "max |logit diff|": f"{r.max_abs_diff:.2e}",
+                    "LoRA merged": "yes" if r.merged_lora else "-",
+                }
+            ]
+        )
+    )
+    print(f"classes and preprocessing: {r.sidecar}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("export", help="write a finished run as a standalone .pt (torch.export) or ONNX model")
+    p.add_argument("run_dir")
+    p.add_argument("--format", choices=["pt", "onnx"], default="pt")
+    p.add_argument("--out", default=None, metavar="FILE", help="output file (default: RUN_DIR/model.FORMAT)")
+    p.add_argument("--atol", type=float, default=1e-4, help="max |logit difference| allowed vs the trained model")
+    p.set_defaults(func=cmd_export)

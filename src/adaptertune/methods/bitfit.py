@@ -1,0 +1,29 @@
+"""BitFit (Ben Zaken et al., 2022): train only the bias terms of the backbone, plus the new head."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..adapters import head_parameter_names
+from ..config import AdapterConfig
+from .registry import MethodInfo, register_method
+
+__all__ = ["build_bitfit"]
+
+
+def build_bitfit(model: nn.Module, adapter: AdapterConfig | None) -> nn.Module:
+    """Every ``*.bias`` (attention, MLP, norms, patch embedding) and the classifier train; nothing else."""
+    head = set(head_parameter_names(model))
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in head or n.endswith(".bias"))
+    return model
+
+
+register_method(
+    MethodInfo(
+        "bitfit",
+        "frozen backbone except its bias terms, + new linear head (BitFit)",
+        build_bitfit,
+        defaults={"lr": 1e-3, "weight_decay": 0.05},
+    )
+)

@@ -1,0 +1,101 @@
+"""AdaptFormer-style adapters (Chen et al., 2022): a bottleneck parallel to the MLP of each placed block.
+
+For a timm ViT block ``x = x + ls2(mlp(norm2(x)))`` becomes::
+
+    x = x + ls2(mlp(u) + alpha * W_up(act(W_down u)))        u = norm2(x)
+
+so the adapter sees the MLP's input and shares its LayerScale / drop-path residual path. ``W_up`` is zero,
+so the adapted network starts bitwise at the pretrained function. The adapter is added by a forward hook
+on ``block.mlp``; its weights live in ``block.adapters`` (the same slot as serial adapters), so the
+backbone's ``state_dict`` keys are unchanged and ``set_active`` / ``remove_adapters`` /
+``adapter_state_dict`` work as for serial adapters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..adapters import (
+    DEFAULT_SET,
+    Adapter,
+    AdapterSlot,
+    backbone_blocks,
+    backbone_width,
+    head_parameter_names,
+    list_adapter_sets,
+    set_active,
+)
+from ..config import AdapterConfig, parse_placement
+from ..errors import ConfigError
+from .registry import MethodInfo, register_method
+
+__all__ = ["ParallelSlot", "add_parallel_adapters"]
+
+
+class ParallelSlot(AdapterSlot):
+    """Adapter sets of one block, applied in parallel to its MLP (hook on ``block.mlp``)."""
+
+    def hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        if self.active is None or self.active not in self:
+            return output
+        return output + self[self.active](args[0])  # (B, N, d): adapter on the MLP's input
+
+
+def _slot_for(block: nn.Module) -> ParallelSlot:
+    slot = getattr(block, "adapters", None)
+    if slot is not None and not isinstance(slot, ParallelSlot):
+        raise ConfigError(
+            "This block already holds serial adapters; parallel and serial adapters cannot share a model."
+        )
+    if slot is None:
+        mlp = getattr(block, "mlp", None)
+        if not isinstance(mlp, nn.Module):
+            raise ConfigError(f"Block {type(block).__name__} has no `.mlp`; parallel adapters need a timm ViT block.")
+        slot = block.adapters = ParallelSlot()
+        for key, fn in list(mlp._forward_hooks.items()):  # a hook left by a removed slot
+            if isinstance(getattr(fn, "__self__", None), ParallelSlot):
+                del mlp._forward_hooks[key]
+        mlp.register_forward_hook(slot.hook)
+    return slot
+
+
+def add_parallel_adapters(model: nn.Module, config: AdapterConfig | None = None, name: str = DEFAULT_SET) -> nn.Module:
+    """Attach a set of parallel adapters in place, make it active, freeze all but adapters and head."""
+    config = config or AdapterConfig()
+    blocks = backbone_blocks(model)
+    d = backbone_width(model)
+    if config.rank > d:
+        raise ConfigError(f"`adapter.rank` {config.rank} is larger than the backbone width {d}; use 1..{d}.")
+    if name in list_adapter_sets(model):
+        raise ConfigError(f"An adapter set named '{name}' already exists; remove it first or pick another name.")
+    placed = parse_placement(config.placement, len(blocks))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for i in placed:
+        block = blocks[i]
+        _slot_for(block)[name] = Adapter(d, config.rank, config.alpha, config.init, config.dropout, config.act).to(
+            next(block.parameters()).device
+        )
+    set_active(model, name)
+    head = set(head_parameter_names(model))
+    for n, p in model.named_parameters():
+        if n in head or f".adapters.{name}." in n:
+            p.requires_grad_(True)
+    return model
+
+
+def build_parallel(model: nn.Module, adapter: AdapterConfig | None) -> nn.Module:
+    return add_parallel_adapters(model, adapter)
+
+
+register_method(
+    MethodInfo(
+        "parallel",
+        "AdaptFormer: frozen backbone + zero-init scaled bottleneck parallel to each MLP + head",
+        build_parallel,
+        defaults={"lr": 1e-3, "weight_decay": 0.05},
+        uses_adapter=True,
+        adapter_options=frozenset({"rank", "alpha", "init", "dropout", "placement", "act"}),
+    )
+)

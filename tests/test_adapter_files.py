@@ -1,0 +1,115 @@
+"""Adapter files hold only what was trained; rebuild is exact; a file for another model is a clear error."""
+
+import io
+
+import pytest
+import torch
+import yaml
+
+from _taskfiles import TINY, make_run
+from adaptertune.adapter_files import check_adapter_file, read_adapter_file
+from adaptertune.config import AdapterConfig
+from adaptertune.errors import CheckpointError
+from adaptertune.runs import load_run
+
+X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize(
+    ("method", "adapter"),
+    [
+        ("adapter", {"rank": 4, "placement": "every:3"}),
+        ("lora", {"rank": 4}),
+        ("parallel", {"rank": 2}),
+        ("bitfit", None),
+    ],
+)
+def test_round_trip_is_exact_and_file_holds_only_trained_tensors(tmp_path, method, adapter):
+    run_dir, model = make_run(tmp_path / method, method, adapter)
+    tensors, meta = read_adapter_file(run_dir / "adapter.safetensors")
+    assert set(tensors) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert meta["method"] == method and meta["classes"] == ["c0", "c1", "c2", "c3"]
+    for key in ("backbone", "backbone_args", "weights_tag", "weights_sha256", "data_config", "width"):
+        assert meta[key], key
+    if adapter:
+        assert meta["adapter"]["rank"] == adapter["rank"] and meta["adapter"]["init"] == "zero"
+    loaded = load_run(run_dir, device="cpu")
+    with torch.no_grad():
+        assert torch.equal(loaded.model(X), model(X))
+
+
+@pytest.mark.parametrize(
+    ("change", "side_a", "side_b"),
+    [
+        ({"backbone": {**TINY, "name": "deit_tiny_patch16_224"}}, "deit_tiny_patch16_224", "vit_tiny_patch16_224"),
+        ({"seed": 1}, "backbone weights", "tag random-init(seed=1)"),
+        ({"method": "parallel"}, "'parallel'", "'adapter'"),
+        ({"adapter": {"rank": 8}}, "8", "4"),
+    ],
+)
+def test_file_for_another_model_names_both_sides(tmp_path, change, side_a, side_b):
+    base = {"method": "adapter", "adapter": {"rank": 4}, "seed": 0, "backbone": TINY}
+    run_dir, _ = make_run(tmp_path / "a", **base)
+    other = {**base, **change}
+    other_dir, _ = make_run(tmp_path / "b", **other)
+    (run_dir / "adapter.safetensors").write_bytes((other_dir / "adapter.safetensors").read_bytes())
+    with pytest.raises(CheckpointError) as e:
+        load_run(run_dir, device="cpu")
+    msg = str(e.value)
+    assert side_a in msg and side_b in msg and "adapter.safetensors" in msg
+
+
+def test_check_reports_the_differing_field():
+    meta = {"backbone": "a", "weights_sha256": "0" * 64, "method": "lora", "adapter": {"rank": 4}, "width": 192}
+    with pytest.raises(CheckpointError, match=r"adapter rank differs: the file has 4, the model has 16"):
+        check_adapter_file(meta, {**meta, "adapter": {"rank": 16}}, "f.safetensors")
+
+
+def test_not_an_adapter_file(tmp_path):
+    from adaptertune.engine import save_tensors
+
+    save_tensors(tmp_path / "x.safetensors", {"w": torch.zeros(1)}, {"foo": 1})
+    with pytest.raises(CheckpointError, match="not an adaptertune adapter file"):
+        read_adapter_file(tmp_path / "x.safetensors")
+
+
+def _safetensors_bytes(sd):
+    from safetensors.torch import save
+
+    return len(save({k: v.contiguous() for k, v in sd.items()}))
+
+
+@pytest.mark.parametrize("method", ["adapter", "lora"])
+def test_r16_file_is_under_two_percent_of_vit_s(method):
+    import timm
+
+    from adaptertune.methods import build_method
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=100)
+    full = _safetensors_bytes(model.state_dict())
+    build_method(method, model, AdapterConfig(rank=16))
+    trained = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    size = _safetensors_bytes(trained)
+    assert size / full < 0.02, (method, size, full)
+    assert 80e6 < full < 90e6  # ViT-S/16 at 224: ~21.7M fp32 parameters
+
+
+def test_summary_records_the_file_size(image_folder, tmp_path):
+    """Covered end to end in test_cli; here: the run folder's file is what the summary states."""
+    from adaptertune.config import RunConfig
+    from adaptertune.runs import run
+
+    cfg = RunConfig.from_dict(
+        {
+            "backbone": TINY,
+            "data": {"name": "imagefolder", "root": str(image_folder), "num_workers": 0, "subset": 8},
+            "method": "lora",
+            "adapter": {"rank": 2},
+            "train": {"epochs": 1, "batch_size": 8},
+            "out_dir": str(tmp_path / "r"),
+        }
+    )
+    s = run(cfg)
+    assert s.adapter_file_bytes == (tmp_path / "r" / "adapter.safetensors").stat().st_size
+    assert yaml.safe_load(io.StringIO((tmp_path / "r" / "config.yaml").read_text()))["adapter"]["targets"] == "qkv"
