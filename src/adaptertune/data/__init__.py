@@ -24,4 +24,4 @@ __all__ = [
     "subset_indices",
     "train_val_indices",
 ]
-from . import folders, offline  # noqa: E402,F401,I001  (register the loaders)
+from . import offline  # noqa: E402,F401,I001  (register the loaders)
