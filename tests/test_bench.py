@@ -48,7 +48,7 @@ def test_presets_are_registered():
     assert {"quick", "paper-cpu", "test", "paper-core", "paper-rank"} <= set(PRESETS.names())
     quick = load_preset("quick")
     assert quick.base["backbone"]["name"] == "vit_small_patch14_dinov2.imgfocus"
-    assert quick.base["data"]["name"] == "fashion-mnist" and quick.base["data"]["subset"] == 2048
+    assert quick.base["data"]["name"] == "fashion-mnist" and quick.base["data"]["subset"] == 1024
 
 
 def test_bench_runs_the_preset_then_prints_the_report(tmp_path, capsys, fake_trainer):
