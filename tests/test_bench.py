@@ -94,7 +94,7 @@ def test_sweep_with_two_worker_processes(tmp_path, capsys):
     spec_file = tmp_path / "spec.yaml"
     spec.grid = {"train.seed": [0], "method": ["head", {"method": "adapter", "adapter.rank": 4}]}
     spec.meta = {}
-    spec_file.write_text(yaml.safe_dump({"name": "two", "base": spec.base, "grid": spec.grid}))
+    spec_file.write_text(yaml.safe_dump({"name": "two", "base": spec.base, "grid": spec.grid}, sort_keys=False))
     assert main(["sweep", str(spec_file), "--results-dir", str(out), "--workers", "2"]) == 0
     assert all(
         json.loads((out / n / "summary.json").read_text())["status"] == "success"

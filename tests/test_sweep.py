@@ -211,3 +211,12 @@ def test_cli_sweep_runs_and_returns_1_when_a_point_failed(tmp_path, capsys, fake
     assert main(["sweep", str(spec_file), "--results-dir", str(tmp_path / "r"), "--quiet"]) == 1
     out = capsys.readouterr()
     assert "1 ran, 1 failed" in out.out and "[1/1]" in out.err and "success method=head" in out.err
+
+
+def test_cli_rejects_zero_threads(tmp_path, capsys, fake_run):
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(
+        "base: {backbone: {name: test_vit}, data: {name: imagefolder, root: x}}\ngrid: {method: [head]}\n"
+    )
+    assert main(["sweep", str(spec_file), "--results-dir", str(tmp_path / "r"), "--threads", "0"]) == 2
+    assert "--threads must be >= 1, got 0" in capsys.readouterr().err and fake_run.calls == []

@@ -30,7 +30,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     spec = load_any_spec(args.preset, out_dir, args.set)
     print(f"bench {spec.name}: {spec.meta.get('description', '')}")
-    executor = make_cli_executor(args.workers, args.quiet)
+    executor = make_cli_executor(args.workers, args.quiet, args.threads)
     result = run_bench(spec, out_dir, executor, ProgressPrinter(), split_protocols=args.split_protocols)
     s = result.sweep
     print(f"\nsweep: {s.count('success')} ran, {s.count('failed')} failed ({result.sweep_seconds:.0f}s)")

@@ -29,6 +29,12 @@ def add_sweep_options(p: argparse.ArgumentParser) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key (repeatable)"
     )
     p.add_argument("--quiet", action="store_true", help="no per-run progress bar")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads per run (default: torch's; 1 is fastest on a busy shared CPU)",
+    )
 
 
 def load_any_spec(spec: str, out_dir: Path | None, overrides: list[str]) -> Any:
@@ -48,7 +54,7 @@ def load_any_spec(spec: str, out_dir: Path | None, overrides: list[str]) -> Any:
     return s
 
 
-def make_cli_executor(workers: int, quiet: bool) -> Any:
+def make_cli_executor(workers: int, quiet: bool, threads: int | None = None) -> Any:
     import torch
 
     from ..experiments import make_executor
@@ -56,8 +62,12 @@ def make_cli_executor(workers: int, quiet: bool) -> Any:
     gpus = list(range(torch.cuda.device_count()))
     if gpus and workers > len(gpus):
         raise ConfigError(f"--workers {workers} is more than the {len(gpus)} GPUs here (one worker per GPU).")
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {threads}.")
+        torch.set_num_threads(threads)
     bars = None if quiet or workers > 1 else (lambda job: [TqdmProgress(desc=job.name[:40])])
-    return make_executor(workers, gpus, bars)
+    return make_executor(workers, gpus, bars, threads)
 
 
 def print_plan(spec: Any, planned: list[Any], results_dir: Path) -> None:
@@ -110,7 +120,7 @@ def run_cli_sweep(spec: Any, results_dir: Path, args: argparse.Namespace) -> Any
         return None
     todo = sum(p.state is not PointState.DONE for p in planned)
     print(f"sweep {spec.name}: {len(planned)} points, {len(planned) - todo} done, {todo} to run -> {results_dir}")
-    executor = make_cli_executor(args.workers, args.quiet)
+    executor = make_cli_executor(args.workers, args.quiet, args.threads)
     result = run_sweep(spec, results_dir, executor, ProgressPrinter(), planned=planned)
     print(
         f"sweep {spec.name}: {result.count('success')} ran, {result.count('failed')} failed, "

@@ -231,9 +231,12 @@ class LocalExecutor:
 
 
 def make_executor(
-    workers: int = 1, gpus: Sequence[int] = (), make_callbacks: Callable[[PointJob], Sequence[Any]] | None = None
+    workers: int = 1,
+    gpus: Sequence[int] = (),
+    make_callbacks: Callable[[PointJob], Sequence[Any]] | None = None,
+    threads: int | None = None,
 ) -> Executor:
     """In-process for one worker, else a :class:`LocalExecutor` (one worker per GPU when there are GPUs)."""
     if workers == 1:
         return InProcessExecutor(make_callbacks)
-    return LocalExecutor(workers, gpus)
+    return LocalExecutor(workers, gpus, threads)
