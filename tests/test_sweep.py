@@ -220,3 +220,11 @@ def test_cli_rejects_zero_threads(tmp_path, capsys, fake_run):
     )
     assert main(["sweep", str(spec_file), "--results-dir", str(tmp_path / "r"), "--threads", "0"]) == 2
     assert "--threads must be >= 1, got 0" in capsys.readouterr().err and fake_run.calls == []
+
+
+def test_a_folder_that_is_not_a_run_is_never_deleted(tmp_path, fake_run):
+    (tmp_path / "method=head").mkdir()
+    (tmp_path / "method=head" / "precious.txt").write_text("mine")
+    result = run_sweep(spec({"method": ["head"]}), tmp_path, InProcessExecutor())
+    assert result.count("failed") == 1 and "not a run's (precious.txt)" in result.results[0].error
+    assert (tmp_path / "method=head" / "precious.txt").read_text() == "mine" and fake_run.calls == []

@@ -22,7 +22,6 @@ from typing import Any, Protocol
 from ..engine import atomic_write_text
 
 __all__ = [
-    "RUN_FILES",
     "Executor",
     "InProcessExecutor",
     "LocalExecutor",
@@ -37,8 +36,8 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-# Files a run folder may hold; re-running a point removes exactly these (anything else stops the point).
-RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "adapter.safetensors", "point.json")
+# Files a previous attempt may have left that runs.run(overwrite=True) would refuse to find without config.yaml.
+_ATTEMPT_FILES = ("summary.json", "point.json", "metrics.jsonl")
 
 
 @dataclass(frozen=True)
@@ -79,19 +78,19 @@ class Executor(Protocol):
 
 
 def clear_run_dir(run_dir: Path) -> None:
-    """Remove a previous attempt's run files so the point can run again.
+    """Make a previous attempt's folder ready for ``runs.run(overwrite=True)``.
 
     Raises:
-        ConfigError: the folder holds other files (it is not ours to delete).
+        ConfigError: the folder holds files but is not a run folder (it is not ours to delete).
     """
     from ..errors import ConfigError
 
     if not run_dir.is_dir():
         return
-    for name in RUN_FILES:
+    for name in _ATTEMPT_FILES:
         (run_dir / name).unlink(missing_ok=True)
     left = sorted(p.name for p in run_dir.iterdir())
-    if left:
+    if left and "config.yaml" not in left:
         raise ConfigError(f"Run folder '{run_dir}' holds files that are not a run's ({', '.join(left[:3])}).")
 
 
