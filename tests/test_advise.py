@@ -10,6 +10,15 @@ from adaptertune.errors import ConfigError
 from adaptertune.experiments.advise import advise_rank, captured_energy, rank_for_energy, table_ranks
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one thread avoids oversubscription on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class _Block(nn.Module):
     def __init__(self, d: int) -> None:
         super().__init__()

@@ -13,6 +13,15 @@ from adaptertune.experiments.drift import linear_cka, measure_drift, relative_ch
 from conftest import tiny_vit
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one thread avoids oversubscription on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _x(n=50, p=8, seed=0):
     return torch.randn(n, p, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 

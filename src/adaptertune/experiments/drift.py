@@ -151,7 +151,7 @@ def measure_drift(
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
         step += 1
-        curve.losses.append(float(loss))
+        curve.losses.append(float(loss.detach()))
         if step % every == 0:
             measure(step)
     if curve.steps[-1] != step:
