@@ -5,8 +5,6 @@ from .registry import DATASETS, DatasetInfo, DataSplits, build_splits, load_raw,
 from .splits import stratified_order, subset_indices, train_val_indices
 from .transforms import build_transforms
 
-from . import folders  # noqa: E402,F401,I001  (registers imagefolder)
-
 __all__ = [
     "DATASETS",
     "ArraySource",
@@ -25,3 +23,4 @@ __all__ = [
     "subset_indices",
     "train_val_indices",
 ]
+from . import folders, offline  # noqa: E402,F401,I001  (register the loaders)
