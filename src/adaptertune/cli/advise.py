@@ -75,7 +75,8 @@ def cmd_advise_rank(args: argparse.Namespace) -> int:
     print(f"per-block ranks at {advice.threshold:.0%} (block:r): {per_block}")
     print(
         f"head-only fit (2 folds, {advice.n_images} images): train loss {advice.head_train_loss:.3f}, "
-        f"held-out {advice.head_heldout_loss:.3f}; signal '{advice.signal}' over {advice.n_tokens} tokens"
+        f"held-out {advice.head_heldout_loss:.3f} (L2 {advice.head_l2:g}); "
+        f"signal '{advice.signal}' over {advice.n_tokens} tokens"
     )
     print(f"advised rank: {advice.advised_rank}  (smallest r with mean E(r) >= {advice.threshold:.0%})")
     print(f"seconds: {total:.1f} total, {advice.seconds:.1f} for the signal pass")

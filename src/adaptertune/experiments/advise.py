@@ -3,8 +3,8 @@
 From a cheap pass over a few training batches of the *frozen* backbone:
 
 1. Fit a linear head on the frozen pooled features (a short, L2-regularized head-only fit), cross-fitted
-   over two folds of batches, so what remains of the held-out loss is what the head alone cannot fix:
-   the task shift.
+   over two folds of batches, the L2 strength picked on the held-out loss, so what remains of the
+   held-out loss is what the head alone cannot fix: the task shift.
 2. Backpropagate that loss to the output tokens ``h`` of every placed block (the adapter's input and,
    through the residual, the place its output is added): ``G`` (n_tokens, d) and ``H`` (n_tokens, d),
    tokens of all images of all batches stacked.
@@ -54,6 +54,7 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 SIGNALS = ("output", "update")
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
 def captured_energy(s: torch.Tensor) -> torch.Tensor:
@@ -186,6 +187,7 @@ class RankAdvice:
     n_tokens: int = 0
     head_train_loss: float = 0.0  # cross-entropy of the head-only fits on their own fold
     head_heldout_loss: float = 0.0  # ... and on the other fold (the loss whose gradient is the signal)
+    head_l2: float = 0.0  # L2 strength of the head fit, chosen on the held-out loss
     seconds: float = 0.0  # the signal pass (features, head fit, gradients, spectra)
     other_signal_rank: int = 0  # what the other signal would advise (for comparison)
 
@@ -252,18 +254,21 @@ def advise_rank(
     head = _head(model)
     with torch.no_grad():
         feats = [_pooled(model, x).float() for x, _ in batches]
-    fits, train_losses = [], []
-    for fold in (0, 1):
-        f = torch.cat(feats[fold::2])
-        yf = torch.cat([y for _, y in batches[fold::2]])
-        w, b, loss = fit_linear_head(head, f, yf, steps=head_steps)
-        fits.append((w, b))
-        train_losses.append(loss)
-    heads = [fits[1 - j % 2] for j in range(len(batches))]
-    with torch.no_grad():
-        heldout = [float(F.cross_entropy(F.linear(f, *hb), y)) for f, hb, (_, y) in zip(feats, heads, batches)]
-    loss0 = sum(train_losses) / 2
-    loss1 = sum(heldout) / len(heldout)
+    best = None
+    for l2 in L2_GRID:  # the L2 strength with the lowest cross-fitted held-out loss
+        fits, train_losses = [], []
+        for fold in (0, 1):
+            f = torch.cat(feats[fold::2])
+            yf = torch.cat([y for _, y in batches[fold::2]])
+            w, b, loss = fit_linear_head(head, f, yf, steps=head_steps, l2=l2)
+            fits.append((w, b))
+            train_losses.append(loss)
+        heads = [fits[1 - j % 2] for j in range(len(batches))]
+        with torch.no_grad():
+            ho = [float(F.cross_entropy(F.linear(f, *hb), y)) for f, hb, (_, y) in zip(feats, heads, batches)]
+        if best is None or sum(ho) / len(ho) < best[0]:
+            best = (sum(ho) / len(ho), sum(train_losses) / 2, heads, l2)
+    loss1, loss0, heads, l2 = best
     labels = torch.cat([y for _, y in batches])
     _logger.info("head-only fit: train loss %.4f, held-out loss %.4f", loss0, loss1)
 
@@ -289,6 +294,7 @@ def advise_rank(
         n_tokens=n_tokens,
         head_train_loss=loss0,
         head_heldout_loss=loss1,
+        head_l2=l2,
         seconds=time.perf_counter() - t0,
         other_signal_rank=rank_for_energy(mean[other], threshold),
     )
