@@ -1,0 +1,87 @@
+"""``adaptertune advise-rank``: advise an adapter rank from a few batches, before any training."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .progress import format_table
+
+__all__ = ["add_parser", "cmd_advise_rank"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "advise-rank",
+        help="advise an adapter rank from the task-shift gradient spectrum of a few batches",
+        description="Fit a head on frozen features of a few training batches, backpropagate the loss to "
+        "each placed block's output tokens and report how much of that gradient's energy a rank-r "
+        "adapter output can capture; the advice is the smallest r reaching --threshold (mean over blocks).",
+    )
+    p.add_argument("--backbone", required=True, help="registered backbone or any timm ViT name")
+    p.add_argument("--backbone-arg", action="append", default=[], metavar="K=V", help="timm kwarg, e.g. img_size=56")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--weights", default=None, metavar="FILE", help="local backbone weights")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data-root", default=None, metavar="DIR")
+    p.add_argument("--subset", type=int, default=None, metavar="N", help="stratified subset of N training images")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--placement", default="all", help="all, every:K, first:N, last:N or indices 0,5,11")
+    p.add_argument("--batches", type=int, default=4, metavar="K", help="training batches to look at")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threshold", type=float, default=0.9, help="share of the signal energy to capture")
+    p.add_argument("--signal", choices=["output", "update"], default="output")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the full advice as JSON")
+    p.set_defaults(func=cmd_advise_rank)
+
+
+def cmd_advise_rank(args: argparse.Namespace) -> int:
+    from ..config import BackboneConfig, DataConfig
+    from ..errors import ConfigError
+    from ..experiments.advise import advise_rank_from_config, table_ranks
+    from .main import _parse_value
+
+    bargs = {}
+    for item in args.backbone_arg:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--backbone-arg '{item}' must look like NAME=VALUE (e.g. img_size=56).")
+        bargs[key.strip()] = _parse_value(raw)
+    backbone = BackboneConfig(name=args.backbone, pretrained=args.pretrained, weights=args.weights, args=bargs)
+    data = DataConfig(
+        name=args.dataset,
+        root=args.data_root,
+        subset=args.subset,
+        split_seed=args.split_seed,
+        num_workers=args.num_workers,
+    )
+    advice, total = advise_rank_from_config(
+        backbone,
+        data,
+        args.placement,
+        args.batches,
+        args.batch_size,
+        args.threshold,
+        args.signal,
+        args.seed,
+        args.device,
+    )
+    rows = [{"rank r": r, "captured energy E(r)": f"{advice.energy_at(r):.3f}"} for r in table_ranks(advice.width)]
+    print(format_table(rows))
+    per_block = " ".join(f"{b}:{r}" for b, r in advice.block_ranks.items())
+    print(f"per-block ranks at {advice.threshold:.0%} (block:r): {per_block}")
+    print(
+        f"head-only fit (2 folds, {advice.n_images} images): train loss {advice.head_train_loss:.3f}, "
+        f"held-out {advice.head_heldout_loss:.3f} (L2 {advice.head_l2:g}); "
+        f"signal '{advice.signal}' over {advice.n_tokens} tokens"
+    )
+    print(f"advised rank: {advice.advised_rank}  (smallest r with mean E(r) >= {advice.threshold:.0%})")
+    print(f"seconds: {total:.1f} total, {advice.seconds:.1f} for the signal pass")
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).write_text(json.dumps({**advice.to_dict(), "total_seconds": total}, indent=2))
+    return 0

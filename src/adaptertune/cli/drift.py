@@ -1,0 +1,103 @@
+"""``adaptertune drift``: representation drift over the first epoch, per adapter init."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .progress import format_table
+
+__all__ = ["add_parser", "cmd_drift"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "drift",
+        help="representation drift (CKA, relative change) and loss of the first steps, per adapter init",
+    )
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--backbone-arg", action="append", default=[], metavar="K=V", help="timm kwarg, e.g. img_size=56")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--weights", default=None, metavar="FILE")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data-root", default=None, metavar="DIR")
+    p.add_argument("--subset", type=int, default=None, metavar="N", help="stratified subset of N training images")
+    p.add_argument("--test-subset", type=int, default=None, metavar="N")
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--inits", default="zero,small,random", help="comma-separated: zero, small, random")
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--placement", default="all")
+    p.add_argument("--lr", type=float, default=1e-3, help="constant AdamW lr (no warm-up)")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=None, help="stop after N steps (default: one epoch)")
+    p.add_argument("--every", type=int, default=5, help="measure the features every N steps")
+    p.add_argument("--probe", type=int, default=64, help="size of the fixed probe batch (test split)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="runs/drift", metavar="DIR", help="writes drift.json and drift.png here")
+    p.set_defaults(func=cmd_drift)
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from ..config import BackboneConfig, DataConfig
+    from ..errors import ConfigError
+    from ..experiments.drift import drift_from_config, plot_drift
+    from .main import _parse_value
+
+    bargs = {}
+    for item in args.backbone_arg:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--backbone-arg '{item}' must look like NAME=VALUE (e.g. img_size=56).")
+        bargs[key.strip()] = _parse_value(raw)
+    if args.every < 1 or (args.steps is not None and args.steps < 1):
+        raise ConfigError("--every and --steps must be positive integers.")
+    backbone = BackboneConfig(name=args.backbone, pretrained=args.pretrained, weights=args.weights, args=bargs)
+    data = DataConfig(
+        name=args.dataset,
+        root=args.data_root,
+        subset=args.subset,
+        test_subset=args.test_subset,
+        num_workers=args.num_workers,
+    )
+    result = drift_from_config(
+        backbone,
+        data,
+        [i.strip() for i in args.inits.split(",") if i.strip()],
+        args.rank,
+        args.placement,
+        args.lr,
+        args.weight_decay,
+        args.batch_size,
+        args.steps,
+        args.every,
+        args.probe,
+        args.seed,
+        args.device,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "drift.json").write_text(json.dumps(result.to_dict(), indent=2))
+    png = plot_drift(result, out / "drift.png")
+    rows = []
+    for c in result.curves:
+        k = min(range(len(c.steps)), key=lambda i: abs(c.steps[i] - 10))
+        rows.append(
+            {
+                "init": c.init,
+                "CKA step 0": f"{c.cka[0]:.4f}",
+                f"CKA step {c.steps[k]}": f"{c.cka[k]:.4f}",
+                f"CKA step {c.steps[-1]}": f"{c.cka[-1]:.4f}",
+                "min CKA": f"{min(c.cka):.4f}",
+                "rel change step 0": f"{c.rel_change[0]:.4f}",
+                "rel change end": f"{c.rel_change[-1]:.4f}",
+                "loss step 1": f"{c.losses[0]:.3f}" if c.losses else "-",
+                "loss last": f"{c.losses[-1]:.3f}" if c.losses else "-",
+                "seconds": f"{c.seconds:.1f}",
+            }
+        )
+    print(format_table(rows))
+    print(f"wrote {out / 'drift.json'} and {png}")
+    return 0

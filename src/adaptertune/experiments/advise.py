@@ -1,0 +1,344 @@
+"""Rank advice before training: how much of the task-shift signal a rank-r adapter can capture.
+
+From a cheap pass over a few training batches of the *frozen* backbone:
+
+1. Fit a linear head on the frozen pooled features (a short, L2-regularized head-only fit), cross-fitted
+   over two folds of batches, the L2 strength picked on the held-out loss, so what remains of the
+   held-out loss is what the head alone cannot fix: the task shift.
+2. Backpropagate that loss to the output tokens ``h`` of every placed block (the adapter's input and,
+   through the residual, the place its output is added): ``G`` (n_tokens, d) and ``H`` (n_tokens, d),
+   tokens of all images of all batches stacked.
+3. Signal ``output`` (default): the spectrum of ``G``. A rank-r adapter writes into the r-dim column
+   space of ``W_up``; the per-token displacement inside an r-dim subspace ``P`` that lowers the loss
+   most to first order (at a fixed norm) is ``-P g_t``, with gain ``sum_t |P g_t|^2``, maximised by
+   the top-r right singular vectors of ``G``. So
+
+       E(r) = sum_{i<=r} s_i^2 / sum_i s_i^2
+
+   is the share of the first-order gain that a rank-r output subspace can reach.
+   Signal ``update`` uses ``S = G^T H`` (d, d) instead, the gradient of a full-rank *linear* residual
+   update ``h <- h + M h``; its best rank-r step ``P_r(S)`` gains ``sum_{i<=r} s_i^2`` to first order.
+   It misses what only a non-linear adapter can add (and right before a linear head that was just fit
+   it is nearly zero, since a linear update there is what the head already did).
+4. Aggregate: the mean of the per-block curves ``E_l(r)`` (every adapter gets the same rank, so every
+   block's need counts the same); the advised rank is the smallest r with mean ``E(r) >= threshold``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..adapters import backbone_blocks, backbone_width
+from ..config import BackboneConfig, DataConfig, parse_placement
+from ..errors import ConfigError, DataError
+
+__all__ = [
+    "SIGNALS",
+    "RankAdvice",
+    "advise_rank",
+    "advise_rank_from_config",
+    "captured_energy",
+    "fit_linear_head",
+    "rank_for_energy",
+    "table_ranks",
+    "task_shift_grams",
+]
+
+_logger = logging.getLogger(__name__)
+SIGNALS = ("output", "update")
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def captured_energy(s: torch.Tensor) -> torch.Tensor:
+    """``E(r) = sum_{i<=r} s_i^2 / sum_i s_i^2`` for r = 1..len(s) (singular values in any order)."""
+    e = torch.sort(s.double().abs(), descending=True).values ** 2
+    total = e.sum()
+    if total <= 0:
+        return torch.ones_like(e)
+    return torch.cumsum(e, 0) / total
+
+
+def rank_for_energy(energy: torch.Tensor | list[float], threshold: float) -> int:
+    """Smallest r (1-based) with ``energy[r-1] >= threshold``."""
+    e = torch.as_tensor(energy, dtype=torch.float64)
+    hit = torch.nonzero(e >= threshold - 1e-12)
+    return int(hit[0]) + 1 if len(hit) else len(e)
+
+
+def table_ranks(width: int, top: int = 256) -> list[int]:
+    """1, 2, 4, ... up to min(width, top)."""
+    out, r = [], 1
+    while r <= min(width, top):
+        out.append(r)
+        r *= 2
+    return out
+
+
+def _pooled(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model.forward_head(model.forward_features(x), pre_logits=True)  # (B, d)
+
+
+def _head(model: nn.Module) -> nn.Linear:
+    head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "head", None)
+    if not isinstance(head, nn.Linear):
+        raise ConfigError(f"Rank advice needs a linear classifier head, {type(model).__name__} has {head!r}.")
+    return head
+
+
+def fit_linear_head(
+    head: nn.Linear, feats: torch.Tensor, y: torch.Tensor, steps: int = 100, lr: float = 5e-2, l2: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Fit a copy of ``head`` on frozen features (full-batch Adam, L2 on the weight); ``head`` is unchanged.
+
+    Returns:
+        The fitted weight and bias, and the training cross-entropy after the fit.
+    """
+    w, b = head.weight.detach().clone().requires_grad_(), head.bias.detach().clone().requires_grad_()
+    opt = torch.optim.Adam([w, b], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = F.cross_entropy(F.linear(feats, w, b), y) + l2 * (w**2).sum()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return w.detach(), b.detach(), float(F.cross_entropy(F.linear(feats, w, b), y))
+
+
+def task_shift_grams(
+    model: nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    blocks: list[int],
+    heads: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], int]:
+    """Per placed block: ``G^T H`` and ``G^T G`` (d, d) summed over batches, and the token count.
+
+    ``G`` is the gradient of the mean cross-entropy of each batch with respect to the block's output
+    tokens, ``H`` those tokens. ``heads[j]`` (weight, bias) is loaded into the classifier for batch j
+    (the original head is restored afterwards). The backbone's parameters get no gradients.
+    """
+    head = _head(model)
+    saved = (head.weight.detach().clone(), head.bias.detach().clone())
+    all_blocks = backbone_blocks(model)
+    d = backbone_width(model)
+    upd = {i: torch.zeros(d, d, dtype=torch.float64) for i in blocks}
+    gram = {i: torch.zeros(d, d, dtype=torch.float64) for i in blocks}
+    outs: dict[int, torch.Tensor] = {}
+
+    def grad_in(module: nn.Module, args: tuple) -> tuple:  # make the graph start at block 0's input
+        return (args[0].detach().requires_grad_(True), *args[1:])
+
+    def keep(i: int):
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            out.retain_grad()
+            outs[i] = out
+
+        return hook
+
+    handles = [all_blocks[0].register_forward_pre_hook(grad_in)]
+    handles += [all_blocks[i].register_forward_hook(keep(i)) for i in blocks]
+    n_tokens = 0
+    try:
+        with torch.enable_grad():
+            for j, (x, y) in enumerate(batches):
+                if heads is not None:
+                    with torch.no_grad():
+                        head.weight.copy_(heads[j][0])
+                        head.bias.copy_(heads[j][1])
+                outs.clear()
+                F.cross_entropy(model(x), y).backward()
+                for i in blocks:
+                    h = outs[i].detach().reshape(-1, d).double()  # (B*N, d)
+                    g = outs[i].grad.reshape(-1, d).double()  # (B*N, d)
+                    upd[i] += g.T @ h
+                    gram[i] += g.T @ g
+                n_tokens += h.shape[0]
+    finally:
+        for hd in handles:
+            hd.remove()
+        with torch.no_grad():
+            head.weight.copy_(saved[0])
+            head.bias.copy_(saved[1])
+    return upd, gram, n_tokens
+
+
+@dataclass
+class RankAdvice:
+    """The advised rank and the captured-energy curves it comes from."""
+
+    advised_rank: int
+    threshold: float
+    signal: str
+    aggregate: str
+    width: int
+    blocks: list[int]
+    energy: list[float]  # mean over blocks of E_l(r), r = 1..width
+    block_ranks: dict[int, int]  # per-block smallest r reaching the threshold
+    block_energy: dict[int, list[float]] = field(repr=False)
+    n_images: int = 0
+    n_tokens: int = 0
+    head_train_loss: float = 0.0  # cross-entropy of the head-only fits on their own fold
+    head_heldout_loss: float = 0.0  # ... and on the other fold (the loss whose gradient is the signal)
+    head_l2: float = 0.0  # L2 strength of the head fit, chosen on the held-out loss
+    seconds: float = 0.0  # the signal pass (features, head fit, gradients, spectra)
+    other_signal_rank: int = 0  # what the other signal would advise (for comparison)
+
+    def energy_at(self, r: int) -> float:
+        return self.energy[min(r, self.width) - 1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def advise_rank(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    placement: str | list[int] = "all",
+    threshold: float = 0.9,
+    signal: str = "output",
+    head_steps: int = 100,
+    device: torch.device | str = "cpu",
+) -> RankAdvice:
+    """Advise an adapter rank from a few batches of a frozen backbone (no adapter is trained).
+
+    The model is left as it was (its head is borrowed for the head-only fits and restored).
+
+    Args:
+        model: a timm ViT-family classifier (``blocks``, ``forward_features``, ``forward_head``, a
+            linear head sized for the task).
+        batches: a few ``(images, labels)`` batches of the training split.
+        placement: the blocks that would get adapters (``all``, ``every:K``, ``last:N``, indices).
+        threshold: share of the signal's energy the advised rank must capture, in (0, 1].
+        signal: ``output`` (per-token gradients G) or ``update`` (gradient of a linear residual update, G^T H).
+        head_steps: full-batch Adam steps of the head-only fit.
+        device: where to compute.
+
+    Returns:
+        A :class:`RankAdvice`.
+
+    Example:
+        >>> advice = advise_rank(model, [next(iter(loader))] * 1, placement="all")
+        >>> advice.advised_rank, advice.energy_at(16)
+    """
+    if signal not in SIGNALS:
+        raise ConfigError(f"Unknown rank-advice signal '{signal}'; accepted: {', '.join(SIGNALS)}.")
+    if not 0 < threshold <= 1:
+        raise ConfigError(f"The energy threshold must be in (0, 1], got {threshold:g}.")
+    t0 = time.perf_counter()
+    device = torch.device(device)
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    blocks = parse_placement(placement, len(backbone_blocks(model)))
+    d = backbone_width(model)
+    batches = [(x.to(device), y.to(device)) for x, y in batches]
+    if not batches or sum(len(y) for _, y in batches) == 0:
+        raise DataError("Rank advice needs at least one non-empty training batch.")
+
+    if len(batches) == 1:  # two folds need two batches: halve the one
+        x, y = batches[0]
+        h = len(y) // 2
+        batches = [(x[:h], y[:h]), (x[h:], y[h:])]
+    if min(len(y) for _, y in batches) == 0:
+        raise DataError("Rank advice needs at least two images.")
+    # Cross-fitting: a head fit on the even batches gives the gradients of the odd ones and vice
+    # versa, so the signal is the held-out error of a head-only fit, not what it memorised.
+    head = _head(model)
+    with torch.no_grad():
+        feats = [_pooled(model, x).float() for x, _ in batches]
+    best = None
+    for l2 in L2_GRID:  # the L2 strength with the lowest cross-fitted held-out loss
+        fits, train_losses = [], []
+        for fold in (0, 1):
+            f = torch.cat(feats[fold::2])
+            yf = torch.cat([y for _, y in batches[fold::2]])
+            w, b, loss = fit_linear_head(head, f, yf, steps=head_steps, l2=l2)
+            fits.append((w, b))
+            train_losses.append(loss)
+        heads = [fits[1 - j % 2] for j in range(len(batches))]
+        with torch.no_grad():
+            ho = [float(F.cross_entropy(F.linear(f, *hb), y)) for f, hb, (_, y) in zip(feats, heads, batches)]
+        if best is None or sum(ho) / len(ho) < best[0]:
+            best = (sum(ho) / len(ho), sum(train_losses) / 2, heads, l2)
+    loss1, loss0, heads, l2 = best
+    labels = torch.cat([y for _, y in batches])
+    _logger.info("head-only fit: train loss %.4f, held-out loss %.4f", loss0, loss1)
+
+    upd, gram, n_tokens = task_shift_grams(model, batches, blocks, heads)
+    curves: dict[str, dict[int, torch.Tensor]] = {"update": {}, "output": {}}
+    for i in blocks:
+        curves["update"][i] = captured_energy(torch.linalg.svdvals(upd[i]))
+        # eigenvalues of G^T G are the squared singular values of G
+        curves["output"][i] = captured_energy(torch.linalg.eigvalsh(gram[i]).clamp_min(0).sqrt())
+    mean = {k: torch.stack(list(v.values())).mean(0) for k, v in curves.items()}
+    other = "output" if signal == "update" else "update"
+    return RankAdvice(
+        advised_rank=rank_for_energy(mean[signal], threshold),
+        threshold=threshold,
+        signal=signal,
+        aggregate="mean of per-block curves",
+        width=d,
+        blocks=blocks,
+        energy=[float(e) for e in mean[signal]],
+        block_ranks={i: rank_for_energy(c, threshold) for i, c in curves[signal].items()},
+        block_energy={i: [float(e) for e in c] for i, c in curves[signal].items()},
+        n_images=len(labels),
+        n_tokens=n_tokens,
+        head_train_loss=loss0,
+        head_heldout_loss=loss1,
+        head_l2=l2,
+        seconds=time.perf_counter() - t0,
+        other_signal_rank=rank_for_energy(mean[other], threshold),
+    )
+
+
+def advise_rank_from_config(
+    backbone: BackboneConfig,
+    data: DataConfig,
+    placement: str | list[int] = "all",
+    n_batches: int = 4,
+    batch_size: int = 32,
+    threshold: float = 0.9,
+    signal: str = "output",
+    seed: int = 0,
+    device: str = "auto",
+) -> tuple[RankAdvice, float]:
+    """Build the backbone and the training split, then :func:`advise_rank` on ``n_batches`` of it.
+
+    The batches are the first of a seeded shuffle of the training split, with the eval transform.
+
+    Returns:
+        The advice and the wall-clock seconds of everything (building the model, reading the images,
+        the signal pass); ``advice.seconds`` is the signal pass alone.
+    """
+    from ..backbones import create_backbone
+    from ..data import build_splits, load_raw
+    from ..engine import resolve_device
+    from ..runs import make_loader
+
+    t0 = time.perf_counter()
+    if n_batches < 1:
+        raise ConfigError(f"--batches must be at least 1, got {n_batches}.")
+    dev = resolve_device(device)
+    data = DataConfig(**{**asdict(data), "augment": False})
+    raw = load_raw(data)
+    built = create_backbone(backbone, num_classes=len(raw.classes), seed=seed)
+    splits = build_splits(data, built.data_config, raw)
+    loader = make_loader(splits.train, batch_size, data.num_workers, dev, shuffle=True, seed=seed)
+    batches = []
+    for x, y, *_ in loader:
+        if y.numel():
+            batches.append((x, y))
+        if len(batches) == n_batches:
+            break
+    _logger.info("rank advice: %s on %s, %d batches of %d", backbone.name, data.name, len(batches), batch_size)
+    advice = advise_rank(built.model, batches, placement, threshold, signal, device=dev)
+    return advice, time.perf_counter() - t0

@@ -1,0 +1,80 @@
+"""Linear CKA and the drift measurement."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from adaptertune.config import AdapterConfig
+from adaptertune.errors import ConfigError
+from adaptertune.experiments.drift import linear_cka, measure_drift, relative_change
+from conftest import tiny_vit
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one thread avoids oversubscription on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _x(n=50, p=8, seed=0):
+    return torch.randn(n, p, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_cka_identity_orthogonal_and_scale_invariance():
+    x = _x()
+    q, _ = torch.linalg.qr(_x(8, 8, seed=1))
+    assert linear_cka(x, x) == pytest.approx(1.0, abs=1e-12)
+    assert linear_cka(x, x @ q) == pytest.approx(1.0, abs=1e-10)
+    assert linear_cka(x, 3.7 * x) == pytest.approx(1.0, abs=1e-12)
+    assert linear_cka(x, 2.0 * x @ q + 5.0) == pytest.approx(1.0, abs=1e-10)  # centring removes the shift
+
+
+def test_cka_detects_different_features_and_is_symmetric():
+    x, y = _x(200, 8, 0), _x(200, 8, 2)
+    assert linear_cka(x, y) < 0.2
+    assert linear_cka(x, y) == pytest.approx(linear_cka(y, x))
+    assert linear_cka(x, x[:, :4]) < 1.0  # dropping directions is a change
+    with pytest.raises(ConfigError, match="same n"):
+        linear_cka(x, y[:10])
+
+
+def test_relative_change():
+    x = _x()
+    assert relative_change(x, x) == 0.0
+    assert relative_change(x, 1.5 * x) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("init", ["zero", "random"])
+def test_drift_zero_init_starts_at_the_pretrained_features(init):
+    base = tiny_vit(num_classes=3)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 3, (4,), generator=g)) for _ in range(3)]
+    probe = torch.randn(6, 3, 32, 32, generator=g)
+    cfg = AdapterConfig(rank=4, init=init, placement="last:2")
+    curve = measure_drift(lambda: __import__("copy").deepcopy(base), batches, probe, cfg, lr=1e-2, every=2)
+    assert curve.steps == [0, 2, 3] and len(curve.losses) == 3 and len(curve.cka) == 3
+    if init == "zero":
+        assert curve.cka[0] == pytest.approx(1.0, abs=1e-9) and curve.rel_change[0] == 0.0
+        assert curve.rel_change[-1] > 0  # it does train
+    else:
+        assert curve.rel_change[0] > 1e-3
+
+
+def test_cli_drift_writes_json_and_png(image_folder, tmp_path, capsys):
+    from adaptertune.cli.main import main
+
+    argv = ["drift", "--backbone", "test_vit", "--no-pretrained", "--dataset", "imagefolder", "--data-root"]
+    argv += [str(image_folder), "--rank", "2", "--placement", "last:1", "--steps", "2", "--every", "1"]
+    argv += ["--batch-size", "4", "--probe", "4", "--out", str(tmp_path / "d"), "--inits", "zero,random"]
+    assert main(argv) == 0
+    d = json.loads((tmp_path / "d" / "drift.json").read_text())
+    assert [c["init"] for c in d["curves"]] == ["zero", "random"] and d["setup"]["steps"] == 2
+    assert (tmp_path / "d" / "drift.png").stat().st_size > 1000
+    assert "CKA step 0" in capsys.readouterr().out
+    assert main([*argv[:-1], "zero,bogus"]) == 2
