@@ -1,0 +1,27 @@
+"""Datasets: a registry of loaders, seeded splits and the backbone's transforms."""
+
+from .base import ArraySource, ImageFiles, ImageSource, RawDataset, SplitView, collate_skip
+from .registry import DATASETS, DatasetInfo, DataSplits, build_splits, load_raw, register_dataset
+from .splits import stratified_order, subset_indices, train_val_indices
+from .transforms import build_transforms
+
+from . import folders  # noqa: E402,F401,I001  (registers imagefolder)
+
+__all__ = [
+    "DATASETS",
+    "ArraySource",
+    "DataSplits",
+    "DatasetInfo",
+    "ImageFiles",
+    "ImageSource",
+    "RawDataset",
+    "SplitView",
+    "build_splits",
+    "build_transforms",
+    "collate_skip",
+    "load_raw",
+    "register_dataset",
+    "stratified_order",
+    "subset_indices",
+    "train_val_indices",
+]
