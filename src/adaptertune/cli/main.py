@@ -133,10 +133,22 @@ def train_config_dict(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import RunConfig
-    from ..runs import run
+    from ..engine import distributed, resolve_device
+    from ..runs import resume_config, run
 
-    cfg = RunConfig.from_dict(train_config_dict(args))
-    summary = run(cfg, callbacks=[TqdmProgress(enabled=not args.quiet)], overwrite=args.overwrite)
+    if args.resume:
+        cfg = resume_config(args.resume, train_config_dict(args))
+    else:
+        cfg = RunConfig.from_dict(train_config_dict(args))
+    info = distributed.dist_info_from_env(os.environ)  # set by torchrun
+    distributed.init_distributed(info, resolve_device(cfg.train.device))
+    try:
+        progress = [TqdmProgress(enabled=not args.quiet)] if info.is_main else []
+        summary = run(cfg, callbacks=progress, overwrite=args.overwrite, resume=bool(args.resume))
+    finally:
+        distributed.shutdown()
+    if not info.is_main:
+        return 0
     s = summary.to_dict()
     row = {k: s[k] for k in ("method", "backbone", "dataset", "rank", "seed")}
     row.update(
@@ -234,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one run")
     _add_run_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out-dir")
+    p.add_argument(
+        "--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="re-evaluate a finished run on its test split")
