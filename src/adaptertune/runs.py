@@ -364,16 +364,20 @@ def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False,
             checkpoint_path=out_dir / CHECKPOINT_FILE,
             resume=resume,
         )
+        if dist.is_main:
+            _write_results(out_dir, summary, result, _file_metadata(cfg, built, raw.classes, model), device)
     except BaseException as e:
         if dist.is_main:
             _record_failure(out_dir, summary, e, remove=created and not resume)
         raise
-    if not dist.is_main:
-        summary.status = RunStatus.SUCCESS
-        return summary
-    meta = _file_metadata(cfg, built, raw.classes, model)
-    save_tensors(out_dir / ADAPTER_FILE, result.best_state, meta)
     summary.status = RunStatus.SUCCESS
+    return summary
+
+
+def _write_results(
+    out_dir: Path, summary: RunSummary, result: Any, meta: dict[str, Any], device: torch.device
+) -> None:
+    save_tensors(out_dir / ADAPTER_FILE, result.best_state, meta)
     summary.test_acc, summary.test_top5 = result.test["acc"], result.test["top5"]
     summary.test_acc_last = result.test_last["acc"]
     summary.best_val_acc, summary.best_epoch, summary.selection = (
@@ -385,9 +389,13 @@ def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False,
     summary.peak_memory_mb = _peak_memory_mb(device)
     summary.skipped_images = result.skipped_images
     summary.adapter_file_bytes = (out_dir / ADAPTER_FILE).stat().st_size
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary.to_dict(), indent=2))
+    summary.status = RunStatus.SUCCESS
+    try:
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary.to_dict(), indent=2))
+    except BaseException:
+        summary.status = RunStatus.FAILED
+        raise
     (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # finished: adapter.safetensors is the result
-    return summary
 
 
 def _record_failure(out_dir: Path, summary: RunSummary, e: BaseException, remove: bool) -> None:

@@ -222,7 +222,7 @@ def fit(
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             if not all_true(bool(torch.isfinite(loss))):
                 raise NonFiniteLossError(
-                    f"Loss became {float(loss)} at step {step} (epoch {epoch}); lower the learning rate "
+                    f"Loss became {float(loss.detach())} at step {step} (epoch {epoch}); lower the learning rate "
                     f"(now {lr:.3g}) or use fp32. The last good checkpoint is kept."
                 )
             scaler.scale(loss).backward()
