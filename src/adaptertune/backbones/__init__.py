@@ -12,4 +12,4 @@ from .factory import BACKBONES, BackboneInfo, BuiltBackbone, create_backbone, re
 
 __all__ = ["BACKBONES", "BackboneInfo", "BuiltBackbone", "create_backbone", "register_backbone", "weights_sha256"]
 
-from . import timm_vit  # noqa: E402,F401  (registers the built-in entries)
+from . import dinov2_offline, timm_vit  # noqa: E402,F401  (register the built-in entries)

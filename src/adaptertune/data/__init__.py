@@ -1,11 +1,10 @@
 """Datasets: a registry of loaders, seeded splits and the backbone's transforms."""
 
+from . import folders  # noqa: E402,F401,I001  (registers imagefolder)
 from .base import ArraySource, ImageFiles, ImageSource, RawDataset, SplitView, collate_skip
 from .registry import DATASETS, DatasetInfo, DataSplits, build_splits, load_raw, register_dataset
 from .splits import stratified_order, subset_indices, train_val_indices
 from .transforms import build_transforms
-
-from . import folders  # noqa: E402,F401,I001  (registers imagefolder)
 
 __all__ = [
     "DATASETS",
@@ -25,3 +24,4 @@ __all__ = [
     "subset_indices",
     "train_val_indices",
 ]
+from . import folders, offline  # noqa: E402,F401,I001  (register the loaders)

@@ -12,7 +12,7 @@ from .base import ImageFiles, RawDataset
 from .registry import DatasetInfo, register_dataset
 from .splits import train_val_indices
 
-__all__ = ["scan_image_folder", "load_imagefolder"]
+__all__ = ["load_imagefolder", "scan_image_folder"]
 
 # A fixed seed: the test split of a folder without a test/ folder never depends on any run's seeds.
 FOLDER_TEST_SEED = 20260314
@@ -35,7 +35,9 @@ def scan_image_folder(root: Path, classes: list[str] | None = None) -> tuple[lis
     for c in found:
         files = sorted(p for p in (root / c).rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
         if not files:
-            raise DataError(f"Class folder '{root / c}' is empty; expected image files ({', '.join(IMG_EXTENSIONS[:4])}, ...).")
+            raise DataError(
+                f"Class folder '{root / c}' is empty; expected image files ({', '.join(IMG_EXTENSIONS[:4])}, ...)."
+            )
         paths += files
         targets += [index[c]] * len(files)
     return paths, targets, classes
@@ -46,7 +48,9 @@ def load_imagefolder(cfg: DataConfig) -> RawDataset:
         raise DataError("Dataset 'imagefolder' needs --data-root DIR (DIR/train/<class>/*, DIR/test/<class>/*).")
     root = Path(cfg.root).expanduser()
     if not root.is_dir():
-        raise DataError(f"Data root '{cfg.root}' does not exist; expected a folder DIR/train/<class>/*, DIR/test/<class>/*.")
+        raise DataError(
+            f"Data root '{cfg.root}' does not exist; expected a folder DIR/train/<class>/*, DIR/test/<class>/*."
+        )
     if (root / "train").is_dir():
         paths, targets, classes = scan_image_folder(root / "train")
         test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
@@ -63,11 +67,13 @@ def load_imagefolder(cfg: DataConfig) -> RawDataset:
     )
 
 
-register_dataset(DatasetInfo(
-    "imagefolder",
-    "any folder of images: DIR/train/<class>/* and DIR/test/<class>/* (or class folders only: fixed 80/20 split)",
-    load_imagefolder,
-    source="--data-root DIR",
-    splits="from the folders",
-    present=lambda root: root is not None and Path(root).is_dir(),
-))
+register_dataset(
+    DatasetInfo(
+        "imagefolder",
+        "any folder of images: DIR/train/<class>/* and DIR/test/<class>/* (or class folders only: fixed 80/20 split)",
+        load_imagefolder,
+        source="--data-root DIR",
+        splits="from the folders",
+        present=lambda root: root is not None and Path(root).is_dir(),
+    )
+)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["stratified_order", "train_val_indices", "subset_indices"]
+__all__ = ["stratified_order", "subset_indices", "train_val_indices"]
 
 
 def stratified_order(targets: Sequence[int], seed: int) -> np.ndarray:

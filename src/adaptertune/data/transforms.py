@@ -22,7 +22,9 @@ def build_transforms(data_config: dict[str, Any], augment: bool = True) -> tuple
     interp = str_to_interp_mode(data_config.get("interpolation", "bicubic"))
     normalize = [T.ToTensor(), T.Normalize(mean=data_config["mean"], std=data_config["std"])]
     crop_pct = float(data_config.get("crop_pct", 0.875))
-    eval_tf = T.Compose([T.Resize(int(math.floor(size / crop_pct)), interpolation=interp), T.CenterCrop(size), *normalize])
+    eval_tf = T.Compose(
+        [T.Resize(int(math.floor(size / crop_pct)), interpolation=interp), T.CenterCrop(size), *normalize]
+    )
     if not augment:
         return eval_tf, eval_tf
     train_tf = T.Compose([T.RandomResizedCrop(size, interpolation=interp), T.RandomHorizontalFlip(), *normalize])

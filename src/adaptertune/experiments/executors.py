@@ -1,0 +1,239 @@
+"""Executors: how sweep points get run. The unit of work is :func:`run_point` (one config dict, one run folder).
+
+``InProcessExecutor`` runs points one after another in this process (progress bars work, tests use it).
+``LocalExecutor`` runs up to N points at once in fresh worker processes, one GPU per worker when there are
+GPUs (``CUDA_VISIBLE_DEVICES`` set in the worker before CUDA starts), else splitting the CPU threads.
+Another executor (Ray, Slurm, ...) only has to implement :class:`Executor` on top of :func:`run_point`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..engine import atomic_write_text
+
+__all__ = [
+    "RUN_FILES",
+    "Executor",
+    "InProcessExecutor",
+    "LocalExecutor",
+    "PointEvent",
+    "PointJob",
+    "PointResult",
+    "clear_run_dir",
+    "make_executor",
+    "run_point",
+    "write_failure",
+]
+
+_logger = logging.getLogger(__name__)
+
+# Files a run folder may hold; re-running a point removes exactly these (anything else stops the point).
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "adapter.safetensors", "point.json")
+
+
+@dataclass(frozen=True)
+class PointJob:
+    """One point to run: its name, nested run config (``out_dir`` is set by the executor) and folder."""
+
+    name: str
+    config: dict[str, Any]
+    run_dir: str
+    values: dict[str, Any]
+
+
+@dataclass
+class PointResult:
+    name: str
+    run_dir: str
+    status: str  # "success" or "failed"
+    seconds: float
+    test_acc: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PointEvent:
+    """Progress: ``kind`` is "start" (result None) or "end"; ``index`` counts from 1 over ``total``."""
+
+    kind: str
+    job: PointJob
+    index: int
+    total: int
+    result: PointResult | None = None
+
+
+class Executor(Protocol):
+    def run(self, jobs: Sequence[PointJob], on_event: Callable[[PointEvent], None] | None = None) -> list[PointResult]:
+        """Run every job (a failed job never stops the others); results in job order."""
+        ...
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """Remove a previous attempt's run files so the point can run again.
+
+    Raises:
+        ConfigError: the folder holds other files (it is not ours to delete).
+    """
+    from ..errors import ConfigError
+
+    if not run_dir.is_dir():
+        return
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    left = sorted(p.name for p in run_dir.iterdir())
+    if left:
+        raise ConfigError(f"Run folder '{run_dir}' holds files that are not a run's ({', '.join(left[:3])}).")
+
+
+def write_failure(run_dir: Path, job: PointJob, error: str, keep_existing: bool = True) -> None:
+    """Record a failed point in ``summary.json``.
+
+    With ``keep_existing`` the richer failed summary that ``runs.run`` wrote for this attempt is kept.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "summary.json"
+    try:
+        existing = json.loads(path.read_text())
+    except (OSError, ValueError):
+        existing = None
+    if keep_existing and isinstance(existing, dict) and existing.get("status") == "failed" and existing.get("error"):
+        return
+    atomic_write_text(path, json.dumps({"status": "failed", "error": error, "point": job.values}, indent=2))
+
+
+def run_point(job: PointJob, callbacks: Sequence[Any] = ()) -> PointResult:
+    """Train one point into ``job.run_dir``; any error is recorded there and returned, never raised.
+
+    ``KeyboardInterrupt`` still propagates (the point is recorded as failed first).
+    """
+    from ..config import RunConfig
+    from ..runs import run
+
+    run_dir = Path(job.run_dir)
+    t0 = time.perf_counter()
+    try:
+        clear_run_dir(run_dir)
+        cfg = RunConfig.from_dict({**job.config, "out_dir": str(run_dir)})
+        summary = run(cfg, callbacks=list(callbacks), overwrite=True)
+        atomic_write_text(run_dir / "point.json", json.dumps({"name": job.name, "values": job.values}, indent=2))
+        return PointResult(job.name, job.run_dir, "success", time.perf_counter() - t0, test_acc=summary.test_acc)
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+        _logger.warning("point %s failed: %s", job.name, error)
+        write_failure(run_dir, job, error)
+        return PointResult(job.name, job.run_dir, "failed", time.perf_counter() - t0, error=error)
+    except KeyboardInterrupt:
+        write_failure(run_dir, job, "KeyboardInterrupt: stopped by the user")
+        raise
+
+
+class InProcessExecutor:
+    """Run points one by one in this process. ``make_callbacks(job)`` gives per-run engine callbacks."""
+
+    def __init__(self, make_callbacks: Callable[[PointJob], Sequence[Any]] | None = None) -> None:
+        self.make_callbacks = make_callbacks
+
+    def run(self, jobs: Sequence[PointJob], on_event: Callable[[PointEvent], None] | None = None) -> list[PointResult]:
+        results = []
+        for i, job in enumerate(jobs, 1):
+            if on_event:
+                on_event(PointEvent("start", job, i, len(jobs)))
+            result = run_point(job, self.make_callbacks(job) if self.make_callbacks else ())
+            results.append(result)
+            if on_event:
+                on_event(PointEvent("end", job, i, len(jobs), result))
+        return results
+
+
+def _worker(job: PointJob, gpu: int | None, threads: int) -> PointResult:
+    # Runs in a fresh spawned process: pick the GPU before anything starts CUDA.
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    import torch
+
+    torch.set_num_threads(threads)
+    return run_point(job)
+
+
+class LocalExecutor:
+    """Run up to ``workers`` points at once, each in a fresh process (``spawn``; one process per point).
+
+    Args:
+        workers: parallel processes.
+        gpus: GPU indices to spread the workers over (one per worker); empty for CPU-only.
+        threads: torch threads per worker (default: CPU cores / workers).
+    """
+
+    def __init__(self, workers: int, gpus: Sequence[int] = (), threads: int | None = None) -> None:
+        from ..errors import ConfigError
+
+        if workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {workers}.")
+        if gpus and workers > len(gpus):
+            raise ConfigError(f"--workers {workers} is more than the {len(gpus)} GPUs here (one worker per GPU).")
+        self.workers = workers
+        self.gpus = list(gpus)[:workers]
+        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
+
+    def run(self, jobs: Sequence[PointJob], on_event: Callable[[PointEvent], None] | None = None) -> list[PointResult]:
+        results: dict[int, PointResult] = {}
+        pending = list(range(len(jobs)))
+        slots: list[int | None] = list(self.gpus) if self.gpus else [None] * self.workers
+        ctx = multiprocessing.get_context("spawn")
+        while pending:
+            # A new pool per round: a worker that dies (out of memory, killed) breaks the pool; its points are
+            # recorded as failed and the others go on in the next round.
+            running: dict[cf.Future, tuple[int, int | None, float]] = {}
+            with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, max_tasks_per_child=1) as pool:
+                broken = False
+                while (pending and not broken) or running:
+                    while pending and slots and not broken:
+                        i, slot = pending[0], slots[0]
+                        try:
+                            fut = pool.submit(_worker, jobs[i], slot, self.threads)
+                        except cf.process.BrokenProcessPool:
+                            broken = True
+                            break
+                        pending.pop(0), slots.pop(0)
+                        running[fut] = (i, slot, time.perf_counter())
+                        if on_event:
+                            on_event(PointEvent("start", jobs[i], len(results) + len(running), len(jobs)))
+                    if not running:
+                        break
+                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        i, slot, t0 = running.pop(fut)
+                        slots.append(slot)
+                        results[i] = self._result(fut, jobs[i], t0)
+                        broken = broken or results[i].error is not None and "BrokenProcessPool" in results[i].error
+                        if on_event:
+                            on_event(PointEvent("end", jobs[i], len(results), len(jobs), results[i]))
+        return [results[i] for i in range(len(jobs))]
+
+    @staticmethod
+    def _result(fut: cf.Future, job: PointJob, t0: float) -> PointResult:
+        try:
+            return fut.result()
+        except Exception as e:  # the worker process died before it could record anything
+            error = f"{type(e).__name__}: worker process died: {e}"
+            write_failure(Path(job.run_dir), job, error)
+            return PointResult(job.name, job.run_dir, "failed", time.perf_counter() - t0, error=error)
+
+
+def make_executor(
+    workers: int = 1, gpus: Sequence[int] = (), make_callbacks: Callable[[PointJob], Sequence[Any]] | None = None
+) -> Executor:
+    """In-process for one worker, else a :class:`LocalExecutor` (one worker per GPU when there are GPUs)."""
+    if workers == 1:
+        return InProcessExecutor(make_callbacks)
+    return LocalExecutor(workers, gpus)

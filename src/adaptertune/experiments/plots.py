@@ -1,0 +1,155 @@
+"""PNG plots of a report (matplotlib, imported lazily: ``pip install 'adaptertune[report]'``).
+
+One subplot per (dataset, backbone) pair in each figure: accuracy vs rank with std bands, accuracy vs
+trainable parameters with the Pareto front, and training curves averaged over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .results import Cell, mean_std
+from .tables import sorted_variants
+
+__all__ = ["pareto_front", "plot_accuracy_vs_params", "plot_accuracy_vs_rank", "plot_training_curves"]
+
+_MAX_PAIRS = 12
+
+
+def _plt() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("Report plots need matplotlib: pip install 'adaptertune[report]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _pairs(cells: list[Cell]) -> list[tuple[str, str]]:
+    return sorted({(c.dataset, c.backbone) for c in cells})[:_MAX_PAIRS]
+
+
+def _axes(plt: Any, n: int, rows_per: int = 1, width: float = 4.8, height: float = 3.6) -> tuple[Any, list[Any]]:
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows * rows_per, cols, figsize=(width * cols, height * rows * rows_per), squeeze=False)
+    return fig, axes
+
+
+def _save(fig: Any, plt: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _rank_family(cell: Cell) -> str:
+    """The variant with its rank removed: cells of one family differ only in rank."""
+    return " ".join(p for p in cell.variant.split() if not p.startswith("r="))
+
+
+def plot_accuracy_vs_rank(cells: list[Cell], path: Path) -> Path | None:
+    """Mean top-1 vs rank (log2 axis) with a ±std band, head/full as dashed lines; None if no pair has 2 ranks."""
+    pairs = [
+        p
+        for p in _pairs(cells)
+        if len({c.rank for c in cells if (c.dataset, c.backbone) == p and c.rank is not None}) >= 2
+    ]
+    if not pairs:
+        return None
+    plt = _plt()
+    fig, axes = _axes(plt, len(pairs))
+    for ax, (d, b) in zip(axes.flat, pairs):
+        mine = [c for c in cells if (c.dataset, c.backbone) == (d, b)]
+        for family in sorted({_rank_family(c) for c in mine if c.rank is not None}):
+            fam = sorted((c for c in mine if c.rank is not None and _rank_family(c) == family), key=lambda c: c.rank)
+            x = [c.rank for c in fam]
+            m = [c.mean for c in fam]
+            s = [c.std for c in fam]
+            ax.plot(x, m, "o-", label=family)
+            ax.fill_between(x, [a - e for a, e in zip(m, s)], [a + e for a, e in zip(m, s)], alpha=0.25)
+        for base, style in (("head", "C3"), ("full", "C2")):
+            for c in mine:
+                if c.variant == base:
+                    ax.axhline(c.mean, ls="--", color=style, label=f"{base} ({c.mean:.1f})")
+        ax.set_xscale("log", base=2)
+        ax.set(title=f"{d} / {b}", xlabel="adapter rank r", ylabel="top-1 test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(pairs) :]:
+        ax.axis("off")
+    return _save(fig, plt, path)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points (params, acc) not beaten by a point with fewer or equal params and higher accuracy; by params."""
+    front: list[tuple[float, float]] = []
+    for p in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or p[1] > front[-1][1]:
+            front.append(p)
+    return front
+
+
+def plot_accuracy_vs_params(cells: list[Cell], path: Path) -> Path | None:
+    """Mean top-1 (± std) vs trainable parameters (log axis), with the Pareto front."""
+    pairs = _pairs(cells)
+    if not pairs:
+        return None
+    plt = _plt()
+    fig, axes = _axes(plt, len(pairs))
+    for ax, (d, b) in zip(axes.flat, pairs):
+        mine = [c for c in cells if (c.dataset, c.backbone) == (d, b)]
+        for i, v in enumerate(sorted_variants(mine)):
+            c = next(c for c in mine if c.variant == v)
+            ax.errorbar(c.trainable_params, c.mean, yerr=c.std, fmt="o", color=f"C{i % 10}", capsize=3, label=v)
+        front = pareto_front([(c.trainable_params, c.mean) for c in mine])
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="k", alpha=0.5, label="Pareto front")
+        ax.set_xscale("log")
+        ax.set(title=f"{d} / {b}", xlabel="trainable parameters", ylabel="top-1 test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(pairs) :]:
+        ax.axis("off")
+    return _save(fig, plt, path)
+
+
+def _mean_curve(cell: Cell, key: str) -> tuple[list[int], list[float], list[float]]:
+    epochs = sorted({h["epoch"] for r in cell.runs for h in r.history if key in h})
+    means, stds = [], []
+    for e in epochs:
+        m, s = mean_std([h[key] for r in cell.runs for h in r.history if h.get("epoch") == e and key in h])
+        means.append(m)
+        stds.append(s)
+    return epochs, means, stds
+
+
+def plot_training_curves(cells: list[Cell], path: Path) -> Path | None:
+    """Per pair: training loss and validation accuracy (training accuracy without a val split) per epoch."""
+    pairs = [p for p in _pairs(cells) if any(r.history for c in cells if (c.dataset, c.backbone) == p for r in c.runs)]
+    if not pairs:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(len(pairs), 2, figsize=(10, 3.4 * len(pairs)), squeeze=False)
+    for row, (d, b) in zip(axes, pairs):
+        mine = [c for c in cells if (c.dataset, c.backbone) == (d, b)]
+        has_val = any("val_acc" in h for c in mine for r in c.runs for h in r.history)
+        acc_key = "val_acc" if has_val else "train_acc"
+        for i, v in enumerate(sorted_variants(mine)):
+            c = next(c for c in mine if c.variant == v)
+            for ax, key in zip(row, ("train_loss", acc_key)):
+                x, m, s = _mean_curve(c, key)
+                if x:
+                    ax.plot(x, m, "o-", color=f"C{i % 10}", label=v)
+                    ax.fill_between(x, [a - e for a, e in zip(m, s)], [a + e for a, e in zip(m, s)], alpha=0.2)
+        row[0].set(title=f"{d} / {b}: training loss", xlabel="epoch", ylabel="cross-entropy")
+        label = "validation" if has_val else "training"
+        row[1].set(title=f"{d} / {b}: {label} accuracy", xlabel="epoch", ylabel=f"{label} top-1 (%)")
+        for ax in row:
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    return _save(fig, plt, path)

@@ -1,0 +1,214 @@
+"""``adaptertune report``: tables, plots and one self-contained ``report.html`` from a folder of runs.
+
+Writes into the output folder: ``results.csv`` (one row per run folder, failed and broken ones included),
+``cells.csv`` (one row per cell: mean, std, n, per-seed accuracies), ``table.md`` (accuracy tables, gains,
+parameter shares), ``table.tex`` (paper-style), PNG plots and ``report.html`` (images embedded as base64).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime
+import html
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..engine import atomic_write_text
+from ..errors import AdapterTuneError
+from .plots import plot_accuracy_vs_params, plot_accuracy_vs_rank, plot_training_curves
+from .results import Cell, RunRecord, aggregate, collect_runs
+from .tables import (
+    gains,
+    gains_markdown,
+    gains_summary,
+    html_table,
+    latex_table,
+    markdown_table,
+    param_shares,
+    results_rows,
+)
+
+__all__ = ["Report", "build_report"]
+
+_logger = logging.getLogger(__name__)
+
+_PLOTS = (
+    ("accuracy_vs_rank.png", "Accuracy vs adapter rank (mean ± std over seeds)", plot_accuracy_vs_rank),
+    ("accuracy_vs_params.png", "Accuracy vs trainable parameters, with the Pareto front", plot_accuracy_vs_params),
+    ("training_curves.png", "Training curves (mean ± std over seeds)", plot_training_curves),
+)
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    records: list[RunRecord]
+    cells: list[Cell]
+    table_md: str
+    gain_lines: list[str]
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[RunRecord]:
+        return [r for r in self.records if r.status != "success"]
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _cell_rows(cells: list[Cell]) -> list[dict[str, Any]]:
+    return [
+        {
+            "dataset": c.dataset,
+            "backbone": c.backbone,
+            "variant": c.variant,
+            "n": c.n,
+            "mean": f"{c.mean:.4f}",
+            "std": f"{c.std:.4f}",
+            "seeds": " ".join(f"{s}:{a:.2f}" for s, a in c.accs.items()),
+            "trainable_params": c.trainable_params,
+            "setup_id": c.setup_id,
+        }
+        for c in cells
+    ]
+
+
+def _shares_markdown(shares: list[dict[str, Any]]) -> str:
+    rows = ["| backbone | variant | trainable params | share |", "|---|---|---:|---:|"]
+    rows += [
+        f"| {s['backbone']} | {s['variant']} | {s['trainable_params']:,} | {s['share_pct']:.2f}% of {s['of']} |"
+        for s in shares
+    ]
+    return "\n".join(rows) + "\n"
+
+
+def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: bool = False) -> Report:
+    """Collect, aggregate and write every report file.
+
+    Raises:
+        ProtocolMismatchError: runs with different protocols would share a cell (see ``split_protocols``).
+        AdapterTuneError: no finished run was found.
+    """
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    records = collect_runs(results_dir, exclude=out_dir)
+    for r in records:
+        if r.status != "success":
+            _logger.warning("skipping run '%s' (%s): %s", r.run, r.status, r.error)
+    cells = aggregate(records, split_protocols=split_protocols)
+    if not cells:
+        raise AdapterTuneError(
+            f"No finished run under '{results_dir}' ({len(records)} run folders, none with status success)."
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gs, shares = gains(cells), param_shares(cells)
+    table = markdown_table(cells)
+    md = "\n\n".join(
+        [
+            "## Top-1 test accuracy\n\n" + table,
+            "## AdapterTune vs head-only and full fine-tuning\n\n" + gains_markdown(gs),
+            "## Trainable parameters\n\n" + _shares_markdown(shares),
+        ]
+    )
+    report = Report(out_dir, records, cells, table, gains_summary(gs))
+    written = {
+        "results.csv": lambda p: _write_csv(p, results_rows(records)),
+        "cells.csv": lambda p: _write_csv(p, _cell_rows(cells)),
+        "table.md": lambda p: atomic_write_text(p, md),
+        "table.tex": lambda p: atomic_write_text(p, latex_table(cells)),
+    }
+    for name, write in written.items():
+        write(out_dir / name)
+        report.files.append(out_dir / name)
+    images = []
+    for name, title, plot in _PLOTS:
+        path = plot(cells, out_dir / name)
+        if path is not None:
+            report.files.append(path)
+            images.append((title, path))
+    html_path = out_dir / "report.html"
+    atomic_write_text(html_path, _html(report, results_dir, gs, shares, images))
+    report.files.append(html_path)
+    return report
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}th{background:#f3f3f3}
+td.best{font-weight:bold;background:#e8f5e9}
+img{max-width:100%;border:1px solid #ddd}.bad{color:#b00}code{background:#f6f6f6;padding:1px 4px}"""
+
+
+def _protocols_html(cells: list[Cell]) -> str:
+    protocols: dict[str, dict[str, Any]] = {}
+    for c in cells:
+        key = json.dumps(c.runs[0].protocol, sort_keys=True)
+        protocols.setdefault(key, c.runs[0].protocol)
+    cols = list(protocols.values())
+    keys = sorted({k for p in cols for k in p})
+    head = "".join(f"<th>protocol {i + 1}</th>" for i in range(len(cols)))
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{html.escape(str(p.get(k)))}</td>" for p in cols) + "</tr>"
+        for k in keys
+    )
+    return f"<table><tr><th>field</th>{head}</tr>{rows}</table>"
+
+
+def _html(
+    report: Report,
+    results_dir: Path,
+    gs: list[Any],
+    shares: list[dict[str, Any]],
+    images: list[tuple[str, Path]],
+) -> str:
+    esc = html.escape
+    ok = sum(r.status == "success" for r in report.records)
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>adaptertune report</title><style>{_CSS}</style>",
+        "</head><body><h1>adaptertune report</h1>",
+        f"<p>Results: <code>{esc(str(results_dir))}</code> &middot; {ok} finished runs in {len(report.cells)} "
+        f"cells &middot; {len(report.problems)} skipped &middot; generated "
+        f"{datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>",
+        "<h2>Top-1 test accuracy (%)</h2><p>Mean ± std over seeds (best-validation checkpoint); best per row in "
+        "bold.</p>",
+        html_table(report.cells),
+    ]
+    if gs:
+        parts.append("<h2>AdapterTune vs head-only and full fine-tuning</h2><ul>")
+        parts += [f"<li>{esc(line)}</li>" for line in report.gain_lines]
+        parts.append("</ul><table><tr><th>dataset</th><th>backbone</th><th>variant</th><th>vs</th>")
+        parts.append("<th>gain (points)</th><th>seeds won</th></tr>")
+        parts += [
+            f"<tr><td>{esc(g.dataset)}</td><td>{esc(g.backbone)}</td><td>{esc(g.variant)}</td>"
+            f"<td>{esc(g.baseline)}</td><td>{g.delta:+.2f}</td><td>{g.seeds_won}/{g.seeds_shared}</td></tr>"
+            for g in gs
+        ]
+        parts.append("</table>")
+    parts.append("<h2>Trainable parameters</h2><table><tr><th>backbone</th><th>variant</th>")
+    parts.append("<th>trainable params</th><th>share</th></tr>")
+    parts += [
+        f"<tr><td>{esc(s['backbone'])}</td><td>{esc(s['variant'])}</td><td>{s['trainable_params']:,}</td>"
+        f"<td>{s['share_pct']:.2f}% of {esc(s['of'])}</td></tr>"
+        for s in shares
+    ]
+    parts.append("</table>")
+    for title, path in images:
+        data = base64.b64encode(path.read_bytes()).decode()
+        parts.append(f"<h2>{esc(title)}</h2><img alt='{esc(title)}' src='data:image/png;base64,{data}'>")
+    parts.append("<h2>Protocol</h2>" + _protocols_html(report.cells))
+    if report.problems:
+        parts.append("<h2 class='bad'>Skipped run folders</h2><ul>")
+        parts += [f"<li><code>{esc(r.run)}</code>: {esc(r.status)}: {esc(r.error)}</li>" for r in report.problems]
+        parts.append("</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,252 @@
+"""Collect run folders into records and aggregate them over seeds into cells, protocol-checked.
+
+A cell is (dataset, backbone, variant), where the variant is the method plus its adapter options
+(``adapter r=16``, ``adapter r=16 last:6 init=small``). Runs share a cell only when they differ in the seed
+alone: same protocol (resolution, normalization, augmentation, epochs, selection rule, split seed, subsets)
+and same setup (hyper-parameters, backbone args and weights). Anything else is refused, or with
+``split_protocols`` shown as separate cells labelled by what differs (``head [epochs=2]``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import AdapterTuneError
+
+__all__ = ["Cell", "ProtocolMismatchError", "RunRecord", "aggregate", "collect_runs", "mean_std", "variant_label"]
+
+_RUN_MARKERS = ("summary.json", "config.yaml", "metrics.jsonl", "point.json")
+# Config keys that may differ between the seeds of one cell.
+_FREE_KEYS = {"train.seed", "train.device", "data.num_workers", "data.root", "out_dir"}
+
+
+class ProtocolMismatchError(AdapterTuneError, ValueError):
+    """Runs that differ in more than the seed would be averaged into one cell."""
+
+
+@dataclass
+class RunRecord:
+    """One run folder as the report sees it."""
+
+    run: str  # folder, relative to the results dir
+    status: str  # success, failed, incomplete, corrupt
+    dataset: str = ""
+    backbone: str = ""
+    method: str = ""
+    variant: str = ""
+    rank: int | None = None
+    seed: int | None = None
+    test_acc: float | None = None
+    test_acc_last: float | None = None
+    best_val_acc: float | None = None
+    trainable_params: int | None = None
+    total_params: int | None = None
+    train_seconds: float | None = None
+    protocol: dict[str, Any] = field(default_factory=dict)
+    setup: dict[str, Any] = field(default_factory=dict)  # protocol + seed-independent config
+    setup_id: str = ""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass
+class Cell:
+    dataset: str
+    backbone: str
+    variant: str
+    method: str
+    rank: int | None
+    runs: list[RunRecord]
+    setup_id: str
+
+    @property
+    def accs(self) -> dict[int, float]:
+        return {r.seed: r.test_acc for r in self.runs}
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+    @property
+    def mean(self) -> float:
+        return mean_std([r.test_acc for r in self.runs])[0]
+
+    @property
+    def std(self) -> float:
+        return mean_std([r.test_acc for r in self.runs])[1]
+
+    @property
+    def trainable_params(self) -> int:
+        return int(self.runs[0].trainable_params or 0)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0.0 for a single value)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    m = sum(values) / n
+    return m, (math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0)
+
+
+def variant_label(method: str, adapter: dict[str, Any] | None) -> str:
+    """``adapter r=16``, plus placement / init / alpha / act / dropout when they are not the defaults."""
+    if not adapter:
+        return method
+    parts = [method, f"r={adapter.get('rank')}"]
+    placement = adapter.get("placement", "all")
+    if placement != "all":
+        parts.append(",".join(map(str, placement)) if isinstance(placement, list) else str(placement))
+    for key, default in (("init", "zero"), ("alpha", 1.0), ("act", "gelu"), ("dropout", 0.0)):
+        if adapter.get(key, default) != default:
+            parts.append(f"{key}={adapter[key]}")
+    return " ".join(parts)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "args":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _setup(summary: dict[str, Any], config: dict[str, Any] | None) -> dict[str, Any]:
+    setup = {f"protocol.{k}": v for k, v in (summary.get("protocol") or {}).items()}
+    if not str(summary.get("weights_tag", "")).startswith("random-init"):  # random weights follow the seed
+        setup["weights_sha256"] = summary.get("weights_sha256", "")
+    if config:
+        for k, v in _flatten(config).items():
+            if k not in _FREE_KEYS and not k.startswith("adapter.") and k != "method":
+                setup[k] = v
+    return setup
+
+
+def _read_run(run_dir: Path, rel: str) -> RunRecord:
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        return RunRecord(rel, "incomplete", error="no summary.json (interrupted or still running)")
+    try:
+        s = json.loads(summary_path.read_text())
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else None
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        return RunRecord(rel, "corrupt", error=f"unreadable summary.json or config.yaml: {str(e).splitlines()[0]}")
+    if not isinstance(s, dict) or (config is not None and not isinstance(config, dict)):
+        return RunRecord(rel, "corrupt", error="summary.json or config.yaml is not a mapping")
+    if s.get("status") != "success":
+        return RunRecord(rel, str(s.get("status", "unknown")), error=str(s.get("error") or ""))
+    missing = [k for k in ("dataset", "backbone", "method", "seed", "test_acc", "protocol") if s.get(k) is None]
+    if missing:
+        return RunRecord(rel, "corrupt", error=f"summary.json lacks {', '.join(missing)}")
+    adapter = (config or {}).get("adapter") or (
+        {"rank": s["rank"], "placement": s.get("placement") or "all"} if s.get("rank") is not None else None
+    )
+    setup = _setup(s, config)
+    return RunRecord(
+        rel,
+        "success",
+        dataset=s["dataset"],
+        backbone=s["backbone"],
+        method=s["method"],
+        variant=variant_label(s["method"], adapter),
+        rank=s.get("rank"),
+        seed=int(s["seed"]),
+        test_acc=float(s["test_acc"]),
+        test_acc_last=s.get("test_acc_last"),
+        best_val_acc=s.get("best_val_acc"),
+        trainable_params=s.get("trainable_params"),
+        total_params=s.get("total_params"),
+        train_seconds=s.get("train_seconds"),
+        protocol=s["protocol"],
+        setup=setup,
+        setup_id=hashlib.sha1(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:8],
+        history=_read_history(run_dir / "metrics.jsonl"),
+    )
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                break  # a torn last line: keep the epochs before it
+    return rows
+
+
+def collect_runs(results_dir: str | Path, exclude: Path | None = None) -> list[RunRecord]:
+    """Every run folder under ``results_dir`` (any depth), in path order; ``exclude`` is not searched."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise AdapterTuneError(f"Results folder '{results_dir}' does not exist.")
+    skip = exclude.resolve() if exclude else None
+    records = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        path = Path(dirpath)
+        if skip is not None and path.resolve() == skip:
+            dirnames.clear()
+            continue
+        dirnames.sort()
+        if any(m in filenames for m in _RUN_MARKERS):
+            dirnames.clear()  # run folders do not nest
+            records.append(_read_run(path, str(path.relative_to(root))))
+    return records
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def _setup_label(setup: dict[str, Any], others: list[dict[str, Any]]) -> str:
+    """``epochs=2, lr=0.001``: this setup's values of the keys that differ between ``others``."""
+    keys = sorted(k for k in setup if any(o.get(k) != setup.get(k) for o in others))
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={str(setup.get(k))[:12]}" for k in keys)
+
+
+def aggregate(records: list[RunRecord], split_protocols: bool = False) -> list[Cell]:
+    """Group successful runs into cells over seeds.
+
+    Raises:
+        ProtocolMismatchError: runs of one cell differ in protocol or setup (unless ``split_protocols``), or
+            one cell holds the same seed twice.
+    """
+    groups: dict[tuple[str, str, str], dict[str, list[RunRecord]]] = {}
+    for r in records:
+        if r.status == "success":
+            groups.setdefault((r.dataset, r.backbone, r.variant), {}).setdefault(r.setup_id, []).append(r)
+    cells = []
+    for (dataset, backbone, variant), by_setup in groups.items():
+        if len(by_setup) > 1 and not split_protocols:
+            (a, *_), (b, *_) = list(by_setup.values())[:2]
+            diff = _differences(a.setup, b.setup)
+            raise ProtocolMismatchError(
+                f"Refusing to average runs with different protocols into one cell ({dataset}, {backbone}, {variant}): "
+                f"{'; '.join(diff[:4])} (e.g. runs '{a.run}' and '{b.run}'). Report them separately, or pass "
+                "--split-protocols to show one cell per protocol."
+            )
+        for setup_id, runs in by_setup.items():
+            seeds = [r.seed for r in runs]
+            if len(set(seeds)) != len(seeds):
+                dup = next(s for s in seeds if seeds.count(s) > 1)
+                where = [r.run for r in runs if r.seed == dup]
+                raise ProtocolMismatchError(
+                    f"Cell ({dataset}, {backbone}, {variant}) has seed {dup} twice: {', '.join(where)}; "
+                    "remove the duplicate run folder."
+                )
+            label = variant
+            if len(by_setup) > 1:
+                label = f"{variant} [{_setup_label(runs[0].setup, [rs[0].setup for rs in by_setup.values()])}]"
+            runs = sorted(runs, key=lambda r: r.seed)
+            cells.append(Cell(dataset, backbone, label, runs[0].method, runs[0].rank, runs, setup_id))
+    return cells
