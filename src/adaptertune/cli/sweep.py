@@ -94,7 +94,10 @@ class ProgressPrinter:
             print(f"{tag} {elapsed} start {event.job.name}", file=sys.stderr, flush=True)
             return
         r = event.result
-        what = f"top-1 {r.test_acc:.2f}%" if r.status == "success" else f"FAILED {r.error}"
+        if r.status == "success":
+            what = f"top-1 {r.test_acc:.2f}%"
+        else:
+            what = r.error if r.status == "skipped" else f"FAILED {r.error}"
         print(
             f"{tag} {elapsed} {r.status:7s} {event.job.name}: {what} ({r.seconds:.0f}s)", file=sys.stderr, flush=True
         )
@@ -114,7 +117,8 @@ def run_cli_sweep(spec: Any, results_dir: Path, args: argparse.Namespace) -> Any
     result = run_sweep(spec, results_dir, executor, ProgressPrinter(), planned=planned)
     print(
         f"sweep {spec.name}: {result.count('success')} ran, {result.count('failed')} failed, "
-        f"{len(planned) - todo} already done ({result.seconds:.0f}s)"
+        f"{result.count('skipped')} left to other processes, {len(planned) - todo} already done "
+        f"({result.seconds:.0f}s)"
     )
     for r in result.results:
         if r.status == "failed":
