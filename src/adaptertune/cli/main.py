@@ -131,6 +131,25 @@ def train_config_dict(args: argparse.Namespace) -> dict[str, Any]:
     return apply_overrides(d, args.overrides)
 
 
+class _KillAtStep:
+    """SIGKILLs this process once ``n`` optimizer steps are done (the kill/resume tests)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_train_start(self, total_steps: int, steps_per_epoch: int) -> None:
+        pass
+
+    def on_step(self, step: int, loss: float, lr: float) -> None:
+        if step + 1 == self.n:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        pass
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import RunConfig
     from ..engine import distributed, resolve_device
@@ -144,6 +163,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     distributed.init_distributed(info, resolve_device(cfg.train.device))
     try:
         progress = [TqdmProgress(enabled=not args.quiet)] if info.is_main else []
+        if info.is_main and os.environ.get("ADAPTERTUNE_TEST_KILL_AT_STEP"):  # test hook: simulate a killed job
+            progress.append(_KillAtStep(int(os.environ["ADAPTERTUNE_TEST_KILL_AT_STEP"])))
         summary = run(cfg, callbacks=progress, overwrite=args.overwrite, resume=bool(args.resume))
     finally:
         distributed.shutdown()
