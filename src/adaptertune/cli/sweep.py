@@ -24,6 +24,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="parallel runs (one per GPU when there are GPUs)")
+    p.add_argument(
+        "--executor", choices=["local", "ray"], default="local", help="local processes, or one Ray task per point"
+    )
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
     p.add_argument("--dry-run", action="store_true", help="list the points and their state; run nothing")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key (repeatable)"
@@ -113,7 +117,12 @@ def run_cli_sweep(spec: Any, results_dir: Path, args: argparse.Namespace) -> Any
         return None
     todo = sum(p.state is not PointState.DONE for p in planned)
     print(f"sweep {spec.name}: {len(planned)} points, {len(planned) - todo} done, {todo} to run -> {results_dir}")
-    executor = make_cli_executor(args.workers, args.quiet)
+    if getattr(args, "executor", "local") == "ray":
+        from ..experiments.ray_executor import RayExecutor
+
+        executor = RayExecutor(address=args.address)
+    else:
+        executor = make_cli_executor(args.workers, args.quiet)
     result = run_sweep(spec, results_dir, executor, ProgressPrinter(), planned=planned)
     print(
         f"sweep {spec.name}: {result.count('success')} ran, {result.count('failed')} failed, "
