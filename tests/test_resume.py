@@ -165,3 +165,21 @@ def test_sampler_order_resumes_and_shards():
     a, b = (list(r) for r in ranks)
     merged = [x for k in range(2) for x in sorted(a[3 * k : 3 * k + 3] + b[3 * k : 3 * k + 3])]
     assert merged == [x for k in range(2) for x in sorted(list(one)[6 * k : 6 * k + 6])]
+
+
+def test_batches_do_not_depend_on_worker_count(folder):
+    """The order and the random crops come from (seed, epoch, index): 0 and 2 workers read the same batches."""
+    from adaptertune.data import build_splits, load_raw
+    from adaptertune.runs import make_loader
+
+    cfg = RunConfig.from_dict(config(folder, folder / "unused"))
+    data_config = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.9}
+    splits = build_splits(cfg.data, data_config, load_raw(cfg.data))
+    batches = []
+    for workers in (0, 2):
+        loader = make_loader(splits.train, 8, workers, torch.device("cpu"), shuffle=True, seed=3)
+        loader.sampler.set_epoch(2)
+        batches.append([(x.clone(), y.clone()) for x, y, _ in loader])
+    assert len(batches[0]) == len(batches[1]) == 4
+    for (x0, y0), (x1, y1) in zip(*batches, strict=True):
+        assert torch.equal(x0, x1) and torch.equal(y0, y1)
