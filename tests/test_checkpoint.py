@@ -92,14 +92,13 @@ class _NaNAtStep:
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_checkpoint(folder, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    monkeypatch.setattr(loop_module, "F", _NaNAtStep(5))
-    with pytest.raises(NonFiniteLossError, match=r"Loss became nan at step 5 \(epoch 2\)"):
-        run(config(folder, out, checkpoint_every_steps=3))
-    _, meta = load_checkpoint(out / CHECKPOINT_FILE)  # the epoch-1 checkpoint (step 4), intact
-    assert meta["state"]["step"] == 4 and meta["state"]["epochs_done"] == 1
+    monkeypatch.setattr(loop_module, "F", _NaNAtStep(2))
+    with pytest.raises(NonFiniteLossError, match=r"Loss became nan at step 2 \(epoch 1\)"):
+        run(config(folder, out, epochs=1, checkpoint_every_steps=1))
+    _, meta = load_checkpoint(out / CHECKPOINT_FILE)  # the last good checkpoint (after step 2), intact
+    assert meta["state"]["step"] == 2 and meta["state"]["batch_in_epoch"] == 2
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "failed" and "step 5" in summary["error"]
-    assert len(read_jsonl(out / "metrics.jsonl")) == 1
+    assert summary["status"] == "failed" and "step 2" in summary["error"]
 
 
 def test_non_finite_loss_cli_message(folder, tmp_path, monkeypatch, capsys):

@@ -125,7 +125,9 @@ class _Stop:
 
 
 # stopped before any checkpoint (from scratch), after the step-3 checkpoint, after the step-6 checkpoint
-@pytest.mark.parametrize("stop_after", [3, 4, 7])
+@pytest.mark.parametrize(
+    "stop_after", [pytest.param(3, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow), 7]
+)
 def test_interrupt_then_resume_in_process(folder, reference, tmp_path, stop_after):
     out = tmp_path / "run"
     cfg = RunConfig.from_dict(config(folder, out))
