@@ -265,6 +265,8 @@ class TrainConfig:
         seed: training seed (init of new modules, data order, augmentation).
         precision: auto (fp32 on CPU, bf16 on CUDA), fp32, bf16 or fp16.
         device: auto, cpu, cuda or cuda:N.
+        checkpoint_every_steps: also write the resume checkpoint every N optimizer steps (None: only at
+            the end of each epoch).
     """
 
     epochs: int = 50
@@ -279,6 +281,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"
     device: str = "auto"
+    checkpoint_every_steps: int | None = None
 
     def __post_init__(self) -> None:
         self.epochs = _as_int("train.epochs", self.epochs, minimum=1)
@@ -298,6 +301,9 @@ class TrainConfig:
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         ):
             raise ConfigError(f"`train.device` must be auto, cpu, cuda or cuda:N; got {self.device!r}.")
+        self.checkpoint_every_steps = _optional(
+            _as_int, "train.checkpoint_every_steps", self.checkpoint_every_steps, minimum=1
+        )
 
 
 _SECTIONS: dict[str, type] = {

@@ -10,6 +10,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "NonFiniteLossError",
+    "OutputError",
     "UnknownNameError",
     "WeightsUnavailableError",
 ]
@@ -44,3 +45,7 @@ class CheckpointError(AdapterTuneError, ValueError):
 
 class NonFiniteLossError(AdapterTuneError, RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class OutputError(AdapterTuneError, OSError):
+    """A result file cannot be written (disk full, read-only or missing folder); earlier files stay intact."""

@@ -1,8 +1,10 @@
 """One training run, end to end, and its directory contract.
 
 A run directory holds ``config.yaml`` (fully resolved), ``metrics.jsonl`` (one line per epoch),
-``summary.json`` (a :class:`RunSummary`) and ``adapter.safetensors`` (the trained tensors of the
-best-validation model, with metadata). ``eval`` and ``predict`` rebuild the model from the backbone and
+``summary.json`` (a :class:`RunSummary`), ``adapter.safetensors`` (the trained tensors of the
+best-validation model, with metadata) and, while training, ``checkpoint.safetensors`` (the resume state;
+``run(cfg, resume=True)`` / ``adaptertune train --resume DIR`` continue from it). Every file is written
+atomically (temporary file, fsync, rename). ``eval`` and ``predict`` rebuild the model from the backbone and
 that file, and check that the backbone weights hash to the recorded value.
 """
 
@@ -10,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import platform
 import resource
+import shutil
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -34,13 +38,17 @@ from .engine import (
     evaluate,
     fit,
     load_tensors,
+    read_jsonl,
     resolve_device,
     resolve_precision,
     save_tensors,
 )
-from .errors import CheckpointError, ConfigError
+from .engine.distributed import DistInfo, barrier, current
+from .engine.sampling import ResumableSampler, SeededAugmentView, ShardedEvalSampler
+from .errors import CheckpointError, ConfigError, DataError, OutputError
 from .methods import METHODS, build_method, resolve_adapter_config
 from .methods.linear_probe import cached_feature_fit_inputs
+from .resume import check_resumable, resume_config
 
 __all__ = [
     "LoadedRun",
@@ -51,10 +59,14 @@ __all__ = [
     "make_loader",
     "predict",
     "resolve_config",
+    "resume_config",
+    "resume_run",
     "run",
 ]
 
 ADAPTER_FILE = "adapter.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+_logger = logging.getLogger(__name__)
 
 
 class RunStatus(StrEnum):
@@ -132,14 +144,32 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
 
 
 def make_loader(
-    view: SplitView, batch_size: int, num_workers: int, device: torch.device, shuffle: bool = False, seed: int = 0
+    view: SplitView,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    shuffle: bool = False,
+    seed: int = 0,
+    dist: DistInfo | None = None,
 ) -> torch.utils.data.DataLoader:
-    """DataLoader with a seeded order (the same seed gives the same batches and augmentations)."""
+    """DataLoader with a seeded, resumable order.
+
+    ``shuffle``: the order of epoch e comes from (seed, e) and the augmentation of item i from
+    (seed, e, i), whatever the worker count (:class:`ResumableSampler`). Under torchrun each rank reads its
+    shard: ``batch_size`` is then the per-rank batch. The loader's own generator keeps iterator creation
+    off the global RNG.
+    """
+    dist = dist or DistInfo()
+    if shuffle:
+        dataset = SeededAugmentView(view, seed)
+        sampler = ResumableSampler(len(view), seed, batch_size, dist.rank, dist.world_size)
+    else:
+        dataset, sampler = view, ShardedEvalSampler(len(view), dist.rank, dist.world_size) if dist.enabled else None
     return torch.utils.data.DataLoader(
-        view,
+        dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
-        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(seed),
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=device.type == "cuda",
@@ -154,19 +184,21 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 class _MetricsWriter:
+    """Rewrites metrics.jsonl atomically each epoch; a resumed run replaces the lines of redone epochs."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.records: list[dict[str, Any]] = []
 
     def on_train_start(self, total_steps: int, steps_per_epoch: int) -> None:
-        self.path.write_text("")
+        self.records = read_jsonl(self.path)
 
     def on_step(self, step: int, loss: float, lr: float) -> None:
         pass
 
     def on_epoch_end(self, metrics: dict[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-            f.flush()
+        self.records = [r for r in self.records if r.get("epoch", 0) < metrics["epoch"]] + [metrics]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -183,11 +215,25 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise ConfigError(f"Cannot create output folder '{out_dir}': {e.strerror}.") from None
 
 
-def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False) -> RunSummary:
+def resume_run(
+    run_dir: str | Path, callbacks: list[Callback] = (), overrides: dict[str, Any] | None = None
+) -> RunSummary:
+    """Continue the interrupted run in ``run_dir`` from its last checkpoint (from scratch if it has none)."""
+    return run(resume_config(run_dir, overrides), callbacks, resume=True)
+
+
+def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False, resume: bool = False) -> RunSummary:
     """Train one run and write its directory.
 
     Everything that can be checked (config, backbone, weights, data) is checked before the output folder
-    is created, so bad input leaves no partial run behind.
+    is created, so bad input leaves no partial run behind; a run stopped by bad data before its first
+    checkpoint removes the folder it created.
+
+    Under torchrun (a process group initialized by the caller) every rank trains its shard of each global
+    batch of ``cfg.train.batch_size`` and rank 0 alone writes files.
+
+    Args:
+        resume: continue the unfinished run in ``cfg.out_dir`` from its checkpoint (same config).
 
     Example:
         >>> cfg = RunConfig.from_dict({"backbone": {"name": "test_vit", "pretrained": False},
@@ -196,26 +242,41 @@ def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False)
     """
     cfg = resolve_config(cfg)
     out_dir = Path(cfg.out_dir)
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+    dist = current()
+    if resume:
+        check_resumable(out_dir, cfg)
+    elif out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         _prepare_out_dir(out_dir, overwrite)  # fail fast, before the expensive part
+    if cfg.train.batch_size % dist.world_size:
+        raise ConfigError(
+            f"`train.batch_size` {cfg.train.batch_size} must be a multiple of the {dist.world_size} processes "
+            "(it is the global batch)."
+        )
     device = resolve_device(cfg.train.device)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())  # set per rank by init_distributed
     precision = resolve_precision(cfg.train.precision, device)
     raw = load_raw(cfg.data)
     built = create_backbone(cfg.backbone, num_classes=len(raw.classes), seed=cfg.train.seed)
     splits = build_splits(cfg.data, built.data_config, raw)
     torch.manual_seed(cfg.train.seed)  # adapter init (W_down), dropout
     model = build_method(cfg.method, built.model, cfg.adapter)
-    bs, nw = cfg.train.batch_size, cfg.data.num_workers
-    train_loader = make_loader(splits.train, bs, nw, device, shuffle=True, seed=cfg.train.seed)
-    val_loader = make_loader(splits.val, bs, nw, device) if splits.val is not None else None
-    test_loader = make_loader(splits.test, bs, nw, device)
+    bs, nw = cfg.train.batch_size // dist.world_size, cfg.data.num_workers
+    train_loader = make_loader(splits.train, bs, nw, device, shuffle=True, seed=cfg.train.seed, dist=dist)
+    val_loader = make_loader(splits.val, bs, nw, device, dist=dist) if splits.val is not None else None
+    test_loader = make_loader(splits.test, bs, nw, device, dist=dist)
 
-    _prepare_out_dir(out_dir, overwrite)
-    for stale in ("summary.json", "metrics.jsonl", ADAPTER_FILE):
-        (out_dir / stale).unlink(missing_ok=True)
-    resolved = cfg.to_dict()
-    resolved["train"]["precision"] = precision
-    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    created = not out_dir.exists()
+    if dist.is_main and not resume:
+        _prepare_out_dir(out_dir, overwrite)
+        for stale in ("summary.json", "metrics.jsonl", ADAPTER_FILE, CHECKPOINT_FILE):
+            (out_dir / stale).unlink(missing_ok=True)
+        resolved = cfg.to_dict()
+        resolved["train"]["precision"] = precision
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    if resume:
+        (out_dir / "summary.json").unlink(missing_ok=True)  # a failed attempt's summary
+    barrier()
     params = {id(p): p for p in model.parameters()}.values()
     summary = RunSummary(
         status=RunStatus.FAILED,
@@ -244,16 +305,31 @@ def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False)
         if METHODS.get(cfg.method).cached_features:  # the head trains on features computed once
             cached = cached_feature_fit_inputs(model, *loaders, bs, cfg.train.seed, device, precision)
             fit_model, loaders = cached.model, cached.loaders
-        result = fit(fit_model, *loaders, cfg.train, device, [_MetricsWriter(out_dir / "metrics.jsonl"), *callbacks])
+        result = fit(
+            fit_model,
+            *loaders,
+            cfg.train,
+            device,
+            [_MetricsWriter(out_dir / "metrics.jsonl"), *callbacks] if dist.is_main else [],
+            checkpoint_path=out_dir / CHECKPOINT_FILE,
+            resume=resume,
+        )
         if cached is not None:
             result = cached.full_result(result)
+        if dist.is_main:
+            _write_results(out_dir, summary, result, _file_metadata(cfg, built, raw.classes, model), device)
     except BaseException as e:
-        summary.error = f"{type(e).__name__}: {e}"
-        atomic_write_text(out_dir / "summary.json", json.dumps(summary.to_dict(), indent=2))
+        if dist.is_main:
+            _record_failure(out_dir, summary, e, remove=created and not resume)
         raise
-    meta = _file_metadata(cfg, built, raw.classes, model)
-    save_tensors(out_dir / ADAPTER_FILE, result.best_state, meta)
     summary.status = RunStatus.SUCCESS
+    return summary
+
+
+def _write_results(
+    out_dir: Path, summary: RunSummary, result: Any, meta: dict[str, Any], device: torch.device
+) -> None:
+    save_tensors(out_dir / ADAPTER_FILE, result.best_state, meta)
     summary.test_acc, summary.test_top5 = result.test["acc"], result.test["top5"]
     summary.test_acc_last = result.test_last["acc"]
     summary.best_val_acc, summary.best_epoch, summary.selection = (
@@ -265,8 +341,26 @@ def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False)
     summary.peak_memory_mb = _peak_memory_mb(device)
     summary.skipped_images = result.skipped_images
     summary.adapter_file_bytes = (out_dir / ADAPTER_FILE).stat().st_size
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary.to_dict(), indent=2))
-    return summary
+    summary.status = RunStatus.SUCCESS
+    try:
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary.to_dict(), indent=2))
+    except BaseException:
+        summary.status = RunStatus.FAILED
+        raise
+    (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # finished: adapter.safetensors is the result
+
+
+def _record_failure(out_dir: Path, summary: RunSummary, e: BaseException, remove: bool) -> None:
+    """Bad input found during training (before any checkpoint) removes the new folder; anything else
+    writes a failed summary next to the last good checkpoint, which ``--resume`` continues from."""
+    if remove and isinstance(e, DataError | ConfigError) and not (out_dir / CHECKPOINT_FILE).exists():
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return
+    summary.error = f"{type(e).__name__}: {e}"
+    try:
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary.to_dict(), indent=2))
+    except OutputError as write_error:  # e.g. the disk is full: report the first error, not this one
+        _logger.warning("could not record the failure: %s", write_error)
 
 
 def _protocol(cfg: RunConfig, data_config: dict[str, Any]) -> dict[str, Any]:

@@ -131,12 +131,45 @@ def train_config_dict(args: argparse.Namespace) -> dict[str, Any]:
     return apply_overrides(d, args.overrides)
 
 
+class _KillAtStep:
+    """SIGKILLs this process once ``n`` optimizer steps are done (the kill/resume tests)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_train_start(self, total_steps: int, steps_per_epoch: int) -> None:
+        pass
+
+    def on_step(self, step: int, loss: float, lr: float) -> None:
+        if step + 1 == self.n:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        pass
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import RunConfig
-    from ..runs import run
+    from ..engine import distributed, resolve_device
+    from ..runs import resume_config, run
 
-    cfg = RunConfig.from_dict(train_config_dict(args))
-    summary = run(cfg, callbacks=[TqdmProgress(enabled=not args.quiet)], overwrite=args.overwrite)
+    if args.resume:
+        cfg = resume_config(args.resume, train_config_dict(args))
+    else:
+        cfg = RunConfig.from_dict(train_config_dict(args))
+    info = distributed.dist_info_from_env(os.environ)  # set by torchrun
+    distributed.init_distributed(info, resolve_device(cfg.train.device))
+    try:
+        progress = [TqdmProgress(enabled=not args.quiet)] if info.is_main else []
+        if info.is_main and os.environ.get("ADAPTERTUNE_TEST_KILL_AT_STEP"):  # test hook: simulate a killed job
+            progress.append(_KillAtStep(int(os.environ["ADAPTERTUNE_TEST_KILL_AT_STEP"])))
+        summary = run(cfg, callbacks=progress, overwrite=args.overwrite, resume=bool(args.resume))
+    finally:
+        distributed.shutdown()
+    if not info.is_main:
+        return 0
     s = summary.to_dict()
     row = {k: s[k] for k in ("method", "backbone", "dataset", "rank", "seed")}
     row.update(
@@ -240,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one run")
     _add_run_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out-dir")
+    p.add_argument(
+        "--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="re-evaluate a finished run on its test split")

@@ -24,6 +24,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="parallel runs (one per GPU when there are GPUs)")
+    p.add_argument(
+        "--executor", choices=["local", "ray"], default="local", help="local processes, or one Ray task per point"
+    )
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
     p.add_argument("--dry-run", action="store_true", help="list the points and their state; run nothing")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key (repeatable)"
@@ -104,7 +108,10 @@ class ProgressPrinter:
             print(f"{tag} {elapsed} start {event.job.name}", file=sys.stderr, flush=True)
             return
         r = event.result
-        what = f"top-1 {r.test_acc:.2f}%" if r.status == "success" else f"FAILED {r.error}"
+        if r.status == "success":
+            what = f"top-1 {r.test_acc:.2f}%"
+        else:
+            what = r.error if r.status == "skipped" else f"FAILED {r.error}"
         print(
             f"{tag} {elapsed} {r.status:7s} {event.job.name}: {what} ({r.seconds:.0f}s)", file=sys.stderr, flush=True
         )
@@ -120,11 +127,17 @@ def run_cli_sweep(spec: Any, results_dir: Path, args: argparse.Namespace) -> Any
         return None
     todo = sum(p.state is not PointState.DONE for p in planned)
     print(f"sweep {spec.name}: {len(planned)} points, {len(planned) - todo} done, {todo} to run -> {results_dir}")
-    executor = make_cli_executor(args.workers, args.quiet, args.threads)
+    if getattr(args, "executor", "local") == "ray":
+        from ..experiments.ray_executor import RayExecutor
+
+        executor = RayExecutor(address=args.address)
+    else:
+        executor = make_cli_executor(args.workers, args.quiet, args.threads)
     result = run_sweep(spec, results_dir, executor, ProgressPrinter(), planned=planned)
     print(
         f"sweep {spec.name}: {result.count('success')} ran, {result.count('failed')} failed, "
-        f"{len(planned) - todo} already done ({result.seconds:.0f}s)"
+        f"{result.count('skipped')} left to other processes, {len(planned) - todo} already done "
+        f"({result.seconds:.0f}s)"
     )
     for r in result.results:
         if r.status == "failed":

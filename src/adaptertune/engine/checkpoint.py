@@ -1,7 +1,14 @@
-"""Atomic file writes and safetensors checkpoints (never unpickles arbitrary objects)."""
+"""Atomic file writes, safetensors files and the training checkpoint (never unpickles arbitrary objects).
+
+A training checkpoint is ONE safetensors file, so one ``rename`` publishes it whole: tensors (the
+trainable parameters ``model.*``, the best-validation copy ``best.*``, the AdamW state ``optim.*`` and
+the RNG states ``rng.*``) plus a JSON document in the metadata (step, epoch, batches done in the epoch,
+partial-epoch sums, best validation accuracy, history, optimizer hyper-parameters, grad-scaler state).
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -9,29 +16,87 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OutputError
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "load_tensors", "save_tensors"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "load_checkpoint",
+    "load_tensors",
+    "read_jsonl",
+    "restore_training_state",
+    "save_checkpoint",
+    "save_tensors",
+]
+
+CHECKPOINT_FORMAT = "adaptertune-checkpoint-1"
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    Raises:
+        OutputError: the folder is missing or read-only, or the disk is full; ``path`` is unchanged.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        reason = e.strerror or errno.errorcode.get(e.errno or 0, type(e).__name__)
+        raise OutputError(f"Cannot write '{path}': {reason}; the previous version of the file is intact.") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (best effort: some filesystems refuse to fsync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file; a torn (unterminated, unparsable) last line is dropped."""
+    p = Path(path)
+    if not p.is_file():
+        return []
+    lines = p.read_text().split("\n")
+    out = []
+    for k, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if k == len(lines) - 1:  # the last line, not newline-terminated: an interrupted append
+                break
+            raise CheckpointError(f"'{path}' line {k + 1} is not valid JSON.") from None
+    return out
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
@@ -57,4 +122,112 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         raise CheckpointError(
             f"Checkpoint '{path}' is truncated or not a safetensors file ({type(e).__name__})."
         ) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"Checkpoint '{path}' has foreign metadata (not an adaptertune file).")
     return tensors, meta
+
+
+# ---------------------------------------------------------------- training checkpoint
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    best_state: dict[str, torch.Tensor],
+    state: dict[str, Any],
+) -> None:
+    """Write the full resume state of a training loop to ``path`` (one atomic file).
+
+    Args:
+        state: JSON-able loop state (step, epoch, batch_in_epoch, sums, best_val, history, ...).
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            tensors[f"model.{n}"] = p.detach()
+    for n, v in best_state.items():
+        tensors[f"best.{n}"] = v
+    opt = optimizer.state_dict()
+    plain_state: dict[str, dict[str, Any]] = {}
+    for idx, entry in opt["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{key}"] = value
+            else:
+                plain_state.setdefault(str(idx), {})[key] = value
+    tensors["rng.torch_cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "state": state,
+        "optimizer": {"param_groups": opt["param_groups"], "plain_state": plain_state},
+        "scaler": scaler.state_dict(),
+    }
+    save_tensors(path, tensors, meta)
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a training checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: missing, truncated, or not a training checkpoint (e.g. an adapter file).
+    """
+    tensors, meta = load_tensors(path)
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"'{path}' is not an adaptertune training checkpoint (format {meta.get('format')!r}, "
+            f"expected {CHECKPOINT_FORMAT!r})."
+        )
+    return tensors, meta
+
+
+def restore_training_state(
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    source: str,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load parameters, optimizer, scaler and RNG state from a checkpoint; returns (best_state, loop state).
+
+    Raises:
+        CheckpointError: the checkpoint's tensors do not match the model's trainable parameters.
+    """
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    saved = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    if set(saved) != set(params):
+        missing, extra = sorted(set(params) - set(saved)), sorted(set(saved) - set(params))
+        raise CheckpointError(f"{source} does not match the model: missing {missing[:3]}, unexpected {extra[:3]}.")
+    with torch.no_grad():
+        for n, v in saved.items():
+            if params[n].shape != v.shape:
+                raise CheckpointError(
+                    f"{source}: '{n}' has shape {tuple(v.shape)}, the model {tuple(params[n].shape)}."
+                )
+            params[n].copy_(v)
+    device = next(iter(params.values())).device
+    opt_meta = meta["optimizer"]
+    state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, idx, key = k.split(".", 2)
+            # AdamW keeps `step` on the CPU unless capturable/fused; moments live with the parameter
+            state.setdefault(int(idx), {})[key] = v if key == "step" else v.to(device)
+    for idx, entry in opt_meta["plain_state"].items():
+        state.setdefault(int(idx), {}).update(entry)
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": opt_meta["param_groups"]})
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{source}: optimizer state does not match the model ({e}).") from None
+    if meta.get("scaler"):
+        scaler.load_state_dict(meta["scaler"])
+    best = {k[len("best.") :]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
+    torch.set_rng_state(tensors["rng.torch_cpu"])
+    cuda_keys = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+    cuda_states = [tensors[k] for k in cuda_keys]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
+    return best, meta["state"]

@@ -54,7 +54,7 @@ class PointJob:
 class PointResult:
     name: str
     run_dir: str
-    status: str  # "success" or "failed"
+    status: str  # "success", "failed" or "skipped" (done or running in another sweep process)
     seconds: float
     test_acc: float | None = None
     error: str | None = None
@@ -113,17 +113,44 @@ def write_failure(run_dir: Path, job: PointJob, error: str, keep_existing: bool 
 def run_point(job: PointJob, callbacks: Sequence[Any] = ()) -> PointResult:
     """Train one point into ``job.run_dir``; any error is recorded there and returned, never raised.
 
-    ``KeyboardInterrupt`` still propagates (the point is recorded as failed first).
+    The point is locked first (:class:`~adaptertune.experiments.locks.PointLock`): a point that another
+    sweep process holds, or finished meanwhile, is skipped. A point whose earlier attempt was killed
+    resumes from its checkpoint. ``KeyboardInterrupt`` still propagates (the point is recorded as failed first).
     """
-    from ..config import RunConfig
-    from ..runs import run
+    from .locks import PointLock, lock_path_for
 
     run_dir = Path(job.run_dir)
-    t0 = time.perf_counter()
+    lock = PointLock(lock_path_for(run_dir))
+    if not lock.acquire():
+        owner = lock.owner() or {}
+        where = f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}"
+        return PointResult(job.name, job.run_dir, "skipped", 0.0, error=f"running in another process ({where})")
     try:
-        clear_run_dir(run_dir)
+        return _run_locked_point(job, run_dir, callbacks)
+    finally:
+        lock.release()
+
+
+def _run_locked_point(job: PointJob, run_dir: Path, callbacks: Sequence[Any]) -> PointResult:
+    from ..config import RunConfig
+    from ..errors import CheckpointError
+    from ..runs import CHECKPOINT_FILE, run
+    from .runner import PointState, point_state
+
+    t0 = time.perf_counter()
+    if point_state(run_dir)[0] is PointState.DONE:  # finished by another process after this one planned
+        return PointResult(job.name, job.run_dir, "skipped", 0.0, error="finished by another process")
+    try:
         cfg = RunConfig.from_dict({**job.config, "out_dir": str(run_dir)})
-        summary = run(cfg, callbacks=list(callbacks), overwrite=True)
+        summary = None
+        if (run_dir / CHECKPOINT_FILE).is_file():
+            try:
+                summary = run(cfg, callbacks=list(callbacks), resume=True)
+            except CheckpointError as e:  # unusable checkpoint: start the point over
+                _logger.warning("point %s: cannot resume (%s); starting over", job.name, e)
+        if summary is None:
+            clear_run_dir(run_dir)
+            summary = run(cfg, callbacks=list(callbacks), overwrite=True)
         atomic_write_text(run_dir / "point.json", json.dumps({"name": job.name, "values": job.values}, indent=2))
         return PointResult(job.name, job.run_dir, "success", time.perf_counter() - t0, test_acc=summary.test_acc)
     except Exception as e:

@@ -1,0 +1,166 @@
+"""Bad-input catalogue: each bad input through the CLI exits 2 with one line that names the problem and what
+is accepted, prints no traceback, and leaves no partial run directory."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adaptertune.cli import main
+from conftest import make_image_folder
+
+TINY = ["--backbone", "vit_tiny_patch16_224", "--backbone-arg", "img_size=32", "--backbone-arg", "patch_size=4"]
+FAST = ["--epochs", "1", "--batch-size", "8", "--num-workers", "0", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad_inputs")
+    folder = make_image_folder(root / "folder", n_classes=3, n_train=4, n_test=2, size=36)
+    corrupt = make_image_folder(root / "corrupt", n_classes=3, n_train=4, n_test=2, size=36)
+    (corrupt / "train" / "class_0" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (root / "a_file").write_text("not a folder")
+    (root / "bad.yaml").write_text("train: [unclosed\n")
+    run_dir = root / "finished"
+    assert main(["train", *TINY, "--no-pretrained", "--data-root", str(folder), "--rank", "4", *FAST,
+                 "--out-dir", str(run_dir)]) == 0  # fmt: skip
+    return {"root": root, "folder": folder, "corrupt": corrupt, "run": run_dir}
+
+
+def interrupted_copy(d: dict, name: str, checkpoint_bytes: bytes | None) -> Path:
+    """A run folder as a killed run leaves it: config.yaml (+ metrics), a checkpoint, no summary."""
+    dst = d["root"] / name
+    shutil.copytree(d["run"], dst)
+    for f in ("summary.json", "adapter.safetensors"):
+        (dst / f).unlink()
+    cfg = yaml.safe_load((dst / "config.yaml").read_text())
+    cfg["out_dir"] = str(dst)
+    (dst / "config.yaml").write_text(yaml.safe_dump(cfg))
+    if checkpoint_bytes is not None:
+        (dst / "checkpoint.safetensors").write_bytes(checkpoint_bytes)
+    return dst
+
+
+def finished_copy(d: dict, name: str, edit) -> Path:
+    """A finished run whose config was edited to another model (so the adapter file no longer fits it)."""
+    dst = d["root"] / name
+    shutil.copytree(d["run"], dst)
+    cfg = yaml.safe_load((dst / "config.yaml").read_text())
+    edit(cfg)
+    (dst / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return dst
+
+
+def _train(*args):
+    return lambda d: ["train", *TINY, "--no-pretrained", "--data-root", str(d["folder"]), *FAST, *args]
+
+
+def _set(path: str, value):
+    def edit(cfg):
+        section, key = path.split(".")
+        cfg[section][key] = value
+
+    return edit
+
+
+# (id, argv builder, regex the one-line message must match: the problem and what is accepted)
+CASES = [
+    ("unknown-backbone", lambda d: ["train", "--backbone", "vit_nope_patch99", "--no-pretrained",
+                                    "--data-root", str(d["folder"]), *FAST], r"vit_nope_patch99"),
+    ("unknown-dataset", _train("--dataset", "imagenet_nope"), r"imagenet_nope.*imagefolder"),
+    ("unknown-method", _train("--method", "lora_nope"), r"lora_nope.*adapter"),
+    ("unknown-config-key", _train("lr_max=0.1"), r"Unknown config key 'lr_max'. Valid keys"),
+    ("unknown-section-key", _train("train.foo=1"), r"Unknown config key 'train.foo'"),
+    ("rank-zero", _train("--rank", "0"), r"adapter.rank.*>= 1, got 0"),
+    ("rank-negative", _train("--rank", "-3"), r"adapter.rank.*>= 1, got -3"),
+    ("rank-non-integer", _train("--rank", "2.5"), r"adapter.rank.*integer, got 2.5"),
+    ("rank-text", _train("--rank", "eight"), r"adapter.rank.*integer, got 'eight'"),
+    ("rank-above-width", _train("--rank", "500"), r"rank.*500.*larger than the backbone width 192; use 1..192"),
+    ("placement-unknown", _train("--placement", "middle"), r"placement 'middle'.*accepted: all, every:K"),
+    ("placement-out-of-range", _train("--placement", "0,40"), r"40 is out of range.*blocks 0..11"),
+    ("placement-every-zero", _train("--placement", "every:0"), r"every:0.*positive integer"),
+    ("alpha-nan", _train("--alpha", "nan"), r"adapter.alpha.*finite number, got nan"),
+    ("alpha-negative", _train("--alpha", "-1"), r"adapter.alpha.*>= 0, got -1"),
+    ("lr-negative", _train("--lr", "-0.1"), r"train.lr.*> 0, got -0.1"),
+    ("lr-zero", _train("--lr", "0"), r"train.lr.*> 0, got 0"),
+    ("lr-text", _train("--lr", "fast"), r"train.lr.*number, got 'fast'"),
+    ("epochs-zero", _train("--epochs", "0"), r"train.epochs.*>= 1, got 0"),
+    ("epochs-fraction", _train("--epochs", "1.5"), r"train.epochs.*integer, got 1.5"),
+    ("batch-size-zero", _train("--batch-size", "0"), r"train.batch_size.*>= 1, got 0"),
+    ("val-fraction-one", _train("--val-fraction", "1"), r"data.val_fraction.*\[0, 1\), got 1"),
+    ("precision-unknown", _train("--precision", "fp8"), r"train.precision.*auto, fp32, bf16, fp16; got 'fp8'"),
+    ("checkpoint-every-zero", _train("checkpoint_every_steps=0"), r"checkpoint_every_steps.*>= 1, got 0"),
+    ("missing-data-root", lambda d: ["train", *TINY, "--no-pretrained", "--data-root", str(d["root"] / "nope"),
+                                     *FAST], r"Data root .*nope' does not exist; expected a folder"),
+    ("no-data-root", lambda d: ["train", *TINY, "--no-pretrained", *FAST], r"needs --data-root DIR"),
+    ("corrupt-image-strict", lambda d: ["train", *TINY, "--no-pretrained", "--data-root", str(d["corrupt"]),
+                                        "--strict", *FAST], r"Corrupt image .*0.png"),
+    ("offline-no-weights", lambda d: ["train", *TINY, "--pretrained", "--data-root", str(d["folder"]), *FAST],
+     r"(?i)weights"),
+    ("weights-file-missing", _train("--weights", "/nonexistent/w.safetensors"), r"/nonexistent/w.safetensors"),
+    ("config-file-missing", _train("--config", "/nonexistent/c.yaml"), r"Config file '/nonexistent/c.yaml' does not"),
+    ("config-file-bad-yaml", lambda d: [*_train("--config", str(d["root"] / "bad.yaml"))(d)], r"not valid YAML"),
+    ("output-under-a-file", lambda d: [*_train()(d), "--out-dir", str(d["root"] / "a_file" / "run")],
+     r"Cannot create output folder .*a_file/run"),
+    ("output-is-a-file", lambda d: [*_train()(d), "--out-dir", str(d["root"] / "a_file")],
+     r"exists and is not a folder"),
+    ("output-not-empty", lambda d: [*_train()(d), "--out-dir", str(d["run"])], r"not empty.*--overwrite"),
+    ("resume-truncated-checkpoint", lambda d: ["train", "--quiet", "--resume", str(interrupted_copy(
+        d, "trunc", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\"")), ], r"truncated or not a safetensors file"),
+    ("resume-foreign-checkpoint", lambda d: ["train", "--quiet", "--resume", str(interrupted_copy(
+        d, "foreign", (d["run"] / "adapter.safetensors").read_bytes()))], r"not an adaptertune training checkpoint"),
+    ("resume-not-a-run", lambda d: ["train", "--quiet", "--resume", str(d["folder"])], r"not a run folder"),
+    ("resume-finished", lambda d: ["train", "--quiet", "--resume", str(d["run"])], r"already finished"),
+    ("eval-not-a-run", lambda d: ["eval", str(d["folder"])], r"not a finished run folder: config.yaml is missing"),
+    ("eval-truncated-adapter", lambda d: ["eval", str(_truncate(finished_copy(d, "trunc_adapter", lambda c: None)))],
+     r"truncated or not a safetensors file"),
+    ("eval-adapter-other-rank", lambda d: ["eval", str(finished_copy(d, "rank8", _set("adapter.rank", 8)))],
+     r"(?i)rank|shape"),
+    ("eval-adapter-other-backbone", lambda d: ["eval", str(finished_copy(
+        d, "other_bb", lambda c: c["backbone"]["args"].update(embed_dim=96, num_heads=3)))],
+     r"(?i)weights differ|width|shape"),
+    ("predict-missing-image", lambda d: ["predict", str(d["run"]), str(d["root"] / "nope.png")],
+     r"Cannot read image .*nope.png"),
+]  # fmt: skip
+
+
+def _truncate(run_dir: Path) -> Path:
+    f = run_dir / "adapter.safetensors"
+    f.write_bytes(f.read_bytes()[:100])
+    return run_dir
+
+
+def _snapshot(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("case_id,argv,expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(case_id, argv, expected, data, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = argv(data)
+    out_dir = tmp_path / "out"
+    if "--out-dir" not in args and "--resume" not in args and args[0] == "train":
+        args += ["--out-dir", str(out_dir)]
+    before = _snapshot(data["root"])
+    capsys.readouterr()
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("error: ")
+    assert re.search(expected, err), err
+    assert not out_dir.exists(), "a partial run directory was left behind"
+    new = {p for p in _snapshot(data["root"]) - before if not p.startswith(("trunc", "foreign", "rank8", "other_bb"))}
+    assert not new, new
+    assert not [p for p in _snapshot(data["root"]) if p.endswith(".tmp")]
+
+
+def test_catalogue_is_large_enough():
+    assert len(CASES) >= 25
+
+
+def test_debug_shows_the_traceback(data):
+    with pytest.raises(Exception, match="adapter.rank"):
+        main(["--debug", "train", "--rank", "0", "--data-root", str(data["folder"])])

@@ -1,0 +1,135 @@
+"""Safe results: atomic writes, torn metrics lines, non-finite loss, full disk, checkpoint format."""
+
+import errno
+import json
+import os
+
+import pytest
+import torch
+
+from adaptertune.cli import main
+from adaptertune.config import RunConfig
+from adaptertune.engine import atomic_write_text, load_checkpoint, read_jsonl, save_tensors
+from adaptertune.engine import loop as loop_module
+from adaptertune.errors import CheckpointError, NonFiniteLossError, OutputError
+from adaptertune.runs import ADAPTER_FILE, CHECKPOINT_FILE, run
+from conftest import TINY_VIT, make_image_folder
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("ckpt_data"), n_classes=4, n_train=8, n_test=2, size=36)
+
+
+def config(folder, out, **train):
+    return RunConfig.from_dict(
+        {
+            "backbone": TINY_VIT,
+            "data": {"name": "imagefolder", "root": str(folder), "num_workers": 0},
+            "method": "adapter",
+            "adapter": {"rank": 4},
+            "train": {"epochs": 2, "batch_size": 8, "seed": 0, "device": "cpu", **train},
+            "out_dir": str(out),
+        }
+    )
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_atomic_write_keeps_old_file_on_full_disk(tmp_path, monkeypatch):
+    target = tmp_path / "summary.json"
+    atomic_write_text(target, '{"old": 1}')
+    monkeypatch.setattr(os, "fsync", _enospc)
+    with pytest.raises(OutputError, match="No space left on device"):
+        atomic_write_text(target, '{"new": 2}')
+    assert target.read_text() == '{"old": 1}'
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left behind
+
+
+def test_atomic_write_into_missing_or_file_parent(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputError, match="Cannot write"):
+        atomic_write_text(tmp_path / "f" / "summary.json", "{}")
+
+
+def test_read_jsonl_drops_torn_last_line_only(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
+    assert read_jsonl(p) == [{"epoch": 1}, {"epoch": 2}]
+    p.write_text('{"epoch": 1}\n{"ep\n{"epoch": 3}\n')
+    with pytest.raises(CheckpointError, match="line 2"):
+        read_jsonl(p)
+
+
+def test_checkpoint_loader_rejects_adapter_and_truncated_files(tmp_path):
+    save_tensors(tmp_path / "a.safetensors", {"w": torch.zeros(2)}, {"backbone": "x"})
+    with pytest.raises(CheckpointError, match="not an adaptertune training checkpoint"):
+        load_checkpoint(tmp_path / "a.safetensors")
+    (tmp_path / "t.safetensors").write_bytes((tmp_path / "a.safetensors").read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(tmp_path / "t.safetensors")
+
+
+class _NaNAtStep:
+    """Stands in for torch.nn.functional in the loop: the training loss of step ``n`` becomes NaN."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.calls = n, 0
+
+    def __getattr__(self, name):
+        return getattr(torch.nn.functional, name)
+
+    def cross_entropy(self, logits, y, **kw):
+        loss = torch.nn.functional.cross_entropy(logits, y, **kw)
+        if kw.get("reduction", "mean") == "mean":  # training calls only (evaluate sums)
+            self.calls += 1
+            if self.calls == self.n + 1:
+                return loss * float("nan")
+        return loss
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_checkpoint(folder, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.setattr(loop_module, "F", _NaNAtStep(2))
+    with pytest.raises(NonFiniteLossError, match=r"Loss became nan at step 2 \(epoch 1\)"):
+        run(config(folder, out, epochs=1, checkpoint_every_steps=1))
+    _, meta = load_checkpoint(out / CHECKPOINT_FILE)  # the last good checkpoint (after step 2), intact
+    assert meta["state"]["step"] == 2 and meta["state"]["batch_in_epoch"] == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and "step 2" in summary["error"]
+
+
+def test_non_finite_loss_cli_message(folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(loop_module, "F", _NaNAtStep(0))
+    args = ["train", "--backbone", "vit_tiny_patch16_224", "--backbone-arg", "img_size=32"]
+    args += ["--backbone-arg", "patch_size=4", "--no-pretrained", "--data-root", str(folder), "--epochs", "1"]
+    args += ["--batch-size", "8", "--num-workers", "0", "--quiet", "--out-dir", str(tmp_path / "run")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: Loss became nan at step 0") and "\n" not in err
+
+
+def test_full_disk_is_a_clear_error_and_keeps_checkpoint(folder, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    from adaptertune.engine import checkpoint
+
+    real = checkpoint.os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith(ADAPTER_FILE):
+            _enospc()
+        real(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    with pytest.raises(OutputError, match=f"Cannot write '.*{ADAPTER_FILE}': No space left on device"):
+        run(config(folder, out, epochs=1))
+    monkeypatch.setattr(checkpoint.os, "replace", real)
+    _, meta = load_checkpoint(out / CHECKPOINT_FILE)  # resumable: training itself had finished
+    assert meta["state"]["epochs_done"] == 1
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["config.yaml", "metrics.jsonl", "summary.json", CHECKPOINT_FILE]
+    )
+    run(config(folder, out, epochs=1), resume=True)  # space freed: resume only writes the results
+    assert json.loads((out / "summary.json").read_text())["status"] == "success"

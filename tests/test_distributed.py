@@ -1,0 +1,82 @@
+"""torchrun: 2 CPU processes (gloo) match 1 process with the same global batch; resume works the same way."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from adaptertune.engine import load_tensors
+from adaptertune.engine.distributed import DistInfo, dist_info_from_env
+from adaptertune.errors import ConfigError
+from conftest import make_image_folder
+
+TINY = ["--backbone", "vit_tiny_patch16_224", "--backbone-arg", "img_size=32", "--backbone-arg", "patch_size=4"]
+
+
+def test_dist_info_from_env():
+    assert dist_info_from_env({}) == DistInfo(0, 1, 0)
+    info = dist_info_from_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    assert info == DistInfo(3, 4, 1) and not info.is_main and info.enabled
+    with pytest.raises(ConfigError, match="RANK=4, WORLD_SIZE=4"):
+        dist_info_from_env({"RANK": "4", "WORLD_SIZE": "4"})
+    with pytest.raises(ConfigError, match="WORLD_SIZE='two'"):
+        dist_info_from_env({"RANK": "0", "WORLD_SIZE": "two"})
+
+
+def _train(folder, out, nproc, *extra, resume=False, kill_at=None, expect=0):
+    args = [*TINY, "--no-pretrained", "--data-root", str(folder), "--val-fraction", "0.25", "--epochs", "2"]
+    args += ["--batch-size", "8", "--num-workers", "0", "--device", "cpu", "--seed", "1", "--rank", "4"]
+    args += ["--quiet", "--out-dir", str(out), *extra]
+    if resume:
+        args = ["--quiet", "--resume", str(out)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1")
+    if kill_at is not None:
+        env["ADAPTERTUNE_TEST_KILL_AT_STEP"] = str(kill_at)
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "adaptertune", "train", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+        cmd += ["-m", "adaptertune", "train", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert (proc.returncode == 0) == (expect == 0), proc.stderr[-3000:]
+    return json.loads((out / "summary.json").read_text()) if expect == 0 else None
+
+
+@pytest.mark.distributed
+def test_two_cpu_processes_match_one_process(tmp_path):
+    # 4 classes x 8 images, 25% val -> 24 train images: 3 global batches of 8 (4 per rank), no padding
+    folder = make_image_folder(tmp_path / "data", n_classes=4, n_train=8, n_test=4, size=36)
+    one = _train(folder, tmp_path / "one", 1)
+    two = _train(folder, tmp_path / "two", 2)
+    for key in ("test_acc", "test_acc_last", "best_val_acc", "best_epoch"):
+        assert two[key] == pytest.approx(one[key], abs=1e-6), key
+    m1, m2 = ([json.loads(line) for line in open(d / "metrics.jsonl")] for d in (tmp_path / "one", tmp_path / "two"))
+    for a, b in zip(m1, m2, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+        assert b["train_acc"] == a["train_acc"] and b["val_acc"] == a["val_acc"]
+    t1, _ = load_tensors(tmp_path / "one" / "adapter.safetensors")
+    t2, _ = load_tensors(tmp_path / "two" / "adapter.safetensors")
+    for k in t1:
+        torch.testing.assert_close(t2[k], t1[k], rtol=1e-4, atol=1e-5)
+    assert not (tmp_path / "two" / "checkpoint.safetensors").exists()
+
+
+@pytest.mark.distributed
+def test_two_process_run_killed_and_resumed(tmp_path):
+    folder = make_image_folder(tmp_path / "data", n_classes=4, n_train=8, n_test=4, size=36)
+    ref = _train(folder, tmp_path / "ref", 2, "checkpoint_every_steps=2")
+    out = tmp_path / "run"
+    # 3 steps per epoch, checkpoints after steps 2, 3, 4 (mid-epoch 2), 6: killed after step 5 -> resume at step 4
+    _train(folder, out, 2, "checkpoint_every_steps=2", kill_at=5, expect=1)
+    assert (out / "checkpoint.safetensors").is_file() and not (out / "summary.json").exists()
+    got = _train(folder, out, 2, resume=True)
+    for key in ("test_acc", "test_acc_last", "best_val_acc", "best_epoch"):
+        assert got[key] == ref[key], key
+    t1, _ = load_tensors(tmp_path / "ref" / "adapter.safetensors")
+    t2, _ = load_tensors(out / "adapter.safetensors")
+    for k in t1:
+        assert torch.equal(t1[k], t2[k]), k
