@@ -120,7 +120,7 @@ CASES = [
      r"(?i)rank|shape"),
     ("eval-adapter-other-backbone", lambda d: ["eval", str(finished_copy(
         d, "other_bb", lambda c: c["backbone"]["args"].update(embed_dim=96, num_heads=3)))],
-     r"(?i)weights differ|width|shape"),
+     r"(?i)weights differ|width|shape|backbone arguments"),
     ("predict-missing-image", lambda d: ["predict", str(d["run"]), str(d["root"] / "nope.png")],
      r"Cannot read image .*nope.png"),
 ]  # fmt: skip
