@@ -42,6 +42,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     p.add_argument("--no-inference", action="store_true", help="skip the inference timing")
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
+    p.add_argument(
+        "--tune-malloc",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="CPU: keep freed memory mapped between steps (glibc mallopt; default on)",
+    )
     p.add_argument("--matmul-size", type=int, default=1024, help="side of the matmul that measures the limit")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
     p.set_defaults(func=cmd_speed)
@@ -81,7 +87,7 @@ def speed_table(report: dict[str, Any]) -> str:
         f"{cfg['tokens']} tokens, "
         f"rank {cfg['rank']}, {cfg['steps']} rounds after {cfg['warmup']} warm-up | {mach['device']}, "
         f"{mach['threads']} threads, {mach['precision']}, matmul {mach['matmul_size']}^2: "
-        f"{mach['matmul_gflops']:.1f} GFLOP/s"
+        f"{mach['matmul_gflops']:.1f} GFLOP/s, malloc tuned: {mach['malloc_tuned']}"
     )
     if mach.get("plain_inference_ms") is not None:
         head += f", plain inference {mach['plain_inference_ms']:.1f} ms"
@@ -113,6 +119,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
         inference=not args.no_inference,
         compile=args.compile,
         matmul_size=args.matmul_size,
+        tune_malloc=args.tune_malloc,
     )
     report = run_speed(cfg).to_dict()
     print(speed_table(report))

@@ -78,6 +78,10 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
 
     device = torch.device(spec["device"])
     cuda = device.type == "cuda"
+    if spec.get("tune_malloc") and not cuda:
+        from .cpu import tune_malloc
+
+        tune_malloc()
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)

@@ -32,6 +32,7 @@ from ..engine.loop import autocast_context, resolve_device, resolve_precision
 from ..engine.optim import build_optimizer
 from ..errors import ConfigError
 from ..methods import METHODS, build_method
+from .cpu import tune_malloc
 from .flops import METHOD_FLOPS, step_flops, vit_geometry
 
 __all__ = [
@@ -68,6 +69,7 @@ class SpeedConfig:
         compile: wrap every model in ``torch.compile``.
         matmul_size: side of the square matmul that measures the FLOP/s limit.
         num_classes: head size.
+        tune_malloc: on CPU, keep freed memory mapped between steps (:func:`adaptertune.perf.cpu.tune_malloc`).
     """
 
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="test_vit", pretrained=False))
@@ -85,6 +87,7 @@ class SpeedConfig:
     compile: bool = False
     matmul_size: int = 1024
     num_classes: int = 10
+    tune_malloc: bool = True
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -240,6 +243,7 @@ def run_speed(cfg: SpeedConfig) -> SpeedReport:
 
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
+    malloc_tuned = device.type == "cpu" and cfg.tune_malloc and tune_malloc()
     built = create_backbone(cfg.backbone, cfg.num_classes, seed=0)
     plain = built.model.to(device).eval()
     geom = vit_geometry(plain)
@@ -304,6 +308,7 @@ def run_speed(cfg: SpeedConfig) -> SpeedReport:
         "threads": torch.get_num_threads(),
         "matmul_gflops": mm_gflops,
         "matmul_size": cfg.matmul_size,
+        "malloc_tuned": malloc_tuned,
         "precision": precision,
         "torch": torch.__version__,
         "plain_inference_ms": statistics.median(infer["plain"]) if infer else None,
@@ -336,5 +341,6 @@ def _peak_memory(cfg: SpeedConfig, method: str, placement: list[int], device: to
         "precision": precision,
         "threads": torch.get_num_threads(),
         "steps": 2,
+        "tune_malloc": cfg.tune_malloc,
     }
     return measure_peak_memory(spec)
