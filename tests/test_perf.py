@@ -163,3 +163,33 @@ def test_memory_probe_child_process():
     peak = measure_peak_memory(spec)
     # at least the weights, their gradients and two AdamW moments (4 x ~0.94 M params x 4 bytes)
     assert peak > 4 * 0.9e6 * 4 / 2**20
+
+
+def test_frozen_parts_get_no_grad_and_build_no_graph():
+    """Frozen weights get no .grad, and blocks before the first adapter record no autograd graph at all."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=4, num_classes=3)
+    build_method("adapter", model, AdapterConfig(rank=4, placement="last:2"))
+    seen = {}
+    for i, b in enumerate(model.blocks):
+        b.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0].requires_grad))
+    torch.nn.functional.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([0, 1])).backward()
+    # inputs of blocks 0..2 (block 2 is the first adapted one: its own compute needs no graph either)
+    assert seen == {0: False, 1: False, 2: False, 3: True}
+    for n, p in model.named_parameters():
+        assert (p.grad is not None) == p.requires_grad, n
+        assert p.requires_grad == (".adapters." in n or n.startswith("head.")), n
+
+
+def test_adapter_fast_path_matches_reference_formula():
+    from adaptertune.adapters import Adapter
+
+    torch.manual_seed(0)
+    h = torch.randn(2, 5, 8)
+    for alpha in (1.0, 0.5):
+        a = Adapter(8, 3, alpha=alpha, init="random")
+        expected = h + alpha * a.up(torch.nn.functional.gelu(a.down(h)))
+        assert torch.allclose(a.residual(h), expected, atol=1e-6)
+        assert torch.allclose(a(h), expected - h, atol=1e-6)

@@ -79,7 +79,15 @@ class Adapter(nn.Module):
             nn.init.xavier_uniform_(self.up.weight)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.alpha * self.up(self.drop(self.act(self.down(h))))
+        z = self.act(self.down(h))  # (B, N, r)
+        if self.drop.p > 0:
+            z = self.drop(z)
+        z = self.up(z)
+        return z if self.alpha == 1.0 else z * self.alpha  # no extra pass over (B, N, d) at the default alpha
+
+    def residual(self, h: torch.Tensor) -> torch.Tensor:
+        """``h + forward(h)``, added in place into the adapter's fresh output (one (B, N, d) buffer fewer)."""
+        return self.forward(h).add_(h)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, rank={self.rank}, alpha={self.alpha:g}, init={self.init}"
@@ -95,7 +103,7 @@ class AdapterSlot(nn.ModuleDict):
     def hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         if self.active is None or self.active not in self:
             return output
-        return output + self[self.active](output)  # (B, N, d) residual on all tokens
+        return self[self.active].residual(output)  # (B, N, d) residual on all tokens
 
 
 # ---------------------------------------------------------------- model introspection
