@@ -193,3 +193,12 @@ def test_adapter_fast_path_matches_reference_formula():
         expected = h + alpha * a.up(torch.nn.functional.gelu(a.down(h)))
         assert torch.allclose(a.residual(h), expected, atol=1e-6)
         assert torch.allclose(a(h), expected - h, atol=1e-6)
+
+
+def test_train_compile_flag_is_validated():
+    from adaptertune.config import TrainConfig
+
+    assert TrainConfig().compile is False
+    assert TrainConfig(compile="true").compile is True
+    with pytest.raises(ConfigError, match="train.compile"):
+        TrainConfig(compile="maybe")

@@ -260,6 +260,7 @@ class TrainConfig:
         seed: training seed (init of new modules, data order, augmentation).
         precision: auto (fp32 on CPU, bf16 on CUDA), fp32, bf16 or fp16.
         device: auto, cpu, cuda or cuda:N.
+        compile: run the training forward through ``torch.compile`` (needs a C++ compiler on CPU).
     """
 
     epochs: int = 50
@@ -274,8 +275,10 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"
     device: str = "auto"
+    compile: bool = False
 
     def __post_init__(self) -> None:
+        self.compile = _as_bool("train.compile", self.compile)
         self.epochs = _as_int("train.epochs", self.epochs, minimum=1)
         self.batch_size = _as_int("train.batch_size", self.batch_size, minimum=1)
         self.lr = _optional(_as_float, "train.lr", self.lr, minimum=0.0, exclusive=True)

@@ -118,6 +118,7 @@ def fit(
     warmup_epochs = cfg.warmup_epochs if cfg.warmup_epochs is not None else min(5.0, 0.1 * cfg.epochs)
     warmup_steps = min(int(round(warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
     trainable = [p for p in model.parameters() if p.requires_grad]
+    forward = torch.compile(model) if cfg.compile else model  # perf: optional compiled training forward
     for cb in callbacks:
         cb.on_train_start(total_steps, steps_per_epoch)
 
@@ -138,7 +139,7 @@ def fit(
                 step += 1
                 continue
             with autocast_context(precision, device):
-                logits = model(x)
+                logits = forward(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
