@@ -45,8 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tune-malloc",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="CPU: keep freed memory mapped between steps (glibc mallopt; default on)",
+        default=False,
+        help="CPU: keep freed memory mapped between steps (glibc mallopt; default off, as in train)",
     )
     p.add_argument("--matmul-size", type=int, default=1024, help="side of the matmul that measures the limit")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")

@@ -69,7 +69,8 @@ class SpeedConfig:
         compile: wrap every model in ``torch.compile``.
         matmul_size: side of the square matmul that measures the FLOP/s limit.
         num_classes: head size.
-        tune_malloc: on CPU, keep freed memory mapped between steps (:func:`adaptertune.perf.cpu.tune_malloc`).
+        tune_malloc: on CPU, keep freed memory mapped between steps (:func:`adaptertune.perf.cpu.tune_malloc`);
+            off by default, as in ``adaptertune train``.
     """
 
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="test_vit", pretrained=False))
@@ -87,7 +88,7 @@ class SpeedConfig:
     compile: bool = False
     matmul_size: int = 1024
     num_classes: int = 10
-    tune_malloc: bool = True
+    tune_malloc: bool = False
 
     def __post_init__(self) -> None:
         if not self.methods:
