@@ -49,6 +49,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="CPU: keep freed memory mapped between steps (glibc mallopt; default off, as in train)",
     )
     p.add_argument("--matmul-size", type=int, default=1024, help="side of the matmul that measures the limit")
+    p.add_argument(
+        "--clock",
+        default="wall",
+        choices=["wall", "cpu"],
+        help="wall time, or CPU time of this process (with --threads 1: ignores time other processes hold the core)",
+    )
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
     p.set_defaults(func=cmd_speed)
 
@@ -86,7 +92,7 @@ def speed_table(report: dict[str, Any]) -> str:
         f"{cfg['backbone']['name']} {cfg['backbone']['args'] or ''} batch {cfg['batch_size']}, "
         f"{cfg['tokens']} tokens, "
         f"rank {cfg['rank']}, {cfg['steps']} rounds after {cfg['warmup']} warm-up | {mach['device']}, "
-        f"{mach['threads']} threads, {mach['precision']}, matmul {mach['matmul_size']}^2: "
+        f"{mach['threads']} threads, {mach['clock']} clock, {mach['precision']}, matmul {mach['matmul_size']}^2: "
         f"{mach['matmul_gflops']:.1f} GFLOP/s, malloc tuned: {mach['malloc_tuned']}"
     )
     if mach.get("plain_inference_ms") is not None:
@@ -120,6 +126,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
         compile=args.compile,
         matmul_size=args.matmul_size,
         tune_malloc=args.tune_malloc,
+        clock=args.clock,
     )
     report = run_speed(cfg).to_dict()
     print(speed_table(report))

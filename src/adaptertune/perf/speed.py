@@ -71,6 +71,8 @@ class SpeedConfig:
         num_classes: head size.
         tune_malloc: on CPU, keep freed memory mapped between steps (:func:`adaptertune.perf.cpu.tune_malloc`);
             off by default, as in ``adaptertune train``.
+        clock: ``wall`` (elapsed time) or ``cpu`` (this process's CPU time: with one thread on a shared CPU it
+            leaves out the time other processes hold the core; equal to wall time on an idle machine).
     """
 
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="test_vit", pretrained=False))
@@ -89,6 +91,7 @@ class SpeedConfig:
     matmul_size: int = 1024
     num_classes: int = 10
     tune_malloc: bool = False
+    clock: str = "wall"
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -103,6 +106,8 @@ class SpeedConfig:
         for name in ("batch_size", "rank", "steps", "matmul_size", "num_classes"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"`{name}` must be a positive integer, got {getattr(self, name)!r}.")
+        if self.clock not in ("wall", "cpu"):
+            raise ConfigError(f"`clock` must be wall or cpu, got {self.clock!r}.")
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise ConfigError(f"`warmup` must be an integer >= 0, got {self.warmup!r}.")
 
@@ -191,15 +196,15 @@ def make_train_step(
     return step
 
 
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
+def _timed(fn: Callable[[], Any], device: torch.device, clock: Callable[[], float] = time.perf_counter) -> float:
     """Milliseconds of one call (CUDA: synchronized before both clock reads)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return (time.perf_counter() - t0) * 1e3
+    return (clock() - t0) * 1e3
 
 
 def matmul_gflops(n: int, precision: str, device: torch.device) -> Callable[[], None]:
@@ -211,14 +216,16 @@ def matmul_gflops(n: int, precision: str, device: torch.device) -> Callable[[], 
     return lambda: torch.mm(a, b, out=out)
 
 
-def _interleaved(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int, device: torch.device) -> dict:
+def _interleaved(
+    fns: dict[str, Callable[[], Any]], rounds: int, warmup: int, device: torch.device, clock: str = "wall"
+) -> dict:
     """Per-name lists of times (ms) over ``rounds`` rounds, order rotated every round."""
     names = list(fns)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(warmup + rounds):
         k = r % len(names)
         for n in names[k:] + names[:k]:
-            t = _timed(fns[n], device)
+            t = _timed(fns[n], device, time.process_time if clock == "cpu" else time.perf_counter)
             if r >= warmup:
                 times[n].append(t)
     return times
@@ -243,6 +250,8 @@ def run_speed(cfg: SpeedConfig) -> SpeedReport:
     from ..backbones import create_backbone
 
     device = resolve_device(cfg.device)
+    if cfg.clock == "cpu" and device.type == "cuda":
+        raise ConfigError("`clock cpu` measures CPU work; on CUDA use the wall clock.")
     precision = resolve_precision(cfg.precision, device)
     malloc_tuned = device.type == "cpu" and cfg.tune_malloc and tune_malloc()
     built = create_backbone(cfg.backbone, cfg.num_classes, seed=0)
@@ -259,7 +268,7 @@ def run_speed(cfg: SpeedConfig) -> SpeedReport:
         models[m] = model.train()
         steps[m] = make_train_step(torch.compile(model) if cfg.compile else model, x, y, precision, device)
     _logger.info("timing %d rounds (+%d warm-up) of %s", cfg.steps, cfg.warmup, ", ".join(steps))
-    times = _interleaved(steps, cfg.steps, cfg.warmup, device)
+    times = _interleaved(steps, cfg.steps, cfg.warmup, device, cfg.clock)
     mm_gflops = 2 * cfg.matmul_size**3 / (statistics.median(times["matmul"]) * 1e6)
 
     infer: dict[str, list[float]] = {}
@@ -268,7 +277,7 @@ def run_speed(cfg: SpeedConfig) -> SpeedReport:
         for name, model in {"plain": plain, **models}.items():
             model.eval()
             fwd[name] = _inference_fn(torch.compile(model) if cfg.compile else model, x, precision, device)
-        infer = _interleaved(fwd, cfg.steps, cfg.warmup, device)
+        infer = _interleaved(fwd, cfg.steps, cfg.warmup, device, cfg.clock)
 
     counts = {m: trainable_parameters(models[m]) for m in cfg.methods}
     results = []
@@ -310,6 +319,7 @@ def run_speed(cfg: SpeedConfig) -> SpeedReport:
         "matmul_gflops": mm_gflops,
         "matmul_size": cfg.matmul_size,
         "malloc_tuned": malloc_tuned,
+        "clock": cfg.clock,
         "precision": precision,
         "torch": torch.__version__,
         "plain_inference_ms": statistics.median(infer["plain"]) if infer else None,
