@@ -82,6 +82,7 @@ def speed_table(report: dict[str, Any]) -> str:
                 "peak MB": _f(m["peak_memory_mb"], ".0f"),
                 "mem x full": _f(m["memory_ratio_to_full"], ".2f"),
                 "GFLOP/step": _f(m["gflops_per_step"], ".2f"),
+                "FLOP x full": _f(m.get("flops_ratio_to_full"), ".3f"),
                 "GFLOP/s": _f(m["achieved_gflops"], ".1f"),
                 "% matmul": _f(None if m["flops_share"] is None else 100 * m["flops_share"], ".0f"),
                 "infer x plain": _f(m["inference_ratio"], ".3f"),

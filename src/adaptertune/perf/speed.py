@@ -128,6 +128,7 @@ class MethodSpeed:
     ratio_to_full: float | None  # step time / full's
     ratio_to_lora: float | None  # step time / PEFT LoRA's
     gflops_per_step: float | None
+    flops_ratio_to_full: float | None  # the step-time ratio a method would have at full's FLOP/s
     achieved_gflops: float | None
     flops_share: float | None  # achieved FLOP/s / matmul FLOP/s
     peak_memory_mb: float | None
@@ -301,6 +302,7 @@ def run_speed(cfg: SpeedConfig) -> SpeedReport:
                 ratio_to_full=_ratio(times, m, "full"),
                 ratio_to_lora=_ratio(times, m, REFERENCE),
                 gflops_per_step=flops / 1e9 if flops else None,
+                flops_ratio_to_full=None,
                 achieved_gflops=flops / (med * 1e6) if flops else None,
                 flops_share=flops / (med * 1e6) / mm_gflops if flops else None,
                 peak_memory_mb=peak,
@@ -310,7 +312,10 @@ def run_speed(cfg: SpeedConfig) -> SpeedReport:
             )
         )
     full_mem = next((r.peak_memory_mb for r in results if r.method == "full"), None)
+    full_flops = next((r.gflops_per_step for r in results if r.method == "full"), None)
     for r in results:
+        if r.gflops_per_step is not None and full_flops:
+            r.flops_ratio_to_full = r.gflops_per_step / full_flops
         if r.peak_memory_mb is not None and full_mem:
             r.memory_ratio_to_full = r.peak_memory_mb / full_mem
     machine = {
