@@ -202,3 +202,34 @@ def test_train_compile_flag_is_validated():
     assert TrainConfig(compile="true").compile is True
     with pytest.raises(ConfigError, match="train.compile"):
         TrainConfig(compile="maybe")
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_fused_residual_adapter_matches_module_path(alpha, input_grad):
+    from adaptertune.adapters import Adapter
+
+    torch.manual_seed(0)
+    a = Adapter(8, 3, alpha=alpha, init="random")
+    h = torch.randn(2, 5, 8, requires_grad=input_grad)
+    g = torch.randn(2, 5, 8)
+    fused = a.residual(h)
+    assert fused.grad_fn is not None and "ResidualAdapter" in type(fused.grad_fn).__name__
+    fused.backward(g)
+    grads = [p.grad.clone() for p in a.parameters()] + ([h.grad.clone()] if input_grad else [])
+    a.zero_grad()
+    h.grad = None
+    ref = h + alpha * a.up(torch.nn.functional.gelu(a.down(h)))
+    ref.backward(g)
+    ref_grads = [p.grad for p in a.parameters()] + ([h.grad] if input_grad else [])
+    assert torch.allclose(fused, ref, atol=1e-6)
+    for x, y in zip(grads, ref_grads):
+        assert torch.allclose(x, y, atol=1e-5)
+
+
+def test_fused_residual_adapter_gradcheck():
+    from adaptertune.adapters import _ResidualAdapter
+
+    torch.manual_seed(0)
+    args = [torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((2, 3, 4), (2, 4), (2,), (4, 2), (4,))]
+    assert torch.autograd.gradcheck(lambda *t: _ResidualAdapter.apply(*t, 0.7), args)
