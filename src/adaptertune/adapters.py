@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import AdapterConfig, parse_placement
@@ -79,7 +80,59 @@ class Adapter(nn.Module):
             nn.init.xavier_uniform_(self.up.weight)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.alpha * self.up(self.drop(self.act(self.down(h))))
+        z = self.act(self.down(h))  # (B, N, r)
+        if self.drop.p > 0:
+            z = self.drop(z)
+        z = self.up(z)
+        return z if self.alpha == 1.0 else z * self.alpha  # no extra pass over (B, N, d) at the default alpha
+
+    def residual(self, h: torch.Tensor) -> torch.Tensor:
+        """``h + forward(h)``; with GELU, no active dropout and no autocast, one fused autograd function."""
+        fusable = (
+            isinstance(self.act, nn.GELU)
+            and self.act.approximate == "none"
+            and (self.drop.p == 0 or not self.training)
+            and h.dtype == self.down.weight.dtype
+            and not torch.is_autocast_enabled(h.device.type)
+        )
+        if fusable:
+            return _ResidualAdapter.apply(
+                h, self.down.weight, self.down.bias, self.up.weight, self.up.bias, self.alpha
+            )
+        return self.forward(h).add_(h)  # in place into the adapter's fresh output
+
+
+class _ResidualAdapter(torch.autograd.Function):
+    """``h + alpha * (gelu(h W_d^T + b_d) W_u^T + b_u)`` over the (B*N, d) rows, with a written-out backward.
+
+    ``h`` is the accumulator of the up-projection's ``addmm`` and the gradient of ``h`` accumulates inside the
+    down-projection's backward ``addmm``, so neither direction writes an extra (B*N, d) buffer; only ``h`` and
+    the (B*N, r) pre-activation are saved. Same values as the module path.
+    """
+
+    @staticmethod
+    def forward(ctx, h, w_down, b_down, w_up, b_up, alpha: float):  # type: ignore[override]
+        h2 = h.reshape(-1, h.shape[-1])  # (M, d)
+        a = torch.addmm(b_down, h2, w_down.t())  # (M, r)
+        out = torch.addmm(h2, F.gelu(a), w_up.t(), alpha=alpha)  # h + alpha * z W_u^T
+        out.add_(b_up, alpha=alpha)
+        ctx.save_for_backward(h2, a, w_down, w_up)
+        ctx.alpha = alpha
+        return out.view(h.shape)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        h2, a, w_down, w_up = ctx.saved_tensors
+        need_h, need_wd, need_bd, need_wu, need_bu, _ = ctx.needs_input_grad
+        g2 = g.reshape(-1, g.shape[-1])  # (M, d)
+        gs = g2 if ctx.alpha == 1.0 else g2 * ctx.alpha  # gradient at the up-projection's output
+        grad_wu = gs.t().mm(F.gelu(a)) if need_wu else None
+        grad_bu = gs.sum(0) if need_bu else None
+        da = torch.ops.aten.gelu_backward(gs.mm(w_up), a)  # (M, r)
+        grad_wd = da.t().mm(h2) if need_wd else None
+        grad_bd = da.sum(0) if need_bd else None
+        grad_h = torch.addmm(g2, da, w_down).view(g.shape) if need_h else None  # identity path + adapter path
+        return grad_h, grad_wd, grad_bd, grad_wu, grad_bu, None
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, rank={self.rank}, alpha={self.alpha:g}, init={self.init}"
@@ -95,7 +148,7 @@ class AdapterSlot(nn.ModuleDict):
     def hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         if self.active is None or self.active not in self:
             return output
-        return output + self[self.active](output)  # (B, N, d) residual on all tokens
+        return self[self.active].residual(output)  # (B, N, d) residual on all tokens
 
 
 # ---------------------------------------------------------------- model introspection

@@ -267,6 +267,7 @@ class TrainConfig:
         device: auto, cpu, cuda or cuda:N.
         checkpoint_every_steps: also write the resume checkpoint every N optimizer steps (None: only at
             the end of each epoch).
+        compile: run the training forward through ``torch.compile`` (needs a C++ compiler on CPU).
     """
 
     epochs: int = 50
@@ -282,8 +283,10 @@ class TrainConfig:
     precision: str = "auto"
     device: str = "auto"
     checkpoint_every_steps: int | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
+        self.compile = _as_bool("train.compile", self.compile)
         self.epochs = _as_int("train.epochs", self.epochs, minimum=1)
         self.batch_size = _as_int("train.batch_size", self.batch_size, minimum=1)
         self.lr = _optional(_as_float, "train.lr", self.lr, minimum=0.0, exclusive=True)

@@ -196,6 +196,7 @@ def fit(
         )
         save_checkpoint(checkpoint_path, model, optimizer, scaler, best_state, state)
 
+    forward = torch.compile(net) if cfg.compile else net  # optional compiled training forward
     for cb in callbacks:
         cb.on_train_start(total_steps, steps_per_epoch)
     history: list[dict[str, Any]] = st["history"]
@@ -218,7 +219,7 @@ def fit(
                 step += 1
                 continue
             with autocast_context(precision, device):
-                logits = net(x)
+                logits = forward(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             if not all_true(bool(torch.isfinite(loss))):
                 raise NonFiniteLossError(

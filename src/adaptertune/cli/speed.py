@@ -1,0 +1,139 @@
+"""``adaptertune speed``: every method's step time, memory and FLOP/s side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .progress import format_table
+
+__all__ = ["add_parser", "cmd_speed", "speed_table"]
+
+
+def _kv(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise ConfigError(f"--backbone-arg '{item}' must look like key=value (e.g. img_size=112).")
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("speed", help="compare the methods' train-step time, memory and FLOP/s on one backbone")
+    p.add_argument("--backbone", default="test_vit", help="registered backbone or timm ViT name (random init)")
+    p.add_argument("--backbone-arg", action="append", default=[], metavar="K=V", help="timm kwarg, e.g. img_size=112")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--methods", default="head,full,adapter,lora", help="comma list; lora = PEFT LoRA reference")
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--placement", default="all", help="adapter placement: all, every:K, last:N, 0,5,11")
+    p.add_argument("--lora-targets", default="qkv", help="block linears for PEFT LoRA: qkv,proj,fc1,fc2")
+    p.add_argument("--steps", type=int, default=10, help="timed rounds (one step of every method per round)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    p.add_argument("--no-inference", action="store_true", help="skip the inference timing")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model")
+    p.add_argument(
+        "--tune-malloc",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="CPU: keep freed memory mapped between steps (glibc mallopt; default off, as in train)",
+    )
+    p.add_argument("--matmul-size", type=int, default=1024, help="side of the matmul that measures the limit")
+    p.add_argument(
+        "--clock",
+        default="wall",
+        choices=["wall", "cpu"],
+        help="wall time, or CPU time of this process (with --threads 1: ignores time other processes hold the core)",
+    )
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
+    p.set_defaults(func=cmd_speed)
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def speed_table(report: dict[str, Any]) -> str:
+    rows = []
+    for m in report["methods"]:
+        lo, hi = m["step_ms_spread"]
+        rows.append(
+            {
+                "method": m["method"],
+                "step ms": f"{m['step_ms']:.1f}",
+                "IQR ms": f"{lo:.1f}-{hi:.1f}",
+                "img/s": f"{m['images_per_s']:.1f}",
+                "x full": _f(m["ratio_to_full"], ".3f"),
+                "x lora": _f(m["ratio_to_lora"], ".3f"),
+                "trainable": f"{m['trainable_params']:,}",
+                "% full params": _f(
+                    None if m["params_ratio_to_full"] is None else 100 * m["params_ratio_to_full"], ".2f"
+                ),
+                "peak MB": _f(m["peak_memory_mb"], ".0f"),
+                "mem x full": _f(m["memory_ratio_to_full"], ".2f"),
+                "GFLOP/step": _f(m["gflops_per_step"], ".2f"),
+                "FLOP x full": _f(m.get("flops_ratio_to_full"), ".3f"),
+                "GFLOP/s": _f(m["achieved_gflops"], ".1f"),
+                "% matmul": _f(None if m["flops_share"] is None else 100 * m["flops_share"], ".0f"),
+                "infer x plain": _f(m["inference_ratio"], ".3f"),
+            }
+        )
+    mach, cfg = report["machine"], report["config"]
+    head = (
+        f"{cfg['backbone']['name']} {cfg['backbone']['args'] or ''} batch {cfg['batch_size']}, "
+        f"{cfg['tokens']} tokens, "
+        f"rank {cfg['rank']}, {cfg['steps']} rounds after {cfg['warmup']} warm-up | {mach['device']}, "
+        f"{mach['threads']} threads, {mach['clock']} clock, {mach['precision']}, matmul {mach['matmul_size']}^2: "
+        f"{mach['matmul_gflops']:.1f} GFLOP/s, malloc tuned: {mach['malloc_tuned']}"
+    )
+    if mach.get("plain_inference_ms") is not None:
+        head += f", plain inference {mach['plain_inference_ms']:.1f} ms"
+    return head + "\n" + format_table(rows)
+
+
+def cmd_speed(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..config import BackboneConfig
+    from ..perf import SpeedConfig, run_speed
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}.")
+        torch.set_num_threads(args.threads)
+    cfg = SpeedConfig(
+        backbone=BackboneConfig(name=args.backbone, pretrained=False, args=_kv(args.backbone_arg)),
+        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+        batch_size=args.batch_size,
+        rank=args.rank,
+        placement=args.placement,
+        lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
+        steps=args.steps,
+        warmup=args.warmup,
+        device=args.device,
+        precision=args.precision,
+        memory=not args.no_memory,
+        inference=not args.no_inference,
+        compile=args.compile,
+        matmul_size=args.matmul_size,
+        tune_malloc=args.tune_malloc,
+        clock=args.clock,
+    )
+    report = run_speed(cfg).to_dict()
+    print(speed_table(report))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {path}")
+    return 0

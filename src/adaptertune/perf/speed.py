@@ -1,0 +1,362 @@
+"""Side-by-side cost of the transfer methods on one backbone, batch and input size.
+
+All methods run in one process on copies of the same backbone. After ``warmup`` rounds, every round times
+one training step (forward, cross-entropy, backward, grad-norm clip, AdamW step, ``zero_grad``: what
+:func:`adaptertune.engine.loop.fit` does per batch) of each method, plus a square matmul that gives the
+machine's achievable FLOP/s in the same precision. The order is rotated each round (A B C, B C A, ...), so
+load from other processes hits every method alike; ratios to ``full`` are medians of per-round ratios,
+which are much steadier than absolute times on a shared machine. Inference (eval forward under
+``inference_mode``) is timed the same way against the plain backbone.
+
+``lora`` is PEFT's LoRA (``target_modules`` = the block linears named, ``lora_alpha = rank``, head
+trainable), an external reference; every other name is a registered method.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..adapters import trainable_parameters
+from ..config import AdapterConfig, BackboneConfig, parse_placement
+from ..engine.loop import autocast_context, resolve_device, resolve_precision
+from ..engine.optim import build_optimizer
+from ..errors import ConfigError
+from ..methods import METHODS, build_method
+from .cpu import tune_malloc
+from .flops import METHOD_FLOPS, step_flops, vit_geometry
+
+__all__ = [
+    "MethodSpeed",
+    "SpeedConfig",
+    "SpeedReport",
+    "build_for_speed",
+    "make_batch",
+    "make_train_step",
+    "matmul_gflops",
+    "run_speed",
+]
+
+_logger = logging.getLogger(__name__)
+REFERENCE = "lora"  # PEFT LoRA, measured as an outside reference
+
+
+@dataclass
+class SpeedConfig:
+    """What to compare.
+
+    Args:
+        backbone: backbone (always built with a seeded random init: the cost does not depend on weights).
+        methods: method names; ``lora`` is PEFT LoRA.
+        batch_size: images per step.
+        rank: adapter / LoRA rank.
+        placement: adapter placement (all, last:N, ...).
+        lora_targets: block linears that get PEFT LoRA.
+        steps: timed rounds; warmup: untimed rounds before them.
+        device: auto, cpu, cuda, cuda:N.
+        precision: auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16, fp16.
+        memory: measure peak memory (one child process per method).
+        inference: time inference against the plain backbone.
+        compile: wrap every model in ``torch.compile``.
+        matmul_size: side of the square matmul that measures the FLOP/s limit.
+        num_classes: head size.
+        tune_malloc: on CPU, keep freed memory mapped between steps (:func:`adaptertune.perf.cpu.tune_malloc`);
+            off by default, as in ``adaptertune train``.
+        clock: ``wall`` (elapsed time) or ``cpu`` (this process's CPU time: with one thread on a shared CPU it
+            leaves out the time other processes hold the core; equal to wall time on an idle machine).
+    """
+
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="test_vit", pretrained=False))
+    methods: list[str] = field(default_factory=lambda: ["head", "full", "adapter", "lora"])
+    batch_size: int = 32
+    rank: int = 16
+    placement: str | list[int] = "all"
+    lora_targets: tuple[str, ...] = ("qkv",)
+    steps: int = 10
+    warmup: int = 3
+    device: str = "auto"
+    precision: str = "auto"
+    memory: bool = True
+    inference: bool = True
+    compile: bool = False
+    matmul_size: int = 1024
+    num_classes: int = 10
+    tune_malloc: bool = False
+    clock: str = "wall"
+
+    def __post_init__(self) -> None:
+        if not self.methods:
+            raise ConfigError("Give at least one method to measure, e.g. head,full,adapter,lora.")
+        for m in self.methods:
+            if m != REFERENCE and m not in METHODS:
+                raise ConfigError(
+                    f"Unknown method '{m}'; known: {', '.join([*(i.name for i in METHODS), REFERENCE])}."
+                )
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"A method is listed twice in {self.methods}.")
+        for name in ("batch_size", "rank", "steps", "matmul_size", "num_classes"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"`{name}` must be a positive integer, got {getattr(self, name)!r}.")
+        if self.clock not in ("wall", "cpu"):
+            raise ConfigError(f"`clock` must be wall or cpu, got {self.clock!r}.")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ConfigError(f"`warmup` must be an integer >= 0, got {self.warmup!r}.")
+
+
+@dataclass
+class MethodSpeed:
+    """Figures of one method (times in ms; ratios are medians of per-round ratios)."""
+
+    method: str
+    step_ms: float
+    step_ms_spread: tuple[float, float]  # inter-quartile range
+    step_ms_min: float
+    step_ms_max: float
+    images_per_s: float
+    trainable_params: int
+    total_params: int
+    params_ratio_to_full: float | None
+    ratio_to_full: float | None  # step time / full's
+    ratio_to_lora: float | None  # step time / PEFT LoRA's
+    gflops_per_step: float | None
+    flops_ratio_to_full: float | None  # the step-time ratio a method would have at full's FLOP/s
+    achieved_gflops: float | None
+    flops_share: float | None  # achieved FLOP/s / matmul FLOP/s
+    peak_memory_mb: float | None
+    memory_ratio_to_full: float | None
+    inference_ms: float | None
+    inference_ratio: float | None  # eval forward time / the plain backbone's
+
+
+@dataclass
+class SpeedReport:
+    machine: dict[str, Any]
+    config: dict[str, Any]
+    methods: list[MethodSpeed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"machine": self.machine, "config": self.config, "methods": [asdict(m) for m in self.methods]}
+
+
+# ---------------------------------------------------------------- building blocks
+def build_for_speed(
+    method: str, model: nn.Module, rank: int, placement: str | list[int], lora_targets: tuple[str, ...] | list[str]
+) -> nn.Module:
+    """Apply ``method`` to ``model`` in place (``lora``: PEFT LoRA with a trainable head)."""
+    if method != REFERENCE:
+        adapter = AdapterConfig(rank=rank, placement=placement) if METHODS.get(method).uses_adapter else None
+        return build_method(method, model, adapter)
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ConfigError("The `lora` reference needs PEFT: pip install 'adaptertune[peft]'.") from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=rank, target_modules=list(lora_targets)))
+    for p in model.get_classifier().parameters():
+        p.requires_grad_(True)
+    return peft_model
+
+
+def make_batch(
+    model: nn.Module, batch_size: int, num_classes: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    base = getattr(model, "base_model", model)
+    base = getattr(base, "model", base)  # PEFT wraps twice
+    h, w = base.patch_embed.img_size
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, 3, h, w, generator=g)
+    y = torch.randint(0, num_classes, (batch_size,), generator=g)
+    return x.to(device), y.to(device)
+
+
+def make_train_step(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, device: torch.device, grad_clip: float = 1.0
+) -> Callable[[], None]:
+    """One optimizer step as the engine does it (AdamW param groups, clipping, ``zero_grad(set_to_none)``)."""
+    optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.05)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def step() -> None:
+        with autocast_context(precision, device):
+            loss = F.cross_entropy(model(x).float(), y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _timed(fn: Callable[[], Any], device: torch.device, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Milliseconds of one call (CUDA: synchronized before both clock reads)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = clock()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (clock() - t0) * 1e3
+
+
+def matmul_gflops(n: int, precision: str, device: torch.device) -> Callable[[], None]:
+    """A square ``n x n`` matmul in the step's precision (2 n^3 FLOPs per call)."""
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    return lambda: torch.mm(a, b, out=out)
+
+
+def _interleaved(
+    fns: dict[str, Callable[[], Any]], rounds: int, warmup: int, device: torch.device, clock: str = "wall"
+) -> dict:
+    """Per-name lists of times (ms) over ``rounds`` rounds, order rotated every round."""
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(warmup + rounds):
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
+            t = _timed(fns[n], device, time.process_time if clock == "cpu" else time.perf_counter)
+            if r >= warmup:
+                times[n].append(t)
+    return times
+
+
+def _quartiles(ts: list[float]) -> tuple[float, float, float]:
+    if len(ts) < 2:
+        return ts[0], ts[0], ts[0]
+    q1, q2, q3 = statistics.quantiles(ts, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def _ratio(times: dict[str, list[float]], name: str, ref: str) -> float | None:
+    if ref not in times or name not in times:
+        return None
+    return statistics.median(a / b for a, b in zip(times[name], times[ref]))
+
+
+# ---------------------------------------------------------------- the comparison
+def run_speed(cfg: SpeedConfig) -> SpeedReport:
+    """Measure every method of ``cfg`` side by side. See the module docstring."""
+    from ..backbones import create_backbone
+
+    device = resolve_device(cfg.device)
+    if cfg.clock == "cpu" and device.type == "cuda":
+        raise ConfigError("`clock cpu` measures CPU work; on CUDA use the wall clock.")
+    precision = resolve_precision(cfg.precision, device)
+    malloc_tuned = device.type == "cpu" and cfg.tune_malloc and tune_malloc()
+    built = create_backbone(cfg.backbone, cfg.num_classes, seed=0)
+    plain = built.model.to(device).eval()
+    geom = vit_geometry(plain)
+    placement = parse_placement(cfg.placement, geom.depth)
+    x, y = make_batch(plain, cfg.batch_size, cfg.num_classes, device)
+
+    models: dict[str, nn.Module] = {}
+    steps: dict[str, Callable[[], None]] = {"matmul": matmul_gflops(cfg.matmul_size, precision, device)}
+    for m in cfg.methods:
+        torch.manual_seed(0)
+        model = build_for_speed(m, copy.deepcopy(plain), cfg.rank, placement, cfg.lora_targets).to(device)
+        models[m] = model.train()
+        steps[m] = make_train_step(torch.compile(model) if cfg.compile else model, x, y, precision, device)
+    _logger.info("timing %d rounds (+%d warm-up) of %s", cfg.steps, cfg.warmup, ", ".join(steps))
+    times = _interleaved(steps, cfg.steps, cfg.warmup, device, cfg.clock)
+    mm_gflops = 2 * cfg.matmul_size**3 / (statistics.median(times["matmul"]) * 1e6)
+
+    infer: dict[str, list[float]] = {}
+    if cfg.inference:
+        fwd: dict[str, Callable[[], Any]] = {}
+        for name, model in {"plain": plain, **models}.items():
+            model.eval()
+            fwd[name] = _inference_fn(torch.compile(model) if cfg.compile else model, x, precision, device)
+        infer = _interleaved(fwd, cfg.steps, cfg.warmup, device, cfg.clock)
+
+    counts = {m: trainable_parameters(models[m]) for m in cfg.methods}
+    results = []
+    for m in cfg.methods:
+        q1, med, q3 = _quartiles(times[m])
+        flops = None
+        if m in METHOD_FLOPS:
+            flops = step_flops(geom, m, cfg.rank, placement, cfg.lora_targets).total * cfg.batch_size
+        peak = _peak_memory(cfg, m, placement, device, precision) if cfg.memory else None
+        results.append(
+            MethodSpeed(
+                method=m,
+                step_ms=med,
+                step_ms_spread=(q1, q3),
+                step_ms_min=min(times[m]),
+                step_ms_max=max(times[m]),
+                images_per_s=cfg.batch_size / (med / 1e3),
+                trainable_params=counts[m].trainable,
+                total_params=counts[m].total,
+                params_ratio_to_full=counts[m].trainable / counts["full"].trainable if "full" in counts else None,
+                ratio_to_full=_ratio(times, m, "full"),
+                ratio_to_lora=_ratio(times, m, REFERENCE),
+                gflops_per_step=flops / 1e9 if flops else None,
+                flops_ratio_to_full=None,
+                achieved_gflops=flops / (med * 1e6) if flops else None,
+                flops_share=flops / (med * 1e6) / mm_gflops if flops else None,
+                peak_memory_mb=peak,
+                memory_ratio_to_full=None,
+                inference_ms=statistics.median(infer[m]) if infer else None,
+                inference_ratio=_ratio(infer, m, "plain") if infer else None,
+            )
+        )
+    full_mem = next((r.peak_memory_mb for r in results if r.method == "full"), None)
+    full_flops = next((r.gflops_per_step for r in results if r.method == "full"), None)
+    for r in results:
+        if r.gflops_per_step is not None and full_flops:
+            r.flops_ratio_to_full = r.gflops_per_step / full_flops
+        if r.peak_memory_mb is not None and full_mem:
+            r.memory_ratio_to_full = r.peak_memory_mb / full_mem
+    machine = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "matmul_gflops": mm_gflops,
+        "matmul_size": cfg.matmul_size,
+        "malloc_tuned": malloc_tuned,
+        "clock": cfg.clock,
+        "precision": precision,
+        "torch": torch.__version__,
+        "plain_inference_ms": statistics.median(infer["plain"]) if infer else None,
+    }
+    config = {**asdict(cfg), "backbone": asdict(cfg.backbone), "placement": placement, "tokens": geom.tokens}
+    return SpeedReport(machine, config, results)
+
+
+def _inference_fn(model: nn.Module, x: torch.Tensor, precision: str, device: torch.device) -> Callable[[], Any]:
+    def fwd() -> torch.Tensor:
+        with torch.inference_mode(), autocast_context(precision, device):
+            return model(x)
+
+    return fwd
+
+
+def _peak_memory(cfg: SpeedConfig, method: str, placement: list[int], device: torch.device, precision: str) -> float:
+    from .memory import measure_peak_memory
+
+    spec = {
+        "backbone": cfg.backbone.name,
+        "backbone_args": cfg.backbone.args,
+        "method": method,
+        "rank": cfg.rank,
+        "placement": placement,
+        "lora_targets": list(cfg.lora_targets),
+        "batch_size": cfg.batch_size,
+        "num_classes": cfg.num_classes,
+        "device": str(device),
+        "precision": precision,
+        "threads": torch.get_num_threads(),
+        "steps": 2,
+        "tune_malloc": cfg.tune_malloc,
+    }
+    return measure_peak_memory(spec)
