@@ -101,6 +101,9 @@ class Adapter(nn.Module):
             )
         return self.forward(h).add_(h)  # in place into the adapter's fresh output
 
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, rank={self.rank}, alpha={self.alpha:g}, init={self.init}"
+
 
 class _ResidualAdapter(torch.autograd.Function):
     """``h + alpha * (gelu(h W_d^T + b_d) W_u^T + b_u)`` over the (B*N, d) rows, with a written-out backward.
@@ -133,9 +136,6 @@ class _ResidualAdapter(torch.autograd.Function):
         grad_bd = da.sum(0) if need_bd else None
         grad_h = torch.addmm(g2, da, w_down).view(g.shape) if need_h else None  # identity path + adapter path
         return grad_h, grad_wd, grad_bd, grad_wu, grad_bu, None
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, rank={self.rank}, alpha={self.alpha:g}, init={self.init}"
 
 
 class AdapterSlot(nn.ModuleDict):
