@@ -18,6 +18,7 @@ from ..adapters import head_parameter_names
 from ..config import AdapterConfig
 from ..engine import FitResult
 from ..engine.features import FeatureHead, extract_features, feature_loader
+from ..engine.sampling import SeededAugmentView
 from ..errors import ConfigError
 from .basic import build_head
 from .registry import MethodInfo, register_method
@@ -73,7 +74,8 @@ def cached_feature_fit_inputs(
             continue
         if isinstance(loader, torch.utils.data.DataLoader):  # dataset order, so that the seeded shuffle of
             loader = torch.utils.data.DataLoader(  # the feature loader matches the image loader's batches
-                loader.dataset,
+                # the image view itself: one pass in dataset order (the training loader's view is keyed by epoch)
+                loader.dataset.dataset if isinstance(loader.dataset, SeededAugmentView) else loader.dataset,
                 batch_size=loader.batch_size,
                 num_workers=loader.num_workers,
                 collate_fn=loader.collate_fn,
