@@ -77,7 +77,8 @@ def plot_accuracy_vs_rank(cells: list[Cell], path: Path) -> Path | None:
                 if c.variant == base:
                     ax.axhline(c.mean, ls="--", color=style, label=f"{base} ({c.mean:.1f})")
         ax.set_xscale("log", base=2)
-        ax.set(title=f"{d} / {b}", xlabel="adapter rank r", ylabel="top-1 test accuracy (%)")
+        ax.set(xlabel="adapter rank r", ylabel="top-1 test accuracy (%)")
+        ax.set_title(f"{d} / {b}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(pairs) :]:
@@ -109,7 +110,8 @@ def plot_accuracy_vs_params(cells: list[Cell], path: Path) -> Path | None:
         front = pareto_front([(c.trainable_params, c.mean) for c in mine])
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="k", alpha=0.5, label="Pareto front")
         ax.set_xscale("log")
-        ax.set(title=f"{d} / {b}", xlabel="trainable parameters", ylabel="top-1 test accuracy (%)")
+        ax.set(xlabel="trainable parameters", ylabel="top-1 test accuracy (%)")
+        ax.set_title(f"{d} / {b}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(pairs) :]:
@@ -145,9 +147,11 @@ def plot_training_curves(cells: list[Cell], path: Path) -> Path | None:
                 if x:
                     ax.plot(x, m, "o-", color=f"C{i % 10}", label=v)
                     ax.fill_between(x, [a - e for a, e in zip(m, s)], [a + e for a, e in zip(m, s)], alpha=0.2)
-        row[0].set(title=f"{d} / {b}: training loss", xlabel="epoch", ylabel="cross-entropy")
         label = "validation" if has_val else "training"
-        row[1].set(title=f"{d} / {b}: {label} accuracy", xlabel="epoch", ylabel=f"{label} top-1 (%)")
+        row[0].set(xlabel="epoch", ylabel="training loss (cross-entropy)")
+        row[1].set(xlabel="epoch", ylabel=f"{label} top-1 (%)")
+        row[0].set_title(f"{d} / {b}", fontsize=9)
+        row[1].set_title(f"{d} / {b}", fontsize=9)
         for ax in row:
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.grid(alpha=0.3)

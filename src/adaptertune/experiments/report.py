@@ -173,14 +173,15 @@ def _html(
 ) -> str:
     esc = html.escape
     ok = sum(r.status == "success" for r in report.records)
+    selection = ", ".join(sorted({str(c.runs[0].protocol.get("selection", "?")) for c in report.cells}))
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>adaptertune report</title><style>{_CSS}</style>",
         "</head><body><h1>adaptertune report</h1>",
         f"<p>Results: <code>{esc(str(results_dir))}</code> &middot; {ok} finished runs in {len(report.cells)} "
         f"cells &middot; {len(report.problems)} skipped &middot; generated "
         f"{datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>",
-        "<h2>Top-1 test accuracy (%)</h2><p>Mean ± std over seeds (best-validation checkpoint); best per row in "
-        "bold.</p>",
+        f"<h2>Top-1 test accuracy (%)</h2><p>Mean ± std over seeds (checkpoint selection: {esc(selection)}); "
+        "best per row in bold.</p>",
         html_table(report.cells),
     ]
     if gs:
