@@ -176,3 +176,22 @@ def test_report_of_a_folder_without_finished_runs_is_an_error(tmp_path, capsys):
     (tmp_path / "a" / "config.yaml").write_text("x: 1\n")
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "No finished run" in capsys.readouterr().err
+
+
+def test_report_fits_the_rank_elbow(tmp_path):
+    """A rank sweep with a known saturating curve gets an elbow table, an elbow plot and an HTML section."""
+    PARAMS.update({r: 1000 * r for r in (1, 2, 8, 32, 64)})
+    root = tmp_path / "runs"
+    for rank in (1, 2, 4, 8, 16, 32, 64):
+        for seed, noise in enumerate((-0.2, 0.0, 0.2)):
+            write_run(root, "fashion-mnist", "adapter", seed, 90.0 - 20.0 * rank**-1.5 + noise, rank=rank)
+    report = build_report(root, tmp_path / "report")
+    md = (tmp_path / "report" / "table.md").read_text()
+    assert "## Rank elbow" in md and "| fashion-mnist | vit_s | adapter |" in md
+    assert (tmp_path / "report" / "rank_elbow.png").stat().st_size > 0
+    assert "<h2>Rank elbow</h2>" in (tmp_path / "report" / "report.html").read_text()
+    row = next(line for line in md.split("## Rank elbow")[1].splitlines() if line.startswith("| fashion-mnist"))
+    cols = [c.strip() for c in row.strip("|").split("|")]
+    # gain of a doubling at r: 20 r^-1.5 (1 - 2^-1.5) = 12.9 r^-1.5, below the noise 0.2/sqrt(3) from r = 24 on
+    assert cols[4] == "32" and cols[7:10] == ["90.00", "20.00", "1.500"], row
+    assert report.files

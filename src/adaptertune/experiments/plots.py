@@ -13,7 +13,14 @@ from typing import Any
 from .results import Cell, mean_std
 from .tables import sorted_variants
 
-__all__ = ["pareto_front", "plot_accuracy_vs_params", "plot_accuracy_vs_rank", "plot_training_curves"]
+__all__ = [
+    "pareto_front",
+    "plot_accuracy_vs_params",
+    "plot_accuracy_vs_rank",
+    "plot_rank_elbows",
+    "plot_training_curves",
+    "rank_elbows",
+]
 
 _MAX_PAIRS = 12
 
@@ -82,6 +89,46 @@ def plot_accuracy_vs_rank(cells: list[Cell], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(pairs) :]:
+        ax.axis("off")
+    return _save(fig, plt, path)
+
+
+def rank_elbows(cells: list[Cell], min_ranks: int = 3) -> list[tuple[str, str, str, Any]]:
+    """Elbow fits (``experiments.elbow.fit_elbow``) of every rank-swept family with ``min_ranks`` ranks or more.
+
+    Returns (dataset, backbone, family, ElbowFit) per family; the points are every seed's test accuracy.
+    """
+    from .elbow import fit_elbow
+
+    groups: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+    for c in cells:
+        if c.rank is not None:
+            pts = groups.setdefault((c.dataset, c.backbone, _rank_family(c)), [])
+            pts += [(c.rank, r.test_acc) for r in c.runs if r.test_acc is not None]
+    return [
+        (d, b, fam, fit_elbow(pts))
+        for (d, b, fam), pts in sorted(groups.items())
+        if len({r for r, _ in pts}) >= min_ranks
+    ]
+
+
+def plot_rank_elbows(fits: list[tuple[str, str, str, Any]], path: Path) -> Path | None:
+    """One subplot per fitted family: seeds, mean ± std, the fitted curve and the elbow with its interval."""
+    from .elbow import plot_elbow
+
+    fits = fits[:_MAX_PAIRS]
+    if not fits:
+        return None
+    plt = _plt()
+    fig, axes = _axes(plt, len(fits))
+    for ax, (d, b, fam, fit) in zip(axes.flat, fits):
+        plot_elbow(ax, fit, label=f"{fam}: a - b r^-c")
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="adapter rank r", ylabel="top-1 test accuracy (%)")
+        ax.set_title(f"{d} / {b}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(fits) :]:
         ax.axis("off")
     return _save(fig, plt, path)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..engine import atomic_write_text
 from ..errors import AdapterTuneError
-from .plots import plot_accuracy_vs_params, plot_accuracy_vs_rank, plot_training_curves
+from .plots import plot_accuracy_vs_params, plot_accuracy_vs_rank, plot_rank_elbows, plot_training_curves, rank_elbows
 from .results import Cell, RunRecord, aggregate, collect_runs
 from .tables import (
     gains,
@@ -93,6 +93,23 @@ def _shares_markdown(shares: list[dict[str, Any]]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _elbow_markdown(fits: list[tuple[str, str, str, Any]]) -> str:
+    lines = [
+        "Fit of acc(r) = a - b r^-c per rank sweep; the elbow is the smallest swept r where one more doubling is",
+        "predicted to gain less than the seed-to-seed noise (bootstrap interval over seeds).",
+        "",
+        "| dataset | backbone | variant | ranks | elbow | interval | reached | a | b | c | noise |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d, b, fam, f in fits:
+        p = f.params
+        lines.append(
+            f"| {d} | {b} | {fam} | {','.join(map(str, f.ranks))} | {f.elbow} | [{f.interval[0]}, {f.interval[1]}] "
+            f"| {'yes' if f.reached else 'no'} | {p['a']:.2f} | {p['b']:.2f} | {p['c']:.3f} | {f.noise:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: bool = False) -> Report:
     """Collect, aggregate and write every report file.
 
@@ -113,13 +130,16 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
     out_dir.mkdir(parents=True, exist_ok=True)
     gs, shares = gains(cells), param_shares(cells)
     table = markdown_table(cells)
-    md = "\n\n".join(
-        [
-            "## Top-1 test accuracy\n\n" + table,
-            "## AdapterTune vs head-only and full fine-tuning\n\n" + gains_markdown(gs),
-            "## Trainable parameters\n\n" + _shares_markdown(shares),
-        ]
-    )
+    fits = rank_elbows(cells)
+    sections = [
+        "## Top-1 test accuracy\n\n" + table,
+        "## AdapterTune vs head-only and full fine-tuning\n\n" + gains_markdown(gs),
+        "## Trainable parameters\n\n" + _shares_markdown(shares),
+    ]
+    elbow_md = _elbow_markdown(fits) if fits else ""
+    if fits:
+        sections.append("## Rank elbow\n\n" + elbow_md)
+    md = "\n\n".join(sections)
     report = Report(out_dir, records, cells, table, gains_summary(gs))
     written = {
         "results.csv": lambda p: _write_csv(p, results_rows(records)),
@@ -136,8 +156,12 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
         if path is not None:
             report.files.append(path)
             images.append((title, path))
+    path = plot_rank_elbows(fits, out_dir / "rank_elbow.png")
+    if path is not None:
+        report.files.append(path)
+        images.append(("Rank elbow: fitted a - b r^-c with the elbow and its bootstrap interval", path))
     html_path = out_dir / "report.html"
-    atomic_write_text(html_path, _html(report, results_dir, gs, shares, images))
+    atomic_write_text(html_path, _html(report, results_dir, gs, shares, images, elbow_md))
     report.files.append(html_path)
     return report
 
@@ -170,6 +194,7 @@ def _html(
     gs: list[Any],
     shares: list[dict[str, Any]],
     images: list[tuple[str, Path]],
+    elbow_md: str = "",
 ) -> str:
     esc = html.escape
     ok = sum(r.status == "success" for r in report.records)
@@ -203,6 +228,15 @@ def _html(
         for s in shares
     ]
     parts.append("</table>")
+    if elbow_md:
+        rows = [line.strip("|").split("|") for line in elbow_md.splitlines() if line.startswith("| ")]
+        parts.append("<h2>Rank elbow</h2><p>" + esc(" ".join(elbow_md.split("\n\n")[0].splitlines())) + "</p><table>")
+        parts += [
+            "<tr>" + "".join(f"<{t}>{esc(v.strip())}</{t}>" for v in row) + "</tr>"
+            for i, row in enumerate(rows)
+            for t in ["th" if i == 0 else "td"]
+        ]
+        parts.append("</table>")
     for title, path in images:
         data = base64.b64encode(path.read_bytes()).decode()
         parts.append(f"<h2>{esc(title)}</h2><img alt='{esc(title)}' src='data:image/png;base64,{data}'>")
