@@ -16,6 +16,7 @@ and timm features (``forward_features``, ``forward_head``, ``reset_classifier``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -33,6 +34,7 @@ __all__ = [
     "adapter_param_count",
     "adapter_state_dict",
     "add_adapters",
+    "attach_adapter_set",
     "backbone_blocks",
     "backbone_width",
     "disable_adapters",
@@ -227,6 +229,23 @@ def add_adapters(model: nn.Module, config: AdapterConfig | None = None, name: st
         >>> add_adapters(model, AdapterConfig(rank=8, placement="last:6"))
         >>> trainable_parameters(model).trainable
     """
+    return attach_adapter_set(model, config, name, _serial_slot)
+
+
+def _serial_slot(block: nn.Module) -> AdapterSlot:
+    """The block's slot of serial adapters (added on the block's output), created on first use."""
+    slot = getattr(block, "adapters", None)
+    if slot is None:
+        slot = block.adapters = AdapterSlot()
+        block.register_forward_hook(slot.hook)
+    return slot
+
+
+def attach_adapter_set(
+    model: nn.Module, config: AdapterConfig | None, name: str, slot_for: Callable[[nn.Module], AdapterSlot]
+) -> nn.Module:
+    """Put an ``Adapter`` named ``name`` into ``slot_for(block)`` of every placed block; make the set active and
+    trainable (with the head) and freeze everything else. Shared by serial and parallel adapters."""
     config = config or AdapterConfig()
     blocks = backbone_blocks(model)
     d = backbone_width(model)
@@ -239,16 +258,13 @@ def add_adapters(model: nn.Module, config: AdapterConfig | None = None, name: st
         p.requires_grad_(False)
     for i in placed:
         block = blocks[i]
-        slot = getattr(block, "adapters", None)
-        if slot is None:
-            slot = block.adapters = AdapterSlot()
-            block.register_forward_hook(slot.hook)
-        slot[name] = Adapter(d, config.rank, config.alpha, config.init, config.dropout, config.act).to(
+        slot_for(block)[name] = Adapter(d, config.rank, config.alpha, config.init, config.dropout, config.act).to(
             next(block.parameters()).device
         )
     set_active(model, name)
+    head = set(head_parameter_names(model))
     for n, p in model.named_parameters():
-        if n in set(head_parameter_names(model)) or f".adapters.{name}." in n:
+        if n in head or f".adapters.{name}." in n:
             p.requires_grad_(True)
     return model
 

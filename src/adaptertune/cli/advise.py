@@ -40,16 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_advise_rank(args: argparse.Namespace) -> int:
     from ..config import BackboneConfig, DataConfig
-    from ..errors import ConfigError
     from ..experiments.advise import advise_rank_from_config, table_ranks
-    from .main import _parse_value
+    from .main import parse_backbone_args
 
-    bargs = {}
-    for item in args.backbone_arg:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--backbone-arg '{item}' must look like NAME=VALUE (e.g. img_size=56).")
-        bargs[key.strip()] = _parse_value(raw)
+    bargs = parse_backbone_args(args.backbone_arg)
     backbone = BackboneConfig(name=args.backbone, pretrained=args.pretrained, weights=args.weights, args=bargs)
     data = DataConfig(
         name=args.dataset,

@@ -44,14 +44,9 @@ def cmd_drift(args: argparse.Namespace) -> int:
     from ..config import BackboneConfig, DataConfig
     from ..errors import ConfigError
     from ..experiments.drift import drift_from_config, plot_drift
-    from .main import _parse_value
+    from .main import parse_backbone_args
 
-    bargs = {}
-    for item in args.backbone_arg:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--backbone-arg '{item}' must look like NAME=VALUE (e.g. img_size=56).")
-        bargs[key.strip()] = _parse_value(raw)
+    bargs = parse_backbone_args(args.backbone_arg)
     if args.every < 1 or (args.steps is not None and args.steps < 1):
         raise ConfigError("--every and --steps must be positive integers.")
     backbone = BackboneConfig(name=args.backbone, pretrained=args.pretrained, weights=args.weights, args=bargs)

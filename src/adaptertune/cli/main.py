@@ -123,12 +123,20 @@ def train_config_dict(args: argparse.Namespace) -> dict[str, Any]:
         if k in _FLAG_KEYS and isinstance(v, bool):
             section, _, leaf = _FLAG_KEYS[k].rpartition(".")
             d.setdefault(section, {})[leaf] = v
-    for item in args.backbone_arg:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--backbone-arg '{item}' must look like NAME=VALUE (e.g. img_size=32).")
-        d.setdefault("backbone", {}).setdefault("args", {})[key.strip()] = _parse_value(raw)
+    if args.backbone_arg:
+        d.setdefault("backbone", {}).setdefault("args", {}).update(parse_backbone_args(args.backbone_arg))
     return apply_overrides(d, args.overrides)
+
+
+def parse_backbone_args(items: list[str]) -> dict[str, Any]:
+    """``["img_size=56", ...]`` (repeated ``--backbone-arg``) -> ``{"img_size": 56}`` with YAML-parsed values."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--backbone-arg '{item}' must look like NAME=VALUE (e.g. img_size=32).")
+        out[key.strip()] = _parse_value(raw)
+    return out
 
 
 class _KillAtStep:

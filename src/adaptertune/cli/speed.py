@@ -8,21 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .main import parse_backbone_args
 from .progress import format_table
 
 __all__ = ["add_parser", "cmd_speed", "speed_table"]
-
-
-def _kv(items: list[str]) -> dict[str, Any]:
-    import yaml
-
-    out = {}
-    for item in items:
-        k, sep, v = item.partition("=")
-        if not sep or not k:
-            raise ConfigError(f"--backbone-arg '{item}' must look like key=value (e.g. img_size=112).")
-        out[k.strip()] = yaml.safe_load(v)
-    return out
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -112,7 +101,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}.")
         torch.set_num_threads(args.threads)
     cfg = SpeedConfig(
-        backbone=BackboneConfig(name=args.backbone, pretrained=False, args=_kv(args.backbone_arg)),
+        backbone=BackboneConfig(name=args.backbone, pretrained=False, args=parse_backbone_args(args.backbone_arg)),
         methods=[m.strip() for m in args.methods.split(",") if m.strip()],
         batch_size=args.batch_size,
         rank=args.rank,

@@ -18,15 +18,10 @@ from torch import nn
 
 from ..adapters import (
     DEFAULT_SET,
-    Adapter,
     AdapterSlot,
-    backbone_blocks,
-    backbone_width,
-    head_parameter_names,
-    list_adapter_sets,
-    set_active,
+    attach_adapter_set,
 )
-from ..config import AdapterConfig, parse_placement
+from ..config import AdapterConfig
 from ..errors import ConfigError
 from .registry import MethodInfo, register_method
 
@@ -62,27 +57,7 @@ def _slot_for(block: nn.Module) -> ParallelSlot:
 
 def add_parallel_adapters(model: nn.Module, config: AdapterConfig | None = None, name: str = DEFAULT_SET) -> nn.Module:
     """Attach a set of parallel adapters in place, make it active, freeze all but adapters and head."""
-    config = config or AdapterConfig()
-    blocks = backbone_blocks(model)
-    d = backbone_width(model)
-    if config.rank > d:
-        raise ConfigError(f"`adapter.rank` {config.rank} is larger than the backbone width {d}; use 1..{d}.")
-    if name in list_adapter_sets(model):
-        raise ConfigError(f"An adapter set named '{name}' already exists; remove it first or pick another name.")
-    placed = parse_placement(config.placement, len(blocks))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for i in placed:
-        block = blocks[i]
-        _slot_for(block)[name] = Adapter(d, config.rank, config.alpha, config.init, config.dropout, config.act).to(
-            next(block.parameters()).device
-        )
-    set_active(model, name)
-    head = set(head_parameter_names(model))
-    for n, p in model.named_parameters():
-        if n in head or f".adapters.{name}." in n:
-            p.requires_grad_(True)
-    return model
+    return attach_adapter_set(model, config, name, _slot_for)
 
 
 def build_parallel(model: nn.Module, adapter: AdapterConfig | None) -> nn.Module:
