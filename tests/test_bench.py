@@ -74,7 +74,9 @@ def test_bench_dry_run_lists_the_preset(tmp_path, capsys):
 
 def test_bench_unknown_preset_lists_the_presets(capsys):
     assert main(["bench", "--preset", "nosuch"]) == 2
-    assert "presets: paper-core" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "'nosuch' is neither a sweep spec file nor a preset; presets: " in err
+    assert all(name in err for name in ("quick", "paper-core", "methods", "rank"))
 
 
 @pytest.mark.slow
