@@ -43,6 +43,7 @@ from .engine import (
     resolve_precision,
     save_tensors,
 )
+from .engine.checkpoint import load_trained_tensors
 from .engine.distributed import DistInfo, barrier, current
 from .engine.sampling import ResumableSampler, SeededAugmentView, ShardedEvalSampler
 from .errors import CheckpointError, ConfigError, DataError, OutputError
@@ -442,22 +443,6 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
         dev,
         resolve_precision(cfg.train.precision, dev),
     )
-
-
-def load_trained_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copy saved trainable tensors into ``model``; the keys must be exactly its trainable parameters."""
-    params = dict(model.named_parameters())
-    want = {n for n, p in params.items() if p.requires_grad}
-    if set(tensors) != want:
-        missing, extra = sorted(want - set(tensors)), sorted(set(tensors) - want)
-        raise CheckpointError(f"{source} does not match the model: missing {missing[:3]}, unexpected {extra[:3]}.")
-    with torch.no_grad():
-        for n, v in tensors.items():
-            if params[n].shape != v.shape:
-                raise CheckpointError(
-                    f"{source}: '{n}' has shape {tuple(v.shape)}, the model {tuple(params[n].shape)}."
-                )
-            params[n].copy_(v)
 
 
 def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict[str, Any]:

@@ -26,6 +26,7 @@ __all__ = [
     "atomic_write_text",
     "load_checkpoint",
     "load_tensors",
+    "load_trained_tensors",
     "read_jsonl",
     "restore_training_state",
     "save_checkpoint",
@@ -183,6 +184,22 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, meta
 
 
+def load_trained_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Copy saved trainable tensors into ``model``; the keys must be exactly its trainable parameters."""
+    params = dict(model.named_parameters())
+    want = {n for n, p in params.items() if p.requires_grad}
+    if set(tensors) != want:
+        missing, extra = sorted(want - set(tensors)), sorted(set(tensors) - want)
+        raise CheckpointError(f"{source} does not match the model: missing {missing[:3]}, unexpected {extra[:3]}.")
+    with torch.no_grad():
+        for n, v in tensors.items():
+            if params[n].shape != v.shape:
+                raise CheckpointError(
+                    f"{source}: '{n}' has shape {tuple(v.shape)}, the model {tuple(params[n].shape)}."
+                )
+            params[n].copy_(v)
+
+
 def restore_training_state(
     tensors: dict[str, torch.Tensor],
     meta: dict[str, Any],
@@ -196,19 +213,9 @@ def restore_training_state(
     Raises:
         CheckpointError: the checkpoint's tensors do not match the model's trainable parameters.
     """
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     saved = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    if set(saved) != set(params):
-        missing, extra = sorted(set(params) - set(saved)), sorted(set(saved) - set(params))
-        raise CheckpointError(f"{source} does not match the model: missing {missing[:3]}, unexpected {extra[:3]}.")
-    with torch.no_grad():
-        for n, v in saved.items():
-            if params[n].shape != v.shape:
-                raise CheckpointError(
-                    f"{source}: '{n}' has shape {tuple(v.shape)}, the model {tuple(params[n].shape)}."
-                )
-            params[n].copy_(v)
-    device = next(iter(params.values())).device
+    load_trained_tensors(model, saved, source)
+    device = next(p for p in model.parameters() if p.requires_grad).device
     opt_meta = meta["optimizer"]
     state: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():
