@@ -59,6 +59,15 @@ def _rank_family(cell: Cell) -> str:
     return " ".join(p for p in cell.variant.split() if not p.startswith("r="))
 
 
+def _rank_axes(ax: Any, dataset: str, backbone: str) -> None:
+    """Log2 rank axis, labels, title, grid and legend of one accuracy-vs-rank subplot."""
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="adapter rank r", ylabel="top-1 test accuracy (%)")
+    ax.set_title(f"{dataset} / {backbone}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def plot_accuracy_vs_rank(cells: list[Cell], path: Path) -> Path | None:
     """Mean top-1 vs rank (log2 axis) with a ±std band, head/full as dashed lines; None if no pair has 2 ranks."""
     pairs = [
@@ -83,11 +92,7 @@ def plot_accuracy_vs_rank(cells: list[Cell], path: Path) -> Path | None:
             for c in mine:
                 if c.variant == base:
                     ax.axhline(c.mean, ls="--", color=style, label=f"{base} ({c.mean:.1f})")
-        ax.set_xscale("log", base=2)
-        ax.set(xlabel="adapter rank r", ylabel="top-1 test accuracy (%)")
-        ax.set_title(f"{d} / {b}", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _rank_axes(ax, d, b)
     for ax in list(axes.flat)[len(pairs) :]:
         ax.axis("off")
     return _save(fig, plt, path)
@@ -123,11 +128,7 @@ def plot_rank_elbows(fits: list[tuple[str, str, str, Any]], path: Path) -> Path 
     fig, axes = _axes(plt, len(fits))
     for ax, (d, b, fam, fit) in zip(axes.flat, fits):
         plot_elbow(ax, fit, label=f"{fam}: a - b r^-c")
-        ax.set_xscale("log", base=2)
-        ax.set(xlabel="adapter rank r", ylabel="top-1 test accuracy (%)")
-        ax.set_title(f"{d} / {b}", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _rank_axes(ax, d, b)
     for ax in list(axes.flat)[len(fits) :]:
         ax.axis("off")
     return _save(fig, plt, path)
