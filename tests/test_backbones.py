@@ -56,3 +56,15 @@ def test_pickled_code_is_refused(tmp_path):
         pickle.dump({"x": Evil()}, f)
     with pytest.raises(CheckpointError, match="Cannot read weights file"):
         create_backbone(BackboneConfig(name="test_vit", weights=str(tmp_path / "evil.pth")), 5)
+
+
+def test_random_init_body_does_not_depend_on_class_count():
+    """Tasks with different class counts can share one random-init backbone (same seed, same body)."""
+    cfg = BackboneConfig(name="test_vit", pretrained=False)
+    a, b = create_backbone(cfg, num_classes=3, seed=5), create_backbone(cfg, num_classes=7, seed=5)
+    assert a.weights_sha256 == b.weights_sha256
+    body = {k: v for k, v in a.model.state_dict().items() if not k.startswith("head.")}
+    for k, v in body.items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+    assert a.model.head.weight.shape == (3, a.model.embed_dim) and b.model.head.weight.shape == (7, b.model.embed_dim)
+    assert float(a.model.head.weight.std()) < 0.05 and not a.model.head.bias.any()  # timm's ViT head init

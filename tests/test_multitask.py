@@ -85,3 +85,12 @@ def test_predict_cli_with_adapters(three_tasks, image_folder, capsys):
     mt = MultiTaskModel.from_files(files)
     r = predict_tasks(mt, [img], topk=2)
     assert [x["task"] for x in r] == ["pets", "birds"] and len(r[0]["top"]) == 2
+
+
+def test_tasks_with_different_class_counts_share_a_random_init_backbone(tmp_path):
+    runs = {n: make_run(tmp_path / n, "adapter", {"rank": 4}, n_classes=k) for n, k in (("three", 3), ("seven", 7))}
+    mt = MultiTaskModel.from_files([runs[n][0] / "adapter.safetensors" for n in runs], names=list(runs))
+    with torch.no_grad():
+        for name, (_, model) in runs.items():
+            mt.set_active(name)
+            assert torch.equal(mt(X), model(X)), name

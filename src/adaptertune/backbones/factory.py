@@ -153,12 +153,19 @@ def create_backbone(cfg: BackboneConfig, num_classes: int, seed: int = 0) -> Bui
 
     info = _resolve(cfg.name)
     kwargs = {**info.model_args, **cfg.args, "num_classes": num_classes}
+    random_init = not cfg.weights and not cfg.pretrained
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
-            model = timm.create_model(info.model_name, pretrained=False, **kwargs)
+            # A random-init body is built without a head, so its weights depend on the seed alone (timm draws
+            # the head's init before the body's, which would tie the body to the class count).
+            model = timm.create_model(
+                info.model_name, pretrained=False, **{**kwargs, "num_classes": 0 if random_init else num_classes}
+            )
         except TypeError as e:
             raise ConfigError(f"Bad backbone argument for '{cfg.name}': {e}") from None
+        if random_init:
+            _new_head(model, num_classes)
     backbone_blocks(model)  # ViT-family check
 
     if cfg.weights:
@@ -171,6 +178,15 @@ def create_backbone(cfg: BackboneConfig, num_classes: int, seed: int = 0) -> Bui
     else:
         tag = _load_hub_weights(model, info, kwargs, seed)
     return BuiltBackbone(model, tag, weights_sha256(model), model_data_config(model))
+
+
+def _new_head(model: nn.Module, num_classes: int) -> None:
+    """A fresh ``num_classes`` head, initialized as timm initializes a ViT's (trunc-normal std .02, zero bias)."""
+    model.reset_classifier(num_classes)
+    head = model.get_classifier()
+    if isinstance(head, nn.Linear):
+        nn.init.trunc_normal_(head.weight, std=0.02)
+        nn.init.zeros_(head.bias)
 
 
 def model_data_config(model: nn.Module) -> dict[str, Any]:
