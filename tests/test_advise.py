@@ -117,6 +117,20 @@ def test_cli_advise_rank_prints_advice_and_table(image_folder, tmp_path, capsys)
     assert main([*argv, "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "advised rank:" in text and "captured energy E(r)" in text and "seconds:" in text
+    assert main([*argv, "--null-check"]) == 0 and "labels permuted" in capsys.readouterr().out
     d = json.loads(out.read_text())
     assert d["blocks"] == [10, 11] and 1 <= d["advised_rank"] <= 192 and d["total_seconds"] > 0
     assert main([*argv, "--threshold", "2"]) == 2
+
+
+def test_null_check_permutes_labels_and_leaves_the_advice_alone():
+    torch.manual_seed(0)
+    plain = advise_rank(TokenNet(), _shift_task(2), threshold=0.9)
+    torch.manual_seed(0)
+    checked = advise_rank(TokenNet(), _shift_task(2), threshold=0.9, null=True)
+    assert checked.energy == plain.energy and checked.advised_rank == plain.advised_rank
+    assert len(checked.null_energy) == 32 and abs(checked.null_energy[-1] - 1) < 1e-9
+    # a rank-2 shift concentrates the true spectrum; permuted labels spread it over the head's 9 directions
+    assert checked.energy_at(4) - checked.null_energy_at(4) > 0.1 and checked.null_rank > checked.advised_rank
+    with pytest.raises(ConfigError, match="null"):
+        plain.null_energy_at(4)

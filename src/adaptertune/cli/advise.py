@@ -34,6 +34,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--signal", choices=["output", "update"], default="output")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--null-check",
+        action="store_true",
+        help="also run the pass with the labels permuted: how much of the spectrum is the task's (twice the cost)",
+    )
     p.add_argument("--json", default=None, metavar="FILE", help="also write the full advice as JSON")
     p.set_defaults(func=cmd_advise_rank)
 
@@ -62,8 +67,12 @@ def cmd_advise_rank(args: argparse.Namespace) -> int:
         args.signal,
         args.seed,
         args.device,
+        args.null_check,
     )
     rows = [{"rank r": r, "captured energy E(r)": f"{advice.energy_at(r):.3f}"} for r in table_ranks(advice.width)]
+    if advice.null_energy is not None:
+        for row in rows:
+            row["E(r), labels permuted"] = f"{advice.null_energy_at(row['rank r']):.3f}"
     print(format_table(rows))
     per_block = " ".join(f"{b}:{r}" for b, r in advice.block_ranks.items())
     print(f"per-block ranks at {advice.threshold:.0%} (block:r): {per_block}")
@@ -73,6 +82,12 @@ def cmd_advise_rank(args: argparse.Namespace) -> int:
         f"signal '{advice.signal}' over {advice.n_tokens} tokens"
     )
     print(f"advised rank: {advice.advised_rank}  (smallest r with mean E(r) >= {advice.threshold:.0%})")
+    if advice.null_rank is not None:
+        gap = max(e - n for e, n in zip(advice.energy, advice.null_energy))
+        print(
+            f"null check: with the labels permuted the same rule gives r={advice.null_rank}; the true curve is at "
+            f"most {gap:.3f} above the permuted one (near 0: the spectrum is the backbone's, not this task's)"
+        )
     print(f"seconds: {total:.1f} total, {advice.seconds:.1f} for the signal pass")
     if args.json:
         from pathlib import Path

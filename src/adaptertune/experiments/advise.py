@@ -22,6 +22,10 @@ From a cheap pass over a few training batches of the *frozen* backbone:
    it is nearly zero, since a linear update there is what the head already did).
 4. Aggregate: the mean of the per-block curves ``E_l(r)`` (every adapter gets the same rank, so every
    block's need counts the same); the advised rank is the smallest r with mean ``E(r) >= threshold``.
+5. Optional null check (``null=True``): the same pass with the training labels randomly permuted (heads
+   refitted on them). What a spectrum owes to the backbone's gradient geometry rather than to the task
+   shows up in both curves; a true curve barely above the null's means the advice says little about
+   this task. On DINOv2-S/14 with Fashion-MNIST and MNIST-5k the two curves nearly coincide.
 """
 
 from __future__ import annotations
@@ -190,12 +194,54 @@ class RankAdvice:
     head_l2: float = 0.0  # L2 strength of the head fit, chosen on the held-out loss
     seconds: float = 0.0  # the signal pass (features, head fit, gradients, spectra)
     other_signal_rank: int = 0  # what the other signal would advise (for comparison)
+    null_energy: list[float] | None = None  # mean E(r) with the labels permuted (null=True), r = 1..width
+    null_rank: int | None = None  # the rank the permuted-label curve would advise
+
+    def null_energy_at(self, r: int) -> float:
+        if self.null_energy is None:
+            raise ConfigError("This advice was computed without the null check (null=True / --null-check).")
+        return self.null_energy[min(r, self.width) - 1]
 
     def energy_at(self, r: int) -> float:
         return self.energy[min(r, self.width) - 1]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _crossfit_heads(
+    head: nn.Linear, feats: list[torch.Tensor], labels: list[torch.Tensor], head_steps: int
+) -> tuple[float, float, list[tuple[torch.Tensor, torch.Tensor]], float]:
+    """Cross-fitted head-only fits: a head fit on the even batches serves the odd ones and vice versa, so
+    the signal is the held-out error of a head-only fit, not what it memorised. The L2 strength is the one
+    of ``L2_GRID`` with the lowest held-out loss.
+
+    Returns:
+        Held-out loss, training loss, the head (weight, bias) for each batch, and the L2 strength.
+    """
+    best = None
+    for l2 in L2_GRID:
+        fits, train_losses = [], []
+        for fold in (0, 1):
+            f, yf = torch.cat(feats[fold::2]), torch.cat(labels[fold::2])
+            w, b, loss = fit_linear_head(head, f, yf, steps=head_steps, l2=l2)
+            fits.append((w, b))
+            train_losses.append(loss)
+        heads = [fits[1 - j % 2] for j in range(len(feats))]
+        with torch.no_grad():
+            ho = [float(F.cross_entropy(F.linear(f, *hb), y)) for f, hb, y in zip(feats, heads, labels)]
+        if best is None or sum(ho) / len(ho) < best[0]:
+            best = (sum(ho) / len(ho), sum(train_losses) / 2, heads, l2)
+    return best
+
+
+def _energy_curves(upd: dict[int, torch.Tensor], gram: dict[int, torch.Tensor]) -> dict[str, dict[int, torch.Tensor]]:
+    """Per block, ``E(r)`` of the ``update`` signal (singular values of G^T H) and of the ``output`` signal."""
+    return {
+        "update": {i: captured_energy(torch.linalg.svdvals(m)) for i, m in upd.items()},
+        # eigenvalues of G^T G are the squared singular values of G
+        "output": {i: captured_energy(torch.linalg.eigvalsh(m).clamp_min(0).sqrt()) for i, m in gram.items()},
+    }
 
 
 def advise_rank(
@@ -206,6 +252,7 @@ def advise_rank(
     signal: str = "output",
     head_steps: int = 100,
     device: torch.device | str = "cpu",
+    null: bool = False,
 ) -> RankAdvice:
     """Advise an adapter rank from a few batches of a frozen backbone (no adapter is trained).
 
@@ -220,6 +267,8 @@ def advise_rank(
         signal: ``output`` (per-token gradients G) or ``update`` (gradient of a linear residual update, G^T H).
         head_steps: full-batch Adam steps of the head-only fit.
         device: where to compute.
+        null: also compute the curve with the labels randomly permuted (a second gradient pass), to see how
+            much of the spectrum is the task's and how much the backbone's.
 
     Returns:
         A :class:`RankAdvice`.
@@ -249,37 +298,25 @@ def advise_rank(
         batches = [(x[:h], y[:h]), (x[h:], y[h:])]
     if min(len(y) for _, y in batches) == 0:
         raise DataError("Rank advice needs at least two images.")
-    # Cross-fitting: a head fit on the even batches gives the gradients of the odd ones and vice
-    # versa, so the signal is the held-out error of a head-only fit, not what it memorised.
     head = _head(model)
     with torch.no_grad():
         feats = [_pooled(model, x).float() for x, _ in batches]
-    best = None
-    for l2 in L2_GRID:  # the L2 strength with the lowest cross-fitted held-out loss
-        fits, train_losses = [], []
-        for fold in (0, 1):
-            f = torch.cat(feats[fold::2])
-            yf = torch.cat([y for _, y in batches[fold::2]])
-            w, b, loss = fit_linear_head(head, f, yf, steps=head_steps, l2=l2)
-            fits.append((w, b))
-            train_losses.append(loss)
-        heads = [fits[1 - j % 2] for j in range(len(batches))]
-        with torch.no_grad():
-            ho = [float(F.cross_entropy(F.linear(f, *hb), y)) for f, hb, (_, y) in zip(feats, heads, batches)]
-        if best is None or sum(ho) / len(ho) < best[0]:
-            best = (sum(ho) / len(ho), sum(train_losses) / 2, heads, l2)
-    loss1, loss0, heads, l2 = best
-    labels = torch.cat([y for _, y in batches])
+    labels = [y for _, y in batches]
+    loss1, loss0, heads, l2 = _crossfit_heads(head, feats, labels, head_steps)
     _logger.info("head-only fit: train loss %.4f, held-out loss %.4f", loss0, loss1)
 
     upd, gram, n_tokens = task_shift_grams(model, batches, blocks, heads)
-    curves: dict[str, dict[int, torch.Tensor]] = {"update": {}, "output": {}}
-    for i in blocks:
-        curves["update"][i] = captured_energy(torch.linalg.svdvals(upd[i]))
-        # eigenvalues of G^T G are the squared singular values of G
-        curves["output"][i] = captured_energy(torch.linalg.eigvalsh(gram[i]).clamp_min(0).sqrt())
+    curves = _energy_curves(upd, gram)
     mean = {k: torch.stack(list(v.values())).mean(0) for k, v in curves.items()}
     other = "output" if signal == "update" else "update"
+    null_mean = None
+    if null:  # the same pass on randomly permuted labels: what the spectrum owes to the backbone alone
+        perm = torch.randperm(sum(len(y) for y in labels), generator=torch.Generator().manual_seed(0))
+        null_labels = list(torch.split(torch.cat(labels)[perm.to(labels[0].device)], [len(y) for y in labels]))
+        null_heads = _crossfit_heads(head, feats, null_labels, head_steps)[2]
+        null_batches = [(x, y) for (x, _), y in zip(batches, null_labels)]
+        n_upd, n_gram, _ = task_shift_grams(model, null_batches, blocks, null_heads)
+        null_mean = torch.stack(list(_energy_curves(n_upd, n_gram)[signal].values())).mean(0)
     return RankAdvice(
         advised_rank=rank_for_energy(mean[signal], threshold),
         threshold=threshold,
@@ -290,7 +327,9 @@ def advise_rank(
         energy=[float(e) for e in mean[signal]],
         block_ranks={i: rank_for_energy(c, threshold) for i, c in curves[signal].items()},
         block_energy={i: [float(e) for e in c] for i, c in curves[signal].items()},
-        n_images=len(labels),
+        null_energy=None if null_mean is None else [float(e) for e in null_mean],
+        null_rank=None if null_mean is None else rank_for_energy(null_mean, threshold),
+        n_images=sum(len(y) for y in labels),
         n_tokens=n_tokens,
         head_train_loss=loss0,
         head_heldout_loss=loss1,
@@ -310,6 +349,7 @@ def advise_rank_from_config(
     signal: str = "output",
     seed: int = 0,
     device: str = "auto",
+    null: bool = False,
 ) -> tuple[RankAdvice, float]:
     """Build the backbone and the training split, then :func:`advise_rank` on ``n_batches`` of it.
 
@@ -340,5 +380,5 @@ def advise_rank_from_config(
         if len(batches) == n_batches:
             break
     _logger.info("rank advice: %s on %s, %d batches of %d", backbone.name, data.name, len(batches), batch_size)
-    advice = advise_rank(built.model, batches, placement, threshold, signal, device=dev)
+    advice = advise_rank(built.model, batches, placement, threshold, signal, device=dev, null=null)
     return advice, time.perf_counter() - t0
