@@ -22,7 +22,7 @@ class KillAt:
     def __init__(self, mode: str, n: int) -> None:
         self.mode, self.n = mode, n
 
-    def on_train_start(self, total_steps, steps_per_epoch):
+    def on_train_start(self, total_steps, steps_per_epoch, start_step):
         pass
 
     def on_step(self, step, loss, lr):

@@ -173,3 +173,13 @@ def test_readme_examples_run(image_folder, tmp_path):
         cmd = cmd.replace("path/to/images", str(image_folder)).replace("runs/demo", str(tmp_path / "demo"))
         argv = cmd.split()[1:] + (["--num-workers", "0", "--quiet"] if cmd.split()[1] == "train" else [])
         assert main(argv) == 0, cmd
+
+
+def test_progress_bar_of_a_resumed_run_starts_at_its_step():
+    from adaptertune.cli.progress import TqdmProgress
+
+    bar = TqdmProgress()
+    bar.on_train_start(total_steps=10, steps_per_epoch=5, start_step=6)
+    bar.on_step(6, 0.5, 1e-3)
+    assert (bar.bar.n, bar.bar.total) == (7, 10)
+    bar.bar.close()

@@ -111,10 +111,10 @@ class StopAtStep(Exception):
 
 class _Stop:
     def __init__(self, n: int) -> None:
-        self.n = n
+        self.n, self.start_step = n, None
 
-    def on_train_start(self, total_steps, steps_per_epoch):
-        pass
+    def on_train_start(self, total_steps, steps_per_epoch, start_step):
+        self.start_step = start_step  # what a progress bar starts from
 
     def on_step(self, step, loss, lr):
         if step + 1 == self.n:
@@ -134,9 +134,11 @@ def test_interrupt_then_resume_in_process(folder, reference, tmp_path, stop_afte
     with _threads(THREADS), pytest.raises(StopAtStep):
         run(cfg, [_Stop(stop_after)])
     assert json.loads((out / "summary.json").read_text())["status"] == "failed"
+    resumed = _Stop(-1)
     with _threads(THREADS):
-        run(cfg, resume=True)
+        run(cfg, [resumed], resume=True)
     assert_same_run(reference, out)
+    assert resumed.start_step == {3: 0, 4: 3, 7: 6}[stop_after]  # the last checkpoint's step
 
 
 def test_resume_refuses_finished_or_changed_runs(folder, reference, tmp_path):

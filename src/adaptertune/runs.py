@@ -191,7 +191,7 @@ class _MetricsWriter:
         self.path = path
         self.records: list[dict[str, Any]] = []
 
-    def on_train_start(self, total_steps: int, steps_per_epoch: int) -> None:
+    def on_train_start(self, total_steps: int, steps_per_epoch: int, start_step: int) -> None:
         self.records = read_jsonl(self.path)
 
     def on_step(self, step: int, loss: float, lr: float) -> None:

@@ -145,7 +145,7 @@ class _KillAtStep:
     def __init__(self, n: int) -> None:
         self.n = n
 
-    def on_train_start(self, total_steps: int, steps_per_epoch: int) -> None:
+    def on_train_start(self, total_steps: int, steps_per_epoch: int, start_step: int) -> None:
         pass
 
     def on_step(self, step: int, loss: float, lr: float) -> None:

@@ -14,11 +14,18 @@ class TqdmProgress:
     def __init__(self, desc: str = "train", enabled: bool = True) -> None:
         self.desc, self.enabled, self.bar = desc, enabled, None
 
-    def on_train_start(self, total_steps: int, steps_per_epoch: int) -> None:
+    def on_train_start(self, total_steps: int, steps_per_epoch: int, start_step: int) -> None:
         if self.enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_steps, desc=self.desc, unit="step", file=sys.stderr, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total_steps,
+                initial=start_step,  # a resumed run continues the bar
+                desc=self.desc,
+                unit="step",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
 
     def on_step(self, step: int, loss: float, lr: float) -> None:
         if self.bar is not None:

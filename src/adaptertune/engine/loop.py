@@ -34,7 +34,8 @@ __all__ = ["Callback", "FitResult", "autocast_context", "evaluate", "fit", "reso
 class Callback(Protocol):
     """Progress hooks (the CLI draws bars with them; runs.py writes metrics.jsonl)."""
 
-    def on_train_start(self, total_steps: int, steps_per_epoch: int) -> None: ...
+    def on_train_start(self, total_steps: int, steps_per_epoch: int, start_step: int) -> None:
+        """``start_step``: optimizer steps already done (non-zero when resuming)."""
 
     def on_step(self, step: int, loss: float, lr: float) -> None: ...
 
@@ -198,7 +199,7 @@ def fit(
 
     forward = torch.compile(net) if cfg.compile else net  # optional compiled training forward
     for cb in callbacks:
-        cb.on_train_start(total_steps, steps_per_epoch)
+        cb.on_train_start(total_steps, steps_per_epoch, st["step"])
     history: list[dict[str, Any]] = st["history"]
     step, lr = st["step"], st["lr"]
     for epoch in range(st["epochs_done"] + 1, cfg.epochs + 1):
