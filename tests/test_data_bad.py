@@ -42,12 +42,19 @@ def test_truncated_png_is_skipped_and_counted(folder_with_truncated_png):
         list(torch.utils.data.DataLoader(strict.train, batch_size=5, collate_fn=collate_skip))
 
 
-def test_truncated_png_is_counted_in_the_run_summary(folder_with_truncated_png, tmp_path):
+@pytest.mark.parametrize("method", ["adapter", "linear-probe-cached"])
+def test_truncated_png_is_counted_in_the_run_summary(folder_with_truncated_png, tmp_path, capsys, method):
     root, _ = folder_with_truncated_png
+    truncate(root / "test" / "class_0" / "0.png")  # one corrupt test image too: 3 of 4 are scored
     common = ["train", "--backbone", "test_vit", "--no-pretrained", "--dataset", "imagefolder", "--data-root"]
     common += [str(root), "--epochs", "1", "--batch-size", "8", "--num-workers", "0", "--quiet", "--val-fraction", "0"]
-    assert main([*common, "--out-dir", str(tmp_path / "run")]) == 0
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["skipped_images"] == 1
+    assert main([*common, "--method", method, "--out-dir", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["skipped_images"], summary["skipped_test_images"]) == (1, 1)
+    assert round(summary["test_acc"] * 3 / 100) * 100 / 3 == pytest.approx(summary["test_acc"])  # k of 3
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["skipped"] == 1
 
 
 def test_label_out_of_range_and_empty_class_are_clear_errors():

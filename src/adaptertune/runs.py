@@ -96,7 +96,8 @@ class RunSummary:
     train_seconds: float | None = None
     train_images_per_second: float | None = None
     peak_memory_mb: float | None = None
-    skipped_images: int = 0
+    skipped_images: int = 0  # corrupt training images skipped (all epochs)
+    skipped_test_images: int = 0  # corrupt test images skipped (not in test_acc's denominator)
     num_classes: int = 0
     classes: list[str] = field(default_factory=list)
     split_sizes: dict[str, int] = field(default_factory=dict)
@@ -341,6 +342,7 @@ def _write_results(
     summary.train_seconds, summary.train_images_per_second = result.train_seconds, result.images_per_second
     summary.peak_memory_mb = _peak_memory_mb(device)
     summary.skipped_images = result.skipped_images
+    summary.skipped_test_images = result.test["skipped"]
     summary.adapter_file_bytes = (out_dir / ADAPTER_FILE).stat().st_size
     summary.status = RunStatus.SUCCESS
     try:
@@ -458,6 +460,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict[str, Any]:
         "test_top5": metrics["top5"],
         "test_loss": metrics["loss"],
         "n": metrics["n"],
+        "skipped": metrics["skipped"],
         "recorded_test_acc": loaded.summary.get("test_acc"),
         "seconds": time.perf_counter() - t0,
     }

@@ -206,6 +206,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     "test_top5": f"{r['test_top5']:.2f}",
                     "recorded_test_acc": f"{r['recorded_test_acc']:.2f}",
                     "n": r["n"],
+                    "skipped": r["skipped"],
                 }
             ]
         )

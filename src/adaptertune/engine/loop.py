@@ -80,10 +80,11 @@ def autocast_context(precision: str, device: torch.device) -> contextlib.Abstrac
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, precision: str = "fp32") -> dict[str, float]:
-    """Top-1 / top-5 accuracy (%) and mean cross-entropy over ``loader``."""
+    """Top-1 / top-5 accuracy (%), mean cross-entropy and the count of skipped (corrupt) images over ``loader``."""
     model.eval()
-    n = loss_sum = top1 = top5 = 0.0
+    n = loss_sum = top1 = top5 = skipped = 0.0
     for batch in loader:  # this rank's shard under torchrun; the sums are reduced below
+        skipped += batch[2] if len(batch) > 2 else 0
         x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
         if y.numel() == 0:
             continue
@@ -93,10 +94,16 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, precision
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         c1, c5 = topk_correct(logits, y, (1, 5))
         top1, top5, n = top1 + c1, top5 + c5, n + y.numel()
-    loss_sum, top1, top5, n = reduce_sums([loss_sum, top1, top5, n])
+    loss_sum, top1, top5, n, skipped = reduce_sums([loss_sum, top1, top5, n, skipped])
     if n == 0:
-        return {"acc": float("nan"), "top5": float("nan"), "loss": float("nan"), "n": 0}
-    return {"acc": 100.0 * top1 / n, "top5": 100.0 * top5 / n, "loss": loss_sum / n, "n": int(n)}
+        return {"acc": float("nan"), "top5": float("nan"), "loss": float("nan"), "n": 0, "skipped": int(skipped)}
+    return {
+        "acc": 100.0 * top1 / n,
+        "top5": 100.0 * top5 / n,
+        "loss": loss_sum / n,
+        "n": int(n),
+        "skipped": int(skipped),
+    }
 
 
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -31,7 +31,9 @@ _logger = logging.getLogger(__name__)
 class CachedFitInputs:
     """What ``fit`` trains on for a cached-features method, and how to map its results back."""
 
-    def __init__(self, model: nn.Module, loaders: tuple, names: dict[str, str], skipped: int, seconds: float):
+    def __init__(
+        self, model: nn.Module, loaders: tuple, names: dict[str, str], skipped: tuple[int, int, int], seconds: float
+    ):
         self.model, self.loaders, self.names, self.skipped, self.seconds = model, loaders, names, skipped, seconds
 
     def full_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -46,7 +48,9 @@ class CachedFitInputs:
             best_state=self.full_state(result.best_state),
             train_seconds=seconds,
             images_per_second=result.images_per_second * result.train_seconds / max(seconds, 1e-9),
-            skipped_images=result.skipped_images + self.skipped,
+            skipped_images=result.skipped_images + self.skipped[0],  # corrupt images of the (train, val, test) pass
+            test={**result.test, "skipped": self.skipped[2]},
+            test_last={**result.test_last, "skipped": self.skipped[2]},
         )
 
 
@@ -67,7 +71,7 @@ def cached_feature_fit_inputs(
     names = {n: full[id(p)] for n, p in fit_model.named_parameters()}
     if set(names.values()) != set(head_parameter_names(model)):
         raise ConfigError(f"Cannot train the classifier of {type(model).__name__} on cached features.")
-    loaders, skipped, seconds = [], 0, 0.0
+    loaders, skipped, seconds = [], [0, 0, 0], 0.0
     for i, loader in enumerate((train, val, test)):
         if loader is None:
             loaders.append(None)
@@ -81,10 +85,10 @@ def cached_feature_fit_inputs(
                 collate_fn=loader.collate_fn,
             )
         x, y, s, t = extract_features(model, loader, device, precision)
-        skipped, seconds = skipped + s, seconds + t
+        skipped[i], seconds = s, seconds + t
         loaders.append(feature_loader(x, y, batch_size, shuffle=i == 0, seed=seed))
     _logger.info("cached features of %d images in %.1f s", sum(len(lo.dataset) for lo in loaders if lo), seconds)
-    return CachedFitInputs(fit_model, tuple(loaders), names, skipped, seconds)
+    return CachedFitInputs(fit_model, tuple(loaders), names, tuple(skipped), seconds)
 
 
 def build_linear_probe(model: nn.Module, adapter: AdapterConfig | None) -> nn.Module:
