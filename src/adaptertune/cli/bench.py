@@ -29,7 +29,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         run_cli_sweep(spec, out_dir, args)
         return 0
     spec = load_any_spec(args.preset, out_dir, args.set)
-    print(f"bench {spec.name}: {spec.meta.get('description', '')}")
+    changed = f" (with {', '.join(args.set)})" if args.set else ""
+    print(f"bench {spec.name}: {spec.meta.get('description', '')}{changed}")
     executor = make_cli_executor(args.workers, args.quiet, args.threads)
     result = run_bench(spec, out_dir, executor, ProgressPrinter(), split_protocols=args.split_protocols)
     s = result.sweep

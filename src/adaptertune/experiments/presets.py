@@ -86,7 +86,12 @@ for _info in (
     PresetInfo(
         "methods", f"every method on the quick protocol ({_D}, Fashion-MNIST), 21 CPU runs", "bench/methods.yaml"
     ),
-    PresetInfo("rank", f"a rank sweep on the quick protocol ({_D}, Fashion-MNIST), 12 CPU runs", "bench/rank.yaml"),
+    PresetInfo("rank", f"a rank sweep on the quick protocol ({_D}, Fashion-MNIST), 21 CPU runs", "bench/rank.yaml"),
+    PresetInfo(
+        "rank-long",
+        f"a rank sweep trained 4x longer ({_D}, Fashion-MNIST, 8 epochs), 12 CPU runs",
+        "bench/rank-long.yaml",
+    ),
     PresetInfo("paper-cpu", "the paper's claims at CPU scale: methods x seeds + rank sweep", "bench/paper-cpu.yaml"),
     PresetInfo("test", "smoke test: tiny random ViT on a generated ImageFolder", "bench/test.yaml", _prepare_test),
     PresetInfo(
