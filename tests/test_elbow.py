@@ -57,6 +57,18 @@ def test_flat_curve_elbow_is_smallest_rank():
     assert fit.elbow <= 2 and fit.reached
 
 
+def test_log_linear_sweep_is_not_reached_and_says_so():
+    """A constant 1.6 points per doubling (the quick protocol's shape) has no elbow on the grid."""
+    rng = np.random.default_rng(2)
+    pts = [(r, 70.0 + 1.6 * np.log2(r) + 0.8 * rng.standard_normal()) for r in GRID for _ in range(3)]
+    fit = fit_elbow(pts, n_boot=50)
+    assert not fit.reached and fit.elbow == 64 and fit.log_linear
+    assert fit.top_gain == pytest.approx(1.6, abs=0.4) and fit.top_gain > fit.threshold
+    curved = fit_elbow(_sweep(90.0, 20.0, 1.0, 1.0, 5), n_boot=0)
+    assert not curved.log_linear
+    assert curved.top_gain == pytest.approx(float(doubling_gain(64, curved.params["b"], curved.params["c"])))
+
+
 def test_bad_input_is_a_clear_error():
     with pytest.raises(DataError, match="3 distinct ranks"):
         fit_elbow([(1, 50.0), (1, 51.0), (2, 60.0), (2, 61.0)])

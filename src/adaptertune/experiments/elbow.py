@@ -81,9 +81,16 @@ class ElbowFit:
     n_boot: int
     n_boot_failed: int
     elbow_continuous: float  # r where gain(r) = threshold, not restricted to the grid
+    top_gain: float  # predicted gain of doubling the largest swept rank (compare with ``threshold``)
     curve_r: list[float] = field(repr=False)
     curve_acc: list[float] = field(repr=False)
     rule: str = "smallest swept r with acc(2r) - acc(r) < std error of a per-rank mean over seeds"
+
+    @property
+    def log_linear(self) -> bool:
+        """The fitted gain per doubling shrinks by less than 20% across the grid (``(r_max/r_min)^-c >= 0.8``):
+        accuracy rises by a nearly constant step per doubling, no bend in sight."""
+        return (self.ranks[-1] / self.ranks[0]) ** (-self.params["c"]) >= 0.8
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -200,6 +207,7 @@ def fit_elbow(
         n_boot=n_boot,
         n_boot_failed=failed,
         elbow_continuous=float(max(cont, 1.0)),
+        top_gain=float(doubling_gain(grid[-1], b, c)),
         curve_r=[float(x) for x in curve_r],
         curve_acc=[float(x) for x in power_law(curve_r, a, b, c)],
     )
@@ -261,7 +269,8 @@ def plot_elbow(ax: Any, fit: ElbowFit, label: str | None = None, color: str | No
     ax.axvspan(lo / 1.08, hi * 1.08, color=color, alpha=0.12)
     ax.axvline(fit.elbow, color=color, ls="--", lw=1)
     ax.annotate(
-        f"elbow r={fit.elbow} [{lo}, {hi}]" + ("" if fit.reached else " (not reached)"),
+        f"elbow r={fit.elbow} [{lo}, {hi}]"
+        + ("" if fit.reached else " (not reached, log-linear)" if fit.log_linear else " (not reached)"),
         (fit.elbow, min(fit.mean_acc)),
         textcoords="offset points",
         xytext=(4, 4),

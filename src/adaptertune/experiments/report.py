@@ -96,16 +96,19 @@ def _shares_markdown(shares: list[dict[str, Any]]) -> str:
 def _elbow_markdown(fits: list[tuple[str, str, str, Any]]) -> str:
     lines = [
         "Fit of acc(r) = a - b r^-c per rank sweep; the elbow is the smallest swept r where one more doubling is",
-        "predicted to gain less than the seed-to-seed noise (bootstrap interval over seeds).",
+        "predicted to gain less than the seed-to-seed noise (bootstrap interval over seeds). 'gain at top r': the",
+        "predicted gain of doubling the largest swept rank; 'log-linear': the fitted gain per doubling shrinks by",
+        "less than 20% across the swept ranks (a and b then mostly fix that slope).",
         "",
-        "| dataset | backbone | variant | ranks | elbow | interval | reached | a | b | c | noise |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | backbone | variant | ranks | elbow | interval | reached | a | b | c | noise | gain at top r |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for d, b, fam, f in fits:
         p = f.params
+        reached = "yes" if f.reached else ("no (log-linear)" if f.log_linear else "no")
         lines.append(
             f"| {d} | {b} | {fam} | {','.join(map(str, f.ranks))} | {f.elbow} | [{f.interval[0]}, {f.interval[1]}] "
-            f"| {'yes' if f.reached else 'no'} | {p['a']:.2f} | {p['b']:.2f} | {p['c']:.3f} | {f.noise:.2f} |"
+            f"| {reached} | {p['a']:.2f} | {p['b']:.2f} | {p['c']:.3f} | {f.noise:.2f} | {f.top_gain:.2f} |"
         )
     return "\n".join(lines)
 
