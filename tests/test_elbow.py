@@ -64,6 +64,10 @@ def test_log_linear_sweep_is_not_reached_and_says_so():
     fit = fit_elbow(pts, n_boot=50)
     assert not fit.reached and fit.elbow == 64 and fit.log_linear
     assert fit.top_gain == pytest.approx(1.6, abs=0.4) and fit.top_gain > fit.threshold
+    # MNIST-5k's quick-protocol shape: ~3 points per doubling, seeds within ~1 point (c -> 0 must not overflow)
+    steep = [(r, 75.0 + 3.0 * np.log2(r) + 0.5 * rng.standard_normal()) for r in GRID for _ in range(3)]
+    fit = fit_elbow(steep, n_boot=50)
+    assert not fit.reached and fit.log_linear and 64 < fit.elbow_continuous <= 2.0**30
     curved = fit_elbow(_sweep(90.0, 20.0, 1.0, 1.0, 5), n_boot=0)
     assert not curved.log_linear
     assert curved.top_gain == pytest.approx(float(doubling_gain(64, curved.params["b"], curved.params["c"])))

@@ -37,6 +37,7 @@ from ..errors import DataError
 __all__ = ["ElbowFit", "ElbowRow", "elbow_rank", "elbow_table", "fit_elbow", "plot_elbow", "power_law"]
 
 _logger = logging.getLogger(__name__)
+_CONTINUOUS_CAP = 2.0**30  # elbow_continuous of a near log-linear fit (c -> 0) is astronomically large
 
 
 def power_law(r: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
@@ -80,7 +81,7 @@ class ElbowFit:
     level: float
     n_boot: int
     n_boot_failed: int
-    elbow_continuous: float  # r where gain(r) = threshold, not restricted to the grid
+    elbow_continuous: float  # r where gain(r) = threshold, not restricted to the grid (capped at 2^30)
     top_gain: float  # predicted gain of doubling the largest swept rank (compare with ``threshold``)
     curve_r: list[float] = field(repr=False)
     curve_acc: list[float] = field(repr=False)
@@ -189,7 +190,10 @@ def fit_elbow(
         interval = (elbow, elbow)
 
     gain1 = b * (1 - 2.0 ** (-c))
-    cont = (gain1 / threshold) ** (1 / c) if threshold > 0 and gain1 > 0 else float(grid[-1] if gain1 > 0 else 1)
+    if threshold > 0 and gain1 > 0:  # in log space: with c near 0 the power overflows a float
+        cont = math.exp(min(math.log(gain1 / threshold) / c, math.log(_CONTINUOUS_CAP)))
+    else:
+        cont = float(grid[-1] if gain1 > 0 else 1)
     curve_r = np.geomspace(grid[0], grid[-1], 64)
     return ElbowFit(
         ranks=grid,
