@@ -70,7 +70,22 @@ def test_log_linear_sweep_is_not_reached_and_says_so():
     assert not fit.reached and fit.log_linear and 64 < fit.elbow_continuous <= 2.0**30
     curved = fit_elbow(_sweep(90.0, 20.0, 1.0, 1.0, 5), n_boot=0)
     assert not curved.log_linear
-    assert curved.top_gain == pytest.approx(float(doubling_gain(64, curved.params["b"], curved.params["c"])))
+    p = curved.params
+    assert curved.top_gain == pytest.approx(float(doubling_gain(64, p["b"], p["c"], p["e"])))
+
+
+def test_estimation_term_bends_a_log_linear_curve():
+    """Log-linear at small r, flat later (the quick protocol's shape): only the e r term finds the elbow."""
+    a, b, c, e, sigma, seeds = 110.0, 40.0, 0.05, 0.03, 0.8, 5
+    assert elbow_rank(GRID, b, c, sigma / np.sqrt(seeds), e) == (32, True)  # gains 1.33 .. 0.70 (16), 0.19 (32)
+    assert np.allclose(
+        doubling_gain(np.array([3.0, 7.0]), b, c, e), np.diff(power_law([[3, 7], [6, 14]], a, b, c, e), axis=0)
+    )
+    rng = np.random.default_rng(4)
+    pts = [(r, float(power_law(r, a, b, c, e) + sigma * rng.standard_normal())) for r in GRID for _ in range(seeds)]
+    fit = fit_elbow(pts, n_boot=100, seed=0)
+    assert fit.reached and fit.elbow in (16, 32) and fit.interval[0] <= 32 <= fit.interval[1]
+    assert fit.params["e"] > 0 and not fit.log_linear
 
 
 def test_bad_input_is_a_clear_error():

@@ -51,7 +51,7 @@ def cmd_toy(args: argparse.Namespace) -> int:
         print(
             f"elbow: r = {e.elbow} (interval [{e.interval[0]}, {e.interval[1]}], {e.level:.0%} bootstrap over seeds"
             f"{'' if e.reached else '; not reached in the grid'}); fit acc = {e.params['a']:.2f} - "
-            f"{e.params['b']:.3g} r^-{e.params['c']:.3g}, noise {e.noise:.3f}"
+            f"{e.params['b']:.3g} r^-{e.params['c']:.3g} - {e.params['e']:.3g} r, noise {e.noise:.3f}"
         )
     else:
         print(f"elbow: not fitted ({result.elbow_error})")

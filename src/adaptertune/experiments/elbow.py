@@ -3,14 +3,20 @@
 The paper (arXiv 2603.14706) treats rank as a capacity budget and derives an excess-risk decomposition,
 an approximation term falling with r plus an estimation term growing with r, which predicts monotonic
 but diminishing gains with rank. Its exact formula could not be read; the curve fitted here is a
-*reconstruction of the predicted shape* (see PAPER.md, "Theory"):
+*reconstruction of the predicted shape* (see PAPER.md, "Theory"), one term per part of the decomposition:
 
-    acc(r) = a - b * r^(-c)          b >= 0, c > 0
+    acc(r) = a - b * r^(-c) - e * r          b >= 0, c > 0, e >= 0
+
+``b r^-c``: the approximation error, falling with r (the task shift's energy outside its best rank-r part,
+for a power-law spectrum); ``e r``: the estimation error, growing with the adapter's parameter count at a
+fixed training-set size. With ``e = 0`` it is the plain power law ``a - b r^-c``. On short CPU protocols
+accuracy rises by a near-constant step per doubling and then flattens: only the ``e r`` term can bend a
+curve that is log-linear at small r (c -> 0), so without it such sweeps never show an elbow.
 
 Elbow rule (stated once, used everywhere): the elbow is the smallest rank ``r`` of the swept grid at
 which one more doubling is predicted to gain less than the seed-to-seed noise,
 
-    gain(r) = acc(2r) - acc(r) = b * r^(-c) * (1 - 2^(-c)) < noise,
+    gain(r) = acc(2r) - acc(r) = b * r^(-c) * (1 - 2^(-c)) - e * r < noise,
 
 where ``noise`` is the standard error of a per-rank mean: the pooled within-rank standard deviation
 across seeds divided by sqrt(seeds per rank). If no swept rank qualifies, the elbow is the largest
@@ -40,20 +46,22 @@ _logger = logging.getLogger(__name__)
 _CONTINUOUS_CAP = 2.0**30  # elbow_continuous of a near log-linear fit (c -> 0) is astronomically large
 
 
-def power_law(r: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-    """``a - b * r^(-c)``: accuracy at rank r."""
-    return a - b * np.power(np.asarray(r, dtype=float), -c)
+def power_law(r: np.ndarray, a: float, b: float, c: float, e: float = 0.0) -> np.ndarray:
+    """``a - b * r^(-c) - e * r``: accuracy at rank r (``e = 0``: the plain power law)."""
+    r = np.asarray(r, dtype=float)
+    return a - b * np.power(r, -c) - e * r
 
 
-def doubling_gain(r: np.ndarray | float, b: float, c: float) -> np.ndarray:
-    """Predicted gain of doubling the rank: ``acc(2r) - acc(r) = b r^-c (1 - 2^-c)``."""
-    return b * np.power(np.asarray(r, dtype=float), -c) * (1.0 - 2.0 ** (-c))
+def doubling_gain(r: np.ndarray | float, b: float, c: float, e: float = 0.0) -> np.ndarray:
+    """Predicted gain of doubling the rank: ``acc(2r) - acc(r) = b r^-c (1 - 2^-c) - e r``."""
+    r = np.asarray(r, dtype=float)
+    return b * np.power(r, -c) * (1.0 - 2.0 ** (-c)) - e * r
 
 
-def elbow_rank(ranks: Iterable[int], b: float, c: float, noise: float) -> tuple[int, bool]:
+def elbow_rank(ranks: Iterable[int], b: float, c: float, noise: float, e: float = 0.0) -> tuple[int, bool]:
     """Smallest rank of ``ranks`` whose doubling gain is below ``noise``; (largest rank, False) if none."""
     grid = sorted(set(int(r) for r in ranks))
-    gains = doubling_gain(np.array(grid), b, c)
+    gains = doubling_gain(np.array(grid), b, c, e)
     for r, g in zip(grid, gains):
         if g < noise:
             return r, True
@@ -72,7 +80,7 @@ class ElbowFit:
     std_acc: list[float]  # per rank, over seeds (ddof=1; 0 for one seed)
     n_seeds: list[int]
     points: list[tuple[int, float]]  # every (rank, accuracy) fitted
-    params: dict[str, float]  # a, b, c of a - b r^-c
+    params: dict[str, float]  # a, b, c, e of a - b r^-c - e r
     noise: float  # std error of a per-rank mean (pooled over ranks)
     threshold: float  # max(noise, min_gain): the gain a doubling must beat
     elbow: int
@@ -89,9 +97,11 @@ class ElbowFit:
 
     @property
     def log_linear(self) -> bool:
-        """The fitted gain per doubling shrinks by less than 20% across the grid (``(r_max/r_min)^-c >= 0.8``):
-        accuracy rises by a nearly constant step per doubling, no bend in sight."""
-        return (self.ranks[-1] / self.ranks[0]) ** (-self.params["c"]) >= 0.8
+        """The fitted gain per doubling shrinks by less than 20% across the grid: accuracy rises by a nearly
+        constant step per doubling, no bend in sight."""
+        p = self.params
+        g0, g1 = doubling_gain(np.array([self.ranks[0], self.ranks[-1]]), p["b"], p["c"], p.get("e", 0.0))
+        return bool(g0 > 0 and g1 >= 0.8 * g0)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -99,16 +109,16 @@ class ElbowFit:
         return asdict(self)
 
 
-def _fit_params(r: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+def _fit_params(r: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
     from scipy.optimize import curve_fit
 
     means = {k: float(y[r == k].mean()) for k in np.unique(r)}
     lo, hi = means[min(means)], max(means.values())
-    p0 = (hi + 0.1 * abs(hi - lo) + 1e-3, max(hi - lo, 1e-3), 0.7)
-    # c in (0, 4]: beyond 4 the curve is a step and b, c stop being identifiable
-    bounds = ([-np.inf, 0.0, 1e-3], [np.inf, np.inf, 4.0])
+    p0 = (hi + 0.1 * abs(hi - lo) + 1e-3, max(hi - lo, 1e-3), 0.7, 0.0)
+    # c in (0, 4]: beyond 4 the curve is a step and b, c stop being identifiable; e >= 0
+    bounds = ([-np.inf, 0.0, 1e-3, 0.0], [np.inf, np.inf, 4.0, np.inf])
     params, _ = curve_fit(power_law, r.astype(float), y.astype(float), p0=p0, bounds=bounds, maxfev=20000)
-    return float(params[0]), float(params[1]), float(params[2])
+    return float(params[0]), float(params[1]), float(params[2]), float(params[3])
 
 
 def _noise(groups: Mapping[int, np.ndarray]) -> float:
@@ -127,7 +137,7 @@ def fit_elbow(
     seed: int = 0,
     min_gain: float = 0.0,
 ) -> ElbowFit:
-    """Fit ``acc(r) = a - b r^-c`` to per-seed accuracies and find the elbow with a bootstrap interval.
+    """Fit ``acc(r) = a - b r^-c - e r`` to per-seed accuracies and find the elbow with a bootstrap interval.
 
     Args:
         points: ``(rank, accuracy)`` pairs, one per seed and rank.
@@ -161,10 +171,10 @@ def fit_elbow(
     noise = _noise(groups)
     threshold = max(noise, min_gain)
     try:
-        a, b, c = _fit_params(r_all, y_all)
-    except (RuntimeError, ValueError) as e:
-        raise DataError(f"Cannot fit acc(r) = a - b r^-c to ranks {grid}: {e}") from None
-    elbow, reached = elbow_rank(grid, b, c, threshold)
+        a, b, c, e = _fit_params(r_all, y_all)
+    except (RuntimeError, ValueError) as err:
+        raise DataError(f"Cannot fit acc(r) = a - b r^-c - e r to ranks {grid}: {err}") from None
+    elbow, reached = elbow_rank(grid, b, c, threshold, e)
 
     rng = np.random.default_rng(seed)
     boots, failed = [], 0
@@ -173,14 +183,14 @@ def fit_elbow(
         rb = np.array([r for r, v in res.items() for _ in v])
         yb = np.concatenate(list(res.values()))
         try:
-            _, bb, cb = _fit_params(rb, yb)
+            _, bb, cb, eb = _fit_params(rb, yb)
             nb = max(_noise(res), min_gain) if any(len(v) > 1 for v in res.values()) else threshold
         except (RuntimeError, ValueError, DataError):
             failed += 1
             continue
         if nb <= 0:  # a resample whose seeds all coincide: keep the full-data threshold
             nb = threshold
-        boots.append(elbow_rank(grid, bb, cb, nb)[0])
+        boots.append(elbow_rank(grid, bb, cb, nb, eb)[0])
     if failed:
         _logger.info("elbow bootstrap: %d of %d refits failed and were left out", failed, n_boot)
     if boots:
@@ -189,11 +199,10 @@ def fit_elbow(
     else:
         interval = (elbow, elbow)
 
-    gain1 = b * (1 - 2.0 ** (-c))
-    if threshold > 0 and gain1 > 0:  # in log space: with c near 0 the power overflows a float
-        cont = math.exp(min(math.log(gain1 / threshold) / c, math.log(_CONTINUOUS_CAP)))
-    else:
-        cont = float(grid[-1] if gain1 > 0 else 1)
+    # the first r (dense log grid from 1 to the cap) where the predicted doubling gain drops below the threshold
+    dense = np.geomspace(1.0, _CONTINUOUS_CAP, 3001)
+    below = np.nonzero(doubling_gain(dense, b, c, e) < threshold)[0]
+    cont = float(dense[below[0]]) if len(below) else _CONTINUOUS_CAP
     curve_r = np.geomspace(grid[0], grid[-1], 64)
     return ElbowFit(
         ranks=grid,
@@ -201,7 +210,7 @@ def fit_elbow(
         std_acc=[float(v.std(ddof=1)) if len(v) > 1 else 0.0 for v in groups.values()],
         n_seeds=[len(v) for v in groups.values()],
         points=[(int(r), float(y)) for r, y in zip(r_all, y_all)],
-        params={"a": a, "b": b, "c": c},
+        params={"a": a, "b": b, "c": c, "e": e},
         noise=noise,
         threshold=threshold,
         elbow=elbow,
@@ -210,10 +219,10 @@ def fit_elbow(
         level=level,
         n_boot=n_boot,
         n_boot_failed=failed,
-        elbow_continuous=float(max(cont, 1.0)),
-        top_gain=float(doubling_gain(grid[-1], b, c)),
+        elbow_continuous=cont,
+        top_gain=float(doubling_gain(grid[-1], b, c, e)),
         curve_r=[float(x) for x in curve_r],
-        curve_acc=[float(x) for x in power_law(curve_r, a, b, c)],
+        curve_acc=[float(x) for x in power_law(curve_r, a, b, c, e)],
     )
 
 
@@ -265,7 +274,7 @@ def elbow_table(
 def plot_elbow(ax: Any, fit: ElbowFit, label: str | None = None, color: str | None = None) -> None:
     """Draw seeds, mean +- std, the fitted curve and the elbow with its interval on a matplotlib Axes."""
     r_pts, a_pts = zip(*fit.points)
-    line = ax.plot(fit.curve_r, fit.curve_acc, "-", color=color, label=label or "fit a - b r^-c")[0]
+    line = ax.plot(fit.curve_r, fit.curve_acc, "-", color=color, label=label or "fit a - b r^-c - e r")[0]
     color = line.get_color()
     ax.scatter(r_pts, a_pts, s=12, alpha=0.5, color=color)
     ax.errorbar(fit.ranks, fit.mean_acc, yerr=fit.std_acc, fmt="o", color=color, capsize=3, ms=4)

@@ -127,7 +127,7 @@ def plot_rank_elbows(fits: list[tuple[str, str, str, Any]], path: Path) -> Path 
     plt = _plt()
     fig, axes = _axes(plt, len(fits))
     for ax, (d, b, fam, fit) in zip(axes.flat, fits):
-        plot_elbow(ax, fit, label=f"{fam}: a - b r^-c")
+        plot_elbow(ax, fit, label=f"{fam}: a - b r^-c - e r")
         _rank_axes(ax, d, b)
     for ax in list(axes.flat)[len(fits) :]:
         ax.axis("off")

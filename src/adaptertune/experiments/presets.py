@@ -86,7 +86,9 @@ for _info in (
     PresetInfo(
         "methods", f"every method on the quick protocol ({_D}, Fashion-MNIST), 21 CPU runs", "bench/methods.yaml"
     ),
-    PresetInfo("rank", f"a rank sweep on the quick protocol ({_D}, Fashion-MNIST), 21 CPU runs", "bench/rank.yaml"),
+    PresetInfo(
+        "rank", f"a rank sweep r = 1..256 on the quick protocol ({_D}, Fashion-MNIST), 27 CPU runs", "bench/rank.yaml"
+    ),
     PresetInfo(
         "rank-long",
         f"a rank sweep trained 4x longer ({_D}, Fashion-MNIST, 8 epochs), 12 CPU runs",

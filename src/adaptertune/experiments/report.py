@@ -95,20 +95,23 @@ def _shares_markdown(shares: list[dict[str, Any]]) -> str:
 
 def _elbow_markdown(fits: list[tuple[str, str, str, Any]]) -> str:
     lines = [
-        "Fit of acc(r) = a - b r^-c per rank sweep; the elbow is the smallest swept r where one more doubling is",
+        "Fit of acc(r) = a - b r^-c - e r per rank sweep (b r^-c: approximation error falling with rank; e r:",
+        "estimation error growing with it); the elbow is the smallest swept r where one more doubling is",
         "predicted to gain less than the seed-to-seed noise (bootstrap interval over seeds). 'gain at top r': the",
         "predicted gain of doubling the largest swept rank; 'log-linear': the fitted gain per doubling shrinks by",
-        "less than 20% across the swept ranks (a and b then mostly fix that slope).",
+        "less than 20% across the swept ranks.",
         "",
-        "| dataset | backbone | variant | ranks | elbow | interval | reached | a | b | c | noise | gain at top r |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | backbone | variant | ranks | elbow | interval | reached | a | b | c | e | noise "
+        "| gain at top r |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for d, b, fam, f in fits:
         p = f.params
         reached = "yes" if f.reached else ("no (log-linear)" if f.log_linear else "no")
         lines.append(
             f"| {d} | {b} | {fam} | {','.join(map(str, f.ranks))} | {f.elbow} | [{f.interval[0]}, {f.interval[1]}] "
-            f"| {reached} | {p['a']:.2f} | {p['b']:.2f} | {p['c']:.3f} | {f.noise:.2f} | {f.top_gain:.2f} |"
+            f"| {reached} | {p['a']:.2f} | {p['b']:.2f} | {p['c']:.3f} | {p['e']:.4f} | {f.noise:.2f} "
+            f"| {f.top_gain:.2f} |"
         )
     return "\n".join(lines)
 
@@ -147,7 +150,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
     written = {
         "results.csv": lambda p: _write_csv(p, results_rows(records)),
         "cells.csv": lambda p: _write_csv(p, _cell_rows(cells)),
-        "table.md": lambda p: atomic_write_text(p, md),
+        "table.md": lambda p: atomic_write_text(p, md.rstrip("\n") + "\n"),
         "table.tex": lambda p: atomic_write_text(p, latex_table(cells)),
     }
     for name, write in written.items():
@@ -162,7 +165,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
     path = plot_rank_elbows(fits, out_dir / "rank_elbow.png")
     if path is not None:
         report.files.append(path)
-        images.append(("Rank elbow: fitted a - b r^-c with the elbow and its bootstrap interval", path))
+        images.append(("Rank elbow: fitted a - b r^-c - e r with the elbow and its bootstrap interval", path))
     html_path = out_dir / "report.html"
     atomic_write_text(html_path, _html(report, results_dir, gs, shares, images, elbow_md))
     report.files.append(html_path)

@@ -234,7 +234,7 @@ def plot_toy(result: ToyResult, path: Any) -> Any:
     head = result.table()[0]
     ax.axhline(head["mean"], color="grey", ls=":", label=f"head only {head['mean']:.1f}%")
     if result.elbow is not None:
-        plot_elbow(ax, result.elbow, label="adapter (fit a - b r^-c)")
+        plot_elbow(ax, result.elbow, label="adapter (fit a - b r^-c - e r)")
     else:
         t = result.table()[1:]
         ax.errorbar([r["rank"] for r in t], [r["mean"] for r in t], yerr=[r["std"] for r in t], fmt="o-")
