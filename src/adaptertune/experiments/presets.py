@@ -91,7 +91,7 @@ for _info in (
     ),
     PresetInfo(
         "rank-long",
-        f"a rank sweep trained 4x longer ({_D}, Fashion-MNIST, 8 epochs), 12 CPU runs",
+        f"a rank sweep r = 1, 4, ..., 256 trained 4x longer ({_D}, Fashion-MNIST, 8 epochs), 15 CPU runs",
         "bench/rank-long.yaml",
     ),
     PresetInfo("paper-cpu", "the paper's claims at CPU scale: methods x seeds + rank sweep", "bench/paper-cpu.yaml"),
