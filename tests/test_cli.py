@@ -183,3 +183,31 @@ def test_progress_bar_of_a_resumed_run_starts_at_its_step():
     bar.on_step(6, 0.5, 1e-3)
     assert (bar.bar.n, bar.bar.total) == (7, 10)
     bar.bar.close()
+
+
+def test_tensorboard_events_mirror_the_metrics(image_folder, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    assert train(image_folder, out, "--method", "adapter", "--rank", "4", "--epochs", "2", "train.tensorboard=true") == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = events.Scalars("train/loss_step")
+    assert [e.step for e in losses] == list(range(1, records[-1]["step"] + 1))
+    epoch_acc = events.Scalars("epoch/train_acc")
+    assert [(e.step, round(e.value, 4)) for e in epoch_acc] == [(r["step"], round(r["train_acc"], 4)) for r in records]
+    # the flag does not change the protocol: a run without it lands in the same report cell
+    from adaptertune.experiments.results import _FREE_KEYS
+
+    assert "train.tensorboard" in _FREE_KEYS
+
+
+def test_tensorboard_missing_is_one_line_error_and_no_run_dir(image_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    out = tmp_path / "tb"
+    assert train(image_folder, out, "--method", "head", "train.tensorboard=true") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'adaptertune[tensorboard]'" in err[0], err
+    assert not out.exists()

@@ -268,6 +268,8 @@ class TrainConfig:
         checkpoint_every_steps: also write the resume checkpoint every N optimizer steps (None: only at
             the end of each epoch).
         compile: run the training forward through ``torch.compile`` (needs a C++ compiler on CPU).
+        tensorboard: also log the loss and learning rate of every step and every epoch's metrics as
+            TensorBoard events in ``<out_dir>/tensorboard`` (needs ``pip install 'adaptertune[tensorboard]'``).
     """
 
     epochs: int = 50
@@ -284,9 +286,11 @@ class TrainConfig:
     device: str = "auto"
     checkpoint_every_steps: int | None = None
     compile: bool = False
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         self.compile = _as_bool("train.compile", self.compile)
+        self.tensorboard = _as_bool("train.tensorboard", self.tensorboard)
         self.epochs = _as_int("train.epochs", self.epochs, minimum=1)
         self.batch_size = _as_int("train.batch_size", self.batch_size, minimum=1)
         self.lr = _optional(_as_float, "train.lr", self.lr, minimum=0.0, exclusive=True)

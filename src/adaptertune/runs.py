@@ -203,6 +203,41 @@ class _MetricsWriter:
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
 
+class _TensorBoardWriter:
+    """Step loss and learning rate, and every numeric epoch metric, as TensorBoard events.
+
+    ``purge_step`` makes a resumed run drop the events an interrupted attempt wrote past its checkpoint.
+    """
+
+    def __init__(self, log_dir: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ImportError(
+                "train.tensorboard needs the tensorboard package: pip install 'adaptertune[tensorboard]'"
+            ) from None
+        self.log_dir, self.make, self.writer = log_dir, SummaryWriter, None
+
+    def on_train_start(self, total_steps: int, steps_per_epoch: int, start_step: int) -> None:
+        self.steps_per_epoch = steps_per_epoch
+        self.writer = self.make(str(self.log_dir), purge_step=start_step or None)
+
+    def on_step(self, step: int, loss: float, lr: float) -> None:
+        self.writer.add_scalar("train/loss_step", loss, step + 1)
+        self.writer.add_scalar("train/lr", lr, step + 1)
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        step = metrics.get("step", metrics["epoch"] * self.steps_per_epoch)
+        for key, value in metrics.items():
+            if key not in ("epoch", "step", "lr") and isinstance(value, (int, float)):
+                self.writer.add_scalar(f"epoch/{key}", value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"Output path '{out_dir}' exists and is not a folder; pick another --out-dir.")
@@ -258,6 +293,7 @@ def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False,
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())  # set per rank by init_distributed
     precision = resolve_precision(cfg.train.precision, device)
+    tensorboard = _TensorBoardWriter(out_dir / "tensorboard") if cfg.train.tensorboard and dist.is_main else None
     raw = load_raw(cfg.data)
     built = create_backbone(cfg.backbone, num_classes=len(raw.classes), seed=cfg.train.seed)
     splits = build_splits(cfg.data, built.data_config, raw)
@@ -312,7 +348,9 @@ def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False,
             *loaders,
             cfg.train,
             device,
-            [_MetricsWriter(out_dir / "metrics.jsonl"), *callbacks] if dist.is_main else [],
+            [_MetricsWriter(out_dir / "metrics.jsonl"), *([tensorboard] if tensorboard else []), *callbacks]
+            if dist.is_main
+            else [],
             checkpoint_path=out_dir / CHECKPOINT_FILE,
             resume=resume,
         )
@@ -321,9 +359,13 @@ def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False,
         if dist.is_main:
             _write_results(out_dir, summary, result, _file_metadata(cfg, built, raw.classes, model), device)
     except BaseException as e:
+        if tensorboard is not None:
+            tensorboard.close()
         if dist.is_main:
             _record_failure(out_dir, summary, e, remove=created and not resume)
         raise
+    if tensorboard is not None:
+        tensorboard.close()
     summary.status = RunStatus.SUCCESS
     return summary
 

@@ -25,7 +25,7 @@ __all__ = ["Cell", "ProtocolMismatchError", "RunRecord", "aggregate", "collect_r
 
 _RUN_MARKERS = ("summary.json", "config.yaml", "metrics.jsonl", "point.json")
 # Config keys that may differ between the seeds of one cell.
-_FREE_KEYS = {"train.seed", "train.device", "data.num_workers", "data.root", "out_dir"}
+_FREE_KEYS = {"train.seed", "train.device", "train.tensorboard", "data.num_workers", "data.root", "out_dir"}
 
 
 class ProtocolMismatchError(AdapterTuneError, ValueError):
