@@ -190,7 +190,9 @@ def test_tensorboard_events_mirror_the_metrics(image_folder, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "tb"
-    assert train(image_folder, out, "--method", "adapter", "--rank", "4", "--epochs", "2", "train.tensorboard=true") == 0
+    assert (
+        train(image_folder, out, "--method", "adapter", "--rank", "4", "--epochs", "2", "train.tensorboard=true") == 0
+    )
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -187,3 +187,29 @@ def test_batches_do_not_depend_on_worker_count(folder):
     assert len(batches[0]) == len(batches[1]) == 4
     for (x0, y0), (x1, y1) in zip(*batches, strict=True):
         assert torch.equal(x0, x1) and torch.equal(y0, y1)
+
+
+def test_tensorboard_curves_continue_from_the_checkpoint(folder, reference, tmp_path):
+    """Stopped after step 7 (checkpoint at 6) and resumed: one loss point per step, equal to the reference's."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def losses(run_dir: Path) -> list[tuple[int, float]]:
+        acc = EventAccumulator(str(run_dir / "tensorboard"))
+        acc.Reload()
+        return [(e.step, e.value) for e in acc.Scalars("train/loss_step")]
+
+    ref_out, out = tmp_path / "ref", tmp_path / "run"
+    with _threads(THREADS):
+        run(
+            RunConfig.from_dict(
+                config(folder, ref_out) | {"train": {**config(folder, ref_out)["train"], "tensorboard": True}}
+            )
+        )
+        cfg = RunConfig.from_dict(
+            config(folder, out) | {"train": {**config(folder, out)["train"], "tensorboard": True}}
+        )
+        with pytest.raises(StopAtStep):
+            run(cfg, [_Stop(7)])
+        run(cfg, resume=True)
+    assert losses(out) == losses(ref_out) and [s for s, _ in losses(out)] == list(range(1, 9))

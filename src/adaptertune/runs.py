@@ -220,7 +220,9 @@ class _TensorBoardWriter:
 
     def on_train_start(self, total_steps: int, steps_per_epoch: int, start_step: int) -> None:
         self.steps_per_epoch = steps_per_epoch
-        self.writer = self.make(str(self.log_dir), purge_step=start_step or None)
+        # events are logged at 1-based step numbers: what an interrupted attempt wrote past the checkpoint's
+        # step is dropped
+        self.writer = self.make(str(self.log_dir), purge_step=start_step + 1 if start_step else None)
 
     def on_step(self, step: int, loss: float, lr: float) -> None:
         self.writer.add_scalar("train/loss_step", loss, step + 1)
