@@ -200,6 +200,12 @@ def test_tensorboard_events_mirror_the_metrics(image_folder, tmp_path):
     assert [e.step for e in losses] == list(range(1, records[-1]["step"] + 1))
     epoch_acc = events.Scalars("epoch/train_acc")
     assert [(e.step, round(e.value, 4)) for e in epoch_acc] == [(r["step"], round(r["train_acc"], 4)) for r in records]
+    # --overwrite starts the curves afresh
+    assert train(image_folder, out, "--method", "head", "--epochs", "1", "--overwrite", "train.tensorboard=true") == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    steps = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    assert [e.step for e in events.Scalars("train/loss_step")] == list(range(1, steps + 1))
     # the flag does not change the protocol: a run without it lands in the same report cell
     from adaptertune.experiments.results import _FREE_KEYS
 

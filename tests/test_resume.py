@@ -189,8 +189,9 @@ def test_batches_do_not_depend_on_worker_count(folder):
         assert torch.equal(x0, x1) and torch.equal(y0, y1)
 
 
-def test_tensorboard_curves_continue_from_the_checkpoint(folder, reference, tmp_path):
-    """Stopped after step 7 (checkpoint at 6) and resumed: one loss point per step, equal to the reference's."""
+@pytest.mark.parametrize("stop_after", [2, 7])  # before the first checkpoint (step 3); after the step-6 one
+def test_tensorboard_curves_continue_from_the_checkpoint(folder, reference, tmp_path, stop_after):
+    """Stopped and resumed: one loss point per step, equal to the uninterrupted run's."""
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -210,6 +211,6 @@ def test_tensorboard_curves_continue_from_the_checkpoint(folder, reference, tmp_
             config(folder, out) | {"train": {**config(folder, out)["train"], "tensorboard": True}}
         )
         with pytest.raises(StopAtStep):
-            run(cfg, [_Stop(7)])
+            run(cfg, [_Stop(stop_after)])
         run(cfg, resume=True)
     assert losses(out) == losses(ref_out) and [s for s, _ in losses(out)] == list(range(1, 9))

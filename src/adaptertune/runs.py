@@ -220,9 +220,9 @@ class _TensorBoardWriter:
 
     def on_train_start(self, total_steps: int, steps_per_epoch: int, start_step: int) -> None:
         self.steps_per_epoch = steps_per_epoch
-        # events are logged at 1-based step numbers: what an interrupted attempt wrote past the checkpoint's
-        # step is dropped
-        self.writer = self.make(str(self.log_dir), purge_step=start_step + 1 if start_step else None)
+        # events are logged at 1-based step numbers: whatever an earlier attempt wrote past the checkpoint's
+        # step (all of it when starting from step 0) is dropped
+        self.writer = self.make(str(self.log_dir), purge_step=start_step + 1)
 
     def on_step(self, step: int, loss: float, lr: float) -> None:
         self.writer.add_scalar("train/loss_step", loss, step + 1)
@@ -295,7 +295,8 @@ def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False,
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())  # set per rank by init_distributed
     precision = resolve_precision(cfg.train.precision, device)
-    tensorboard = _TensorBoardWriter(out_dir / "tensorboard") if cfg.train.tensorboard and dist.is_main else None
+    tensorboard = _TensorBoardWriter(out_dir / "tensorboard") if cfg.train.tensorboard else None  # every rank
+    tensorboard = tensorboard if dist.is_main else None  # checks the package; rank 0 writes
     raw = load_raw(cfg.data)
     built = create_backbone(cfg.backbone, num_classes=len(raw.classes), seed=cfg.train.seed)
     splits = build_splits(cfg.data, built.data_config, raw)
@@ -311,6 +312,7 @@ def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False,
         _prepare_out_dir(out_dir, overwrite)
         for stale in ("summary.json", "metrics.jsonl", ADAPTER_FILE, CHECKPOINT_FILE):
             (out_dir / stale).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
         resolved = cfg.to_dict()
         resolved["train"]["precision"] = precision
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))

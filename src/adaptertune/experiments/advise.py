@@ -162,8 +162,8 @@ def task_shift_grams(
                 for i in blocks:
                     h = outs[i].detach().reshape(-1, d).double()  # (B*N, d)
                     g = outs[i].grad.reshape(-1, d).double()  # (B*N, d)
-                    upd[i] += g.T @ h
-                    gram[i] += g.T @ g
+                    upd[i] += (g.T @ h).cpu()  # the (d, d) sums live on the CPU, whatever the device
+                    gram[i] += (g.T @ g).cpu()
                 n_tokens += h.shape[0]
     finally:
         for hd in handles:
