@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -36,19 +35,9 @@ def make_image_folder(
     root: Path, n_classes: int = 4, n_train: int = 12, n_test: int = 4, size: int = 36, seed: int = 0
 ) -> Path:
     """Class c = a noisy image tinted with colour c (learnable from a few steps). PNG files."""
-    from PIL import Image
+    from adaptertune.experiments.presets import make_demo_folder  # after HF_HUB_OFFLINE is set
 
-    rng = np.random.default_rng(seed)
-    colours = rng.integers(0, 256, size=(n_classes, 3))
-    for split, n in (("train", n_train), ("test", n_test)):
-        for c in range(n_classes):
-            d = root / split / f"class_{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                noise = rng.integers(0, 64, size=(size, size, 3))
-                img = np.clip(colours[c] * 0.75 + noise, 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(d / f"{i}.png")
-    return root
+    return make_demo_folder(root, n_classes, n_train, n_test, seed, size)
 
 
 @pytest.fixture(scope="session")

@@ -58,8 +58,11 @@ def load_preset(name: str, out_dir: Path | None = None) -> SweepSpec:
     return spec
 
 
-def make_demo_folder(root: Path, n_classes: int = 4, n_train: int = 24, n_test: int = 8, seed: int = 0) -> Path:
-    """A tiny ImageFolder: class c is noise tinted with colour c (learnable in a few steps). Idempotent."""
+def make_demo_folder(
+    root: Path, n_classes: int = 4, n_train: int = 24, n_test: int = 8, seed: int = 0, size: int = 36
+) -> Path:
+    """A tiny ImageFolder of ``size`` px PNGs: class c is noise tinted with colour c (learnable in a few
+    steps). Idempotent: an existing ``root/train`` + ``root/test`` is kept as it is."""
     from PIL import Image
 
     if (root / "train").is_dir() and (root / "test").is_dir():
@@ -71,7 +74,7 @@ def make_demo_folder(root: Path, n_classes: int = 4, n_train: int = 24, n_test: 
             d = root / split / f"class_{c}"
             d.mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                img = np.clip(colours[c] * 0.75 + rng.integers(0, 64, size=(36, 36, 3)), 0, 255).astype(np.uint8)
+                img = np.clip(colours[c] * 0.75 + rng.integers(0, 64, size=(size, size, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(img).save(d / f"{i}.png")
     return root
 
