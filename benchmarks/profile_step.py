@@ -19,7 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from adaptertune.backbones import create_backbone
 from adaptertune.config import BackboneConfig, parse_placement
-from adaptertune.perf.speed import build_for_speed, make_batch, make_train_step
+from adaptertune.perf.step import build_for_speed, make_batch, make_train_step
 
 GROUPS = {
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::mkldnn_convolution", "aten::convolution_backward"),

@@ -35,7 +35,7 @@ def make_image_folder(
     root: Path, n_classes: int = 4, n_train: int = 12, n_test: int = 4, size: int = 36, seed: int = 0
 ) -> Path:
     """Class c = a noisy image tinted with colour c (learnable from a few steps). PNG files."""
-    from adaptertune.experiments.presets import make_demo_folder  # after HF_HUB_OFFLINE is set
+    from adaptertune.sweeps.presets import make_demo_folder  # after HF_HUB_OFFLINE is set
 
     return make_demo_folder(root, n_classes, n_train, n_test, seed, size)
 

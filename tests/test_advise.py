@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from adaptertune.errors import ConfigError
-from adaptertune.experiments.advise import advise_rank, captured_energy, rank_for_energy, table_ranks
+from adaptertune.analysis.advise import advise_rank, captured_energy, rank_for_energy, table_ranks
 
 
 @pytest.fixture(autouse=True)

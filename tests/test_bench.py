@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from adaptertune.cli import main
-from adaptertune.experiments import PRESETS, load_preset
+from adaptertune.sweeps import PRESETS, load_preset
 
 PROTOCOL = {"input_size": [3, 32, 32], "epochs": 2, "selection": "best_val_top1", "split_seed": 0}
 FAKE_ACC = {"head": 50.0, "full": 70.0, 4: 65.0, 16: 75.0}

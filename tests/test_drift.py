@@ -9,7 +9,7 @@ import torch
 
 from adaptertune.config import AdapterConfig
 from adaptertune.errors import ConfigError
-from adaptertune.experiments.drift import linear_cka, measure_drift, relative_change
+from adaptertune.analysis.drift import linear_cka, measure_drift, relative_change
 from conftest import tiny_vit
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from adaptertune.errors import DataError
-from adaptertune.experiments.elbow import doubling_gain, elbow_rank, elbow_table, fit_elbow, power_law
+from adaptertune.analysis.elbow import doubling_gain, elbow_rank, elbow_table, fit_elbow, power_law
 
 GRID = [1, 2, 4, 8, 16, 32, 64]
 
@@ -113,7 +113,7 @@ def test_plot_elbow_draws(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from adaptertune.experiments.elbow import plot_elbow
+    from adaptertune.analysis.elbow import plot_elbow
 
     fig, ax = plt.subplots()
     plot_elbow(ax, fit_elbow(_sweep(90.0, 20.0, 1.0, 1.0, 3), n_boot=20), label="d1")

@@ -10,9 +10,9 @@ import time
 import pytest
 import yaml
 
-from adaptertune.experiments import InProcessExecutor, SweepSpec, run_sweep
-from adaptertune.experiments import locks as locks_module
-from adaptertune.experiments.locks import PointLock, lock_path_for, pid_alive
+from adaptertune.sweeps import InProcessExecutor, SweepSpec, run_sweep
+from adaptertune.sweeps import locks as locks_module
+from adaptertune.sweeps.locks import PointLock, lock_path_for, pid_alive
 from conftest import make_image_folder
 
 # locks.py is loaded by path: the holder process starts in a fraction of a second (no torch import)

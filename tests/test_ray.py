@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from adaptertune.experiments import SweepSpec, plan_sweep, run_sweep
+from adaptertune.sweeps import SweepSpec, plan_sweep, run_sweep
 from conftest import make_image_folder
 
 pytestmark = pytest.mark.ray
@@ -37,14 +37,14 @@ def _spec(folder):
 
 
 def test_ray_sweep_runs_points_skips_done_and_reruns_killed_worker(local_ray, tmp_path):
-    from adaptertune.experiments.ray_executor import RayExecutor
+    from adaptertune.sweeps.ray_executor import RayExecutor
 
     folder = make_image_folder(tmp_path / "data", n_classes=2, n_train=6, n_test=2, size=36)
     spec, results = _spec(folder), tmp_path / "results"
     marker = tmp_path / "killed-once"
 
     def dies_once(job):  # the first attempt at seed=1 kills its worker process after a checkpoint exists
-        from adaptertune.experiments import run_point
+        from adaptertune.sweeps import run_point
 
         if job.name == "seed=1" and not marker.exists():
             marker.touch()

@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from adaptertune.cli import main
-from adaptertune.experiments.plots import pareto_front
-from adaptertune.experiments.report import build_report
-from adaptertune.experiments.results import ProtocolMismatchError, aggregate, collect_runs, mean_std, variant_label
-from adaptertune.experiments.tables import gains, gains_summary, markdown_table
+from adaptertune.reports.plots import pareto_front
+from adaptertune.reports.report import build_report
+from adaptertune.reports.results import ProtocolMismatchError, aggregate, collect_runs, mean_std, variant_label
+from adaptertune.reports.tables import gains, gains_summary, markdown_table
 
 PROTOCOL = {"input_size": [3, 56, 56], "epochs": 2, "selection": "best_val_top1", "split_seed": 0, "augment": "none"}
 PARAMS = {"head": 3850, "full": 21_000_000, 4: 40_000, 16: 150_000}

@@ -8,7 +8,7 @@ import pytest
 
 from adaptertune.cli import main
 from adaptertune.errors import ConfigError
-from adaptertune.experiments import (
+from adaptertune.sweeps import (
     PRESETS,
     InProcessExecutor,
     PointState,
@@ -19,7 +19,7 @@ from adaptertune.experiments import (
     point_name,
     run_sweep,
 )
-from adaptertune.experiments.sweep import format_value, set_dotted
+from adaptertune.sweeps.sweep import format_value, set_dotted
 
 BASE = {"backbone": {"name": "test_vit", "pretrained": False}, "data": {"name": "imagefolder", "root": "x"}}
 

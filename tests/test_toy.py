@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from adaptertune.errors import ConfigError
-from adaptertune.experiments.toy import make_circles, make_moons, run_toy
+from adaptertune.analysis.toy import make_circles, make_moons, run_toy
 
 
 @pytest.fixture(autouse=True)

@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_advise_rank(args: argparse.Namespace) -> int:
     from ..config import BackboneConfig, DataConfig
-    from ..experiments.advise import advise_rank_from_config, table_ranks
+    from ..analysis.advise import advise_rank_from_config, table_ranks
     from .main import parse_backbone_args
 
     bargs = parse_backbone_args(args.backbone_arg)

@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ..experiments.bench import run_bench
+    from ..sweeps.bench import run_bench
     from .report import print_report
 
     spec = load_any_spec(args.preset, None, args.set)

@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_drift(args: argparse.Namespace) -> int:
     from ..config import BackboneConfig, DataConfig
     from ..errors import ConfigError
-    from ..experiments.drift import drift_from_config, plot_drift
+    from ..analysis.drift import drift_from_config, plot_drift
     from .main import parse_backbone_args
 
     bargs = parse_backbone_args(args.backbone_arg)

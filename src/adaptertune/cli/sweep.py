@@ -44,7 +44,7 @@ def add_sweep_options(p: argparse.ArgumentParser) -> None:
 def load_any_spec(spec: str, out_dir: Path | None, overrides: list[str]) -> Any:
     """A spec from a YAML path or a preset name, with ``--set`` overrides applied to its base."""
     from ..config import apply_overrides
-    from ..experiments import PRESETS, load_preset, load_spec
+    from ..sweeps import PRESETS, load_preset, load_spec
 
     if Path(spec).is_file():
         s = load_spec(spec)
@@ -61,7 +61,7 @@ def load_any_spec(spec: str, out_dir: Path | None, overrides: list[str]) -> Any:
 def make_cli_executor(workers: int, quiet: bool, threads: int | None = None) -> Any:
     import torch
 
-    from ..experiments import make_executor
+    from ..sweeps import make_executor
 
     gpus = list(range(torch.cuda.device_count()))
     if gpus and workers > len(gpus):
@@ -119,7 +119,7 @@ class ProgressPrinter:
 
 def run_cli_sweep(spec: Any, results_dir: Path, args: argparse.Namespace) -> Any:
     """Plan, print the plan, and (unless --dry-run) run; returns the SweepResult or None for a dry run."""
-    from ..experiments import PointState, plan_sweep, run_sweep
+    from ..sweeps import PointState, plan_sweep, run_sweep
 
     planned = plan_sweep(spec, results_dir)
     if args.dry_run:
@@ -128,7 +128,7 @@ def run_cli_sweep(spec: Any, results_dir: Path, args: argparse.Namespace) -> Any
     todo = sum(p.state is not PointState.DONE for p in planned)
     print(f"sweep {spec.name}: {len(planned)} points, {len(planned) - todo} done, {todo} to run -> {results_dir}")
     if getattr(args, "executor", "local") == "ray":
-        from ..experiments.ray_executor import RayExecutor
+        from ..sweeps.ray_executor import RayExecutor
 
         executor = RayExecutor(address=args.address)
     else:

@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_toy(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..experiments.toy import plot_toy, run_toy
+    from ..analysis.toy import plot_toy, run_toy
 
     try:
         ranks = [int(r) for r in args.ranks.split(",") if r.strip()]

@@ -74,7 +74,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(int(spec["threads"]))
     from ..backbones import create_backbone
     from ..config import BackboneConfig
-    from .speed import build_for_speed, make_batch, make_train_step
+    from .step import build_for_speed, make_batch, make_train_step
 
     device = torch.device(spec["device"])
     cuda = device.type == "cuda"

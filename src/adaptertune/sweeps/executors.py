@@ -113,7 +113,7 @@ def write_failure(run_dir: Path, job: PointJob, error: str, keep_existing: bool 
 def run_point(job: PointJob, callbacks: Sequence[Any] = ()) -> PointResult:
     """Train one point into ``job.run_dir``; any error is recorded there and returned, never raised.
 
-    The point is locked first (:class:`~adaptertune.experiments.locks.PointLock`): a point that another
+    The point is locked first (:class:`~adaptertune.sweeps.locks.PointLock`): a point that another
     sweep process holds, or finished meanwhile, is skipped. A point whose earlier attempt was killed
     resumes from its checkpoint. ``KeyboardInterrupt`` still propagates (the point is recorded as failed first).
     """

@@ -1,6 +1,6 @@
 """Ray executor: each sweep point is one Ray task (one GPU each where the cluster has GPUs).
 
-Same unit of work as the local executors (:func:`~adaptertune.experiments.executors.run_point`), so the
+Same unit of work as the local executors (:func:`~adaptertune.sweeps.executors.run_point`), so the
 same folder layout and skip-completed rule hold, and the point locks keep two sweeps (or a retried task
 and a straggler) from running a point twice. A task whose worker process dies (killed, out of memory,
 node lost) is retried by Ray (``max_retries``) and the retry resumes from the point's checkpoint.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,8 @@ def register_preset(info: PresetInfo) -> PresetInfo:
 
 
 def configs_dir() -> Path:
-    """The ``configs/`` folder of the source checkout (presets ship with the repository)."""
-    return Path(__file__).resolve().parents[3] / "configs"
+    """The ``configs/`` folder shipped inside the package (read with importlib.resources, so it works installed)."""
+    return Path(str(resources.files("adaptertune") / "configs"))
 
 
 def load_preset(name: str, out_dir: Path | None = None) -> SweepSpec:
@@ -51,7 +52,7 @@ def load_preset(name: str, out_dir: Path | None = None) -> SweepSpec:
     info = PRESETS.get(name)
     path = configs_dir() / info.spec
     if not path.is_file():
-        raise ConfigError(f"Preset '{name}' needs {path}, which is missing: presets live in the source checkout.")
+        raise ConfigError(f"Preset '{name}' needs {path}, which is missing: reinstall adaptertune (the wheel ships configs/).")
     spec = load_spec(path)
     if out_dir is not None and info.prepare is not None:
         spec.base = merge_dicts(spec.base, info.prepare(out_dir))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .executors import Executor, PointEvent
-from .report import Report, build_report
+from ..reports.report import Report, build_report
 from .runner import SweepResult, plan_sweep, run_sweep
 from .sweep import SweepSpec
 

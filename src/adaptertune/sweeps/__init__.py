@@ -1,4 +1,4 @@
-"""Experiments: sweeps over configs, executors, multi-seed reports, the paper's presets and the bench job."""
+"""Sweeps: grid specs, planning and running points (executors, locks), the presets and the bench job."""
 
 from .executors import (
     Executor,

@@ -99,11 +99,11 @@ def plot_accuracy_vs_rank(cells: list[Cell], path: Path) -> Path | None:
 
 
 def rank_elbows(cells: list[Cell], min_ranks: int = 3) -> list[tuple[str, str, str, Any]]:
-    """Elbow fits (``experiments.elbow.fit_elbow``) of every rank-swept family with ``min_ranks`` ranks or more.
+    """Elbow fits (``analysis.elbow.fit_elbow``) of every rank-swept family with ``min_ranks`` ranks or more.
 
     Returns (dataset, backbone, family, ElbowFit) per family; the points are every seed's test accuracy.
     """
-    from .elbow import fit_elbow
+    from ..analysis.elbow import fit_elbow
 
     groups: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
     for c in cells:
@@ -119,7 +119,7 @@ def rank_elbows(cells: list[Cell], min_ranks: int = 3) -> list[tuple[str, str, s
 
 def plot_rank_elbows(fits: list[tuple[str, str, str, Any]], path: Path) -> Path | None:
     """One subplot per fitted family: seeds, mean ± std, the fitted curve and the elbow with its interval."""
-    from .elbow import plot_elbow
+    from ..analysis.elbow import plot_elbow
 
     fits = fits[:_MAX_PAIRS]
     if not fits:

@@ -1,0 +1,1 @@
+"""Analysis: the rank elbow, rank advice, feature drift and the toy experiment (imported per module)."""
