@@ -103,6 +103,7 @@ class RunSummary:
     split_sizes: dict[str, int] = field(default_factory=dict)
     weights_tag: str = ""
     weights_sha256: str = ""
+    weights_source: dict[str, Any] = field(default_factory=dict)  # hub repo / cache file / folder, file sha256
     protocol: dict[str, Any] = field(default_factory=dict)
     device: str = ""
     precision: str = ""
@@ -335,6 +336,7 @@ def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False,
         split_sizes=splits.sizes(),
         weights_tag=built.weights_tag,
         weights_sha256=built.weights_sha256,
+        weights_source=built.weights_source,
         protocol=_protocol(cfg, built.data_config),
         device=str(device),
         precision=precision,

