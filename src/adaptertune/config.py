@@ -22,6 +22,7 @@ __all__ = [
     "ADAPTER_INITS",
     "ADAPTER_TARGETS",
     "PRECISIONS",
+    "RESIZE_MODES",
     "AdapterConfig",
     "BackboneConfig",
     "DataConfig",
@@ -37,6 +38,7 @@ ADAPTER_INITS = ("zero", "small", "random")
 ADAPTER_ACTS = ("gelu", "relu", "silu", "identity")
 ADAPTER_TARGETS = ("qkv", "qkv+mlp")  # projections LoRA adapts: attention qkv, optionally MLP fc1/fc2
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+RESIZE_MODES = ("crop", "squash")
 
 
 # ---------------------------------------------------------------- field checks (coerce YAML/CLI strings)
@@ -220,6 +222,11 @@ class DataConfig:
         num_workers: DataLoader worker processes.
         strict: a corrupt image is an error (default: skipped and counted in the summary).
         download: let loaders that can download do so (needs internet).
+        split: which of the dataset's published splits to use (e.g. ``vtab-1k``: ``train800val200`` -> test,
+            or ``train800`` with ``val200`` for tuning); None: the dataset's default. Datasets with one split
+            refuse any value.
+        resize: ``crop``: resize to ``size / crop_pct`` then center crop (timm's eval transform);
+            ``squash``: resize straight to ``size x size``, no crop (the VTAB-1k protocol).
     """
 
     name: str = "imagefolder"
@@ -232,9 +239,14 @@ class DataConfig:
     num_workers: int = 2
     strict: bool = False
     download: bool = False
+    split: str | None = None
+    resize: str = "crop"
 
     def __post_init__(self) -> None:
         self.root = None if self.root in (None, "") else str(self.root)
+        if self.split is not None and (not isinstance(self.split, str) or not self.split.strip()):
+            raise ConfigError(f"`data.split` must be a split name of the dataset (or unset), got {self.split!r}.")
+        self.resize = _as_choice("data.resize", self.resize, RESIZE_MODES)
         self.val_fraction = _as_float("data.val_fraction", self.val_fraction, minimum=0.0)
         if self.val_fraction >= 1:
             raise ConfigError(f"`data.val_fraction` must be in [0, 1), got {self.val_fraction:g}.")

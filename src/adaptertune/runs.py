@@ -416,7 +416,7 @@ def _record_failure(out_dir: Path, summary: RunSummary, e: BaseException, remove
 
 def _protocol(cfg: RunConfig, data_config: dict[str, Any]) -> dict[str, Any]:
     """What must match for two runs to share a cell of a results table."""
-    return {
+    protocol = {
         "input_size": list(data_config["input_size"]),
         "mean": [round(float(m), 6) for m in data_config["mean"]],
         "std": [round(float(s), 6) for s in data_config["std"]],
@@ -429,6 +429,11 @@ def _protocol(cfg: RunConfig, data_config: dict[str, Any]) -> dict[str, Any]:
         "subset": cfg.data.subset,
         "test_subset": cfg.data.test_subset,
     }
+    if cfg.data.resize != "crop":  # recorded only when set, so older runs keep their protocol
+        protocol["resize"] = cfg.data.resize
+    if cfg.data.split is not None:
+        protocol["data_split"] = cfg.data.split
+    return protocol
 
 
 def _file_metadata(cfg: RunConfig, built: Any, classes: list[str], model: nn.Module) -> dict[str, Any]:
@@ -521,7 +526,7 @@ def predict(
     from PIL import Image
 
     loaded = load_run(run_dir, device)
-    _, eval_tf = build_transforms(loaded.data_config, augment=False)
+    _, eval_tf = build_transforms(loaded.data_config, augment=False, resize=loaded.config.data.resize)
     out = []
     for path in images:
         try:

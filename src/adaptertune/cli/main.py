@@ -29,6 +29,8 @@ _FLAG_KEYS = {
     "augment": "data.augment",
     "strict": "data.strict",
     "download": "data.download",
+    "data_split": "data.split",
+    "resize": "data.resize",
     "method": "method",
     "rank": "adapter.rank",
     "alpha": "adapter.alpha",
@@ -79,6 +81,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=S)
     g.add_argument("--strict", action="store_true", default=S, help="a corrupt image is an error, not a skip")
     g.add_argument("--download", action="store_true", default=S)
+    g.add_argument("--data-split", default=S, metavar="NAME", help="a published split, e.g. vtab-1k's train800")
+    g.add_argument("--resize", default=S, choices=("crop", "squash"), help="squash: straight to size x size")
     g = p.add_argument_group("method")
     g.add_argument("--method", default=S, help="head, full, adapter, ... (adaptertune list methods)")
     g.add_argument("--rank", default=S, help="adapter bottleneck rank r")

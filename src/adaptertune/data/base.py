@@ -62,12 +62,17 @@ class ArraySource(ImageSource):
 
 @dataclass
 class RawDataset:
-    """What a dataset loader returns: train and test sources, optional official val, class names."""
+    """What a dataset loader returns: train and test sources, optional official val, class names.
+
+    ``require_all_classes=False`` lets a published few-shot split miss classes in training (VTAB-1k's 1000
+    images do not cover all 397 SUN397 classes); the head still has one output per class.
+    """
 
     train: ImageSource
     test: ImageSource
     classes: list[str]
     val: ImageSource | None = None
+    require_all_classes: bool = True
 
     def check(self, name: str) -> None:
         n = len(self.classes)
@@ -80,7 +85,7 @@ class RawDataset:
             if bad:
                 raise DataError(f"Dataset '{name}' {split} split has label {bad[0]} outside 0..{n - 1} ({n} classes).")
         empty = sorted(set(range(n)) - set(self.train.targets))
-        if empty:
+        if empty and self.require_all_classes:
             raise DataError(f"Dataset '{name}': class '{self.classes[empty[0]]}' has no training images.")
 
 

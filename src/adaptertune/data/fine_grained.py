@@ -94,8 +94,15 @@ _FLOWERS_FILES = ["jpg", "imagelabels.mat", "setid.mat"]
 
 
 def load_flowers102(cfg: DataConfig) -> RawDataset:
-    """Train + val (1020 + 1020 images) for training, the official 6149-image test split for testing."""
+    """Train + val (1020 + 1020 images) for training, the official 6149-image test split for testing; or VPT's
+    json splits (``data.split`` ``vpt`` / ``vpt-trainval``, see :mod:`.fgvc`)."""
     from torchvision.datasets import Flowers102
+
+    if cfg.split not in (None, "official"):
+        from .fgvc import find_dataset_dir, load_vpt_json
+
+        base = find_dataset_dir(cfg.root, [_FLOWERS_DIR, "OxfordFlower"], "train.json")
+        return load_vpt_json("flowers102", base, base, cfg.split)
 
     download(cfg, "flowers102", lambda r: Flowers102(r, split="train", download=True))
     base = dataset_dir(cfg.root, _FLOWERS_DIR)
@@ -187,6 +194,7 @@ for _info in (
         source=f"--data-root DIR holding {_FLOWERS_DIR}/ (jpg/, imagelabels.mat, setid.mat), or --download",
         splits="train+val 2040 / test 6149",
         present=_present(_FLOWERS_DIR, _FLOWERS_FILES),
+        split_choices=("official", "vpt", "vpt-trainval"),
     ),
     DatasetInfo(
         "fgvc-aircraft",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import DataConfig
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..registry import Registry
 from .base import RawDataset, SplitView
 from .splits import subset_indices, train_val_indices
@@ -28,6 +28,7 @@ class DatasetInfo:
         source: where the files come from.
         splits: human description of the split sizes.
         present: ``present(root) -> bool``: are the files on this machine.
+        split_choices: the published splits ``data.split`` may name, the default first; empty: only one.
     """
 
     name: str
@@ -37,6 +38,7 @@ class DatasetInfo:
     source: str = ""
     splits: str = ""
     present: Callable[[str | None], bool] | None = None
+    split_choices: tuple[str, ...] = ()
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
@@ -58,8 +60,16 @@ class DataSplits:
 
 
 def load_raw(cfg: DataConfig) -> RawDataset:
-    """Load and check dataset ``cfg.name`` (no transforms yet)."""
-    raw = DATASETS.get(cfg.name).load(cfg)
+    """Load and check dataset ``cfg.name`` (no transforms yet).
+
+    Raises:
+        ConfigError: ``cfg.split`` is not one of the dataset's published splits.
+    """
+    info = DATASETS.get(cfg.name)
+    if cfg.split is not None and cfg.split not in info.split_choices:
+        accepted = f"one of {', '.join(info.split_choices)}" if info.split_choices else "unset (it has one split)"
+        raise ConfigError(f"Dataset '{cfg.name}' has no split '{cfg.split}'; `data.split` must be {accepted}.")
+    raw = info.load(cfg)
     raw.check(cfg.name)
     return raw
 
@@ -71,7 +81,7 @@ def build_splits(cfg: DataConfig, data_config: dict[str, Any], raw: RawDataset |
     ``val_fraction`` of train drawn with ``split_seed`` (never the training seed).
     """
     raw = raw if raw is not None else load_raw(cfg)
-    train_tf, eval_tf = build_transforms(data_config, augment=cfg.augment)
+    train_tf, eval_tf = build_transforms(data_config, augment=cfg.augment, resize=cfg.resize)
     if raw.val is not None:
         train_idx, val_src, val_idx = range(len(raw.train)), raw.val, range(len(raw.val))
     else:

@@ -107,5 +107,8 @@ for _info in (
     PresetInfo("paper-rank", "paper rank sweep: r in 1, 2, 4, ..., 256", "paper/rank_sweep.yaml"),
     PresetInfo("paper-placement", "placement ablation: all, every:2, first:6, last:6, last:1", "paper/placement.yaml"),
     PresetInfo("paper-init", "init ablation: zero, small, random", "paper/init.yaml"),
+    PresetInfo(
+        "vtab", "VTAB-1k protocol: 19 tasks x {head, full, r=16} x 3 seeds, direct resize, no aug", "bench/vtab.yaml"
+    ),
 ):
     register_preset(_info)
