@@ -13,7 +13,8 @@ from adaptertune.backbones import create_backbone
 from adaptertune.config import RunConfig
 from adaptertune.engine import save_tensors
 from adaptertune.methods import build_method
-from adaptertune.runs import _file_metadata, resolve_config
+from adaptertune.runs import RunStatus, RunSummary, resolve_config
+from adaptertune.runs.adapter_file import file_metadata
 
 TINY = {"name": "vit_tiny_patch16_224", "args": {"img_size": 32, "patch_size": 4}, "pretrained": False}
 
@@ -44,7 +45,9 @@ def make_run(
             p.add_(0.05 * torch.randn(p.shape, generator=gen))
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = [f"c{i}" for i in range(n_classes)]
-    save_tensors(out_dir / "adapter.safetensors", trained, _file_metadata(cfg, built, classes, model))
+    save_tensors(out_dir / "adapter.safetensors", trained, file_metadata(cfg, built, classes, model))
     (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    (out_dir / "summary.json").write_text(json.dumps({"status": "success"}))
+    summary = RunSummary(RunStatus.SUCCESS, method, cfg.backbone.name, "imagefolder", seed=seed, test_acc=50.0)
+    summary.protocol = {"dataset": "imagefolder"}
+    (out_dir / "summary.json").write_text(json.dumps(summary.to_dict()))
     return out_dir, model.eval()

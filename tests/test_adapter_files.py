@@ -7,10 +7,10 @@ import torch
 import yaml
 
 from _taskfiles import TINY, make_run
-from adaptertune.adapter_files import check_adapter_file, read_adapter_file
 from adaptertune.config import AdapterConfig
 from adaptertune.errors import CheckpointError
 from adaptertune.runs import load_run
+from adaptertune.runs.adapter_file import check_adapter_file, read_adapter_file
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 

@@ -17,7 +17,7 @@ FAKE_ACC = {"head": 50.0, "full": 70.0, 4: 65.0, 16: 75.0}
 def fake_trainer(monkeypatch):
     """runs.run replaced by one that writes a plausible finished run folder without training."""
 
-    def run(cfg, callbacks=(), overwrite=False):
+    def run(cfg, callbacks=(), overwrite=False, resume=False, lock=None):
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         rank = cfg.adapter.rank if cfg.adapter else None

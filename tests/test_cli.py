@@ -207,9 +207,9 @@ def test_tensorboard_events_mirror_the_metrics(image_folder, tmp_path):
     steps = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"]
     assert [e.step for e in events.Scalars("train/loss_step")] == list(range(1, steps + 1))
     # the flag does not change the protocol: a run without it lands in the same report cell
-    from adaptertune.reports.results import _FREE_KEYS
+    from adaptertune.runs import CELL_FREE_KEYS
 
-    assert "train.tensorboard" in _FREE_KEYS
+    assert "train.tensorboard" in CELL_FREE_KEYS
 
 
 def test_tensorboard_missing_is_one_line_error_and_no_run_dir(image_folder, tmp_path, monkeypatch, capsys):

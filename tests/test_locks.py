@@ -1,4 +1,4 @@
-"""Point locks: exclusion, stale-lock recovery after a killed holder, and two sweeps sharing a results folder."""
+"""Run-folder locks: exclusion, stale-lock recovery after a killed holder, and two sweeps sharing a results folder."""
 
 import json
 import os
@@ -10,19 +10,19 @@ import time
 import pytest
 import yaml
 
+from adaptertune.runs import lock as locks_module
+from adaptertune.runs.lock import RunLock, lock_path_for, pid_alive
 from adaptertune.sweeps import InProcessExecutor, SweepSpec, run_sweep
-from adaptertune.sweeps import locks as locks_module
-from adaptertune.sweeps.locks import PointLock, lock_path_for, pid_alive
 from conftest import make_image_folder
 
-# locks.py is loaded by path: the holder process starts in a fraction of a second (no torch import)
+# runs/lock.py is loaded by path: the holder process starts in a fraction of a second (no torch import)
 HOLDER = """
 import importlib.util, os, signal, sys, time
 spec = importlib.util.spec_from_file_location("locks", sys.argv[4])
 locks = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(locks)
-PointLock = locks.PointLock
-lock = PointLock(sys.argv[1], soft=sys.argv[2] == "soft")
+RunLock = locks.RunLock
+lock = RunLock(sys.argv[1], soft=sys.argv[2] == "soft")
 assert lock.acquire()
 print("held", flush=True)
 if sys.argv[3] == "kill":
@@ -45,7 +45,7 @@ def start_holder(path, kind, action):
 
 @pytest.mark.parametrize("soft", [False, True], ids=["os-lock", "lock-file"])
 def test_lock_is_exclusive_and_released(tmp_path, soft):
-    a, b = PointLock(tmp_path / "p.lock", soft=soft), PointLock(tmp_path / "p.lock", soft=soft)
+    a, b = RunLock(tmp_path / "p.lock", soft=soft), RunLock(tmp_path / "p.lock", soft=soft)
     assert a.acquire() and a.held
     assert not b.acquire()
     assert b.owner()["pid"] == os.getpid()
@@ -59,8 +59,8 @@ def test_killed_holder_leaves_no_stale_lock(tmp_path, soft):
     path = tmp_path / "p.lock"
     proc = start_holder(path, "soft" if soft else "os", "kill")
     assert proc.wait(30) == -signal.SIGKILL
-    assert PointLock(path, soft=soft).owner()["pid"] == proc.pid  # its record is still there...
-    lock = PointLock(path, soft=soft)
+    assert RunLock(path, soft=soft).owner()["pid"] == proc.pid  # its record is still there...
+    lock = RunLock(path, soft=soft)
     assert lock.acquire()  # ...but the lock is free: the holder is dead
     assert lock.owner()["pid"] == os.getpid()
     lock.release()
@@ -71,7 +71,7 @@ def test_live_holder_in_another_process_keeps_the_lock(tmp_path, soft):
     path = tmp_path / "p.lock"
     proc = start_holder(path, "soft" if soft else "os", "sleep")
     try:
-        lock = PointLock(path, soft=soft)
+        lock = RunLock(path, soft=soft)
         assert not lock.acquire()
         assert lock.owner()["pid"] == proc.pid and pid_alive(proc.pid)
     finally:
@@ -84,10 +84,10 @@ def test_live_holder_in_another_process_keeps_the_lock(tmp_path, soft):
 def test_soft_lock_from_another_host_is_stale_only_after_its_age(tmp_path):
     path = tmp_path / "p.lock"
     path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "time": 0, "token": "x"}))
-    assert not PointLock(path, soft=True).acquire()  # unknown host, no age limit: respected
+    assert not RunLock(path, soft=True).acquire()  # unknown host, no age limit: respected
     old = time.time() - 3600
     os.utime(path, (old, old))
-    lock = PointLock(path, soft=True, stale_after=600)
+    lock = RunLock(path, soft=True, stale_after=600)
     assert lock.acquire()
     lock.release()
 
@@ -109,7 +109,7 @@ def folder(tmp_path_factory):
 
 def test_sweep_skips_a_point_held_by_another_process(folder, tmp_path):
     spec = _spec(folder, n=2)
-    held = PointLock(lock_path_for(tmp_path / "seed=1"))  # "another sweep" is running seed=1
+    held = RunLock(lock_path_for(tmp_path / "seed=1"))  # "another sweep" is running seed=1
     assert held.acquire()
     first = run_sweep(spec, tmp_path, InProcessExecutor())
     assert {r.name: r.status for r in first.results} == {"seed=0": "success", "seed=1": "skipped"}

@@ -8,10 +8,10 @@ import pytest
 
 from adaptertune.cli import main
 from adaptertune.errors import ConfigError
+from adaptertune.runs import RunStatus, RunSummary
 from adaptertune.sweeps import (
     PRESETS,
     InProcessExecutor,
-    PointState,
     SweepSpec,
     expand_grid,
     load_preset,
@@ -122,12 +122,21 @@ def test_paper_presets_use_the_paper_hyper_parameters():
 
 
 # ---------------------------------------------------------------- orchestration with a fake training run
+def finished_summary(cfg, acc: float) -> dict:
+    """The summary.json of a finished run (the fields a report needs)."""
+    protocol = {"dataset": cfg.data.name, "epochs": cfg.train.epochs}
+    s = RunSummary(RunStatus.SUCCESS, cfg.method, cfg.backbone.name, cfg.data.name, seed=cfg.train.seed)
+    s.test_acc, s.protocol = acc, protocol
+    return s.to_dict()
+
+
 @pytest.fixture
 def fake_run(monkeypatch):
     """Replace runs.run: writes a success summary, or raises for method 'full' when asked to."""
     state = SimpleNamespace(calls=[], fail_full=False)
 
-    def run(cfg, callbacks=(), overwrite=False):
+    def run(cfg, callbacks=(), overwrite=False, resume=False, lock=None):
+        assert lock is not None and lock.held  # the executor holds the point's lock
         state.calls.append(cfg.out_dir)
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -138,7 +147,7 @@ def fake_run(monkeypatch):
         class S:
             test_acc = 50.0
 
-        (out / "summary.json").write_text(json.dumps({"status": "success", "test_acc": 50.0}))
+        (out / "summary.json").write_text(json.dumps(finished_summary(cfg, 50.0)))
         return S()
 
     monkeypatch.setattr("adaptertune.runs.run", run)
@@ -150,7 +159,7 @@ def test_completed_points_are_skipped(tmp_path, fake_run):
     r1 = run_sweep(s, tmp_path, InProcessExecutor())
     assert r1.count("success") == 2 and len(fake_run.calls) == 2
     s2 = spec({"train.seed": [0, 1, 2], "method": ["head"]})  # extended sweep: only the new point runs
-    assert [p.state for p in plan_sweep(s2, tmp_path)] == [PointState.DONE, PointState.DONE, PointState.PENDING]
+    assert [p.state for p in plan_sweep(s2, tmp_path)] == [RunStatus.SUCCESS, RunStatus.SUCCESS, RunStatus.PENDING]
     r2 = run_sweep(s2, tmp_path, InProcessExecutor())
     assert len(fake_run.calls) == 3 and [r.name for r in r2.results] == ["seed=2,method=head"]
 
@@ -163,7 +172,7 @@ def test_failed_point_is_recorded_and_others_continue(tmp_path, fake_run):
     summary = json.loads((tmp_path / "method=full" / "summary.json").read_text())
     assert summary["status"] == "failed" and "boom on full" in summary["error"]
     states = {p.point.name: p.state for p in plan_sweep(s, tmp_path)}
-    assert states["method=full"] is PointState.FAILED and states["method=head"] is PointState.DONE
+    assert states["method=full"] is RunStatus.FAILED and states["method=head"] is RunStatus.SUCCESS
     fake_run.fail_full = False  # a re-run retries only the failed point
     result = run_sweep(s, tmp_path, InProcessExecutor())
     assert [r.name for r in result.results] == ["method=full"] and result.count("success") == 1
@@ -172,7 +181,7 @@ def test_failed_point_is_recorded_and_others_continue(tmp_path, fake_run):
 def test_invalid_point_is_reported_per_point_and_not_run(tmp_path, fake_run):
     s = spec({"method": ["head", {"method": "head", "adapter.rank": 4}, "nosuch"]})
     planned = plan_sweep(s, tmp_path)
-    assert [p.state for p in planned] == [PointState.PENDING, PointState.INVALID, PointState.INVALID]
+    assert [p.state for p in planned] == [RunStatus.PENDING, RunStatus.INVALID, RunStatus.INVALID]
     assert "takes no adapter options" in planned[1].detail and "Unknown method 'nosuch'" in planned[2].detail
     result = run_sweep(s, tmp_path, InProcessExecutor())
     assert len(fake_run.calls) == 1 and result.count("failed") == 2
@@ -185,7 +194,11 @@ def test_interrupted_point_counts_as_incomplete(tmp_path):
     (tmp_path / "method=full").mkdir()
     (tmp_path / "method=full" / "summary.json").write_text("{not json")
     planned = plan_sweep(spec({"method": ["head", "full"]}), tmp_path)
-    assert [p.state for p in planned] == [PointState.INCOMPLETE, PointState.INCOMPLETE]
+    assert [p.state for p in planned] == [RunStatus.INCOMPLETE, RunStatus.CORRUPT]
+    assert [p.detail for p in planned] == [
+        "no summary.json",
+        "unreadable summary.json: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+    ]
 
 
 def test_cli_dry_run_lists_points_states_and_meta(tmp_path, capsys, fake_run):

@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from . import adapters as adp
-from .adapter_files import check_adapter_file, read_adapter_file
 from .backbones import create_backbone
 from .config import AdapterConfig, BackboneConfig
 from .errors import CheckpointError, ConfigError
+from .runs.adapter_file import check_adapter_file, read_adapter_file
 
 __all__ = ["MultiTaskModel", "Task", "predict_tasks"]
 

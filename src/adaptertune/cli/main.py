@@ -165,19 +165,24 @@ class _KillAtStep:
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import RunConfig
     from ..engine import distributed, resolve_device
-    from ..runs import resume_config, run
+    from ..runs import resume_config, resume_run, run
 
-    if args.resume:
-        cfg = resume_config(args.resume, train_config_dict(args))
-    else:
-        cfg = RunConfig.from_dict(train_config_dict(args))
+    overrides = train_config_dict(args)
+    cfg = resume_config(args.resume, overrides) if args.resume else RunConfig.from_dict(overrides)
     info = distributed.dist_info_from_env(os.environ)  # set by torchrun
     distributed.init_distributed(info, resolve_device(cfg.train.device))
     try:
         progress = [TqdmProgress(enabled=not args.quiet)] if info.is_main else []
         if info.is_main and os.environ.get("ADAPTERTUNE_TEST_KILL_AT_STEP"):  # test hook: simulate a killed job
             progress.append(_KillAtStep(int(os.environ["ADAPTERTUNE_TEST_KILL_AT_STEP"])))
-        summary = run(cfg, callbacks=progress, overwrite=args.overwrite, resume=bool(args.resume))
+        if args.resume:
+            summary = resume_run(args.resume, progress, overrides)
+        else:
+            summary = run(cfg, callbacks=progress, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        if info.is_main:
+            print(_interrupted_hint(cfg.out_dir), file=sys.stderr)
+        return 130
     finally:
         distributed.shutdown()
     if not info.is_main:
@@ -195,6 +200,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(format_table([row]))
     print(f"run folder: {cfg.out_dir}")
     return 0
+
+
+def _interrupted_hint(out_dir: str) -> str:
+    """What a Ctrl-C left: the command that continues the run, or that the earlier run is unchanged."""
+    import shlex
+
+    from ..runs import RunStatus, read_state
+
+    state = read_state(out_dir, check_lock=False)
+    if state.resumable:
+        where = f" from epoch {state.checkpoint[0]}, step {state.checkpoint[1]}" if state.checkpoint else ""
+        return f"interrupted; continue{where} with: adaptertune train --resume {shlex.quote(str(out_dir))}"
+    if state.status is RunStatus.SUCCESS:
+        return f"interrupted; the earlier run in {out_dir} is unchanged"
+    return "interrupted"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

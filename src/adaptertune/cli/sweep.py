@@ -119,13 +119,14 @@ class ProgressPrinter:
 
 def run_cli_sweep(spec: Any, results_dir: Path, args: argparse.Namespace) -> Any:
     """Plan, print the plan, and (unless --dry-run) run; returns the SweepResult or None for a dry run."""
-    from ..sweeps import PointState, plan_sweep, run_sweep
+    from ..runs import RunStatus
+    from ..sweeps import plan_sweep, run_sweep
 
     planned = plan_sweep(spec, results_dir)
     if args.dry_run:
         print_plan(spec, planned, results_dir)
         return None
-    todo = sum(p.state is not PointState.DONE for p in planned)
+    todo = sum(p.state is not RunStatus.SUCCESS for p in planned)
     print(f"sweep {spec.name}: {len(planned)} points, {len(planned) - todo} done, {todo} to run -> {results_dir}")
     if getattr(args, "executor", "local") == "ray":
         from ..sweeps.ray_executor import RayExecutor

@@ -2,8 +2,9 @@
 
 A cell is (dataset, backbone, variant), where the variant is the method plus its adapter options
 (``adapter r=16``, ``adapter r=16 last:6 init=small``). Runs share a cell only when they differ in the seed
-alone: same protocol (resolution, normalization, augmentation, epochs, selection rule, split seed, subsets)
-and same setup (hyper-parameters, backbone args and weights). Anything else is refused, or with
+alone: same protocol (the data itself: dataset, folder, classes and image counts; resolution,
+normalization, augmentation, epochs, selection rule, split seed, subsets) and same setup
+(hyper-parameters, backbone args and weights). Anything else is refused, or with
 ``split_protocols`` shown as separate cells labelled by what differs (``head [epochs=2]``).
 """
 
@@ -17,15 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..errors import AdapterTuneError
+from ..errors import AdapterTuneError, CheckpointError
+from ..runs import folder as rf
+from ..runs.summary import CELL_FREE_KEYS, RunStatus, flatten_config
 
 __all__ = ["Cell", "ProtocolMismatchError", "RunRecord", "aggregate", "collect_runs", "mean_std", "variant_label"]
-
-_RUN_MARKERS = ("summary.json", "config.yaml", "metrics.jsonl", "point.json")
-# Config keys that may differ between the seeds of one cell.
-_FREE_KEYS = {"train.seed", "train.device", "train.tensorboard", "data.num_workers", "data.root", "out_dir"}
 
 
 class ProtocolMismatchError(AdapterTuneError, ValueError):
@@ -37,7 +34,7 @@ class RunRecord:
     """One run folder as the report sees it."""
 
     run: str  # folder, relative to the results dir
-    status: str  # success, failed, incomplete, corrupt
+    status: RunStatus  # the folder's state (success, failed, interrupted, incomplete, corrupt, running)
     dataset: str = ""
     backbone: str = ""
     method: str = ""
@@ -111,82 +108,56 @@ def variant_label(method: str, adapter: dict[str, Any] | None) -> str:
     return " ".join(parts)
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "args":
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
-def _setup(summary: dict[str, Any], config: dict[str, Any] | None) -> dict[str, Any]:
-    setup = {f"protocol.{k}": v for k, v in (summary.get("protocol") or {}).items()}
-    if not str(summary.get("weights_tag", "")).startswith("random-init"):  # random weights follow the seed
-        setup["weights_sha256"] = summary.get("weights_sha256", "")
+def _setup(summary: Any, config: dict[str, Any] | None) -> dict[str, Any]:
+    setup = {f"protocol.{k}": v for k, v in summary.protocol.items()}
+    if not str(summary.weights_tag).startswith("random-init"):  # random weights follow the seed
+        setup["weights_sha256"] = summary.weights_sha256
     if config:
-        for k, v in _flatten(config).items():
-            if k not in _FREE_KEYS and not k.startswith("adapter.") and k != "method":
+        for k, v in flatten_config(config).items():
+            if k not in CELL_FREE_KEYS and not k.startswith("adapter.") and k != "method":
                 setup[k] = v
     return setup
 
 
 def _read_run(run_dir: Path, rel: str) -> RunRecord:
-    summary_path = run_dir / "summary.json"
-    if not summary_path.is_file():
-        return RunRecord(rel, "incomplete", error="no summary.json (interrupted or still running)")
+    state = rf.read_state(run_dir)
+    if state.status is not RunStatus.SUCCESS:
+        detail = state.describe() or ("interrupted or still running" if state.status is RunStatus.INCOMPLETE else "")
+        return RunRecord(rel, state.status, error=detail)
+    s, config = state.summary, state.config
     try:
-        s = json.loads(summary_path.read_text())
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else None
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        return RunRecord(rel, "corrupt", error=f"unreadable summary.json or config.yaml: {str(e).splitlines()[0]}")
-    if not isinstance(s, dict) or (config is not None and not isinstance(config, dict)):
-        return RunRecord(rel, "corrupt", error="summary.json or config.yaml is not a mapping")
-    if s.get("status") != "success":
-        return RunRecord(rel, str(s.get("status", "unknown")), error=str(s.get("error") or ""))
-    missing = [k for k in ("dataset", "backbone", "method", "seed", "test_acc", "protocol") if s.get(k) is None]
-    if missing:
-        return RunRecord(rel, "corrupt", error=f"summary.json lacks {', '.join(missing)}")
+        history = rf.read_metrics(run_dir)
+    except CheckpointError as e:
+        return RunRecord(rel, RunStatus.CORRUPT, error=str(e))
     adapter = (config or {}).get("adapter") or (
-        {"rank": s["rank"], "placement": s.get("placement") or "all"} if s.get("rank") is not None else None
+        {"rank": s.rank, "placement": s.placement or "all"} if s.rank is not None else None
     )
     setup = _setup(s, config)
     return RunRecord(
         rel,
-        "success",
-        dataset=s["dataset"],
-        backbone=s["backbone"],
-        method=s["method"],
-        variant=variant_label(s["method"], adapter),
-        rank=s.get("rank"),
-        seed=int(s["seed"]),
-        test_acc=float(s["test_acc"]),
-        test_acc_last=s.get("test_acc_last"),
-        best_val_acc=s.get("best_val_acc"),
-        trainable_params=s.get("trainable_params"),
-        total_params=s.get("total_params"),
-        train_seconds=s.get("train_seconds"),
-        protocol=s["protocol"],
+        RunStatus.SUCCESS,
+        dataset=s.dataset,
+        backbone=s.backbone,
+        method=s.method,
+        variant=variant_label(s.method, adapter),
+        rank=s.rank,
+        seed=int(s.seed),
+        test_acc=float(s.test_acc),
+        test_acc_last=s.test_acc_last,
+        best_val_acc=s.best_val_acc,
+        trainable_params=s.trainable_params,
+        total_params=s.total_params,
+        train_seconds=s.train_seconds,
+        protocol=s.protocol,
         setup=setup,
         setup_id=hashlib.sha1(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:8],
-        history=_read_history(run_dir / "metrics.jsonl"),
+        history=history,
     )
 
 
-def _read_history(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                break  # a torn last line: keep the epochs before it
-    return rows
-
-
 def collect_runs(results_dir: str | Path, exclude: Path | None = None) -> list[RunRecord]:
-    """Every run folder under ``results_dir`` (any depth), in path order; ``exclude`` is not searched."""
+    """Every run folder under ``results_dir`` (any depth), in path order; ``exclude`` is not searched, nor
+    are hidden folders (``.NAME.overwrite``: a replacement run still training)."""
     root = Path(results_dir)
     if not root.is_dir():
         raise AdapterTuneError(f"Results folder '{results_dir}' does not exist.")
@@ -197,21 +168,37 @@ def collect_runs(results_dir: str | Path, exclude: Path | None = None) -> list[R
         if skip is not None and path.resolve() == skip:
             dirnames.clear()
             continue
-        dirnames.sort()
-        if any(m in filenames for m in _RUN_MARKERS):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if rf.is_run_folder(filenames):
             dirnames.clear()  # run folders do not nest
             records.append(_read_run(path, str(path.relative_to(root))))
     return records
 
 
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [f"{k}: {_clip(repr(a.get(k)), 80)} vs {_clip(repr(b.get(k)), 80)}" for k in keys]
+
+
+def _short(key: str, value: Any) -> str:
+    """A label-sized value: a folder's name, a list or mapping without brackets."""
+    if key.endswith("root") and isinstance(value, str):
+        return Path(value).name
+    if isinstance(value, list):
+        return _clip(",".join(map(str, value)), 24)
+    if isinstance(value, dict):
+        return _clip(",".join(f"{k}:{v}" for k, v in value.items()), 24)
+    return _clip(str(value), 16)
 
 
 def _setup_label(setup: dict[str, Any], others: list[dict[str, Any]]) -> str:
     """``epochs=2, lr=0.001``: this setup's values of the keys that differ between ``others``."""
     keys = sorted(k for k in setup if any(o.get(k) != setup.get(k) for o in others))
-    return ", ".join(f"{k.rsplit('.', 1)[-1]}={str(setup.get(k))[:12]}" for k in keys)
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(k, setup.get(k))}" for k in keys)
 
 
 def aggregate(records: list[RunRecord], split_protocols: bool = False) -> list[Cell]:
@@ -223,7 +210,7 @@ def aggregate(records: list[RunRecord], split_protocols: bool = False) -> list[C
     """
     groups: dict[tuple[str, str, str], dict[str, list[RunRecord]]] = {}
     for r in records:
-        if r.status == "success":
+        if r.status is RunStatus.SUCCESS:
             groups.setdefault((r.dataset, r.backbone, r.variant), {}).setdefault(r.setup_id, []).append(r)
     cells = []
     for (dataset, backbone, variant), by_setup in groups.items():

@@ -11,7 +11,7 @@ from .executors import (
     run_point,
 )
 from .presets import PRESETS, PresetInfo, configs_dir, load_preset, make_demo_folder, register_preset
-from .runner import PlannedPoint, PointState, SweepResult, plan_sweep, point_state, run_sweep, validate_config
+from .runner import PlannedPoint, SweepResult, plan_sweep, run_sweep, validate_config
 from .sweep import SweepPoint, SweepSpec, expand_grid, load_spec, point_name
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "PointEvent",
     "PointJob",
     "PointResult",
-    "PointState",
     "PresetInfo",
     "SweepPoint",
     "SweepResult",
@@ -36,7 +35,6 @@ __all__ = [
     "make_executor",
     "plan_sweep",
     "point_name",
-    "point_state",
     "register_preset",
     "run_point",
     "run_sweep",

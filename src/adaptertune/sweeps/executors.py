@@ -9,7 +9,6 @@ Another executor (Ray, Slurm, ...) only has to implement :class:`Executor` on to
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 import logging
 import multiprocessing
 import os
@@ -19,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..engine import atomic_write_text
+from ..runs import folder as rf
+from ..runs.lock import RunLock, lock_path_for
+from ..runs.summary import RunStatus, RunSummary
 
 __all__ = [
     "Executor",
@@ -28,16 +29,12 @@ __all__ = [
     "PointEvent",
     "PointJob",
     "PointResult",
-    "clear_run_dir",
     "make_executor",
+    "record_point_failure",
     "run_point",
-    "write_failure",
 ]
 
 _logger = logging.getLogger(__name__)
-
-# Files a previous attempt may have left that runs.run(overwrite=True) would refuse to find without config.yaml.
-_ATTEMPT_FILES = ("summary.json", "point.json", "metrics.jsonl")
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,7 @@ class PointJob:
 class PointResult:
     name: str
     run_dir: str
-    status: str  # "success", "failed" or "skipped" (done or running in another sweep process)
+    status: RunStatus  # SUCCESS, FAILED, INTERRUPTED or SKIPPED (finished or running in another process)
     seconds: float
     test_acc: float | None = None
     error: str | None = None
@@ -77,89 +74,65 @@ class Executor(Protocol):
         ...
 
 
-def clear_run_dir(run_dir: Path) -> None:
-    """Make a previous attempt's folder ready for ``runs.run(overwrite=True)``.
-
-    Raises:
-        ConfigError: the folder holds files but is not a run folder (it is not ours to delete).
-    """
-    from ..errors import ConfigError
-
-    if not run_dir.is_dir():
-        return
-    for name in _ATTEMPT_FILES:
-        (run_dir / name).unlink(missing_ok=True)
-    left = sorted(p.name for p in run_dir.iterdir())
-    if left and "config.yaml" not in left:
-        raise ConfigError(f"Run folder '{run_dir}' holds files that are not a run's ({', '.join(left[:3])}).")
-
-
-def write_failure(run_dir: Path, job: PointJob, error: str, keep_existing: bool = True) -> None:
-    """Record a failed point in ``summary.json``.
-
-    With ``keep_existing`` the richer failed summary that ``runs.run`` wrote for this attempt is kept.
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "summary.json"
-    try:
-        existing = json.loads(path.read_text())
-    except (OSError, ValueError):
-        existing = None
-    if keep_existing and isinstance(existing, dict) and existing.get("status") == "failed" and existing.get("error"):
-        return
-    atomic_write_text(path, json.dumps({"status": "failed", "error": error, "point": job.values}, indent=2))
+def record_point_failure(job: PointJob, error: str, status: RunStatus = RunStatus.FAILED) -> None:
+    """Record a point that failed outside ``runs.run`` (its own, richer failed summary is kept)."""
+    rf.record_failure(Path(job.run_dir), RunSummary.failure(error, job.config, status), keep_existing=True)
 
 
 def run_point(job: PointJob, callbacks: Sequence[Any] = ()) -> PointResult:
     """Train one point into ``job.run_dir``; any error is recorded there and returned, never raised.
 
-    The point is locked first (:class:`~adaptertune.sweeps.locks.PointLock`): a point that another
-    sweep process holds, or finished meanwhile, is skipped. A point whose earlier attempt was killed
-    resumes from its checkpoint. ``KeyboardInterrupt`` still propagates (the point is recorded as failed first).
+    The point's folder is locked first (:class:`~adaptertune.runs.lock.RunLock`): a point that another
+    sweep process holds, or finished meanwhile, is skipped. A point whose earlier attempt stopped with a
+    checkpoint resumes from it. ``KeyboardInterrupt`` still propagates (the point is recorded as interrupted).
     """
-    from .locks import PointLock, lock_path_for
-
     run_dir = Path(job.run_dir)
-    lock = PointLock(lock_path_for(run_dir))
-    if not lock.acquire():
+    lock = RunLock(lock_path_for(run_dir))
+    try:
+        taken = lock.acquire()
+    except OSError as e:
+        return PointResult(job.name, job.run_dir, RunStatus.FAILED, 0.0, error=f"cannot lock the point: {e}")
+    if not taken:
         owner = lock.owner() or {}
         where = f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}"
-        return PointResult(job.name, job.run_dir, "skipped", 0.0, error=f"running in another process ({where})")
+        return PointResult(
+            job.name, job.run_dir, RunStatus.SKIPPED, 0.0, error=f"running in another process ({where})"
+        )
     try:
-        return _run_locked_point(job, run_dir, callbacks)
+        return _run_locked_point(job, run_dir, callbacks, lock)
     finally:
         lock.release()
 
 
-def _run_locked_point(job: PointJob, run_dir: Path, callbacks: Sequence[Any]) -> PointResult:
+def _run_locked_point(job: PointJob, run_dir: Path, callbacks: Sequence[Any], lock: RunLock) -> PointResult:
+    from .. import runs  # looked up at call time: tests replace runs.run
     from ..config import RunConfig
     from ..errors import CheckpointError
-    from ..runs import CHECKPOINT_FILE, run
-    from .runner import PointState, point_state
 
     t0 = time.perf_counter()
-    if point_state(run_dir)[0] is PointState.DONE:  # finished by another process after this one planned
-        return PointResult(job.name, job.run_dir, "skipped", 0.0, error="finished by another process")
+    state = rf.read_state(run_dir, check_lock=False)
+    if state.status is RunStatus.SUCCESS:  # finished by another process after this one planned
+        return PointResult(job.name, job.run_dir, RunStatus.SKIPPED, 0.0, error="finished by another process")
     try:
         cfg = RunConfig.from_dict({**job.config, "out_dir": str(run_dir)})
         summary = None
-        if (run_dir / CHECKPOINT_FILE).is_file():
+        if state.checkpoint is not None:
             try:
-                summary = run(cfg, callbacks=list(callbacks), resume=True)
+                summary = runs.run(cfg, callbacks=list(callbacks), resume=True, lock=lock)
             except CheckpointError as e:  # unusable checkpoint: start the point over
                 _logger.warning("point %s: cannot resume (%s); starting over", job.name, e)
         if summary is None:
-            clear_run_dir(run_dir)
-            summary = run(cfg, callbacks=list(callbacks), overwrite=True)
-        atomic_write_text(run_dir / "point.json", json.dumps({"name": job.name, "values": job.values}, indent=2))
-        return PointResult(job.name, job.run_dir, "success", time.perf_counter() - t0, test_acc=summary.test_acc)
+            rf.discard_attempt(run_dir)
+            summary = runs.run(cfg, callbacks=list(callbacks), lock=lock)
+        rf.write_point(run_dir, job.name, job.values)
+        return PointResult(job.name, job.run_dir, RunStatus.SUCCESS, time.perf_counter() - t0, summary.test_acc)
     except Exception as e:
         error = f"{type(e).__name__}: {e}"
         _logger.warning("point %s failed: %s", job.name, error)
-        write_failure(run_dir, job, error)
-        return PointResult(job.name, job.run_dir, "failed", time.perf_counter() - t0, error=error)
+        record_point_failure(job, error)
+        return PointResult(job.name, job.run_dir, RunStatus.FAILED, time.perf_counter() - t0, error=error)
     except KeyboardInterrupt:
-        write_failure(run_dir, job, "KeyboardInterrupt: stopped by the user")
+        record_point_failure(job, "KeyboardInterrupt: stopped by the user", RunStatus.INTERRUPTED)
         raise
 
 
@@ -252,8 +225,8 @@ class LocalExecutor:
             return fut.result()
         except Exception as e:  # the worker process died before it could record anything
             error = f"{type(e).__name__}: worker process died: {e}"
-            write_failure(Path(job.run_dir), job, error)
-            return PointResult(job.name, job.run_dir, "failed", time.perf_counter() - t0, error=error)
+            record_point_failure(job, error)
+            return PointResult(job.name, job.run_dir, RunStatus.FAILED, time.perf_counter() - t0, error=error)
 
 
 def make_executor(

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from .executors import PointEvent, PointJob, PointResult, run_point, write_failure
+from ..runs.summary import RunStatus
+from .executors import PointEvent, PointJob, PointResult, record_point_failure, run_point
 
 __all__ = ["RayExecutor"]
 
@@ -75,9 +75,9 @@ class RayExecutor:
             except Exception as e:  # the task's worker died more often than max_retries allows
                 error = f"{type(e).__name__}: Ray task failed: {str(e).splitlines()[0] if str(e) else ''}"
                 _logger.warning("point %s failed: %s", jobs[i].name, error)
-                write_failure(Path(jobs[i].run_dir), jobs[i], error)
+                record_point_failure(jobs[i], error)
                 results[i] = PointResult(
-                    jobs[i].name, jobs[i].run_dir, "failed", time.perf_counter() - t0, error=error
+                    jobs[i].name, jobs[i].run_dir, RunStatus.FAILED, time.perf_counter() - t0, error=error
                 )
             if on_event:
                 on_event(PointEvent("end", jobs[i], len(results), len(jobs), results[i]))

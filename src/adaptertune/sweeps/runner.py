@@ -2,35 +2,31 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from ..errors import AdapterTuneError
-from .executors import Executor, PointEvent, PointJob, PointResult, write_failure
+from ..runs import folder as rf
+from ..runs.summary import RunStatus, RunSummary
+from .executors import Executor, PointEvent, PointJob, PointResult
 from .sweep import SweepPoint, SweepSpec, expand_grid
 
-__all__ = ["PlannedPoint", "PointState", "SweepResult", "plan_sweep", "point_state", "run_sweep", "validate_config"]
+__all__ = ["PlannedPoint", "SweepResult", "plan_sweep", "run_sweep", "validate_config"]
 
-
-class PointState(StrEnum):
-    DONE = "done"  # summary.json says success: skipped
-    FAILED = "failed"  # a previous attempt failed: runs again
-    INCOMPLETE = "incomplete"  # a folder without a summary (interrupted, or running elsewhere): runs again
-    PENDING = "pending"  # never started
-    INVALID = "invalid"  # the config is rejected before training: recorded as failed, never run
+_NOT_RUN = (RunStatus.SUCCESS, RunStatus.INVALID)  # finished (skipped), or rejected before training
 
 
 @dataclass
 class PlannedPoint:
+    """A point with its folder's state (:func:`~adaptertune.runs.folder.read_state`), or INVALID."""
+
     point: SweepPoint
     run_dir: Path
-    state: PointState
-    detail: str = ""  # the error of a failed/invalid point
+    state: RunStatus
+    detail: str = ""  # the error of a failed/invalid point, ``resumable (epoch N, step S)``, the lock holder
 
     @property
     def job(self) -> PointJob:
@@ -45,24 +41,6 @@ class SweepResult:
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
-
-
-def point_state(run_dir: Path) -> tuple[PointState, str]:
-    """State of a run folder from its ``summary.json`` (a corrupt summary counts as incomplete)."""
-    summary = run_dir / "summary.json"
-    if not run_dir.is_dir():
-        return PointState.PENDING, ""
-    if not summary.is_file():
-        return PointState.INCOMPLETE, "no summary.json"
-    try:
-        s = json.loads(summary.read_text())
-    except (OSError, ValueError) as e:
-        return PointState.INCOMPLETE, f"unreadable summary.json: {e}"
-    if not isinstance(s, dict):
-        return PointState.INCOMPLETE, "summary.json is not a mapping"
-    if s.get("status") == "success":
-        return PointState.DONE, ""
-    return PointState.FAILED, str(s.get("error") or f"status {s.get('status')!r}")
 
 
 def validate_config(config: dict[str, Any]) -> str | None:
@@ -90,9 +68,10 @@ def plan_sweep(spec: SweepSpec, results_dir: str | Path) -> list[PlannedPoint]:
     planned = []
     for point in expand_grid(spec):
         run_dir = results_dir / point.name
-        state, detail = point_state(run_dir)
-        if state is not PointState.DONE and (error := validate_config({**point.config, "out_dir": str(run_dir)})):
-            state, detail = PointState.INVALID, error
+        folder_state = rf.read_state(run_dir)
+        state, detail = folder_state.status, folder_state.describe()
+        if state is not RunStatus.SUCCESS and (error := validate_config({**point.config, "out_dir": str(run_dir)})):
+            state, detail = RunStatus.INVALID, error
         planned.append(PlannedPoint(point, run_dir, state, detail))
     return planned
 
@@ -112,9 +91,9 @@ def run_sweep(
     planned = planned if planned is not None else plan_sweep(spec, results_dir)
     results = []
     for p in planned:
-        if p.state is PointState.INVALID:
-            write_failure(p.run_dir, p.job, p.detail, keep_existing=False)
-            results.append(PointResult(p.point.name, str(p.run_dir), "failed", 0.0, error=p.detail))
-    todo = [p.job for p in planned if p.state not in (PointState.DONE, PointState.INVALID)]
+        if p.state is RunStatus.INVALID:
+            rf.record_failure(p.run_dir, RunSummary.failure(p.detail, p.point.config))
+            results.append(PointResult(p.point.name, str(p.run_dir), RunStatus.FAILED, 0.0, error=p.detail))
+    todo = [p.job for p in planned if p.state not in _NOT_RUN]
     results += executor.run(todo, on_event) if todo else []
     return SweepResult(planned, results, time.perf_counter() - t0)

@@ -4,19 +4,29 @@ The metadata (JSON under the safetensors key ``adaptertune``) records the backbo
 weight tag and the SHA-256 of the backbone weights, the method, the adapter options (rank, alpha, init,
 placement, ...), the adapted blocks, the width, the class names and the data config. Loading a file onto
 a model that differs in any of the identity fields is a :class:`CheckpointError` naming both sides.
+:func:`file_metadata` produces that metadata and :func:`check_adapter_file` checks it: nowhere else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from .engine import load_tensors
-from .errors import CheckpointError
+from ..adapters import adapted_blocks, backbone_width
+from ..engine import load_tensors
+from ..errors import CheckpointError
 
-__all__ = ["IDENTITY_FIELDS", "check_adapter_file", "file_identity", "read_adapter_file"]
+__all__ = [
+    "IDENTITY_FIELDS",
+    "check_adapter_file",
+    "file_identity",
+    "file_metadata",
+    "read_adapter_file",
+]
 
 # field -> how the error names it
 IDENTITY_FIELDS = {
@@ -29,6 +39,29 @@ IDENTITY_FIELDS = {
     "targets": "LoRA targets",
     "width": "backbone width",
 }
+
+
+def file_metadata(cfg: Any, built: Any, classes: list[str], model: nn.Module) -> dict[str, Any]:
+    """The metadata of the adapter file of ``model``, built by ``cfg`` on backbone ``built``.
+
+    Args:
+        cfg: the resolved :class:`~adaptertune.config.RunConfig`.
+        built: the :func:`~adaptertune.backbones.create_backbone` result (weights tag and hash, data config).
+    """
+    return {
+        "backbone": cfg.backbone.name,
+        "backbone_args": cfg.backbone.args,
+        "backbone_config": dataclasses.asdict(cfg.backbone),
+        "init_seed": cfg.train.seed,
+        "weights_tag": built.weights_tag,
+        "weights_sha256": built.weights_sha256,
+        "method": cfg.method,
+        "adapter": dataclasses.asdict(cfg.adapter) if cfg.adapter else None,
+        "adapted_blocks": adapted_blocks(model) if cfg.adapter else [],
+        "width": backbone_width(model),
+        "classes": list(classes),
+        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in built.data_config.items()},
+    }
 
 
 def file_identity(meta: dict[str, Any]) -> dict[str, Any]:

@@ -1,12 +1,16 @@
-"""Per-point locks, so that several sweep processes on one results folder run each point exactly once.
+"""Run-folder locks: one process at a time writes a run folder (a run, or a sweep point).
 
-Two kinds, both non-blocking (a point held elsewhere is skipped, not waited for):
+``train`` takes the lock of its ``--out-dir`` (a second process gets an error); a sweep takes each point's
+lock before deciding whether to run it, so several sweep processes on one results folder run each point
+exactly once. This module needs only the standard library and ``filelock`` (a test loads it by path).
 
-* ``PointLock(path)``: an OS lock (``filelock.FileLock``: ``flock``/``fcntl``). The kernel drops it when
+Two kinds, both non-blocking (a folder held elsewhere is refused or skipped, never waited for):
+
+* ``RunLock(path)``: an OS lock (``filelock.FileLock``: ``flock``/``fcntl``). The kernel drops it when
   the holder dies, even by SIGKILL, so a killed holder never leaves a stale lock. Works on local disks
   and on NFS with working locks. The holder's pid, host and start time go to ``<path>.owner`` (shown in
   messages; never trusted for exclusion).
-* ``PointLock(path, soft=True)``: for shared filesystems without working locks. The lock is the file
+* ``RunLock(path, soft=True)``: for shared filesystems without working locks. The lock is the file
   itself, created atomically with its owner inside (write a temporary file, then ``os.link`` it, which
   fails if the lock exists). A lock whose owner is on this host and whose pid is dead is stale and is
   broken; so is one older than ``stale_after`` seconds when ``stale_after`` is set (for holders on other
@@ -23,7 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PointLock", "lock_path_for", "pid_alive"]
+__all__ = ["RunLock", "lock_path_for", "pid_alive"]
 
 
 def lock_path_for(run_dir: str | Path) -> Path:
@@ -51,14 +55,14 @@ def _owner_record() -> dict[str, Any]:
     return {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time(), "token": uuid.uuid4().hex}
 
 
-class PointLock:
-    """A non-blocking, exclusive lock on one sweep point.
+class RunLock:
+    """A non-blocking, exclusive lock on one run folder.
 
     Example:
-        >>> lock = PointLock(lock_path_for(run_dir))
+        >>> lock = RunLock(lock_path_for(run_dir))
         >>> if lock.acquire():
         ...     try:
-        ...         ...  # run the point
+        ...         ...  # write the run folder
         ...     finally:
         ...         lock.release()
         ... else:
@@ -89,6 +93,24 @@ class PointLock:
             return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return self._acquire_soft() if self.soft else self._acquire_os()
+
+    def held_elsewhere(self) -> bool:
+        """Whether another holder has the lock now; never takes it or creates a file (a read-only probe)."""
+        if self.held or not self.path.exists():
+            return False
+        if self.soft:
+            return not self._is_stale(self.owner())
+        from filelock import FileLock, Timeout
+
+        probe = FileLock(str(self.path), timeout=0, is_singleton=False)
+        try:
+            probe.acquire()
+        except Timeout:
+            return True
+        except OSError:  # e.g. a read-only results folder: nobody can be writing it
+            return False
+        probe.release()
+        return False
 
     def release(self) -> None:
         if not self.held:

@@ -1,0 +1,66 @@
+"""Engine callbacks a run writes its folder with: ``metrics.jsonl`` and TensorBoard events."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..engine import atomic_write_text, read_jsonl
+
+__all__ = ["MetricsWriter", "TensorBoardWriter"]
+
+
+class MetricsWriter:
+    """Rewrites metrics.jsonl atomically each epoch; a resumed run replaces the lines of redone epochs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: list[dict[str, Any]] = []
+
+    def on_train_start(self, total_steps: int, steps_per_epoch: int, start_step: int) -> None:
+        self.records = read_jsonl(self.path)
+
+    def on_step(self, step: int, loss: float, lr: float) -> None:
+        pass
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        self.records = [r for r in self.records if r.get("epoch", 0) < metrics["epoch"]] + [metrics]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+
+
+class TensorBoardWriter:
+    """Step loss and learning rate, and every numeric epoch metric, as TensorBoard events.
+
+    ``purge_step`` makes a resumed run drop the events an interrupted attempt wrote past its checkpoint.
+    """
+
+    def __init__(self, log_dir: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ImportError(
+                "train.tensorboard needs the tensorboard package: pip install 'adaptertune[tensorboard]'"
+            ) from None
+        self.log_dir, self.make, self.writer = log_dir, SummaryWriter, None
+
+    def on_train_start(self, total_steps: int, steps_per_epoch: int, start_step: int) -> None:
+        self.steps_per_epoch = steps_per_epoch
+        # events are logged at 1-based step numbers: whatever an earlier attempt wrote past the checkpoint's
+        # step (all of it when starting from step 0) is dropped
+        self.writer = self.make(str(self.log_dir), purge_step=start_step + 1)
+
+    def on_step(self, step: int, loss: float, lr: float) -> None:
+        self.writer.add_scalar("train/loss_step", loss, step + 1)
+        self.writer.add_scalar("train/lr", lr, step + 1)
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        step = metrics.get("step", metrics["epoch"] * self.steps_per_epoch)
+        for key, value in metrics.items():
+            if key not in ("epoch", "step", "lr") and isinstance(value, (int, float)):
+                self.writer.add_scalar(f"epoch/{key}", value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

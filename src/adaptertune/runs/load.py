@@ -1,0 +1,113 @@
+"""Rebuilding a finished run: its best-validation model (``load_run``), a re-evaluation, predictions."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..backbones import create_backbone
+from ..config import RunConfig
+from ..data import build_splits, build_transforms
+from ..engine import evaluate, resolve_device, resolve_precision
+from ..engine.checkpoint import load_trained_tensors
+from ..errors import CheckpointError, ConfigError
+from ..methods import build_method
+from .adapter_file import check_adapter_file, file_metadata, read_adapter_file
+from .folder import ADAPTER_FILE, CONFIG_FILE, SUMMARY_FILE, read_state
+from .loaders import make_loader
+from .summary import RunStatus
+
+__all__ = ["LoadedRun", "evaluate_run", "load_run", "predict"]
+
+
+@dataclass
+class LoadedRun:
+    model: nn.Module
+    config: RunConfig
+    summary: dict[str, Any]
+    classes: list[str]
+    data_config: dict[str, Any]
+    device: torch.device
+    precision: str
+
+
+def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
+    """Rebuild a finished run's best-val model from its backbone and ``adapter.safetensors``.
+
+    Raises:
+        CheckpointError: not a finished run, or the backbone weights differ from the training run's.
+    """
+    run_dir = Path(run_dir)
+    for f in (CONFIG_FILE, SUMMARY_FILE, ADAPTER_FILE):
+        if not (run_dir / f).is_file():
+            raise CheckpointError(f"'{run_dir}' is not a finished run folder: {f} is missing.")
+    state = read_state(run_dir, check_lock=False)
+    if state.summary is None or state.config is None:
+        raise CheckpointError(f"'{run_dir}' has a corrupt summary.json or config.yaml: {state.detail}")
+    if state.summary.status is not RunStatus.SUCCESS:
+        raise CheckpointError(f"Run '{run_dir}' did not finish (status {state.summary.status.value!r}).")
+    cfg = RunConfig.from_dict(state.config)
+    tensors, meta = read_adapter_file(run_dir / ADAPTER_FILE)
+    dev = resolve_device(device)
+    built = create_backbone(cfg.backbone, num_classes=len(meta["classes"]), seed=cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)
+    model = build_method(cfg.method, built.model, cfg.adapter)
+    check_adapter_file(meta, file_metadata(cfg, built, meta["classes"], model), str(run_dir / ADAPTER_FILE))
+    load_trained_tensors(model, tensors, str(run_dir / ADAPTER_FILE))
+    return LoadedRun(
+        model.to(dev).eval(),
+        cfg,
+        state.summary.to_dict(),
+        meta["classes"],
+        built.data_config,
+        dev,
+        resolve_precision(cfg.train.precision, dev),
+    )
+
+
+def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict[str, Any]:
+    """Re-evaluate a finished run on its test split; returns test metrics and the recorded ones."""
+    loaded = load_run(run_dir, device)
+    cfg = loaded.config
+    splits = build_splits(cfg.data, loaded.data_config)
+    loader = make_loader(splits.test, cfg.train.batch_size, cfg.data.num_workers, loaded.device)
+    t0 = time.perf_counter()
+    metrics = evaluate(loaded.model, loader, loaded.device, loaded.precision)
+    return {
+        "test_acc": metrics["acc"],
+        "test_top5": metrics["top5"],
+        "test_loss": metrics["loss"],
+        "n": metrics["n"],
+        "skipped": metrics["skipped"],
+        "recorded_test_acc": loaded.summary.get("test_acc"),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def predict(
+    run_dir: str | Path, images: list[str | Path], topk: int = 5, device: str = "auto"
+) -> list[dict[str, Any]]:
+    """Top-k classes with probabilities for each image file."""
+    from PIL import Image
+
+    loaded = load_run(run_dir, device)
+    _, eval_tf = build_transforms(loaded.data_config, augment=False, resize=loaded.config.data.resize)
+    out = []
+    for path in images:
+        try:
+            with Image.open(path) as img:
+                x = eval_tf(img.convert("RGB"))[None].to(loaded.device)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"Cannot read image '{path}': {e}") from None
+        with torch.no_grad():
+            probs = loaded.model(x).float().softmax(-1)[0]
+        p, i = probs.topk(min(topk, probs.numel()))
+        out.append(
+            {"image": str(path), "top": [(loaded.classes[j], float(q)) for q, j in zip(p.tolist(), i.tolist())]}
+        )
+    return out

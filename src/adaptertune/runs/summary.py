@@ -1,0 +1,189 @@
+"""What a run folder records: the status vocabulary, the ``summary.json`` schema and the run's protocol.
+
+One :class:`RunStatus` serves runs, resume, sweeps and reports; one :class:`RunSummary` is written for every
+outcome (a finished run, a failed or interrupted one, a sweep point rejected before it started). The
+protocol (:func:`make_protocol`) is what two runs must share to be averaged into one report cell, and the
+key lists below say which config keys may differ between a run and its resumption or between the seeds of
+one cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CELL_FREE_KEYS",
+    "NON_NUMERIC_KEYS",
+    "RESUME_FREE_KEYS",
+    "RunStatus",
+    "RunSummary",
+    "config_differences",
+    "flatten_config",
+    "make_protocol",
+]
+
+
+class RunStatus(StrEnum):
+    """The state of a run folder (or of a sweep point, which is one run folder)."""
+
+    SUCCESS = "success"  # finished: summary.json holds the results
+    FAILED = "failed"  # stopped by an error (summary.json names it); resumable when config.yaml is there
+    INTERRUPTED = "interrupted"  # stopped by the user (Ctrl-C); resumable
+    INCOMPLETE = "incomplete"  # no summary.json: killed, or never got going; resumable when config.yaml is there
+    CORRUPT = "corrupt"  # summary.json or config.yaml unreadable, or a success summary without its results
+    RUNNING = "running"  # another process holds the folder's lock now
+    PENDING = "pending"  # no folder yet
+    INVALID = "invalid"  # a sweep point whose config is rejected before training (recorded as failed)
+    SKIPPED = "skipped"  # a sweep point left to another process (it holds the point, or finished it)
+
+
+@dataclass
+class RunSummary:
+    """``summary.json``: the same schema for every outcome; a failure fills what was known when it stopped."""
+
+    status: RunStatus
+    method: str = ""
+    backbone: str = ""
+    dataset: str = ""
+    rank: int | None = None
+    placement: str | list[int] | None = None
+    seed: int | None = None
+    test_acc: float | None = None  # top-1 %, best-val checkpoint
+    test_top5: float | None = None
+    test_acc_last: float | None = None  # top-1 %, last epoch (reported, never used for selection)
+    best_val_acc: float | None = None
+    best_epoch: int | None = None
+    selection: str = "best_val_top1"
+    trainable_params: int = 0
+    total_params: int = 0
+    adapter_file_bytes: int | None = None
+    train_seconds: float | None = None
+    train_images_per_second: float | None = None
+    peak_memory_mb: float | None = None
+    skipped_images: int = 0  # corrupt training images skipped (all epochs)
+    skipped_test_images: int = 0  # corrupt test images skipped (not in test_acc's denominator)
+    num_classes: int = 0
+    classes: list[str] = field(default_factory=list)
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    weights_tag: str = ""
+    weights_sha256: str = ""
+    weights_source: dict[str, Any] = field(default_factory=dict)  # hub repo / cache file / folder, file sha256
+    protocol: dict[str, Any] = field(default_factory=dict)
+    device: str = ""
+    precision: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["status"] = self.status.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSummary:
+        """Read a summary; keys this version does not know are ignored (a newer writer's extra fields).
+
+        Raises:
+            ValueError: the status is not a :class:`RunStatus` value.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known and k != "status"}, status=RunStatus(d.get("status")))
+
+    @classmethod
+    def failure(
+        cls, error: str, config: dict[str, Any] | None = None, status: RunStatus = RunStatus.FAILED
+    ) -> RunSummary:
+        """The summary of a run that stopped before it could fill more than its config says."""
+        config = config if isinstance(config, dict) else {}
+        section = lambda k: config.get(k) if isinstance(config.get(k), dict) else {}  # noqa: E731
+        adapter, train = section("adapter"), section("train")
+        return cls(
+            status=status,
+            method=str(config.get("method") or ""),
+            backbone=str(section("backbone").get("name") or ""),
+            dataset=str(section("data").get("name") or ""),
+            rank=adapter.get("rank"),
+            placement=adapter.get("placement"),
+            seed=train.get("seed"),
+            error=error,
+        )
+
+    def missing_results(self) -> list[str]:
+        """Fields a finished run must have for a report (empty when the summary is complete)."""
+        need = {
+            "dataset": self.dataset,
+            "backbone": self.backbone,
+            "method": self.method,
+            "seed": self.seed,
+            "test_acc": self.test_acc,
+            "protocol": self.protocol,
+        }
+        return [k for k, v in need.items() if v is None or v == "" or v == {}]
+
+
+# Config keys that do not change a run's numbers: they may differ between an interrupted run and its
+# resumption, and between the runs of one report cell.
+NON_NUMERIC_KEYS = frozenset({"data.num_workers", "train.device", "train.tensorboard", "out_dir"})
+RESUME_FREE_KEYS = NON_NUMERIC_KEYS
+# A report cell averages over the seed; data.root is compared resolved, as the protocol's data_root.
+CELL_FREE_KEYS = NON_NUMERIC_KEYS | {"train.seed", "data.root"}
+
+
+def make_protocol(
+    cfg: Any, data_config: dict[str, Any], classes: list[str], image_counts: dict[str, int]
+) -> dict[str, Any]:
+    """What must match for two runs to share a cell of a results table: the data and how it is used.
+
+    Args:
+        cfg: the resolved :class:`~adaptertune.config.RunConfig`.
+        data_config: the backbone's input config (size, mean, std, crop).
+        classes: the dataset's class names.
+        image_counts: images per split of the dataset as loaded (before validation split and subsets).
+    """
+    root = cfg.data.root
+    protocol = {
+        "dataset": cfg.data.name,
+        # the folder itself, wherever the run was started from (None: the dataset's default location)
+        "data_root": str(Path(root).expanduser().resolve()) if root and Path(root).expanduser().exists() else root,
+        "classes": list(classes),
+        "image_counts": dict(image_counts),
+        "input_size": list(data_config["input_size"]),
+        "mean": [round(float(m), 6) for m in data_config["mean"]],
+        "std": [round(float(s), 6) for s in data_config["std"]],
+        "crop_pct": float(data_config.get("crop_pct", 0.875)),
+        "augment": "rrc+flip" if cfg.data.augment else "none",
+        "epochs": cfg.train.epochs,
+        "selection": "best_val_top1" if cfg.data.val_fraction > 0 else "last_epoch",
+        "val_fraction": cfg.data.val_fraction,
+        "split_seed": cfg.data.split_seed,
+        "subset": cfg.data.subset,
+        "test_subset": cfg.data.test_subset,
+    }
+    if cfg.data.resize != "crop":  # recorded only when set, so older runs keep their protocol
+        protocol["resize"] = cfg.data.resize
+    if cfg.data.split is not None:
+        protocol["data_split"] = cfg.data.split
+    return protocol
+
+
+def flatten_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``; ``backbone.args`` stays one value (timm kwargs)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "args":
+            out.update(flatten_config(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def config_differences(
+    a: dict[str, Any], b: dict[str, Any], free: frozenset[str] | set[str] = frozenset()
+) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, value in a, value in b)`` for every key outside ``free`` where two configs differ."""
+    fa, fb = flatten_config(a), flatten_config(b)
+    return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if k not in free and fa.get(k) != fb.get(k)]

@@ -1,0 +1,300 @@
+"""Training one run into its folder: :func:`run`, :func:`resume_run`, and the config they train with.
+
+The folder is locked for the whole run (a second process on the same ``out_dir`` gets
+:class:`~adaptertune.runs.folder.FolderLockedError`). ``overwrite`` trains the replacement beside the
+earlier run and swaps it in only when it has finished, so a new run that fails leaves the old one intact.
+A run stopped by the user (``KeyboardInterrupt``) records status ``interrupted`` and resumes like a killed one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import platform
+import resource
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..backbones import create_backbone
+from ..config import RunConfig, merge_dicts
+from ..data import build_splits, load_raw
+from ..engine import Callback, fit, resolve_device, resolve_precision, save_tensors
+from ..engine.distributed import all_true, barrier, current
+from ..errors import CheckpointError, ConfigError, DataError
+from ..methods import METHODS, build_method, resolve_adapter_config
+from ..methods.linear_probe import cached_feature_fit_inputs
+from . import folder as rf
+from .adapter_file import file_metadata
+from .callbacks import MetricsWriter, TensorBoardWriter
+from .loaders import make_loader
+from .lock import RunLock, lock_path_for
+from .summary import RESUME_FREE_KEYS, RunStatus, RunSummary, config_differences, make_protocol
+
+__all__ = ["check_resumable", "resolve_config", "resume_config", "resume_run", "run"]
+
+_logger = logging.getLogger(__name__)
+
+
+def versions() -> dict[str, str]:
+    import timm
+    import torchvision
+
+    from .. import __version__
+
+    return {
+        "adaptertune": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def resolve_config(cfg: RunConfig) -> RunConfig:
+    """Fill the method's defaults (lr, weight decay, adapter options) and check the method's options."""
+    info = METHODS.get(cfg.method)
+    d = cfg.to_dict()
+    d["adapter"] = dataclasses.asdict(a) if (a := resolve_adapter_config(cfg.method, cfg.adapter)) else None
+    for key in ("lr", "weight_decay"):
+        if d["train"][key] is None:
+            d["train"][key] = info.defaults[key]
+    if info.cached_features:  # features are computed once: no augmentation by definition of the method
+        d["data"]["augment"] = False
+    if d["train"]["warmup_epochs"] is None:
+        d["train"]["warmup_epochs"] = min(5.0, 0.1 * d["train"]["epochs"])
+    return RunConfig.from_dict(d)
+
+
+def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The config of the run in ``run_dir``; ``overrides`` (nested dict) may only change what does not
+    change the numbers (data.num_workers, train.device, train.tensorboard)."""
+    run_dir = Path(run_dir)
+    d = merge_dicts(rf.read_config_file(run_dir, "Cannot resume"), overrides or {})
+    d["out_dir"] = str(run_dir)
+    return RunConfig.from_dict(d)
+
+
+def resume_run(
+    run_dir: str | Path, callbacks: list[Callback] = (), overrides: dict[str, Any] | None = None
+) -> RunSummary:
+    """Continue the unfinished run in ``run_dir`` from its last checkpoint (from scratch if it has none)."""
+    return run(resume_config(run_dir, overrides), callbacks, resume=True)
+
+
+def check_resumable(out_dir: Path, resolved: dict[str, Any]) -> None:
+    """``out_dir`` holds an unfinished run whose config equals ``resolved`` up to RESUME_FREE_KEYS.
+
+    Raises:
+        CheckpointError: not a run folder, or its config.yaml is corrupt.
+        ConfigError: the run has finished, or a key that changes the numbers differs.
+    """
+    saved = rf.read_config_file(out_dir, "Cannot resume")
+    state = rf.read_state(out_dir, check_lock=False)
+    if state.summary is not None and state.summary.status is RunStatus.SUCCESS:
+        raise ConfigError(f"Run '{out_dir}' already finished; nothing to resume (train into a new --out-dir).")
+    try:
+        saved = RunConfig.from_dict(saved).to_dict()
+    except ConfigError as e:
+        raise CheckpointError(f"Cannot resume '{out_dir}': its config.yaml is corrupt ({e}).") from None
+    if diff := config_differences(saved, resolved, RESUME_FREE_KEYS):
+        key, a, b = diff[0]
+        raise ConfigError(f"Cannot resume '{out_dir}': `{key}` is {b!r} here but {a!r} in the run; resume unchanged.")
+
+
+def run(
+    cfg: RunConfig,
+    callbacks: list[Callback] = (),
+    overwrite: bool = False,
+    resume: bool = False,
+    lock: RunLock | None = None,
+) -> RunSummary:
+    """Train one run and write its folder.
+
+    Everything that can be checked (config, backbone, weights, data) is checked before the output folder
+    is created, so bad input leaves no partial run behind; a run stopped by bad data before its first
+    checkpoint removes the folder it created.
+
+    Under torchrun (a process group initialized by the caller) every rank trains its shard of each global
+    batch of ``cfg.train.batch_size`` and rank 0 alone locks and writes the folder.
+
+    Args:
+        overwrite: replace the run in ``cfg.out_dir``; it stays until the new run has finished.
+        resume: continue the unfinished run in ``cfg.out_dir`` from its checkpoint (same config).
+        lock: the folder's lock when the caller holds it already (a sweep point); else it is taken here.
+
+    Raises:
+        FolderLockedError: another process is writing ``cfg.out_dir``.
+
+    Example:
+        >>> cfg = RunConfig.from_dict({"backbone": {"name": "test_vit", "pretrained": False},
+        ...                            "data": {"name": "imagefolder", "root": "data/"}, "out_dir": "runs/x"})
+        >>> summary = run(cfg)
+    """
+    cfg = resolve_config(cfg)
+    out_dir = Path(cfg.out_dir)
+    if lock is not None and lock.path != lock_path_for(out_dir):
+        raise ValueError(f"the lock {lock.path} is not the lock of {out_dir}")
+    device = resolve_device(cfg.train.device)
+    if current().enabled and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())  # set per rank by init_distributed
+    resolved = cfg.to_dict()
+    resolved["train"]["precision"] = resolve_precision(cfg.train.precision, device)  # what config.yaml says
+    _check_folder(out_dir, resolved, overwrite, resume)  # fail fast, before creating a lock file
+    own, error = None, None
+    if current().is_main and lock is None:
+        try:
+            own = rf.lock_folder(out_dir)
+        except ConfigError as e:
+            error = e
+    if not all_true(error is None):
+        raise error or ConfigError(f"Run folder '{out_dir}' is being written by another process.")
+    try:
+        _check_folder(out_dir, resolved, overwrite, resume)  # again, now that no one else can change it
+        return _train(cfg, resolved, device, list(callbacks), overwrite, resume)
+    finally:
+        if own is not None:
+            own.release()
+
+
+def _check_folder(out_dir: Path, resolved: dict[str, Any], overwrite: bool, resume: bool) -> None:
+    if resume:
+        check_resumable(out_dir, resolved)
+    else:
+        rf.check_target(out_dir, overwrite)
+    if resolved["train"]["batch_size"] % current().world_size:
+        raise ConfigError(
+            f"`train.batch_size` {resolved['train']['batch_size']} must be a multiple of the "
+            f"{current().world_size} processes (it is the global batch)."
+        )
+
+
+def _train(
+    cfg: RunConfig, resolved: dict[str, Any], device: torch.device, callbacks: list, overwrite: bool, resume: bool
+) -> RunSummary:
+    out_dir, dist, precision = Path(cfg.out_dir), current(), resolved["train"]["precision"]
+    staged = not resume and out_dir.is_dir() and any(out_dir.iterdir())  # --overwrite of an earlier run
+    work_dir = rf.staging_dir(out_dir) if staged else out_dir
+    tensorboard = TensorBoardWriter(work_dir / rf.TENSORBOARD_DIR) if cfg.train.tensorboard else None  # every rank
+    tensorboard = tensorboard if dist.is_main else None  # checks the package; rank 0 writes
+    raw = load_raw(cfg.data)
+    built = create_backbone(cfg.backbone, num_classes=len(raw.classes), seed=cfg.train.seed)
+    splits = build_splits(cfg.data, built.data_config, raw)
+    torch.manual_seed(cfg.train.seed)  # adapter init (W_down), dropout
+    model = build_method(cfg.method, built.model, cfg.adapter)
+    bs, nw = cfg.train.batch_size // dist.world_size, cfg.data.num_workers
+    train_loader = make_loader(splits.train, bs, nw, device, shuffle=True, seed=cfg.train.seed, dist=dist)
+    val_loader = make_loader(splits.val, bs, nw, device, dist=dist) if splits.val is not None else None
+    test_loader = make_loader(splits.test, bs, nw, device, dist=dist)
+
+    created = not out_dir.exists()
+    if dist.is_main:
+        rf.begin_attempt(work_dir, resolved, resume)
+    barrier()
+    counts = {"train": len(raw.train), "test": len(raw.test)} | ({"val": len(raw.val)} if raw.val else {})
+    params = {id(p): p for p in model.parameters()}.values()
+    summary = RunSummary(
+        status=RunStatus.FAILED,
+        method=cfg.method,
+        backbone=cfg.backbone.name,
+        dataset=cfg.data.name,
+        rank=cfg.adapter.rank if cfg.adapter else None,
+        placement=cfg.adapter.placement if cfg.adapter else None,
+        seed=cfg.train.seed,
+        trainable_params=sum(p.numel() for p in params if p.requires_grad),
+        total_params=sum(p.numel() for p in params),
+        num_classes=len(raw.classes),
+        classes=list(raw.classes),
+        split_sizes=splits.sizes(),
+        weights_tag=built.weights_tag,
+        weights_sha256=built.weights_sha256,
+        weights_source=built.weights_source,
+        protocol=make_protocol(cfg, built.data_config, raw.classes, counts),
+        device=str(device),
+        precision=precision,
+        versions=versions(),
+    )
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    writers = [MetricsWriter(work_dir / rf.METRICS_FILE), *([tensorboard] if tensorboard else []), *callbacks]
+    try:
+        fit_model, loaders, cached = model, (train_loader, val_loader, test_loader), None
+        if METHODS.get(cfg.method).cached_features:  # the head trains on features computed once
+            cached = cached_feature_fit_inputs(model, *loaders, bs, cfg.train.seed, device, precision)
+            fit_model, loaders = cached.model, cached.loaders
+        result = fit(
+            fit_model,
+            *loaders,
+            cfg.train,
+            device,
+            writers if dist.is_main else [],
+            checkpoint_path=work_dir / rf.CHECKPOINT_FILE,
+            resume=resume,
+        )
+        if cached is not None:
+            result = cached.full_result(result)
+        if dist.is_main:
+            _write_results(work_dir, summary, result, file_metadata(cfg, built, raw.classes, model), device)
+            if staged:
+                rf.swap_in(work_dir, out_dir)
+    except BaseException as e:
+        if tensorboard is not None:
+            tensorboard.close()
+        if dist.is_main:
+            _record_failure(work_dir, summary, e, remove=created and not resume, staged=staged)
+        raise
+    if tensorboard is not None:
+        tensorboard.close()
+    summary.status = RunStatus.SUCCESS
+    return summary
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _write_results(
+    out_dir: Path, summary: RunSummary, result: Any, meta: dict[str, Any], device: torch.device
+) -> None:
+    save_tensors(out_dir / rf.ADAPTER_FILE, result.best_state, meta)
+    summary.test_acc, summary.test_top5 = result.test["acc"], result.test["top5"]
+    summary.test_acc_last = result.test_last["acc"]
+    summary.best_val_acc, summary.best_epoch, summary.selection = (
+        result.best_val_acc,
+        result.best_epoch,
+        result.selection,
+    )
+    summary.train_seconds, summary.train_images_per_second = result.train_seconds, result.images_per_second
+    summary.peak_memory_mb = _peak_memory_mb(device)
+    summary.skipped_images = result.skipped_images
+    summary.skipped_test_images = result.test["skipped"]
+    summary.adapter_file_bytes = (out_dir / rf.ADAPTER_FILE).stat().st_size
+    summary.status = RunStatus.SUCCESS
+    try:
+        rf.write_summary(out_dir, summary)
+    except BaseException:
+        summary.status = RunStatus.FAILED
+        raise
+    (out_dir / rf.CHECKPOINT_FILE).unlink(missing_ok=True)  # finished: adapter.safetensors is the result
+
+
+def _record_failure(work_dir: Path, summary: RunSummary, e: BaseException, remove: bool, staged: bool) -> None:
+    """A replacement run (``--overwrite``) that stops is discarded: the earlier run stays as it was. Bad input
+    found during training (before any checkpoint) removes the new folder; anything else writes a failed (or,
+    for Ctrl-C, interrupted) summary next to the last good checkpoint, which ``--resume`` continues from."""
+    if staged:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        _logger.warning("the new run stopped (%s); the earlier run is unchanged", type(e).__name__)
+        return
+    if remove and isinstance(e, DataError | ConfigError) and not (work_dir / rf.CHECKPOINT_FILE).exists():
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return
+    if isinstance(e, KeyboardInterrupt):
+        summary.status, summary.error = RunStatus.INTERRUPTED, "KeyboardInterrupt: stopped by the user"
+    else:
+        summary.status, summary.error = RunStatus.FAILED, f"{type(e).__name__}: {e}"
+    rf.record_failure(work_dir, summary)
