@@ -195,3 +195,49 @@ def test_report_fits_the_rank_elbow(tmp_path):
     # gain of a doubling at r: 20 r^-1.5 (1 - 2^-1.5) = 12.9 r^-1.5, below the noise 0.2/sqrt(3) from r = 24 on
     assert cols[4] == "32" and cols[7:10] == ["90.00", "20.00", "1.500"], row
     assert report.files
+
+
+def _data_protocol(root: str, classes: list[str]) -> dict:
+    return {**PROTOCOL, "dataset": "imagefolder", "data_root": root, "classes": classes, "image_counts": {"train": 50}}
+
+
+DIGITS_LOW = _data_protocol("/data/digits0-4", ["0", "1", "2", "3", "4"])
+DIGITS_HIGH = _data_protocol("/data/digits5-9", ["5", "6", "7", "8", "9"])
+
+
+def test_runs_of_different_data_are_never_averaged(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root / "low", "imagefolder", "head", 0, 26.0, protocol=DIGITS_LOW)
+    write_run(root / "high", "imagefolder", "head", 1, 27.0, protocol=DIGITS_HIGH)
+    with pytest.raises(ProtocolMismatchError, match=r"different protocols.*protocol.classes.*protocol.data_root"):
+        aggregate(collect_runs(root))
+    cells = aggregate(collect_runs(root), split_protocols=True)
+    assert sorted((c.variant, c.n) for c in cells) == [
+        ("head [classes=0,1,2,3,4, data_root=digits0-4]", 1),
+        ("head [classes=5,6,7,8,9, data_root=digits5-9]", 1),
+    ]
+
+
+def test_seed_0_on_two_datasets_is_two_cells_not_a_duplicate(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root / "low", "imagefolder", "head", 0, 26.0, protocol=DIGITS_LOW)
+    write_run(root / "high", "imagefolder", "head", 0, 27.0, protocol=DIGITS_HIGH)
+    with pytest.raises(ProtocolMismatchError, match="different protocols"):
+        aggregate(collect_runs(root))
+    cells = aggregate(collect_runs(root), split_protocols=True)
+    assert sorted(c.mean for c in cells) == [26.0, 27.0] and all(c.n == 1 for c in cells)
+
+
+def test_same_data_in_another_image_count_is_another_protocol(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root / "a", "imagefolder", "head", 0, 26.0, protocol=DIGITS_LOW)
+    more = {**DIGITS_LOW, "image_counts": {"train": 60}}
+    write_run(root / "b", "imagefolder", "head", 1, 27.0, protocol=more)
+    with pytest.raises(ProtocolMismatchError, match="image_counts"):
+        aggregate(collect_runs(root))
+
+
+def test_a_replacement_run_still_training_is_not_reported(results, tmp_path):
+    staged = results / ".dataset=mnist-5k,method=head,rank=None,seed=0.overwrite"
+    write_run(staged, "mnist-5k", "head", 9, 10.0)  # hidden: an --overwrite run in progress
+    assert len(collect_runs(results)) == 24

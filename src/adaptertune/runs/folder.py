@@ -107,7 +107,7 @@ def is_run_folder(names: list[str] | set[str]) -> bool:
 def checkpoint_progress(path: Path) -> tuple[int, int] | None:
     """(epoch, step) of a training checkpoint, from its header alone; None when it is unreadable.
 
-    The epoch is the one the checkpoint was written in (the next to run when it closed an epoch).
+    The epoch is the one the checkpoint was written in (for an end-of-epoch checkpoint, the epoch it closed).
     """
     from safetensors import safe_open
 
@@ -257,6 +257,7 @@ def _finish_interrupted_swap(out_dir: Path) -> None:
         return
     done = staged.is_dir() and read_state(staged, check_lock=False).status is RunStatus.SUCCESS
     os.rename(staged if done else old, out_dir)
+    shutil.rmtree(old if done else staged, ignore_errors=True)
 
 
 def check_target(out_dir: Path, overwrite: bool) -> None:

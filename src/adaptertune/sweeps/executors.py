@@ -121,6 +121,8 @@ def _run_locked_point(job: PointJob, run_dir: Path, callbacks: Sequence[Any], lo
                 summary = runs.run(cfg, callbacks=list(callbacks), resume=True, lock=lock)
             except CheckpointError as e:  # unusable checkpoint: start the point over
                 _logger.warning("point %s: cannot resume (%s); starting over", job.name, e)
+        elif (run_dir / rf.CHECKPOINT_FILE).is_file():
+            _logger.warning("point %s: unreadable checkpoint; starting over", job.name)
         if summary is None:
             rf.discard_attempt(run_dir)
             summary = runs.run(cfg, callbacks=list(callbacks), lock=lock)
