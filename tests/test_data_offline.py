@@ -71,8 +71,9 @@ def test_fashion_mnist_debian_files_are_the_real_set():
     assert np.bincount(raw.test.targets).tolist() == [1000] * 10
     assert raw.train.load(0).size == (28, 28)
     splits = build_splits(DataConfig(name="fashion-mnist", subset=100, test_subset=50), DATA_CONFIG, raw)
-    assert splits.sizes() == {"train": 100, "val": 6000, "test": 50}
+    assert splits.sizes() == {"train": 100, "val": 10, "test": 50}  # val: 10% of the subset, outside it
     assert np.bincount(splits.train.targets).tolist() == [10] * 10  # stratified subset
+    assert not set(splits.train.indices) & set(splits.val.indices)
 
 
 def write_mnist_csv(path: Path, n_per_class: int = 5) -> Path:

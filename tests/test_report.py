@@ -93,9 +93,16 @@ def test_aggregate_over_seeds_and_gains(results):
     g = next(g for g in gs if g.dataset == "mnist-5k" and g.variant == "adapter r=16" and g.baseline == "head")
     assert g.delta == pytest.approx(17.0) and (g.seeds_won, g.seeds_shared) == (3, 3)
     lines = gains_summary(gs)
-    assert lines[0] == "adapter r=4 beats head-only on 2/2 pairs (mean gain +13.00 points; 6/6 seeds)"
-    assert "adapter r=16 beats full fine-tuning on 2/2 pairs (mean gain +2.00 points; 6/6 seeds)" in lines
+    assert lines[0] == (
+        "adapter r=4 beats head-only on 2/2 pairs (ties 0, losses 0; mean gain +13.00 points; 6/6 seeds)"
+    )
+    assert (
+        "adapter r=16 beats full fine-tuning on 2/2 pairs (ties 0, losses 0; mean gain +2.00 points; 6/6 seeds)"
+        in lines
+    )
     assert "adapter r=4 beats full fine-tuning on 0/2 pairs" in " ".join(lines)
+    assert "adapter r=4 beats full fine-tuning on 0/2 pairs (ties 0, losses 2;" in " ".join(lines)  # -2 every seed
+    assert lines[-1].startswith("Verdicts compare paired seeds") and "entirely above 0" in lines[-1]
 
 
 def test_markdown_table_bolds_the_best_per_row(results):
@@ -111,6 +118,7 @@ def test_report_writes_every_file(results, tmp_path):
     assert names == {
         "results.csv",
         "cells.csv",
+        "gains.csv",
         "table.md",
         "table.tex",
         "accuracy_vs_rank.png",
@@ -125,10 +133,18 @@ def test_report_writes_every_file(results, tmp_path):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "<img" in html and "src='report" not in html
     assert "beats head-only on 2/2 pairs" in html
+    assert "<td>win</td>" in html and "t-interval of the mean per-seed difference lies entirely above 0" in html
     for png in ("accuracy_vs_rank.png", "accuracy_vs_params.png", "training_curves.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "table.md").read_text()
     assert "0.71% of full fine-tuning" in md  # 150,000 / 21,000,000
+    assert "| win |" in md and "| loss |" in md and "t-interval of the mean per-seed difference" in md
+    gains_csv = list(csv.DictReader((out / "gains.csv").open()))
+    assert len(gains_csv) == 8  # 2 datasets x 2 adapter ranks x (head, full)
+    row = next(r for r in gains_csv if r["dataset"] == "fashion-mnist" and r["variant"] == "adapter r=4")
+    assert row["reference"] == "head" and (row["n"], row["n_unpaired"], row["verdict"]) == ("3", "0", "win")
+    # per seed 13, 15, 11: mean 13, sd 2, t_{.975,2} = 4.3027: 13 -/+ 4.9683; 3 seeds: no bootstrap
+    assert (row["mean_diff"], row["ci_low"], row["ci_high"], row["boot_low"]) == ("13.0000", "8.0317", "17.9683", "")
 
 
 def test_mixed_protocols_in_one_cell_are_refused(results, tmp_path):
@@ -241,3 +257,36 @@ def test_a_replacement_run_still_training_is_not_reported(results, tmp_path):
     staged = results / ".dataset=mnist-5k,method=head,rank=None,seed=0.overwrite"
     write_run(staged, "mnist-5k", "head", 9, 10.0)  # hidden: an --overwrite run in progress
     assert len(collect_runs(results)) == 24
+
+
+def test_gains_pair_seeds_and_call_small_gains_ties(tmp_path):
+    """+0.01 points over 3 seeds is a tie; a seed one method lacks is left out and counted."""
+    root = tmp_path / "runs"
+    for seed, (head, adapter) in enumerate([(70.0, 70.51), (71.0, 70.52), (69.0, 69.0)]):
+        write_run(root, "fashion-mnist", "head", seed, head)
+        write_run(root, "fashion-mnist", "adapter", seed, adapter, rank=4)
+    write_run(root, "fashion-mnist", "head", 7, 10.0)  # unpaired: must not enter the difference
+    gs = gains(aggregate(collect_runs(root)))
+    (g,) = gs
+    assert (g.seeds_shared, g.seeds_unpaired, g.verdict) == (3, 1, "tie") and g.delta == pytest.approx(0.01)
+    assert g.ci[0] < 0 < g.ci[1]
+    assert gains_summary(gs)[0].startswith("adapter r=4 beats head-only on 0/1 pairs (ties 1, losses 0;")
+
+
+def test_gains_bootstrap_from_five_seeds_and_linear_probe_as_reference(tmp_path):
+    PARAMS["linear-probe-cached"] = 3850
+    root = tmp_path / "runs"
+    for seed in range(5):
+        write_run(root, "fashion-mnist", "linear-probe-cached", seed, 70.0 + seed % 2)
+        write_run(root, "fashion-mnist", "adapter", seed, 71.0 + seed % 2 + 0.1 * seed, rank=4)
+    (g,) = gains(aggregate(collect_runs(root)))
+    assert g.baseline == "linear-probe-cached" and g.seeds_shared == 5 and g.verdict == "win"
+    assert g.boot[0] <= g.delta <= g.boot[1] and g.boot[0] > 0  # diffs 1.0 .. 1.4
+
+
+def test_cells_with_different_splits_are_not_compared(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(3):
+        write_run(root, "fashion-mnist", "head", seed, 60.0)
+        write_run(root, "fashion-mnist", "adapter", seed, 70.0, rank=4, protocol={**PROTOCOL, "subset": 512})
+    assert gains(aggregate(collect_runs(root))) == []

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from adaptertune.errors import ConfigError
 from adaptertune.analysis.toy import make_circles, make_moons, run_toy
+from adaptertune.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +56,10 @@ def test_cli_toy(tmp_path, capsys):
     assert main(["toy", "--ranks", "1,2,4", "--seeds", "2", "--steps", "20", "--boot", "50", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "head only" in text and "elbow" in text
+    assert "not a re-run of the reference toy script" in text and "GELU here" in text and "standardises" in text
     d = json.loads((out / "toy.json").read_text())
     assert [t["rank"] for t in d["table"]] == [0, 1, 2, 4] and len(d["rows"]) == 8
+    diffs = d["setup"]["differences_from_reference_code"]
+    assert len(diffs) == 5 and any("full-batch" in x for x in diffs) and any("split" in x for x in diffs)
     assert (out / "toy.png").stat().st_size > 1000
     assert main(["toy", "--ranks", "1,x"]) == 2

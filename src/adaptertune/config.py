@@ -214,7 +214,9 @@ class DataConfig:
     Args:
         name: registered dataset (``imagefolder``, ...).
         root: dataset folder or file.
-        val_fraction: share of the training split held out for validation (stratified).
+        val_fraction: share of the training split held out for validation (stratified); with ``subset``, the
+            share of the subset, drawn from the training images outside it.
+        val_subset: validation size in images, replacing ``val_fraction`` (None: use ``val_fraction``).
         split_seed: seed of the train/val split; independent of the training seed.
         subset: use a fixed stratified subset of N training images.
         test_subset: use a fixed stratified subset of N test images.
@@ -232,6 +234,7 @@ class DataConfig:
     name: str = "imagefolder"
     root: str | None = None
     val_fraction: float = 0.1
+    val_subset: int | None = None
     split_seed: int = 0
     subset: int | None = None
     test_subset: int | None = None
@@ -250,6 +253,7 @@ class DataConfig:
         self.val_fraction = _as_float("data.val_fraction", self.val_fraction, minimum=0.0)
         if self.val_fraction >= 1:
             raise ConfigError(f"`data.val_fraction` must be in [0, 1), got {self.val_fraction:g}.")
+        self.val_subset = _optional(_as_int, "data.val_subset", self.val_subset, minimum=1)
         self.split_seed = _as_int("data.split_seed", self.split_seed, minimum=0)
         self.subset = _optional(_as_int, "data.subset", self.subset, minimum=1)
         self.test_subset = _optional(_as_int, "data.test_subset", self.test_subset, minimum=1)

@@ -41,9 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
+    from ..analysis.drift import drift_from_config, plot_drift
     from ..config import BackboneConfig, DataConfig
     from ..errors import ConfigError
-    from ..analysis.drift import drift_from_config, plot_drift
     from .main import parse_backbone_args
 
     bargs = parse_backbone_args(args.backbone_arg)
@@ -94,5 +94,6 @@ def cmd_drift(args: argparse.Namespace) -> int:
             }
         )
     print(format_table(rows))
+    print(result.setup["zero_init"])
     print(f"wrote {out / 'drift.json'} and {png}")
     return 0

@@ -26,8 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_toy(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
     from ..analysis.toy import plot_toy, run_toy
+    from ..errors import ConfigError
 
     try:
         ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
@@ -55,6 +55,9 @@ def cmd_toy(args: argparse.Namespace) -> int:
         )
     else:
         print(f"elbow: not fitted ({result.elbow_error})")
+    print("not a re-run of the reference toy script; it differs in:")
+    for d in result.setup["differences_from_reference_code"]:
+        print(f"  - {d}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "toy.json").write_text(json.dumps(result.to_dict(), indent=2))

@@ -2,7 +2,7 @@
 
 from .base import ArraySource, ImageFiles, ImageSource, RawDataset, SplitView, collate_skip
 from .registry import DATASETS, DatasetInfo, DataSplits, build_splits, load_raw, register_dataset
-from .splits import stratified_order, subset_indices, train_val_indices
+from .splits import run_split_indices, stratified_order, subset_indices, train_val_indices, val_size
 from .transforms import build_transforms
 
 __all__ = [
@@ -19,8 +19,10 @@ __all__ = [
     "collate_skip",
     "load_raw",
     "register_dataset",
+    "run_split_indices",
     "stratified_order",
     "subset_indices",
     "train_val_indices",
+    "val_size",
 ]
 from . import csv_files, fgvc, fine_grained, folders, hf, imagenet_folders, offline, petl, vision  # noqa: E402,F401,I001  (register the loaders)

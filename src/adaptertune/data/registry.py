@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from ..registry import Registry
 from .base import RawDataset, SplitView
-from .splits import subset_indices, train_val_indices
+from .splits import run_split_indices, subset_indices, val_size
 from .transforms import build_transforms
+
+_logger = logging.getLogger(__name__)
 
 __all__ = ["DATASETS", "DataSplits", "DatasetInfo", "build_splits", "load_raw", "register_dataset"]
 
@@ -77,17 +82,38 @@ def load_raw(cfg: DataConfig) -> RawDataset:
 def build_splits(cfg: DataConfig, data_config: dict[str, Any], raw: RawDataset | None = None) -> DataSplits:
     """Build the train / val / test views of ``raw`` (loaded from ``cfg`` if None) with the backbone's transforms.
 
-    Validation comes from the dataset's official val split when it has one, else a stratified
-    ``val_fraction`` of train drawn with ``split_seed`` (never the training seed).
+    Validation is sized to the run and never chosen by the training seed:
+
+    - a dataset with an official val split uses it whole, or, with ``subset`` or ``val_subset``, a fixed
+      stratified part of it of ``val_subset`` images (else ``val_fraction`` of the subset);
+    - otherwise validation comes from the training pool (:func:`~adaptertune.data.splits.run_split_indices`):
+      ``val_fraction`` of the pool without ``subset``; with it, ``val_fraction`` of the subset (or
+      ``val_subset`` images) drawn from the pool outside the subset, both fixed by ``split_seed``.
+
+    Raises:
+        DataError: the subset and its validation do not fit in the training pool.
     """
     raw = raw if raw is not None else load_raw(cfg)
     train_tf, eval_tf = build_transforms(data_config, augment=cfg.augment, resize=cfg.resize)
     if raw.val is not None:
-        train_idx, val_src, val_idx = range(len(raw.train)), raw.val, range(len(raw.val))
+        if cfg.subset is not None and cfg.subset > len(raw.train):
+            raise DataError(
+                f"`data.subset` {cfg.subset} exceeds the {len(raw.train)} training images of '{cfg.name}'."
+            )
+        train_idx = subset_indices(np.arange(len(raw.train)), raw.train.targets, cfg.subset, cfg.split_seed)
+        n_val = None  # the official val split, whole
+        if cfg.subset is not None or cfg.val_subset is not None:
+            n_val = val_size(cfg.subset or len(raw.train), cfg.val_fraction, cfg.val_subset)
+            if n_val > len(raw.val):
+                _logger.warning(
+                    "'%s': %d validation images asked, its val split has %d", cfg.name, n_val, len(raw.val)
+                )
+        val_src, val_idx = raw.val, subset_indices(np.arange(len(raw.val)), raw.val.targets, n_val, cfg.split_seed)
     else:
-        train_idx, val_idx = train_val_indices(raw.train.targets, cfg.val_fraction, cfg.split_seed)
+        train_idx, val_idx = run_split_indices(
+            raw.train.targets, cfg.val_fraction, cfg.split_seed, cfg.subset, cfg.val_subset
+        )
         val_src = raw.train
-    train_idx = subset_indices(train_idx, raw.train.targets, cfg.subset, cfg.split_seed)
     test_idx = subset_indices(range(len(raw.test)), raw.test.targets, cfg.test_subset, cfg.split_seed)
     if len(train_idx) == 0:
         raise DataError(f"Dataset '{cfg.name}' has no training images left after the validation split.")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .loop import autocast_context
+from .sampling import ResumableSampler
 
 __all__ = ["FeatureHead", "extract_features", "feature_loader"]
 
@@ -51,13 +52,30 @@ class FeatureHead(nn.Module):
         return self.head(f)
 
 
+class _EpochKeyed(torch.utils.data.Dataset):
+    """Item ``(epoch, i)``, as :class:`ResumableSampler` yields keys, is item ``i`` (no per-epoch draw)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        return self.dataset[key[1]]
+
+
 def feature_loader(
     features: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = False, seed: int = 0
 ) -> torch.utils.data.DataLoader:
-    """Batches of (features, labels), in the same seeded order as an image loader of the same length."""
+    """Batches of (features, labels); with ``shuffle``, the order of epoch e is the image loader's (seed, e) order.
+
+    The same :class:`ResumableSampler` as the image loader draws the order, so a probe on cached features sees
+    the batches head-only training sees at the same seed, epoch by epoch, and resumes inside an epoch exactly.
+    """
+    data = torch.utils.data.TensorDataset(features, labels)
+    if not shuffle:
+        return torch.utils.data.DataLoader(data, batch_size=batch_size)
     return torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(features, labels),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+        _EpochKeyed(data), batch_size=batch_size, sampler=ResumableSampler(len(data), seed, batch_size)
     )

@@ -1,7 +1,8 @@
 """``adaptertune report``: tables, plots and one self-contained ``report.html`` from a folder of runs.
 
 Writes into the output folder: ``results.csv`` (one row per run folder, failed and broken ones included),
-``cells.csv`` (one row per cell: mean, std, n, per-seed accuracies), ``table.md`` (accuracy tables, gains,
+``cells.csv`` (one row per cell: mean, std, n, per-seed accuracies), ``gains.csv`` (each variant against each
+reference over paired seeds: mean difference, 95% intervals, n, verdict), ``table.md`` (accuracy tables, gains,
 parameter shares), ``table.tex`` (paper-style), PNG plots and ``report.html`` (images embedded as base64).
 """
 
@@ -22,11 +23,14 @@ from ..engine import atomic_write_text
 from ..errors import AdapterTuneError
 from .plots import plot_accuracy_vs_params, plot_accuracy_vs_rank, plot_rank_elbows, plot_training_curves, rank_elbows
 from .results import Cell, RunRecord, aggregate, collect_runs
+from .stats import WIN_RULE
 from .tables import (
     gains,
     gains_markdown,
+    gains_rows,
     gains_summary,
     html_table,
+    interval_text,
     latex_table,
     markdown_table,
     param_shares,
@@ -150,6 +154,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
     written = {
         "results.csv": lambda p: _write_csv(p, results_rows(records)),
         "cells.csv": lambda p: _write_csv(p, _cell_rows(cells)),
+        "gains.csv": lambda p: _write_csv(p, gains_rows(gs)),
         "table.md": lambda p: atomic_write_text(p, md.rstrip("\n") + "\n"),
         "table.tex": lambda p: atomic_write_text(p, latex_table(cells)),
     }
@@ -217,12 +222,15 @@ def _html(
     ]
     if gs:
         parts.append("<h2>AdapterTune vs head-only and full fine-tuning</h2><ul>")
-        parts += [f"<li>{esc(line)}</li>" for line in report.gain_lines]
-        parts.append("</ul><table><tr><th>dataset</th><th>backbone</th><th>variant</th><th>vs</th>")
-        parts.append("<th>gain (points)</th><th>seeds won</th></tr>")
+        parts += [f"<li>{esc(line)}</li>" for line in gains_summary(gs, rule=False)]
+        parts.append(
+            f"</ul><p>{esc(WIN_RULE)}</p><table><tr><th>dataset</th><th>backbone</th><th>variant</th><th>vs</th>"
+        )
+        parts.append("<th>gain (points)</th><th>95% CI (t)</th><th>verdict</th><th>seeds won</th></tr>")
         parts += [
             f"<tr><td>{esc(g.dataset)}</td><td>{esc(g.backbone)}</td><td>{esc(g.variant)}</td>"
-            f"<td>{esc(g.baseline)}</td><td>{g.delta:+.2f}</td><td>{g.seeds_won}/{g.seeds_shared}</td></tr>"
+            f"<td>{esc(g.baseline)}</td><td>{g.delta:+.2f}</td><td>{esc(interval_text(*g.ci))}</td>"
+            f"<td>{esc(g.verdict)}</td><td>{g.seeds_won}/{g.seeds_shared}</td></tr>"
             for g in gs
         ]
         parts.append("</table>")

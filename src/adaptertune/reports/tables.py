@@ -6,18 +6,23 @@ All functions are pure: cells in, text or rows out.
 from __future__ import annotations
 
 import html
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from .results import Cell, RunRecord
+from .stats import VERDICTS, WIN_RULE, paired_comparison
 
 __all__ = [
+    "REFERENCES",
     "Gain",
     "gains",
     "gains_markdown",
+    "gains_rows",
     "gains_summary",
     "html_table",
+    "interval_text",
     "latex_table",
     "markdown_table",
     "param_shares",
@@ -25,10 +30,12 @@ __all__ = [
     "sorted_variants",
 ]
 
+_logger = logging.getLogger(__name__)
+
 
 def sorted_variants(cells: list[Cell]) -> list[str]:
-    """head, full, then adapter-style variants by method, rank and label."""
-    order = {"head": 0, "full": 1}
+    """head (and the cached linear probe), full, then adapter-style variants by method, rank and label."""
+    order = {"head": 0, "linear-probe-cached": 0, "full": 1}
     best = {}
     for c in cells:
         best[c.variant] = (order.get(c.method, 2), c.method, c.rank or 0, c.variant)
@@ -132,70 +139,149 @@ def html_table(cells: list[Cell]) -> str:
     return "\n".join(out)
 
 
+# Baselines every other variant is compared with, and how the summary names them.
+REFERENCES = {"head": "head-only", "linear-probe-cached": "the cached linear probe", "full": "full fine-tuning"}
+# Protocol fields that must match for two cells' seeds to be paired (same images at each seed).
+_SPLIT_KEYS = ("split_seed", "subset", "test_subset", "val_fraction", "val_subset")
+
+
 @dataclass
 class Gain:
-    """An adapter-style variant against a baseline (head or full) on one (dataset, backbone) pair."""
+    """A variant against a reference (head, cached linear probe or full) on one (dataset, backbone) pair.
+
+    ``delta`` and the intervals are over the paired seeds (see :mod:`adaptertune.reports.stats`).
+    """
 
     dataset: str
     backbone: str
     variant: str
     baseline: str
-    delta: float  # mean difference, top-1 points
-    seeds_won: int  # seeds where the variant beats the baseline (shared seeds only)
-    seeds_shared: int
+    delta: float  # paired mean difference, top-1 points
+    seeds_won: int  # paired seeds where the variant beats the baseline
+    seeds_shared: int  # paired seeds (n)
+    seeds_unpaired: int = 0  # seeds only one of the two ran (left out)
+    ci: tuple[float, float] = (-math.inf, math.inf)  # 95% t-interval of delta
+    boot: tuple[float, float] = (math.nan, math.nan)  # 95% percentile bootstrap (n >= 5)
+    verdict: str = "tie"
 
     @property
     def wins(self) -> bool:
-        return self.delta > 0
+        return self.verdict == "win"
+
+
+def _split(c: Cell) -> tuple[Any, ...]:
+    return tuple(c.runs[0].protocol.get(k) for k in _SPLIT_KEYS)
 
 
 def gains(cells: list[Cell]) -> list[Gain]:
-    """Every non-baseline variant against ``head`` and ``full`` on each pair that has them."""
+    """Every non-reference variant against each reference on each pair that has it, over paired seeds.
+
+    A reference whose split protocol (split seed, subsets, validation) differs from the variant's is not
+    compared: its seeds saw other images, so they are not paired.
+    """
     by_pair: dict[tuple[str, str], dict[str, Cell]] = {}
     for c in cells:
         by_pair.setdefault((c.dataset, c.backbone), {})[c.variant] = c
     out = []
     for (d, b), variants in sorted(by_pair.items()):
         for v in sorted_variants(list(variants.values())):
-            if v in ("head", "full"):
+            if v in REFERENCES:
                 continue
-            for base in ("head", "full"):
+            for base in REFERENCES:
                 if base not in variants:
                     continue
-                mine, theirs = variants[v].accs, variants[base].accs
-                shared = sorted(set(mine) & set(theirs))
-                won = sum(mine[s] > theirs[s] for s in shared)
-                out.append(Gain(d, b, v, base, variants[v].mean - variants[base].mean, won, len(shared)))
+                if _split(variants[v]) != _split(variants[base]):
+                    _logger.warning("not comparing %s with %s on (%s, %s): different splits", v, base, d, b)
+                    continue
+                p = paired_comparison(variants[v].accs, variants[base].accs)
+                out.append(
+                    Gain(
+                        d,
+                        b,
+                        v,
+                        base,
+                        p.mean_diff,
+                        p.seeds_won,
+                        p.n,
+                        p.n_unpaired,
+                        (p.ci_low, p.ci_high),
+                        (p.boot_low, p.boot_high),
+                        p.verdict,
+                    )
+                )
     return out
 
 
-def gains_summary(gs: list[Gain]) -> list[str]:
-    """One line per (variant, baseline): pairs won, mean gain, seeds won."""
+def gains_summary(gs: list[Gain], rule: bool = True) -> list[str]:
+    """One line per (variant, reference): pairs won / tied / lost by the paired verdict, mean gain, seeds
+    won; then (``rule``) the line stating the verdict rule."""
     lines = []
     first = list(dict.fromkeys((g.variant, g.baseline) for g in gs))  # the table's variant order
-    keys = sorted(first, key=lambda k: (k[1] != "head", first.index(k)))
+    refs = list(REFERENCES)
+    keys = sorted(first, key=lambda k: (refs.index(k[1]), first.index(k)))
     for variant, base in keys:
         sel = [g for g in gs if g.variant == variant and g.baseline == base]
-        name = "head-only" if base == "head" else "full fine-tuning"
-        mean = sum(g.delta for g in sel) / len(sel)
+        deltas = [g.delta for g in sel if not math.isnan(g.delta)]
+        mean = sum(deltas) / len(deltas) if deltas else math.nan
         seeds = sum(g.seeds_won for g in sel), sum(g.seeds_shared for g in sel)
+        count = {v: sum(g.verdict == v for g in sel) for v in VERDICTS}
         lines.append(
-            f"{variant} beats {name} on {sum(g.wins for g in sel)}/{len(sel)} pairs "
-            f"(mean gain {mean:+.2f} points; {seeds[0]}/{seeds[1]} seeds)"
+            f"{variant} beats {REFERENCES[base]} on {count['win']}/{len(sel)} pairs "
+            f"(ties {count['tie']}, losses {count['loss']}; mean gain {mean:+.2f} points; {seeds[0]}/{seeds[1]} seeds)"
         )
+    if rule and lines:
+        lines.append(WIN_RULE)
     return lines
+
+
+def interval_text(lo: float, hi: float) -> str:
+    """``[+1.20, +3.40]``, or ``-`` where no interval could be formed."""
+    return "-" if math.isnan(lo) or math.isinf(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
 
 
 def gains_markdown(gs: list[Gain]) -> str:
     if not gs:
-        return "No pair has both a baseline (head, full) and another variant.\n"
-    rows = ["| dataset | backbone | variant | vs | gain (points) | seeds won |", "|---|---|---|---|---:|---:|"]
+        return "No pair has both a reference (head, linear-probe-cached, full) and another variant.\n"
+    rows = [
+        "| dataset | backbone | variant | vs | gain (points) | 95% CI (t) | 95% CI (bootstrap) | verdict "
+        "| seeds won | paired seeds |",
+        "|---|---|---|---|---:|---:|---:|---|---:|---:|",
+    ]
     rows += [
-        f"| {g.dataset} | {g.backbone} | {g.variant} | {g.baseline} | {g.delta:+.2f} | "
-        f"{g.seeds_won}/{g.seeds_shared} |"
+        f"| {g.dataset} | {g.backbone} | {g.variant} | {g.baseline} | {g.delta:+.2f} | {interval_text(*g.ci)} "
+        f"| {interval_text(*g.boot)} | {g.verdict} | {g.seeds_won}/{g.seeds_shared} | {g.seeds_shared}"
+        + (f" (+{g.seeds_unpaired} unpaired)" if g.seeds_unpaired else "")
+        + " |"
         for g in gs
     ]
-    return "\n".join(rows) + "\n\n" + "\n".join(f"- {line}" for line in gains_summary(gs)) + "\n"
+    summary = gains_summary(gs, rule=False)
+    return "\n".join(rows) + "\n\n" + "\n".join(f"- {line}" for line in summary) + f"\n\n{WIN_RULE}\n"
+
+
+def gains_rows(gs: list[Gain]) -> list[dict[str, Any]]:
+    """One row per comparison for gains.csv (intervals empty where they cannot be formed)."""
+
+    def num(x: float) -> str:
+        return "" if math.isnan(x) or math.isinf(x) else f"{x:.4f}"
+
+    return [
+        {
+            "dataset": g.dataset,
+            "backbone": g.backbone,
+            "variant": g.variant,
+            "reference": g.baseline,
+            "n": g.seeds_shared,
+            "n_unpaired": g.seeds_unpaired,
+            "mean_diff": num(g.delta),
+            "ci_low": num(g.ci[0]),
+            "ci_high": num(g.ci[1]),
+            "boot_low": num(g.boot[0]),
+            "boot_high": num(g.boot[1]),
+            "seeds_won": g.seeds_won,
+            "verdict": g.verdict,
+        }
+        for g in gs
+    ]
 
 
 def param_shares(cells: list[Cell]) -> list[dict[str, Any]]:
