@@ -26,8 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_toy(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
     from ..analysis.toy import plot_toy, run_toy
+    from ..errors import ConfigError
 
     try:
         ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
@@ -48,10 +48,10 @@ def cmd_toy(args: argparse.Namespace) -> int:
     print(format_table(rows))
     if result.elbow is not None:
         e = result.elbow
+        best = e.best_fit
         print(
-            f"elbow: r = {e.elbow} (interval [{e.interval[0]}, {e.interval[1]}], {e.level:.0%} bootstrap over seeds"
-            f"{'' if e.reached else '; not reached in the grid'}); fit acc = {e.params['a']:.2f} - "
-            f"{e.params['b']:.3g} r^-{e.params['c']:.3g} - {e.params['e']:.3g} r, noise {e.noise:.3f}"
+            f"elbow: r = {e.label} (interval {e.interval_label}, {e.level:.0%} bootstrap over whole seeds); "
+            f"rule: {e.rule}" + (f"; best-weighted fit {best.family} ({best.weight:.2f})" if best is not None else "")
         )
     else:
         print(f"elbow: not fitted ({result.elbow_error})")
