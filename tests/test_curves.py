@@ -34,7 +34,8 @@ def test_power_law_is_recovered_and_identified():
 def test_log_linear_points_leave_the_bend_unidentified():
     """The issue's finding: on a log-linear sweep c runs to its floor; the hinge puts its knee on the last rank."""
     y = 70.0 + 2.0 * np.log2(R) + WIGGLE
-    fits = {f.family: f for f in fit_curves(R, y, [0.5] * 6)}
+    steps = [(lo, hi, 0.5) for lo, hi in zip([1, 2, 4, 8, 16, 32], [2, 4, 8, 16, 32, 64])]
+    fits = {f.family: f for f in fit_curves(R, y, steps)}
     assert "c at its bound 0.001" in fits["power"].problems and not fits["power"].identified
     assert any("r0 at its bound" in p for p in fits["hinge"].problems)
     assert fits["power"].params["s"] == pytest.approx(2.0 / math.log(2), rel=0.02)  # gain per e-fold stays identified
@@ -62,6 +63,10 @@ def test_akaike_weights():
 
 def test_predicted_elbow():
     ranks = [1, 2, 4, 8]
-    assert predicted_elbow(ranks, [70.0, 72.0, 72.1, 72.2], [0.5] * 3) == 2
-    assert predicted_elbow(ranks, [70.0, 70.1, 70.2, 70.3], [0.5] * 3) == 1
-    assert predicted_elbow(ranks, [70.0, 72.0, 74.0, 76.0], [0.5] * 3) is None
+    adjacent = [(1, 2, 0.5), (2, 4, 0.5), (4, 8, 0.5)]
+    later = [(lo, hi, 0.5) for i, lo in enumerate(ranks) for hi in ranks[i + 1 :]]
+    assert predicted_elbow(ranks, [70.0, 72.0, 72.1, 72.2], adjacent) == 2
+    assert predicted_elbow(ranks, [70.0, 70.1, 70.2, 70.3], adjacent) == 1
+    assert predicted_elbow(ranks, [70.0, 72.0, 74.0, 76.0], adjacent) is None
+    # small steps that add up: 2 -> 8 gains 0.6, so 2 is beaten and the elbow is 4
+    assert predicted_elbow(ranks, [70.0, 70.3, 70.6, 70.9], later) == 4

@@ -267,23 +267,35 @@ def akaike_weights(aicc: Sequence[float]) -> list[float]:
     return [float(v) for v in w / w.sum()]
 
 
-def predicted_elbow(ranks: Sequence[int], curve: Sequence[float], threshold: Sequence[float]) -> int | None:
-    """Smallest swept rank after which every predicted step gain ``curve[k+1] - curve[k]`` is below
-    ``threshold[k]``; None (not reached) when the last step's predicted gain is not."""
-    gains = np.diff(np.asarray(curve, dtype=float))
-    if not np.all(np.isfinite(gains)):
+def predicted_elbow(
+    ranks: Sequence[int], curve: Sequence[float], comparisons: Sequence[tuple[int, int, float]]
+) -> int | None:
+    """The elbow rule applied to a fitted curve instead of the data.
+
+    Args:
+        ranks: swept ranks, ascending.
+        curve: predicted accuracy at each swept rank.
+        comparisons: ``(lower rank, higher rank, threshold)``: a comparison counts when the predicted gain
+            reaches its threshold (the rule's detectable gain for it).
+
+    Returns:
+        The swept rank just above the largest rank beaten by a counted comparison (the smallest rank if
+        none); None (not reached) when that is the largest rank.
+    """
+    pred = dict(zip((int(r) for r in ranks), (float(v) for v in curve)))
+    if not all(math.isfinite(v) for v in pred.values()):
         return None
-    big = np.nonzero(gains >= np.asarray(threshold, dtype=float))[0]
-    if len(big) == 0:
+    beaten = [ranks.index(lo) for lo, hi, thr in comparisons if pred[hi] - pred[lo] >= thr]
+    if not beaten:
         return int(ranks[0])
-    top = int(big[-1]) + 1
+    top = max(beaten) + 1
     return None if top == len(ranks) - 1 else int(ranks[top])
 
 
 def fit_curves(
     r: Sequence[float],
     y: Sequence[float],
-    threshold: Sequence[float],
+    comparisons: Sequence[tuple[int, int, float]],
     families: Sequence[str] = tuple(FAMILIES),
     n_nuisance: int = 0,
 ) -> list[CurveFit]:
@@ -292,8 +304,8 @@ def fit_curves(
     Args:
         r: rank of each point.
         y: accuracy of each point (seed effects removed).
-        threshold: per step between consecutive swept ranks, the gain below which a step counts as flat
-            (the elbow rule's detectable gain).
+        comparisons: ``(lower rank, higher rank, threshold)`` of the elbow rule, for each curve's elbow
+            (:func:`predicted_elbow`).
         families: which of :data:`FAMILIES`.
         n_nuisance: see :func:`fit_curve`.
 
@@ -303,5 +315,5 @@ def fit_curves(
     fits = [fit_curve(f, r, y, n_nuisance) for f in families]
     for fit, w in zip(fits, akaike_weights([f.aicc for f in fits])):
         fit.weight = w
-        fit.elbow = predicted_elbow(fit.ranks, fit.curve, threshold) if fit.fitted else None
+        fit.elbow = predicted_elbow(fit.ranks, fit.curve, comparisons) if fit.fitted else None
     return fits

@@ -33,7 +33,7 @@ percentile range, with "not reached" above every rank, is the interval.
 
 Beside the rule, :mod:`.curves` fits several curve families to the seed-centred points (each seed's
 offset from the grand mean removed), with AICc weights and each curve's own elbow (the smallest rank after
-which its predicted step gains stay below the detectable gain of the rule's test of that step).
+which no predicted gain reaches the detectable gain of the rule's test of that comparison).
 
 Needs scipy (``pip install 'adaptertune[report]'``), imported lazily.
 """
@@ -258,6 +258,12 @@ class ElbowResult:
         return f"[{_label(self.interval[0])}, {_label(self.interval[1])}]"
 
     @property
+    def deciding(self) -> PairTest | None:
+        """The significant comparison that sets the elbow (largest beaten rank, then largest lower bound)."""
+        sig = [t for t in self.tests if t.significant]
+        return max(sig, key=lambda t: (t.lo, t.lower)) if sig else None
+
+    @property
     def best_fit(self) -> CurveFit | None:
         """The fit with the largest AICc weight, or None if none could be scored."""
         scored = [f for f in self.fits if f.weight > 0]
@@ -359,13 +365,12 @@ def fit_elbow(
     else:
         interval, boot = (elbow, elbow), {}
 
-    # the curves' elbows use the detectable gain of each adjacent step (tested in both comparison modes)
     steps = [t for t in tests if ranks.index(t.hi) == ranks.index(t.lo) + 1]
     centred = y - y.mean(1, keepdims=True) + y.mean()  # each seed's offset removed (n - 1 nuisance parameters)
     fits = fit_curves(
         np.repeat([ranks], len(seeds), axis=0).ravel(),
         centred.ravel(),
-        [t.detectable for t in steps],
+        [(t.lo, t.hi, t.detectable) for t in tests],
         families,
         n_nuisance=len(seeds) - 1,
     )
