@@ -89,7 +89,8 @@ def cmd_elbow(args: argparse.Namespace) -> int:
         d = r.deciding
         if d is not None:
             print(
-                f"set by: {d.lo} -> {d.hi} paired gain {d.gain:+.2f}, lower bound {d.lower:+.2f} (Holm p {d.p_holm:.3g})"
+                f"set by: {d.lo} -> {d.hi} paired gain {d.gain:+.2f}, "
+                f"lower bound {d.lower:+.2f} (Holm p {d.p_holm:.3g})"
             )
         else:
             print("set by: no comparison is significant (the smallest swept rank)")
