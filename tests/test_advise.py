@@ -114,6 +114,7 @@ def test_cli_advise_rank_prints_advice_and_table(image_folder, tmp_path, capsys)
     out = tmp_path / "advice.json"
     argv = ["advise-rank", "--backbone", "test_vit", "--no-pretrained", "--dataset", "imagefolder"]
     argv += ["--data-root", str(image_folder), "--batches", "2", "--batch-size", "8", "--placement", "last:2"]
+    argv += ["--permutations", "0"]  # the energy rule (the null-tested default: tests/test_advise_null.py)
     assert main([*argv, "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "advised rank:" in text and "captured energy E(r)" in text and "seconds:" in text

@@ -1,28 +1,39 @@
-"""The rank elbow: fit the diminishing-returns curve of accuracy vs adapter rank (pure).
+"""The rank elbow of a sweep, model-free on paired seeds, with curve fits beside it (pure).
 
-The paper (arXiv 2603.14706) treats rank as a capacity budget and derives an excess-risk decomposition,
-an approximation term falling with r plus an estimation term growing with r, which predicts monotonic
-but diminishing gains with rank. Its exact formula could not be read; the curve fitted here is a
-*reconstruction of the predicted shape* (see PAPER.md, "Theory"), one term per part of the decomposition:
+The rule (``RULE``, stated once and printed next to every elbow):
 
-    acc(r) = a - b * r^(-c) - e * r          b >= 0, c > 0, e >= 0
+    elbow = the smallest swept rank r such that no rank >= r is beaten significantly (paired seeds)
+    by a larger swept rank; "not reached" when the largest rank still beats the one below it.
 
-``b r^-c``: the approximation error, falling with r (the task shift's energy outside its best rank-r part,
-for a power-law spectrum); ``e r``: the estimation error, growing with the adapter's parameter count at a
-fixed training-set size. With ``e = 0`` it is the plain power law ``a - b r^-c``. On short CPU protocols
-accuracy rises by a near-constant step per doubling and then flattens: only the ``e r`` term can bend a
-curve that is log-linear at small r (c -> 0), so without it such sweeps never show an elbow.
+Which larger ranks are compared is ``compare``: ``later`` (default) compares every rank with every larger
+one (r vs 2r, 4r, ...: gains too small to show in one doubling can add up over several), ``adjacent``
+only with the next swept rank (the literal "one more doubling"; on a fine grid with noisy seeds each
+step can be too small to show although the sweep rises by many points overall).
 
-Elbow rule (stated once, used everywhere): the elbow is the smallest rank ``r`` of the swept grid at
-which one more doubling is predicted to gain less than the seed-to-seed noise,
+A *paired* gain compares the same seed at two ranks, so a seed that is good everywhere cancels out. The
+accuracies form a seeds x ranks table ``Y`` (seeds run at every rank; others are dropped and listed). The
+gain from rank ``i`` to ``j`` is ``mean_s(Y[s, j] - Y[s, i])``; its standard error is either
 
-    gain(r) = acc(2r) - acc(r) = b * r^(-c) * (1 - 2^(-c)) - e * r < noise,
+- ``pooled`` (default): ``sigma sqrt(2 / n)`` with ``sigma^2`` the residual variance of the additive
+  model ``Y[s, k] = mu_k + seed_s + eps`` (a randomized block design, seeds as blocks), with
+  ``(n - 1)(K - 1)`` degrees of freedom, or
+- ``per-step``: the standard deviation over seeds of that pair's differences over ``sqrt(n)``, ``n - 1``
+  degrees of freedom (no equal-variance assumption, less power).
 
-where ``noise`` is the standard error of a per-rank mean: the pooled within-rank standard deviation
-across seeds divided by sqrt(seeds per rank). If no swept rank qualifies, the elbow is the largest
-swept rank and ``reached`` is False. The interval comes from a seeded bootstrap over seeds: seeds are
-resampled with replacement within each rank, the curve is refitted and the elbow recomputed; the
-interval holds the ``level`` percentile range of those elbows (grid values).
+Each comparison gets a one-sided t test of "gain <= 0"; multiplicity is handled by Holm's step-down
+procedure over all comparisons at level ``alpha`` (familywise: on a curve that is flat after its knee,
+the chance that any comparison inside the flat part is called significant, which would push the elbow
+past the knee, is at most ``alpha``). ``lower`` is each comparison's one-sided lower confidence bound at
+the level Holm tests it at, so ``lower > 0`` exactly when it is significant.
+
+The interval comes from a bootstrap over whole seeds: each resample draws ``n`` seeds (rows of ``Y``)
+with replacement, keeping every seed's ranks together, and reapplies the rule with the full-data standard
+errors (re-estimating the noise in a resample that repeats seeds would make it too small). Its ``level``
+percentile range, with "not reached" above every rank, is the interval.
+
+Beside the rule, :mod:`.curves` fits several curve families to the seed-centred points (each seed's
+offset from the grand mean removed), with AICc weights and each curve's own elbow (the smallest rank after
+which no predicted gain reaches the detectable gain of the rule's test of that comparison).
 
 Needs scipy (``pip install 'adaptertune[report]'``), imported lazily.
 """
@@ -31,267 +42,357 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+from .curves import FAMILIES, CurveFit, fit_curves
 
-__all__ = ["ElbowFit", "ElbowRow", "elbow_rank", "elbow_table", "fit_elbow", "plot_elbow", "power_law"]
+__all__ = [
+    "COMPARE",
+    "NOISE_MODELS",
+    "RULE",
+    "ElbowResult",
+    "PairTest",
+    "fit_elbow",
+    "holm",
+    "pair_tests",
+    "paired_table",
+]
 
 _logger = logging.getLogger(__name__)
-_CONTINUOUS_CAP = 2.0**30  # elbow_continuous of a near log-linear fit (c -> 0) is astronomically large
-
-
-def power_law(r: np.ndarray, a: float, b: float, c: float, e: float = 0.0) -> np.ndarray:
-    """``a - b * r^(-c) - e * r``: accuracy at rank r (``e = 0``: the plain power law)."""
-    r = np.asarray(r, dtype=float)
-    return a - b * np.power(r, -c) - e * r
-
-
-def doubling_gain(r: np.ndarray | float, b: float, c: float, e: float = 0.0) -> np.ndarray:
-    """Predicted gain of doubling the rank: ``acc(2r) - acc(r) = b r^-c (1 - 2^-c) - e r``."""
-    r = np.asarray(r, dtype=float)
-    return b * np.power(r, -c) * (1.0 - 2.0 ** (-c)) - e * r
-
-
-def elbow_rank(ranks: Iterable[int], b: float, c: float, noise: float, e: float = 0.0) -> tuple[int, bool]:
-    """Smallest rank of ``ranks`` whose doubling gain is below ``noise``; (largest rank, False) if none."""
-    grid = sorted(set(int(r) for r in ranks))
-    gains = doubling_gain(np.array(grid), b, c, e)
-    for r, g in zip(grid, gains):
-        if g < noise:
-            return r, True
-    return grid[-1], False
+NOISE_MODELS = ("pooled", "per-step")
+COMPARE = ("later", "adjacent")
+RULE = (
+    "elbow = smallest swept rank r such that no rank >= r is beaten by a {what} with a paired gain "
+    "(same seed) significantly above 0 (one-sided t, {noise} noise, Holm over {m} comparisons, alpha {alpha:g}); "
+    "'not reached' when the largest rank still beats the one below it"
+)
+_WHAT = {"later": "larger swept rank", "adjacent": "the next swept rank"}
 
 
 @dataclass
-class ElbowFit:
-    """A fitted accuracy-vs-rank curve with its elbow.
+class PairTest:
+    """The paired gain from one swept rank to a larger one, and its test."""
 
-    Accuracies are in the units given (top-1 %, in the run summaries).
-    """
-
-    ranks: list[int]  # swept grid, ascending
-    mean_acc: list[float]  # per rank, over seeds
-    std_acc: list[float]  # per rank, over seeds (ddof=1; 0 for one seed)
-    n_seeds: list[int]
-    points: list[tuple[int, float]]  # every (rank, accuracy) fitted
-    params: dict[str, float]  # a, b, c, e of a - b r^-c - e r
-    noise: float  # std error of a per-rank mean (pooled over ranks)
-    threshold: float  # max(noise, min_gain): the gain a doubling must beat
-    elbow: int
-    reached: bool  # False: every swept doubling still gains more than the noise
-    interval: tuple[int, int]  # bootstrap percentile interval of the elbow (grid values)
-    level: float
-    n_boot: int
-    n_boot_failed: int
-    elbow_continuous: float  # r where gain(r) = threshold, not restricted to the grid (capped at 2^30)
-    top_gain: float  # predicted gain of doubling the largest swept rank (compare with ``threshold``)
-    curve_r: list[float] = field(repr=False)
-    curve_acc: list[float] = field(repr=False)
-    rule: str = "smallest swept r with acc(2r) - acc(r) < std error of a per-rank mean over seeds"
-
-    @property
-    def log_linear(self) -> bool:
-        """The fitted gain per doubling shrinks by less than 20% across the grid: accuracy rises by a nearly
-        constant step per doubling, no bend in sight."""
-        p = self.params
-        g0, g1 = doubling_gain(np.array([self.ranks[0], self.ranks[-1]]), p["b"], p["c"], p.get("e", 0.0))
-        return bool(g0 > 0 and g1 >= 0.8 * g0)
-
-    def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self)
+    lo: int
+    hi: int
+    gain: float  # mean over seeds of acc(hi) - acc(lo), same seed
+    se: float
+    df: int
+    p: float  # one-sided p of "gain <= 0"
+    p_holm: float  # Holm-adjusted over the comparisons of the rule
+    lower: float  # one-sided lower bound at Holm's level for this test (> 0 exactly when significant)
+    significant: bool
+    detectable: float  # the smallest gain this test would call significant at its Holm level
 
 
-def _fit_params(r: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
-    from scipy.optimize import curve_fit
-
-    means = {k: float(y[r == k].mean()) for k in np.unique(r)}
-    lo, hi = means[min(means)], max(means.values())
-    p0 = (hi + 0.1 * abs(hi - lo) + 1e-3, max(hi - lo, 1e-3), 0.7, 0.0)
-    # c in (0, 4]: beyond 4 the curve is a step and b, c stop being identifiable; e >= 0
-    bounds = ([-np.inf, 0.0, 1e-3, 0.0], [np.inf, np.inf, 4.0, np.inf])
-    params, _ = curve_fit(power_law, r.astype(float), y.astype(float), p0=p0, bounds=bounds, maxfev=20000)
-    return float(params[0]), float(params[1]), float(params[2]), float(params[3])
-
-
-def _noise(groups: Mapping[int, np.ndarray]) -> float:
-    """Pooled within-rank std over seeds, divided by sqrt(median seeds per rank)."""
-    dof = sum(len(v) - 1 for v in groups.values())
-    if dof == 0:
-        raise DataError("The elbow needs at least two seeds at one rank to measure seed-to-seed noise.")
-    pooled = math.sqrt(sum(((v - v.mean()) ** 2).sum() for v in groups.values()) / dof)
-    return pooled / math.sqrt(float(np.median([len(v) for v in groups.values()])))
-
-
-def fit_elbow(
-    points: Iterable[tuple[int, float]],
-    n_boot: int = 500,
-    level: float = 0.9,
-    seed: int = 0,
-    min_gain: float = 0.0,
-) -> ElbowFit:
-    """Fit ``acc(r) = a - b r^-c - e r`` to per-seed accuracies and find the elbow with a bootstrap interval.
-
-    Args:
-        points: ``(rank, accuracy)`` pairs, one per seed and rank.
-        n_boot: bootstrap resamples (0: no interval, the interval is the point estimate).
-        level: coverage of the percentile interval.
-        seed: seed of the bootstrap.
-        min_gain: a floor on the noise threshold (same units as the accuracies).
-
-    Returns:
-        An :class:`ElbowFit`.
-
-    Raises:
-        DataError: fewer than 3 distinct ranks, no rank with two seeds, or the curve cannot be fitted.
-
-    Example:
-        >>> fit = fit_elbow([(1, 80.1), (1, 79.5), (4, 86.0), (4, 86.4), (16, 88.2), (16, 87.9)])
-        >>> fit.elbow, fit.interval
-    """
-    pts = [(int(r), float(a)) for r, a in points]
-    if any(r < 1 or not math.isfinite(a) for r, a in pts):
-        raise DataError("Elbow points need ranks >= 1 and finite accuracies.")
-    groups_l: dict[int, list[float]] = defaultdict(list)
-    for r, a in pts:
-        groups_l[r].append(a)
-    if len(groups_l) < 3:
-        raise DataError(f"The elbow fit needs at least 3 distinct ranks, got {sorted(groups_l)}.")
-    groups = {r: np.array(v) for r, v in sorted(groups_l.items())}
-    grid = list(groups)
-    r_all = np.array([r for r, v in groups.items() for _ in v])
-    y_all = np.concatenate(list(groups.values()))
-    noise = _noise(groups)
-    threshold = max(noise, min_gain)
-    try:
-        a, b, c, e = _fit_params(r_all, y_all)
-    except (RuntimeError, ValueError) as err:
-        raise DataError(f"Cannot fit acc(r) = a - b r^-c - e r to ranks {grid}: {err}") from None
-    elbow, reached = elbow_rank(grid, b, c, threshold, e)
-
-    rng = np.random.default_rng(seed)
-    boots, failed = [], 0
-    for _ in range(n_boot):
-        res = {r: v[rng.integers(0, len(v), len(v))] for r, v in groups.items()}
-        rb = np.array([r for r, v in res.items() for _ in v])
-        yb = np.concatenate(list(res.values()))
-        try:
-            _, bb, cb, eb = _fit_params(rb, yb)
-            nb = max(_noise(res), min_gain) if any(len(v) > 1 for v in res.values()) else threshold
-        except (RuntimeError, ValueError, DataError):
-            failed += 1
-            continue
-        if nb <= 0:  # a resample whose seeds all coincide: keep the full-data threshold
-            nb = threshold
-        boots.append(elbow_rank(grid, bb, cb, nb, eb)[0])
-    if failed:
-        _logger.info("elbow bootstrap: %d of %d refits failed and were left out", failed, n_boot)
-    if boots:
-        q = (1 - level) / 2 * 100
-        interval = (int(np.percentile(boots, q, method="lower")), int(np.percentile(boots, 100 - q, method="higher")))
-    else:
-        interval = (elbow, elbow)
-
-    # the first r (dense log grid from 1 to the cap) where the predicted doubling gain drops below the threshold
-    dense = np.geomspace(1.0, _CONTINUOUS_CAP, 3001)
-    below = np.nonzero(doubling_gain(dense, b, c, e) < threshold)[0]
-    cont = float(dense[below[0]]) if len(below) else _CONTINUOUS_CAP
-    curve_r = np.geomspace(grid[0], grid[-1], 64)
-    return ElbowFit(
-        ranks=grid,
-        mean_acc=[float(v.mean()) for v in groups.values()],
-        std_acc=[float(v.std(ddof=1)) if len(v) > 1 else 0.0 for v in groups.values()],
-        n_seeds=[len(v) for v in groups.values()],
-        points=[(int(r), float(y)) for r, y in zip(r_all, y_all)],
-        params={"a": a, "b": b, "c": c, "e": e},
-        noise=noise,
-        threshold=threshold,
-        elbow=elbow,
-        reached=reached,
-        interval=interval,
-        level=level,
-        n_boot=n_boot,
-        n_boot_failed=failed,
-        elbow_continuous=cont,
-        top_gain=float(doubling_gain(grid[-1], b, c, e)),
-        curve_r=[float(x) for x in curve_r],
-        curve_acc=[float(x) for x in power_law(curve_r, a, b, c, e)],
-    )
-
-
-@dataclass
-class ElbowRow:
-    """One (dataset, backbone) cell: its fit, or why there is none."""
-
-    dataset: str
-    backbone: str
-    method: str
-    fit: ElbowFit | None
-    reason: str | None = None
-
-
-def elbow_table(
-    rows: Iterable[Mapping[str, Any]], method: str = "adapter", n_boot: int = 500, seed: int = 0
-) -> list[ElbowRow]:
-    """Fit the elbow of every (dataset, backbone) pair in a sweep's report rows.
-
-    Args:
-        rows: dicts with ``dataset, backbone, method, rank, seed, test_acc`` (other keys are ignored).
-            Rows of another method, or without a rank or an accuracy, are skipped. A repeated
-            (rank, seed) keeps its last row.
-        method: the rank-swept method.
-        n_boot: bootstrap resamples per pair.
-        seed: bootstrap seed.
-
-    Returns:
-        One :class:`ElbowRow` per pair, sorted by (dataset, backbone); ``fit`` is None with a
-        ``reason`` when the pair cannot be fitted (too few ranks or seeds).
-    """
-    cells: dict[tuple[str, str], dict[tuple[int, Any], float]] = defaultdict(dict)
-    for row in rows:
-        if row.get("method") != method or row.get("rank") is None or row.get("test_acc") is None:
-            continue
-        cells[(str(row["dataset"]), str(row["backbone"]))][(int(row["rank"]), row.get("seed"))] = float(
-            row["test_acc"]
-        )
-    out = []
-    for (dataset, backbone), accs in sorted(cells.items()):
-        pts = [(r, a) for (r, _), a in sorted(accs.items(), key=lambda kv: (kv[0][0], str(kv[0][1])))]
-        try:
-            out.append(ElbowRow(dataset, backbone, method, fit_elbow(pts, n_boot=n_boot, seed=seed)))
-        except DataError as e:
-            out.append(ElbowRow(dataset, backbone, method, None, str(e)))
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values along the last axis: ``max_{j<=i} min(1, (m - j + 1) p_(j))`` in sorted order."""
+    p = np.asarray(p, dtype=float)
+    m = p.shape[-1]
+    order = np.argsort(p, axis=-1, kind="stable")
+    ps = np.take_along_axis(p, order, axis=-1) * (m - np.arange(m))
+    adj = np.minimum(np.maximum.accumulate(ps, axis=-1), 1.0)
+    out = np.empty_like(adj)
+    np.put_along_axis(out, order, adj, axis=-1)
     return out
 
 
-def plot_elbow(ax: Any, fit: ElbowFit, label: str | None = None, color: str | None = None) -> None:
-    """Draw seeds, mean +- std, the fitted curve and the elbow with its interval on a matplotlib Axes."""
-    r_pts, a_pts = zip(*fit.points)
-    line = ax.plot(fit.curve_r, fit.curve_acc, "-", color=color, label=label or "fit a - b r^-c - e r")[0]
-    color = line.get_color()
-    ax.scatter(r_pts, a_pts, s=12, alpha=0.5, color=color)
-    ax.errorbar(fit.ranks, fit.mean_acc, yerr=fit.std_acc, fmt="o", color=color, capsize=3, ms=4)
-    lo, hi = fit.interval
-    ax.axvspan(lo / 1.08, hi * 1.08, color=color, alpha=0.12)
-    ax.axvline(fit.elbow, color=color, ls="--", lw=1)
-    ax.annotate(
-        f"elbow r={fit.elbow} [{lo}, {hi}]"
-        + ("" if fit.reached else " (not reached, log-linear)" if fit.log_linear else " (not reached)"),
-        (fit.elbow, min(fit.mean_acc)),
-        textcoords="offset points",
-        xytext=(4, 4),
-        fontsize=8,
-        color=color,
+def paired_table(points: Iterable[tuple[int, Any, float]]) -> tuple[list[int], list[Any], np.ndarray, list[Any]]:
+    """Arrange ``(rank, seed, acc)`` points as a seeds x ranks table of the seeds run at every rank.
+
+    Returns:
+        Ranks (ascending), kept seeds, the (seeds, ranks) table and the seeds dropped for missing ranks.
+
+    Raises:
+        DataError: a rank below 1, a non-finite accuracy, a repeated (rank, seed), fewer than 2 ranks or
+            fewer than 2 seeds run at every rank.
+    """
+    cells: dict[tuple[int, Any], float] = {}
+    for r, s, a in points:
+        r, a = int(r), float(a)
+        if r < 1 or not math.isfinite(a):
+            raise DataError(f"Elbow points need ranks >= 1 and finite accuracies, got rank {r}, accuracy {a}.")
+        if (r, s) in cells:
+            raise DataError(f"Rank {r}, seed {s} appears twice; give one accuracy per (rank, seed).")
+        cells[(r, s)] = a
+    ranks = sorted({r for r, _ in cells})
+    if len(ranks) < 2:
+        raise DataError(f"The elbow needs at least 2 swept ranks, got {ranks}.")
+    all_seeds = sorted({s for _, s in cells}, key=str)
+    seeds = [s for s in all_seeds if all((r, s) in cells for r in ranks)]
+    dropped = [s for s in all_seeds if s not in seeds]
+    if len(seeds) < 2:
+        raise DataError(
+            f"The elbow needs >= 2 seeds run at every rank (paired gains), got {len(seeds)} of {len(all_seeds)} "
+            f"seeds complete over ranks {ranks}."
+        )
+    return ranks, seeds, np.array([[cells[(r, s)] for r in ranks] for s in seeds]), dropped
+
+
+def _pairs(k: int, compare: str) -> np.ndarray:
+    """(P, 2) index pairs ``i < j`` of the comparisons: all later ranks, or the next one only."""
+    if compare == "adjacent":
+        return np.array([(i, i + 1) for i in range(k - 1)])
+    return np.array([(i, j) for i in range(k - 1) for j in range(i + 1, k)])
+
+
+def _standard_errors(y: np.ndarray, pairs: np.ndarray, noise: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per pair: standard error and degrees of freedom of the paired gain; the pooled residual sd."""
+    n, k = y.shape
+    resid = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()  # (n, K) block-model residuals
+    sigma = float(np.sqrt((resid**2).sum() / ((n - 1) * (k - 1))))
+    if noise == "pooled":
+        return np.full(len(pairs), sigma * math.sqrt(2.0 / n)), np.full(len(pairs), (n - 1) * (k - 1)), sigma
+    d = y[:, pairs[:, 1]] - y[:, pairs[:, 0]]  # (n, P)
+    return d.std(0, ddof=1) / math.sqrt(n), np.full(len(pairs), n - 1), sigma
+
+
+def _holm_levels(p: np.ndarray, alpha: float) -> np.ndarray:
+    """The level Holm tests each hypothesis at: alpha / (m - i) at sorted position i, frozen where it stops."""
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    levels = alpha / (m - np.arange(m))
+    stop = np.nonzero(p[order] > levels)[0]
+    if len(stop):
+        levels[stop[0] :] = levels[stop[0]]
+    out = np.empty(m)
+    out[order] = levels
+    return out
+
+
+def pair_tests(
+    ranks: Sequence[int], y: np.ndarray, alpha: float = 0.05, noise: str = "pooled", compare: str = "later"
+) -> tuple[list[PairTest], float]:
+    """Paired one-sided tests of a seeds x ranks table's comparisons, Holm-adjusted.
+
+    Returns:
+        The tests (ordered by lower rank, then higher) and the pooled residual standard deviation.
+
+    Raises:
+        DataError: the paired gains do not vary over seeds (their noise cannot be measured).
+    """
+    from scipy import stats
+
+    pairs = _pairs(y.shape[1], compare)
+    gains = (y[:, pairs[:, 1]] - y[:, pairs[:, 0]]).mean(0)
+    se, df, sigma = _standard_errors(y, pairs, noise)
+    if not np.all(se > 0):
+        raise DataError(
+            "The paired gains do not vary over seeds (every seed gains exactly the same), so their noise "
+            "cannot be measured; check that the seeds are distinct runs."
+        )
+    p = stats.t.sf(gains / se, df)
+    p_adj = holm(p)
+    crit = stats.t.isf(_holm_levels(p, alpha), df)
+    tests = [
+        PairTest(
+            lo=int(ranks[i]),
+            hi=int(ranks[j]),
+            gain=float(gains[q]),
+            se=float(se[q]),
+            df=int(df[q]),
+            p=float(p[q]),
+            p_holm=float(p_adj[q]),
+            lower=float(gains[q] - crit[q] * se[q]),
+            significant=bool(p_adj[q] <= alpha),
+            detectable=float(crit[q] * se[q]),
+        )
+        for q, (i, j) in enumerate(pairs)
+    ]
+    return tests, sigma
+
+
+def _elbow_index(pairs: np.ndarray, significant: np.ndarray, k: int) -> np.ndarray:
+    """Index into the K swept ranks of the elbow (``K`` = not reached) per row of a (..., P) table.
+
+    The elbow is the rank just above the largest rank beaten by a significant comparison (0 if none);
+    when that is the largest rank itself, the elbow is not reached.
+    """
+    beaten = np.where(significant, pairs[:, 0] + 1, 0).max(-1)  # 1 + largest beaten lower index, 0 if none
+    return np.where(beaten == k - 1, k, beaten)
+
+
+@dataclass
+class ElbowResult:
+    """The elbow of one rank sweep: the rule's answer, its bootstrap interval, its tests and the curve fits.
+
+    ``elbow`` and the interval's ends are swept ranks, or None for "not reached".
+    """
+
+    elbow: int | None
+    interval: tuple[int | None, int | None]
+    level: float
+    rule: str
+    alpha: float
+    noise: str
+    compare: str
+    sigma: float  # pooled residual sd of one run (seed effects removed)
+    ranks: list[int]
+    seeds: list[Any]
+    dropped_seeds: list[Any]
+    mean_acc: list[float]
+    std_acc: list[float]  # over seeds (ddof=1)
+    steps: list[PairTest]  # adjacent swept ranks (a subset of ``tests``)
+    tests: list[PairTest]  # every comparison the rule used
+    fits: list[CurveFit]
+    n_boot: int
+    boot_elbows: dict[str, int]  # how often each elbow came out of the bootstrap
+    points: list[tuple[int, Any, float]] = field(repr=False)
+
+    @property
+    def reached(self) -> bool:
+        return self.elbow is not None
+
+    @property
+    def label(self) -> str:
+        """The elbow as text: a rank or ``not reached``."""
+        return _label(self.elbow)
+
+    @property
+    def interval_label(self) -> str:
+        return f"[{_label(self.interval[0])}, {_label(self.interval[1])}]"
+
+    @property
+    def deciding(self) -> PairTest | None:
+        """The significant comparison that sets the elbow (largest beaten rank, then largest lower bound)."""
+        sig = [t for t in self.tests if t.significant]
+        return max(sig, key=lambda t: (t.lo, t.lower)) if sig else None
+
+    @property
+    def best_fit(self) -> CurveFit | None:
+        """The fit with the largest AICc weight, or None if none could be scored."""
+        scored = [f for f in self.fits if f.weight > 0]
+        return max(scored, key=lambda f: f.weight) if scored else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(
+            elbow=self.label,
+            interval=[_label(v) for v in self.interval],
+            fits=[f.to_dict() for f in self.fits],
+            points=[list(p) for p in self.points],
+        )
+        return d
+
+
+def _label(v: int | None) -> str | int:
+    return "not reached" if v is None else v
+
+
+def _bootstrap(
+    y: np.ndarray, tests: list[PairTest], pairs: np.ndarray, alpha: float, n_boot: int, seed: int
+) -> np.ndarray:
+    """Elbow indices (``K`` = not reached) of ``n_boot`` resamples of whole seeds, full-data standard errors."""
+    from scipy import stats
+
+    n, k = y.shape
+    rows = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    yb = y[rows]  # (B, n, K): whole seeds, every rank of a drawn seed kept together
+    gains = (yb[:, :, pairs[:, 1]] - yb[:, :, pairs[:, 0]]).mean(1)  # (B, P)
+    se = np.array([t.se for t in tests])
+    df = np.array([t.df for t in tests])
+    return _elbow_index(pairs, holm(stats.t.sf(gains / se, df)) <= alpha, k)
+
+
+def fit_elbow(
+    points: Iterable[tuple[int, Any, float]],
+    alpha: float = 0.05,
+    noise: str = "pooled",
+    compare: str = "later",
+    n_boot: int = 2000,
+    level: float = 0.9,
+    seed: int = 0,
+    families: Sequence[str] = tuple(FAMILIES),
+) -> ElbowResult:
+    """The elbow of a rank sweep by the paired-seed rule, with a whole-seed bootstrap interval and curve fits.
+
+    Args:
+        points: ``(rank, seed, accuracy)`` per run; seeds not run at every rank are dropped (and listed).
+        alpha: familywise level of the comparisons.
+        noise: ``pooled`` or ``per-step`` standard errors (see the module docstring).
+        compare: ``later`` (every larger rank) or ``adjacent`` (the next swept rank only).
+        n_boot: bootstrap resamples of whole seeds (0: the interval is the point estimate).
+        level: coverage of the percentile interval.
+        seed: seed of the bootstrap.
+        families: curve families fitted beside the rule (keys of ``curves.FAMILIES``).
+
+    Returns:
+        An :class:`ElbowResult`.
+
+    Raises:
+        DataError: fewer than 2 ranks, fewer than 2 seeds run at every rank, or gains without noise.
+        ConfigError: a bad ``alpha``, ``level``, ``noise``, ``compare`` or family.
+
+    Example:
+        >>> pts = [(r, s, 70 + 2 * math.log2(min(r, 16)) + 0.5 * s + 0.3 * ((r + s) % 3))
+        ...        for r in (1, 2, 4, 8, 16, 32, 64) for s in range(3)]
+        >>> fit_elbow(pts).label
+        16
+    """
+    if noise not in NOISE_MODELS:
+        raise ConfigError(f"Unknown elbow noise model '{noise}'; accepted: {', '.join(NOISE_MODELS)}.")
+    if compare not in COMPARE:
+        raise ConfigError(f"Unknown elbow comparison '{compare}'; accepted: {', '.join(COMPARE)}.")
+    if not 0 < alpha < 1 or not 0 < level < 1:
+        raise ConfigError(f"alpha and level must be in (0, 1), got alpha {alpha:g}, level {level:g}.")
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ConfigError(f"Unknown curve family {unknown[0]!r}; accepted: {', '.join(FAMILIES)}.")
+    pts = list(points)
+    ranks, seeds, y, dropped = paired_table(pts)
+    if dropped:
+        _logger.warning("elbow: seeds %s are not run at every rank and were left out", dropped)
+    k = len(ranks)
+    tests, sigma = pair_tests(ranks, y, alpha, noise, compare)
+    pairs = _pairs(k, compare)
+
+    def to_rank(i: int) -> int | None:
+        return None if i >= k else int(ranks[i])
+
+    elbow = to_rank(int(_elbow_index(pairs, np.array([t.significant for t in tests]), k)))
+    if n_boot > 0:
+        idx = _bootstrap(y, tests, pairs, alpha, n_boot, seed)
+        q = (1 - level) / 2 * 100
+        lo, hi = np.percentile(idx, q, method="lower"), np.percentile(idx, 100 - q, method="higher")
+        interval = (to_rank(int(lo)), to_rank(int(hi)))
+        values, counts = np.unique(idx, return_counts=True)
+        boot = {str(_label(to_rank(int(v)))): int(c) for v, c in zip(values, counts)}
+    else:
+        interval, boot = (elbow, elbow), {}
+
+    steps = [t for t in tests if ranks.index(t.hi) == ranks.index(t.lo) + 1]
+    centred = y - y.mean(1, keepdims=True) + y.mean()  # each seed's offset removed (n - 1 nuisance parameters)
+    fits = fit_curves(
+        np.repeat([ranks], len(seeds), axis=0).ravel(),
+        centred.ravel(),
+        [(t.lo, t.hi, t.detectable) for t in tests],
+        families,
+        n_nuisance=len(seeds) - 1,
     )
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(fit.ranks)
-    ax.set_xticklabels([str(r) for r in fit.ranks])
-    ax.set_xlabel("adapter rank r")
-    ax.set_ylabel("test top-1 (%)")
+    kept = {str(s) for s in seeds}
+    return ElbowResult(
+        elbow=elbow,
+        interval=interval,
+        level=level,
+        rule=RULE.format(what=_WHAT[compare], noise=noise, m=len(tests), alpha=alpha),
+        alpha=alpha,
+        noise=noise,
+        compare=compare,
+        sigma=sigma,
+        ranks=[int(r) for r in ranks],
+        seeds=seeds,
+        dropped_seeds=dropped,
+        mean_acc=[float(v) for v in y.mean(0)],
+        std_acc=[float(v) for v in y.std(0, ddof=1)],
+        steps=steps,
+        tests=tests,
+        fits=fits,
+        n_boot=n_boot,
+        boot_elbows=boot,
+        points=[(int(r), s, float(a)) for r, s, a in pts if str(s) in kept],
+    )

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..adapters import Adapter
 from ..errors import ConfigError, DataError
-from .elbow import ElbowFit, fit_elbow
+from .elbow import ElbowResult, fit_elbow
 
 __all__ = [
     "PAPER_RANKS",
@@ -164,7 +164,7 @@ class ToyResult:
     seeds: list[int]
     rows: list[dict[str, Any]]  # rank, seed, test_acc (rank 0 = head only)
     moons_train_acc: dict[int, float]
-    elbow: ElbowFit | None
+    elbow: ElbowResult | None
     elbow_error: str | None = None
     setup: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
@@ -185,7 +185,8 @@ class ToyResult:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "table": self.table()}
+        elbow = None if self.elbow is None else self.elbow.to_dict()
+        return {**asdict(self), "elbow": elbow, "table": self.table()}
 
 
 def run_toy(
@@ -221,7 +222,7 @@ def run_toy(
             rows.append({"rank": r, "seed": s, "test_acc": acc})
             _logger.info("toy seed %d rank %d: %.2f%%", s, r, acc)
     try:
-        fit = fit_elbow([(r["rank"], r["test_acc"]) for r in rows if r["rank"] > 0], n_boot=n_boot)
+        fit = fit_elbow([(r["rank"], r["seed"], r["test_acc"]) for r in rows if r["rank"] > 0], n_boot=n_boot)
         err = None
     except DataError as e:
         fit, err = None, str(e)
@@ -244,13 +245,13 @@ def plot_toy(result: ToyResult, path: Any) -> Any:
         import matplotlib.pyplot as plt
     except ImportError:
         raise ImportError("The toy figure needs matplotlib: pip install 'adaptertune[report]'") from None
-    from .elbow import plot_elbow
+    from .elbow_table import plot_elbow
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     head = result.table()[0]
     ax.axhline(head["mean"], color="grey", ls=":", label=f"head only {head['mean']:.1f}%")
     if result.elbow is not None:
-        plot_elbow(ax, result.elbow, label="adapter (fit a - b r^-c - e r)")
+        plot_elbow(ax, result.elbow)
     else:
         t = result.table()[1:]
         ax.errorbar([r["rank"] for r in t], [r["mean"] for r in t], yerr=[r["std"] for r in t], fmt="o-")

@@ -1,9 +1,15 @@
-"""``adaptertune advise-rank``: advise an adapter rank from a few batches, before any training."""
+"""``adaptertune advise-rank``: advise an adapter rank before any training.
+
+Default: the directions the true labels create in the gradient beyond a label-permutation null
+(``analysis.advise_null``), or "head-only may suffice". ``--permutations 0``: the older captured-energy rule
+(``analysis.advise``), which carries little task information (its curve barely moves with permuted labels).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from .progress import format_table
 
@@ -13,10 +19,12 @@ __all__ = ["add_parser", "cmd_advise_rank"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "advise-rank",
-        help="advise an adapter rank from the task-shift gradient spectrum of a few batches",
-        description="Fit a head on frozen features of a few training batches, backpropagate the loss to "
-        "each placed block's output tokens and report how much of that gradient's energy a rank-r "
-        "adapter output can capture; the advice is the smallest r reaching --threshold (mean over blocks).",
+        help="advise an adapter rank from the gradient directions the task creates beyond a label-permutation null",
+        description="Fit a cross-fitted head on frozen features of --images training images, push its held-out "
+        "gradient back to each placed block's output tokens and count the directions where the true labels put "
+        "more of it than --quantile of --permutations random relabellings (median over blocks); no such direction: "
+        "'head-only may suffice'. --permutations 0: the older energy rule (smallest r whose captured energy of the "
+        "gradient spectrum reaches --threshold), which barely depends on the labels.",
     )
     p.add_argument("--backbone", required=True, help="registered backbone or any timm ViT name")
     p.add_argument("--backbone-arg", action="append", default=[], metavar="K=V", help="timm kwarg, e.g. img_size=56")
@@ -39,13 +47,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also run the pass with the labels permuted: how much of the spectrum is the task's (twice the cost)",
     )
+    p.add_argument("--permutations", type=int, default=20, help="label permutations of the null (0: energy rule)")
+    p.add_argument("--quantile", type=float, default=0.95, help="a direction counts above this quantile of the null")
+    p.add_argument("--images", type=int, default=1024, help="training images for the head fits (null test)")
+    p.add_argument("--grad-images", type=int, default=128, help="images of the gradient pass (null test)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the full advice as JSON")
     p.set_defaults(func=cmd_advise_rank)
 
 
+def _print_null(advice: Any, total: float) -> None:
+    counts = " ".join(f"{b}:{c}" for b, c in advice.block_counts.items())
+    if advice.advised_rank is None:
+        print(f"advised rank: none ({advice.verdict})")
+    else:
+        print(
+            f"advised rank: {advice.advised_rank}  ({advice.adapter_params:,} adapter parameters on "
+            f"{len(advice.blocks)} blocks of width {advice.width})"
+        )
+    print(f"reason: {advice.reason}")
+    print(
+        f"null: {advice.permutations} label permutations; head on {advice.n_images} images (2 folds, L2 "
+        f"{advice.head_l2:g}): held-out loss {advice.head_heldout_loss:.3f} (accuracy {advice.head_heldout_acc:.1%}), "
+        f"permuted labels {advice.null_heldout_loss:.3f}; gradient pass on {advice.n_grad_images} images"
+    )
+    print(f"directions above the null per block (block:count): {counts}")
+    print(f"seconds: {total:.1f} total, {advice.seconds:.1f} for the head fits and gradient passes")
+
+
 def cmd_advise_rank(args: argparse.Namespace) -> int:
-    from ..config import BackboneConfig, DataConfig
     from ..analysis.advise import advise_rank_from_config, table_ranks
+    from ..config import BackboneConfig, DataConfig
     from .main import parse_backbone_args
 
     bargs = parse_backbone_args(args.backbone_arg)
@@ -57,6 +88,26 @@ def cmd_advise_rank(args: argparse.Namespace) -> int:
         split_seed=args.split_seed,
         num_workers=args.num_workers,
     )
+    if args.permutations:
+        from ..analysis.advise_null import advise_null_from_config
+
+        null_advice, total = advise_null_from_config(
+            backbone,
+            data,
+            args.placement,
+            args.images,
+            args.grad_images,
+            args.permutations,
+            args.quantile,
+            args.seed,
+            args.device,
+        )
+        _print_null(null_advice, total)
+        if args.json:
+            from pathlib import Path
+
+            Path(args.json).write_text(json.dumps({**null_advice.to_dict(), "total_seconds": total}, indent=2))
+        return 0
     advice, total = advise_rank_from_config(
         backbone,
         data,

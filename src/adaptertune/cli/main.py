@@ -294,7 +294,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 # Subcommands that live in their own module ``cli/<name>.py``, each exposing ``add_parser(subparsers)``
 # (which sets ``func``). Add a module name here to add a command.
-EXTRA_COMMANDS: tuple[str, ...] = ("export", "sweep", "report", "bench", "advise", "drift", "toy", "speed")
+EXTRA_COMMANDS: tuple[str, ...] = ("export", "sweep", "report", "bench", "advise", "drift", "toy", "speed", "elbow")
 
 
 def build_parser() -> argparse.ArgumentParser:

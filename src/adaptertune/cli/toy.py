@@ -48,10 +48,10 @@ def cmd_toy(args: argparse.Namespace) -> int:
     print(format_table(rows))
     if result.elbow is not None:
         e = result.elbow
+        best = e.best_fit
         print(
-            f"elbow: r = {e.elbow} (interval [{e.interval[0]}, {e.interval[1]}], {e.level:.0%} bootstrap over seeds"
-            f"{'' if e.reached else '; not reached in the grid'}); fit acc = {e.params['a']:.2f} - "
-            f"{e.params['b']:.3g} r^-{e.params['c']:.3g} - {e.params['e']:.3g} r, noise {e.noise:.3f}"
+            f"elbow: r = {e.label} (interval {e.interval_label}, {e.level:.0%} bootstrap over whole seeds); "
+            f"rule: {e.rule}" + (f"; best-weighted fit {best.family} ({best.weight:.2f})" if best is not None else "")
         )
     else:
         print(f"elbow: not fitted ({result.elbow_error})")

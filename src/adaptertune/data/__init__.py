@@ -25,4 +25,4 @@ __all__ = [
     "train_val_indices",
     "val_size",
 ]
-from . import csv_files, fgvc, fine_grained, folders, hf, imagenet_folders, offline, petl, vision  # noqa: E402,F401,I001  (register the loaders)
+from . import csv_files, derived, fgvc, fine_grained, folders, hf, imagenet_folders, offline, petl, vision  # noqa: E402,F401,I001  (register the loaders)

@@ -98,37 +98,51 @@ def plot_accuracy_vs_rank(cells: list[Cell], path: Path) -> Path | None:
     return _save(fig, plt, path)
 
 
-def rank_elbows(cells: list[Cell], min_ranks: int = 3) -> list[tuple[str, str, str, Any]]:
-    """Elbow fits (``analysis.elbow.fit_elbow``) of every rank-swept family with ``min_ranks`` ranks or more.
+def rank_elbows(cells: list[Cell], min_ranks: int = 3, n_boot: int = 2000) -> list[Any]:
+    """The elbow (``analysis.elbow.fit_elbow``, paired seeds) of every rank-swept family with ``min_ranks``
+    ranks or more.
 
-    Returns (dataset, backbone, family, ElbowFit) per family; the points are every seed's test accuracy.
+    Returns:
+        One ``analysis.elbow_table.ElbowRow`` per family (group: dataset, backbone, variant); a family that
+        cannot be fitted (one seed per rank: "needs >= 2 seeds") keeps its row with the reason.
     """
-    from ..analysis.elbow import fit_elbow
+    from ..analysis.elbow_table import elbow_rows
 
-    groups: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
-    for c in cells:
-        if c.rank is not None:
-            pts = groups.setdefault((c.dataset, c.backbone, _rank_family(c)), [])
-            pts += [(c.rank, r.test_acc) for r in c.runs if r.test_acc is not None]
-    return [
-        (d, b, fam, fit_elbow(pts))
-        for (d, b, fam), pts in sorted(groups.items())
-        if len({r for r, _ in pts}) >= min_ranks
+    rows = [
+        {
+            "dataset": c.dataset,
+            "backbone": c.backbone,
+            "variant": _rank_family(c),
+            "rank": c.rank,
+            "seed": r.seed,
+            "test_acc": r.test_acc,
+        }
+        for c in cells
+        if c.rank is not None
+        for r in c.runs
+        if r.test_acc is not None
     ]
+    families: dict[tuple[str, str, str], set[int]] = {}
+    for row in rows:
+        families.setdefault((row["dataset"], row["backbone"], row["variant"]), set()).add(row["rank"])
+    rows = [row for row in rows if len(families[(row["dataset"], row["backbone"], row["variant"])]) >= min_ranks]
+    if not rows:
+        return []
+    return elbow_rows(rows, group_by=["dataset", "backbone", "variant"], n_boot=n_boot)
 
 
-def plot_rank_elbows(fits: list[tuple[str, str, str, Any]], path: Path) -> Path | None:
-    """One subplot per fitted family: seeds, mean ± std, the fitted curve and the elbow with its interval."""
-    from ..analysis.elbow import plot_elbow
+def plot_rank_elbows(fits: list[Any], path: Path) -> Path | None:
+    """One subplot per fitted family: seeds, mean ± std, the best-weighted curve and the elbow with its interval."""
+    from ..analysis.elbow_table import plot_elbow
 
-    fits = fits[:_MAX_PAIRS]
+    fits = [f for f in fits if f.result is not None][:_MAX_PAIRS]
     if not fits:
         return None
     plt = _plt()
     fig, axes = _axes(plt, len(fits))
-    for ax, (d, b, fam, fit) in zip(axes.flat, fits):
-        plot_elbow(ax, fit, label=f"{fam}: a - b r^-c - e r")
-        _rank_axes(ax, d, b)
+    for ax, row in zip(axes.flat, fits):
+        plot_elbow(ax, row.result, label=row.group["variant"])
+        _rank_axes(ax, row.group["dataset"], row.group["backbone"])
     for ax in list(axes.flat)[len(fits) :]:
         ax.axis("off")
     return _save(fig, plt, path)

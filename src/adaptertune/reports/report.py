@@ -97,27 +97,10 @@ def _shares_markdown(shares: list[dict[str, Any]]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _elbow_markdown(fits: list[tuple[str, str, str, Any]]) -> str:
-    lines = [
-        "Fit of acc(r) = a - b r^-c - e r per rank sweep (b r^-c: approximation error falling with rank; e r:",
-        "estimation error growing with it); the elbow is the smallest swept r where one more doubling is",
-        "predicted to gain less than the seed-to-seed noise (bootstrap interval over seeds). 'gain at top r': the",
-        "predicted gain of doubling the largest swept rank; 'log-linear': the fitted gain per doubling shrinks by",
-        "less than 20% across the swept ranks.",
-        "",
-        "| dataset | backbone | variant | ranks | elbow | interval | reached | a | b | c | e | noise "
-        "| gain at top r |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for d, b, fam, f in fits:
-        p = f.params
-        reached = "yes" if f.reached else ("no (log-linear)" if f.log_linear else "no")
-        lines.append(
-            f"| {d} | {b} | {fam} | {','.join(map(str, f.ranks))} | {f.elbow} | [{f.interval[0]}, {f.interval[1]}] "
-            f"| {reached} | {p['a']:.2f} | {p['b']:.2f} | {p['c']:.3f} | {p['e']:.4f} | {f.noise:.2f} "
-            f"| {f.top_gain:.2f} |"
-        )
-    return "\n".join(lines)
+def _elbow_markdown(fits: list[Any]) -> str:
+    from ..analysis.elbow_table import elbow_markdown
+
+    return elbow_markdown(fits)
 
 
 def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: bool = False) -> Report:
@@ -170,7 +153,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
     path = plot_rank_elbows(fits, out_dir / "rank_elbow.png")
     if path is not None:
         report.files.append(path)
-        images.append(("Rank elbow: fitted a - b r^-c - e r with the elbow and its bootstrap interval", path))
+        images.append(("Rank elbow (paired-seed rule) with its bootstrap interval and the best-weighted curve", path))
     html_path = out_dir / "report.html"
     atomic_write_text(html_path, _html(report, results_dir, gs, shares, images, elbow_md))
     report.files.append(html_path)
