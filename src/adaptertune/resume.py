@@ -13,8 +13,8 @@ from .errors import CheckpointError, ConfigError
 
 __all__ = ["check_resumable", "resume_config"]
 
-# may differ between an interrupted run and its resumption (they do not change the numbers)
-_RESUME_FREE_KEYS = {("data", "num_workers"), ("train", "precision"), ("train", "device"), ("out_dir",)}
+# may differ between an interrupted run and its resumption (they do not change the numbers; precision does)
+_RESUME_FREE_KEYS = {("data", "num_workers"), ("train", "device"), ("out_dir",)}
 
 
 def check_resumable(out_dir: Path, cfg: RunConfig) -> None:
