@@ -101,8 +101,9 @@ def shutdown() -> None:
 
 
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
-    """DDP over ``model`` when a process group is up; else ``model`` itself."""
-    if not current().enabled:
+    """DDP over ``model`` when a process group is up (also one of world size 1, which torchrun never starts:
+    benchmarks/gpu_check.sh uses it to run DDP over NCCL on one GPU); else ``model`` itself."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return model
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
