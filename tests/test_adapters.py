@@ -190,3 +190,30 @@ def test_deepcopy_keeps_adapters_independent():
     with torch.no_grad():
         clone.blocks[0].adapters["default"].up.weight.zero_()
     assert not torch.equal(clone(X), model(X))
+
+
+def _block_dtypes(model: torch.nn.Module) -> list[torch.dtype]:
+    """The dtype of every block's output in one forward (hooks registered after the adapters' run last)."""
+    dtypes: list[torch.dtype] = []
+    handles = [b.register_forward_hook(lambda m, a, out: dtypes.append(out.dtype)) for b in model.blocks]
+    try:
+        model(X)
+    finally:
+        for h in handles:
+            h.remove()
+    return dtypes
+
+
+@pytest.mark.parametrize("method", ["adapter", "parallel"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_start_is_exact_under_autocast_and_keeps_the_stream_dtype(method, dtype):
+    """Under autocast (bf16: the CUDA default) the adapted model at init computes the plain model's logits
+    bitwise and every block outputs the plain block's dtype (the fp32 residual stream stays fp32)."""
+    model = tiny_vit()
+    with torch.autocast("cpu", dtype=dtype):
+        base, base_dtypes = model(X), _block_dtypes(model)
+        build_method(method, model, AdapterConfig(rank=8))
+        model.eval()
+        got, got_dtypes = model(X), _block_dtypes(model)
+    assert got_dtypes == base_dtypes and base_dtypes[-1] == torch.float32
+    assert got.dtype == base.dtype and torch.equal(got, base)

@@ -133,3 +133,33 @@ def test_full_disk_is_a_clear_error_and_keeps_checkpoint(folder, tmp_path, monke
     )
     run(config(folder, out, epochs=1), resume=True)  # space freed: resume only writes the results
     assert json.loads((out / "summary.json").read_text())["status"] == "success"
+
+
+def test_resume_in_another_precision_is_refused(folder, tmp_path, monkeypatch, capsys):
+    """The precision changes the numbers: it is part of what a resumed run must keep."""
+    out = tmp_path / "run"
+    monkeypatch.setattr(loop_module, "F", _NaNAtStep(3))
+    with pytest.raises(NonFiniteLossError):
+        run(config(folder, out, epochs=1, checkpoint_every_steps=1, precision="fp32"))
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out), "--precision", "bf16", "--quiet"]) == 2
+    assert "`train.precision` is 'bf16' here but 'fp32' in the run" in capsys.readouterr().err
+
+
+def test_each_rank_restores_its_own_rng_state(tmp_path):
+    from adaptertune.engine.checkpoint import rank_rng_state, restore_training_state, save_checkpoint
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    states = []
+    for seed in (5, 6):
+        torch.manual_seed(seed)
+        states.append(rank_rng_state()["torch_cpu"])
+    rank_rng = {f"rng.rank{r}.torch_cpu": s for r, s in enumerate(states)}
+    save_checkpoint(tmp_path / "c.safetensors", model, opt, scaler, {}, {"step": 0}, rank_rng)
+    tensors, meta = load_checkpoint(tmp_path / "c.safetensors")
+    for r in (1, 0):
+        torch.manual_seed(99)
+        restore_training_state(tensors, meta, model, opt, scaler, "c", rank=r)
+        assert torch.equal(torch.get_rng_state(), states[r])

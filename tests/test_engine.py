@@ -1,10 +1,22 @@
 import math
+import sys
 
 import pytest
 import torch
 
 from adaptertune import AdapterConfig, add_adapters
-from adaptertune.engine import param_groups, topk_correct, warmup_cosine
+from adaptertune.config import TrainConfig
+from adaptertune.engine import (
+    cuda_backend_settings,
+    evaluate,
+    fit,
+    param_groups,
+    resolve_precision,
+    topk_correct,
+    warmup_cosine,
+)
+from adaptertune.engine import loop as loop_module
+from adaptertune.errors import CheckpointError, DataError, NonFiniteLossError
 from conftest import tiny_vit
 
 
@@ -42,3 +54,127 @@ def test_topk_correct():
     logits = torch.tensor([[0.1, 0.5, 0.4], [0.9, 0.05, 0.05], [0.2, 0.3, 0.5]])
     targets = torch.tensor([2, 0, 0])
     assert topk_correct(logits, targets, (1, 2, 5)) == [1, 2, 3]
+
+
+# ---------------------------------------------------------------- host syncs, NaN detection, precision
+def _mlp() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+
+
+def _batches(n: int, seed: int = 0) -> list:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(4, 3, 2, 2, generator=g), torch.randint(0, 3, (4,), generator=g), 0) for _ in range(n)]
+
+
+def _cfg(**kw) -> TrainConfig:
+    return TrainConfig(**{"epochs": 1, "batch_size": 4, "lr": 0.01, "weight_decay": 0.0, "device": "cpu", **kw})
+
+
+class _SyncCounter:
+    """Counts device-to-host reads (item, tolist, bool/float/int of a tensor, ...) made by adaptertune code."""
+
+    NAMES = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+    def __init__(self, monkeypatch) -> None:
+        self.count = 0
+        for name in self.NAMES:
+            monkeypatch.setattr(torch.Tensor, name, self._wrap(getattr(torch.Tensor, name)))
+
+    def _wrap(self, real):
+        def wrapper(t, *args, **kwargs):
+            if sys._getframe(1).f_globals.get("__name__", "").startswith("adaptertune"):
+                self.count += 1
+            return real(t, *args, **kwargs)
+
+        return wrapper
+
+
+@pytest.mark.parametrize("log_every", [1, 4, 50])
+def test_fit_reads_the_device_only_at_log_points(monkeypatch, log_every):
+    data = _batches(12)
+    counter = _SyncCounter(monkeypatch)
+    fit(_mlp(), data, None, data[:2], _cfg(log_every_steps=log_every), torch.device("cpu"))
+    reads = -(-12 // log_every)  # one per log point; the epoch end is the 12th step (a log point or the last)
+    assert counter.count == reads + 1  # + the test evaluation: its sums are read once for 2 batches
+
+
+def test_non_finite_loss_found_later_still_names_its_step(monkeypatch):
+    real = loop_module.F.cross_entropy
+    calls = [0]
+
+    def cross_entropy(logits, y, **kw):
+        loss = real(logits, y, **kw)
+        if kw.get("reduction", "mean") == "mean":
+            calls[0] += 1
+            if calls[0] == 3:  # step 2
+                return loss * float("inf")
+        return loss
+
+    monkeypatch.setattr(loop_module.F, "cross_entropy", cross_entropy)
+    seen = []
+
+    class Steps:
+        def on_train_start(self, *a):
+            pass
+
+        def on_step(self, step, loss, lr):
+            seen.append(step)
+
+        def on_epoch_end(self, metrics):
+            pass
+
+    with pytest.raises(NonFiniteLossError, match=r"Loss became inf at step 2 \(epoch 1\).*checked at step 5"):
+        fit(_mlp(), _batches(8), None, _batches(1), _cfg(log_every_steps=5), torch.device("cpu"), [Steps()])
+    assert seen == [0, 1]  # the steps before the bad one reach the callbacks, none after it
+
+
+def test_evaluate_sums_on_device_match_a_direct_count():
+    model, data = _mlp(), _batches(3, seed=1)
+    got = evaluate(model, data, torch.device("cpu"))
+    with torch.no_grad():
+        logits = torch.cat([model(x) for x, _, _ in data]).float()
+    y = torch.cat([y for _, y, _ in data])
+    assert got["n"] == 12 and got["acc"] == 100.0 * topk_correct(logits, y, (1,))[0] / 12
+    assert got["top5"] == 100.0  # 3 classes
+    assert got["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)), rel=1e-6)
+
+
+def test_auto_precision_and_cuda_settings(monkeypatch):
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("fp16", torch.device("cpu")) == "fp16"
+    for supported, want in ((True, "bf16"), (False, "fp16")):  # V100 / T4: no bf16 -> fp16 with a GradScaler
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
+        assert resolve_precision("auto", torch.device("cuda")) == want
+    with cuda_backend_settings(torch.device("cpu")) as settings:
+        assert settings == {}
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark)
+    with cuda_backend_settings(torch.device("cuda")) as settings:
+        assert settings == {"matmul_tf32": True, "cudnn_tf32": True, "cudnn_benchmark": True}
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.benchmark
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark) == before
+
+
+def test_resume_in_another_precision_is_refused(tmp_path):
+    ckpt = tmp_path / "checkpoint.safetensors"
+    fit(_mlp(), _batches(2), None, _batches(1), _cfg(epochs=2), torch.device("cpu"), checkpoint_path=ckpt)
+    with pytest.raises(CheckpointError, match="trained in fp32, this run would continue in bf16"):
+        fit(
+            _mlp(),
+            _batches(2),
+            None,
+            _batches(1),
+            _cfg(epochs=3, precision="bf16"),
+            torch.device("cpu"),
+            checkpoint_path=ckpt,
+            resume=True,
+        )
+
+
+def test_stand_in_batch_for_an_all_corrupt_first_batch():
+    from adaptertune.engine.loop import _stand_in_batch
+
+    assert _stand_in_batch(tiny_vit(), None, torch.device("cpu")).shape == (1, 3, 32, 32)
+    assert _stand_in_batch(_mlp(), torch.Size((3, 2, 2)), torch.device("cpu")).shape == (1, 3, 2, 2)
+    with pytest.raises(DataError, match="first batch is corrupt"):
+        _stand_in_batch(_mlp(), None, torch.device("cpu"))

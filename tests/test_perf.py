@@ -233,3 +233,17 @@ def test_fused_residual_adapter_gradcheck():
     torch.manual_seed(0)
     args = [torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((2, 3, 4), (2, 4), (2,), (4, 2), (4,))]
     assert torch.autograd.gradcheck(lambda *t: _ResidualAdapter.apply(*t, 0.7), args)
+
+
+def test_matmul_reference_is_sized_for_the_device():
+    from adaptertune.perf.speed import matmul_gflops, matmul_reference
+
+    assert matmul_reference("cuda") == (8192, 20) and matmul_reference("cpu") == (1024, 1)
+    calls = []
+    real = torch.mm
+    try:
+        torch.mm = lambda *a, **k: calls.append(1) or real(*a, **k)
+        matmul_gflops(8, "fp32", torch.device("cpu"), repeats=3)()
+    finally:
+        torch.mm = real
+    assert len(calls) == 3

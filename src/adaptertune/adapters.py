@@ -89,7 +89,8 @@ class Adapter(nn.Module):
         return z if self.alpha == 1.0 else z * self.alpha  # no extra pass over (B, N, d) at the default alpha
 
     def residual(self, h: torch.Tensor) -> torch.Tensor:
-        """``h + forward(h)``; with GELU, no active dropout and no autocast, one fused autograd function."""
+        """``h + forward(h)`` in the dtype of ``h``; with GELU, no active dropout and no autocast, one fused
+        autograd function."""
         fusable = (
             isinstance(self.act, nn.GELU)
             and self.act.approximate == "none"
@@ -101,7 +102,9 @@ class Adapter(nn.Module):
             return _ResidualAdapter.apply(
                 h, self.down.weight, self.down.bias, self.up.weight, self.up.bias, self.alpha
             )
-        return self.forward(h).add_(h)  # in place into the adapter's fresh output
+        # autocast runs the adapter's linears in bf16/fp16 while the residual stream ``h`` stays fp32: cast the
+        # update up to the stream's dtype before adding, so the stream keeps its dtype and 0 + h is h exactly
+        return self.forward(h).to(h.dtype).add_(h)  # in place into the adapter's fresh output
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, rank={self.rank}, alpha={self.alpha:g}, init={self.init}"

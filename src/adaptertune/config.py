@@ -286,6 +286,10 @@ class TrainConfig:
         compile: run the training forward through ``torch.compile`` (needs a C++ compiler on CPU).
         tensorboard: also log the loss and learning rate of every step and every epoch's metrics as
             TensorBoard events in ``<out_dir>/tensorboard`` (needs ``pip install 'adaptertune[tensorboard]'``).
+        log_every_steps: read the step losses from the device (and check them for NaN/inf) every N steps,
+            at checkpoints and at epoch ends; between these points a step never waits for the device.
+        dist_timeout_minutes: under torchrun, how long a collective waits for the other processes before
+            the run fails.
     """
 
     epochs: int = 50
@@ -303,6 +307,8 @@ class TrainConfig:
     checkpoint_every_steps: int | None = None
     compile: bool = False
     tensorboard: bool = False
+    log_every_steps: int = 50
+    dist_timeout_minutes: float = 30.0
 
     def __post_init__(self) -> None:
         self.compile = _as_bool("train.compile", self.compile)
@@ -326,6 +332,10 @@ class TrainConfig:
             raise ConfigError(f"`train.device` must be auto, cpu, cuda or cuda:N; got {self.device!r}.")
         self.checkpoint_every_steps = _optional(
             _as_int, "train.checkpoint_every_steps", self.checkpoint_every_steps, minimum=1
+        )
+        self.log_every_steps = _as_int("train.log_every_steps", self.log_every_steps, minimum=1)
+        self.dist_timeout_minutes = _as_float(
+            "train.dist_timeout_minutes", self.dist_timeout_minutes, minimum=0.0, exclusive=True
         )
 
 

@@ -170,7 +170,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = train_config_dict(args)
     cfg = resume_config(args.resume, overrides) if args.resume else RunConfig.from_dict(overrides)
     info = distributed.dist_info_from_env(os.environ)  # set by torchrun
-    distributed.init_distributed(info, resolve_device(cfg.train.device))
+    distributed.init_distributed(info, resolve_device(cfg.train.device), cfg.train.dist_timeout_minutes)
     try:
         progress = [TqdmProgress(enabled=not args.quiet)] if info.is_main else []
         if info.is_main and os.environ.get("ADAPTERTUNE_TEST_KILL_AT_STEP"):  # test hook: simulate a killed job

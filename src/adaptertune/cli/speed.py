@@ -37,7 +37,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=False,
         help="CPU: keep freed memory mapped between steps (glibc mallopt; default off, as in train)",
     )
-    p.add_argument("--matmul-size", type=int, default=1024, help="side of the matmul that measures the limit")
+    p.add_argument(
+        "--matmul-size",
+        type=int,
+        default=None,
+        help="side of the matmul that measures the limit (8192 CUDA, 1024 CPU)",
+    )
     p.add_argument(
         "--clock",
         default="wall",

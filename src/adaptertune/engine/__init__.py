@@ -9,8 +9,9 @@ from .checkpoint import (
     save_checkpoint,
     save_tensors,
 )
-from .loop import Callback, FitResult, autocast_context, evaluate, fit, resolve_device, resolve_precision
-from .metrics import topk_correct
+from .device import autocast_context, cuda_backend_settings, resolve_device, resolve_precision
+from .loop import Callback, FitResult, evaluate, fit
+from .metrics import topk_correct, topk_hits
 from .optim import build_optimizer, param_groups, warmup_cosine
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "atomic_write_text",
     "autocast_context",
     "build_optimizer",
+    "cuda_backend_settings",
     "evaluate",
     "fit",
     "load_checkpoint",
@@ -31,5 +33,6 @@ __all__ = [
     "save_checkpoint",
     "save_tensors",
     "topk_correct",
+    "topk_hits",
     "warmup_cosine",
 ]

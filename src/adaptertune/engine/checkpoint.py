@@ -27,6 +27,7 @@ __all__ = [
     "load_checkpoint",
     "load_tensors",
     "load_trained_tensors",
+    "rank_rng_state",
     "read_jsonl",
     "restore_training_state",
     "save_checkpoint",
@@ -136,11 +137,14 @@ def save_checkpoint(
     scaler: torch.amp.GradScaler,
     best_state: dict[str, torch.Tensor],
     state: dict[str, Any],
+    rank_rng: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write the full resume state of a training loop to ``path`` (one atomic file).
 
     Args:
         state: JSON-able loop state (step, epoch, batch_in_epoch, sums, best_val, history, ...).
+        rank_rng: under torchrun, every rank's RNG state (:func:`rank_rng_state` of each rank, keys
+            ``rng.rank{r}.*``); without it only this process's RNG is kept.
     """
     tensors: dict[str, torch.Tensor] = {}
     for n, p in model.named_parameters():
@@ -160,6 +164,7 @@ def save_checkpoint(
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
+    tensors.update(rank_rng or {})
     meta = {
         "format": CHECKPOINT_FORMAT,
         "state": state,
@@ -167,6 +172,14 @@ def save_checkpoint(
         "scaler": scaler.state_dict(),
     }
     save_tensors(path, tensors, meta)
+
+
+def rank_rng_state() -> dict[str, torch.Tensor]:
+    """This process's RNG state as ``{"torch_cpu": ..., "cuda": ...}`` (cuda: the current device, if in use)."""
+    state = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -207,8 +220,11 @@ def restore_training_state(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     source: str,
+    rank: int = 0,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load parameters, optimizer, scaler and RNG state from a checkpoint; returns (best_state, loop state).
+
+    ``rank``: under torchrun, the process's rank; it gets its own saved RNG state where the checkpoint has one.
 
     Raises:
         CheckpointError: the checkpoint's tensors do not match the model's trainable parameters.
@@ -232,6 +248,11 @@ def restore_training_state(
     if meta.get("scaler"):
         scaler.load_state_dict(meta["scaler"])
     best = {k[len("best.") :]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
+    if f"rng.rank{rank}.torch_cpu" in tensors:  # written by a multi-process run: this rank's own streams
+        torch.set_rng_state(tensors[f"rng.rank{rank}.torch_cpu"])
+        if f"rng.rank{rank}.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors[f"rng.rank{rank}.cuda"])
+        return best, meta["state"]
     torch.set_rng_state(tensors["rng.torch_cpu"])
     cuda_keys = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
     cuda_states = [tensors[k] for k in cuda_keys]

@@ -23,7 +23,10 @@ __all__ = [
     "barrier",
     "current",
     "dist_info_from_env",
+    "gather_tensors",
     "init_distributed",
+    "rank_seed",
+    "reduce_min",
     "reduce_sums",
     "shutdown",
     "wrap_ddp",
@@ -76,9 +79,10 @@ def current() -> DistInfo:
     return DistInfo()
 
 
-def init_distributed(info: DistInfo, device: torch.device) -> torch.device:
+def init_distributed(info: DistInfo, device: torch.device, timeout_minutes: float = 30.0) -> torch.device:
     """Join the process group torchrun describes (MASTER_ADDR/PORT come from its env); returns this rank's
-    device (``cuda:LOCAL_RANK`` on GPUs)."""
+    device (``cuda:LOCAL_RANK`` on GPUs). A collective that waits longer than ``timeout_minutes`` for the
+    other ranks fails the run (``train.dist_timeout_minutes``)."""
     if not info.enabled or torch.distributed.is_initialized():
         return device
     if device.type == "cuda":
@@ -86,7 +90,7 @@ def init_distributed(info: DistInfo, device: torch.device) -> torch.device:
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     torch.distributed.init_process_group(
-        backend, rank=info.rank, world_size=info.world_size, timeout=datetime.timedelta(minutes=30)
+        backend, rank=info.rank, world_size=info.world_size, timeout=datetime.timedelta(minutes=timeout_minutes)
     )
     return device
 
@@ -97,8 +101,9 @@ def shutdown() -> None:
 
 
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
-    """DDP over ``model`` when a process group is up; else ``model`` itself."""
-    if not current().enabled:
+    """DDP over ``model`` when a process group is up (also one of world size 1, which torchrun never starts:
+    benchmarks/gpu_check.sh uses it to run DDP over NCCL on one GPU); else ``model`` itself."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return model
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -117,6 +122,34 @@ def reduce_sums(values: Sequence[float]) -> list[float]:
     t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_backend_device())
     torch.distributed.all_reduce(t)
     return t.tolist()
+
+
+def reduce_min(value: float) -> float:
+    """The smallest ``value`` over all ranks; identity in a single process."""
+    if not current().enabled:
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=_backend_device())
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+    return float(t.item())
+
+
+def gather_tensors(t: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's ``t`` (same shape and dtype on all ranks), on the CPU, in rank order."""
+    if not current().enabled:
+        return [t.cpu()]
+    local = t.to(_backend_device())
+    out = [torch.empty_like(local) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(out, local)
+    return [o.cpu() for o in out]
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Seed of the per-rank RNG (dropout, drop-path) of ``rank``; rank 0 keeps ``seed``. Pure.
+
+    ``seed + rank * 2**32``: distinct for every (seed, rank) with seed < 2**32, so no two ranks (nor two
+    runs with other seeds) draw the same masks.
+    """
+    return seed + (rank << 32)
 
 
 def all_true(flag: bool) -> bool:

@@ -5,7 +5,6 @@ Knows nothing of registries: it takes a model, loaders and a resolved TrainConfi
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
@@ -20,19 +19,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig
-from ..errors import CheckpointError, ConfigError, NonFiniteLossError
-from .checkpoint import load_checkpoint, restore_training_state, save_checkpoint
-from .distributed import all_true, current, reduce_sums, wrap_ddp
-from .metrics import topk_correct
+from ..errors import CheckpointError, DataError, NonFiniteLossError
+from .checkpoint import load_checkpoint, rank_rng_state, restore_training_state, save_checkpoint
+from .device import autocast_context, cuda_backend_settings, resolve_device, resolve_precision
+from .distributed import DistInfo, current, gather_tensors, rank_seed, reduce_min, reduce_sums, wrap_ddp
+from .metrics import topk_hits
 from .optim import build_optimizer, warmup_cosine
+from .steplog import StepLog, StepRecord, first_non_finite
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["Callback", "FitResult", "autocast_context", "evaluate", "fit", "resolve_device", "resolve_precision"]
+__all__ = [
+    "Callback",
+    "FitResult",
+    "autocast_context",
+    "cuda_backend_settings",
+    "evaluate",
+    "fit",
+    "resolve_device",
+    "resolve_precision",
+]
 
 
 class Callback(Protocol):
-    """Progress hooks (the CLI draws bars with them; runs.py writes metrics.jsonl)."""
+    """Progress hooks (the CLI draws bars with them; runs.py writes metrics.jsonl).
+
+    ``on_step`` is called once per step, in order, but in bursts: at every ``train.log_every_steps``-th
+    step, before each checkpoint and at the end of each epoch (the losses are read from the device there).
+    """
 
     def on_train_start(self, total_steps: int, steps_per_epoch: int, start_step: int) -> None:
         """``start_step``: optimizer steps already done (non-zero when resuming)."""
@@ -54,35 +68,18 @@ class FitResult:
     skipped_images: int
     best_state: dict[str, torch.Tensor] = field(repr=False)  # trainable tensors of the selected model
     selection: str = "best_val_top1"
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"Device '{device}' asked for, but CUDA is not available here; use --device cpu.")
-    return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> bf16 on CUDA, fp32 on CPU (these CPUs have no native bf16: ~170x slower matmuls)."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
-
-
-def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    backend: dict[str, Any] = field(default_factory=dict)  # CUDA math settings the run trained with
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, precision: str = "fp32") -> dict[str, float]:
-    """Top-1 / top-5 accuracy (%), mean cross-entropy and the count of skipped (corrupt) images over ``loader``."""
+    """Top-1 / top-5 accuracy (%), mean cross-entropy and the count of skipped (corrupt) images over ``loader``.
+
+    The sums stay on the device (float64, exact for counts) and are read once at the end.
+    """
     model.eval()
-    n = loss_sum = top1 = top5 = skipped = 0.0
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, top-1 hits, top-5 hits
+    n = skipped = 0
     for batch in loader:  # this rank's shard under torchrun; the sums are reduced below
         skipped += batch[2] if len(batch) > 2 else 0
         x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
@@ -91,9 +88,10 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, precision
         with autocast_context(precision, device):
             logits = model(x)
         logits = logits.float()
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        c1, c5 = topk_correct(logits, y, (1, 5))
-        top1, top5, n = top1 + c1, top5 + c5, n + y.numel()
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        sums += torch.cat((loss.double()[None], topk_hits(logits, y, (1, 5)).double()))
+        n += y.numel()
+    loss_sum, top1, top5 = sums.tolist()
     loss_sum, top1, top5, n, skipped = reduce_sums([loss_sum, top1, top5, n, skipped])
     if n == 0:
         return {"acc": float("nan"), "top5": float("nan"), "loss": float("nan"), "n": 0, "skipped": int(skipped)}
@@ -123,6 +121,36 @@ def _start_epoch(loader: Iterable, epoch: int, skip: int) -> Iterable:
     return itertools.islice(loader, skip, None)  # any deterministic loader: replay and drop
 
 
+def _stand_in_batch(model: nn.Module, shape: torch.Size | None, device: torch.device) -> torch.Tensor:
+    """One all-zero input (1, *shape) for a rank whose whole batch was corrupt: its forward and zero-weighted
+    backward let the rank join DDP's gradient all-reduce with the others. ``shape``: a batch seen before on
+    this rank; else the ViT's patch-embedding input.
+
+    Raises:
+        DataError: no batch seen yet and the model does not tell its input size.
+    """
+    if shape is None:
+        pe = getattr(model, "patch_embed", None)
+        size, chans = getattr(pe, "img_size", None), getattr(getattr(pe, "proj", None), "in_channels", None)
+        if size is None or chans is None:
+            raise DataError(
+                "Every image of this process's first batch is corrupt and the model does not tell its input size; "
+                "remove the corrupt images (adaptertune check-data) or train with one process."
+            )
+        shape = torch.Size((chans, *size))
+    return torch.zeros((1, *shape), device=device)
+
+
+def _non_finite_error(
+    bad: StepRecord | None, step: int, steps_per_epoch: int, lr: float, detected: int
+) -> NonFiniteLossError:
+    value = bad.loss if bad is not None and bad.step == step else "non-finite (on another process)"
+    return NonFiniteLossError(
+        f"Loss became {value} at step {step} (epoch {step // steps_per_epoch + 1}); lower the learning rate "
+        f"(now {lr:.3g}) or use fp32. The last good checkpoint is kept (checked at step {detected})."
+    )
+
+
 def fit(
     model: nn.Module,
     train_loader: Iterable,
@@ -136,22 +164,45 @@ def fit(
 ) -> FitResult:
     """Train ``model`` and return the test metrics of its best-validation-accuracy epoch.
 
+    A step does not wait for the device: losses and hits are read every ``cfg.log_every_steps`` steps, at
+    checkpoints and at epoch ends, and checked for NaN/inf there. Under torchrun every rank takes the same
+    steps (one whose batch is all corrupt joins with zero gradients), draws its own dropout / drop-path
+    masks (seed :func:`~adaptertune.engine.distributed.rank_seed`) and keeps its own RNG in checkpoints.
+
     Args:
         checkpoint_path: where to keep the resume checkpoint (written at the end of every epoch and every
             ``cfg.checkpoint_every_steps`` steps; rank 0 only). None: no checkpoints.
         resume: continue from ``checkpoint_path`` if it exists. With the seeded
             :class:`~adaptertune.engine.sampling.ResumableSampler` the result is bitwise the same as an
-            uninterrupted run's (same device and thread count).
+            uninterrupted run's (same device, precision and thread count).
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf (names the step); the last checkpoint is kept.
-        CheckpointError: the checkpoint to resume from is corrupt or belongs to another model.
+        CheckpointError: the checkpoint to resume from is corrupt, belongs to another model or was trained
+            in another precision.
     """
+    with cuda_backend_settings(device) as backend:
+        result = _fit(model, train_loader, val_loader, test_loader, cfg, device, callbacks, checkpoint_path, resume)
+    result.backend = backend
+    return result
+
+
+def _fit(
+    model: nn.Module,
+    train_loader: Iterable,
+    val_loader: Iterable | None,
+    test_loader: Iterable,
+    cfg: TrainConfig,
+    device: torch.device,
+    callbacks: list[Callback],
+    checkpoint_path: str | Path | None,
+    resume: bool,
+) -> FitResult:
     assert cfg.lr is not None and cfg.weight_decay is not None, "resolve lr/weight_decay before fit()"
     precision = resolve_precision(cfg.precision, device)
     model.to(device)
     net = wrap_ddp(model, device)  # forward/backward through DDP; parameters and checkpoints via `model`
-    is_main = current().is_main
+    dist = current()
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.decay_all)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     sampler = getattr(train_loader, "sampler", None)
@@ -169,7 +220,7 @@ def fit(
         "batch_in_epoch": 0,  # batches done of epoch epochs_done + 1
         "step": 0,
         "sums": [0.0, 0.0, 0.0],  # loss_sum, correct, count of the epoch in progress (all ranks)
-        "skipped": 0,
+        "skipped": 0,  # corrupt training images so far (all ranks in a checkpoint; this rank's while training)
         "seen": 0,
         "train_seconds": 0.0,
         "epoch_seconds": 0.0,
@@ -177,42 +228,69 @@ def fit(
         "best_epoch": 0,
         "history": [],
         "lr": cfg.lr,
+        "precision": precision,
     }
     if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
         tensors, meta = load_checkpoint(checkpoint_path)
-        best_state, saved = restore_training_state(tensors, meta, model, optimizer, scaler, str(checkpoint_path))
-        if saved.get("steps_per_epoch") != steps_per_epoch:
-            raise CheckpointError(
-                f"{checkpoint_path} was written with {saved.get('steps_per_epoch')} steps per epoch, this run has "
-                f"{steps_per_epoch}; resume with the same data, batch size and number of processes."
-            )
+        best_state, saved = restore_training_state(
+            tensors, meta, model, optimizer, scaler, str(checkpoint_path), dist.rank
+        )
+        _check_resumable(saved, str(checkpoint_path), steps_per_epoch, precision)
         st.update(saved)
+        if not dist.is_main:  # the checkpoint holds the sums of all ranks: rank 0 carries them on
+            st["skipped"] = 0
         _logger.info(
             "resuming at epoch %d, batch %d (step %d)", st["epochs_done"] + 1, st["batch_in_epoch"], st["step"]
         )
+    elif dist.rank > 0:  # own dropout / drop-path masks per rank; rank 0 keeps the single-process stream
+        torch.manual_seed(rank_seed(cfg.seed, dist.rank))
 
     def save(batch_in_epoch: int, sums: list[float], epoch_seconds: float) -> None:
-        g_sums = reduce_sums(sums)  # every rank joins the reduction; rank 0 stores the global sums
-        if checkpoint_path is None or not is_main:
+        # every rank joins the reduction and the RNG gather; rank 0 stores the global sums and all RNG states
+        *g_sums, g_skipped = reduce_sums([*sums, st["skipped"]])
+        rank_rng = _gather_rank_rng(dist)
+        if checkpoint_path is None or not dist.is_main:
             return
         state = dict(
             st,
             batch_in_epoch=batch_in_epoch,
             sums=g_sums,
+            skipped=int(g_skipped),
             epoch_seconds=epoch_seconds,
             steps_per_epoch=steps_per_epoch,
         )
-        save_checkpoint(checkpoint_path, model, optimizer, scaler, best_state, state)
+        save_checkpoint(checkpoint_path, model, optimizer, scaler, best_state, state, rank_rng)
+
+    log = StepLog()
+
+    def flush(sums: list[float]) -> None:
+        """Read the pending steps: NaN/inf check (agreed over ranks), epoch sums, ``on_step`` callbacks."""
+        records = log.read()
+        bad = first_non_finite(records)
+        first_bad = reduce_min(bad.step if bad is not None else math.inf)
+        for r in records:
+            if r.step >= first_bad:
+                break
+            sums[0] += r.loss * r.n
+            sums[1] += r.correct
+            sums[2] += r.n
+            for cb in callbacks:
+                cb.on_step(r.step, r.loss, r.lr)
+        if math.isfinite(first_bad):
+            bad_step = int(first_bad)
+            lr_bad = warmup_cosine(bad_step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
+            raise _non_finite_error(bad, bad_step, steps_per_epoch, lr_bad, step)
 
     forward = torch.compile(net) if cfg.compile else net  # optional compiled training forward
     for cb in callbacks:
         cb.on_train_start(total_steps, steps_per_epoch, st["step"])
     history: list[dict[str, Any]] = st["history"]
     step, lr = st["step"], st["lr"]
+    in_shape: torch.Size | None = None  # of this rank's last non-empty batch
     for epoch in range(st["epochs_done"] + 1, cfg.epochs + 1):
         skip = st["batch_in_epoch"]
         # a resumed epoch starts from the saved sums on rank 0 only, so the epoch-end reduction adds up
-        sums = list(st["sums"]) if skip and is_main else [0.0, 0.0, 0.0]
+        sums = list(st["sums"]) if skip and dist.is_main else [0.0, 0.0, 0.0]
         prior_seconds = st["epoch_seconds"] if skip else 0.0
         st["batch_in_epoch"], st["sums"], st["epoch_seconds"] = 0, [0.0, 0.0, 0.0], 0.0
         net.train()
@@ -223,35 +301,33 @@ def fit(
             lr = warmup_cosine(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            if y.numel() == 0:  # every image of the batch was corrupt and skipped
-                step += 1
-                continue
-            with autocast_context(precision, device):
-                logits = forward(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            if not all_true(bool(torch.isfinite(loss))):
-                raise NonFiniteLossError(
-                    f"Loss became {float(loss.detach())} at step {step} (epoch {epoch}); lower the learning rate "
-                    f"(now {lr:.3g}) or use fp32. The last good checkpoint is kept."
-                )
-            scaler.scale(loss).backward()
-            if cfg.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            loss_value = float(loss.detach())
-            sums[0] += loss_value * y.numel()
-            sums[1] += int((logits.argmax(1) == y).sum())
-            sums[2] += y.numel()
-            for cb in callbacks:
-                cb.on_step(step, loss_value, lr)
+            loss = None
+            if y.numel() > 0:
+                in_shape = x.shape[1:]
+                with autocast_context(precision, device):
+                    logits = forward(x)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                log.add(step, epoch, lr, loss, logits, y)
+            elif dist.enabled:  # all corrupt here: join the others' gradient all-reduce with zero gradients
+                with autocast_context(precision, device):
+                    loss = forward(_stand_in_batch(model, in_shape, device)).float().sum() * 0.0
+            if loss is not None:  # a single process skips a batch with no images
+                scaler.scale(loss).backward()
+                if cfg.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
             step += 1
             every = cfg.checkpoint_every_steps
-            if every and step % every == 0 and b + 1 < steps_per_epoch:
+            checkpoint_due = bool(every) and step % every == 0 and b + 1 < steps_per_epoch
+            if checkpoint_due or step % cfg.log_every_steps == 0:
+                flush(sums)
+            if checkpoint_due:
                 st["step"], st["lr"] = step, lr
                 save(b + 1, sums, prior_seconds + time.perf_counter() - t0)
+        flush(sums)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         epoch_seconds = prior_seconds + time.perf_counter() - t0
@@ -299,3 +375,27 @@ def fit(
         best_state=best_state,
         selection="best_val_top1" if val_loader is not None else "last_epoch",
     )
+
+
+def _check_resumable(saved: dict[str, Any], source: str, steps_per_epoch: int, precision: str) -> None:
+    if saved.get("steps_per_epoch") != steps_per_epoch:
+        raise CheckpointError(
+            f"{source} was written with {saved.get('steps_per_epoch')} steps per epoch, this run has "
+            f"{steps_per_epoch}; resume with the same data, batch size and number of processes."
+        )
+    if saved.get("precision", precision) != precision:
+        raise CheckpointError(
+            f"{source} was trained in {saved['precision']}, this run would continue in {precision}; resume with "
+            f"--precision {saved['precision']} (the precision changes the numbers)."
+        )
+
+
+def _gather_rank_rng(dist: DistInfo) -> dict[str, torch.Tensor] | None:
+    """Every rank's RNG state as checkpoint tensors ``rng.rank{r}.*`` (a collective); None in one process."""
+    if not dist.enabled:
+        return None
+    out: dict[str, torch.Tensor] = {}
+    for name, state in rank_rng_state().items():
+        for r, t in enumerate(gather_tensors(state)):
+            out[f"rng.rank{r}.{name}"] = t
+    return out

@@ -23,15 +23,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..adapters import trainable_parameters
-from ..config import AdapterConfig, BackboneConfig, parse_placement
+from ..config import BackboneConfig, parse_placement
 from ..engine.loop import autocast_context, resolve_device, resolve_precision
-from ..engine.optim import build_optimizer
 from ..errors import ConfigError
-from ..methods import METHODS, build_method
+from ..methods import METHODS
 from .cpu import tune_malloc
 from .flops import METHOD_FLOPS, step_flops, vit_geometry
 from .memory import measure_peak_memory
@@ -42,6 +40,7 @@ __all__ = [
     "SpeedConfig",
     "SpeedReport",
     "matmul_gflops",
+    "matmul_reference",
     "run_speed",
 ]
 
@@ -65,7 +64,9 @@ class SpeedConfig:
         memory: measure peak memory (one child process per method).
         inference: time inference against the plain backbone.
         compile: wrap every model in ``torch.compile``.
-        matmul_size: side of the square matmul that measures the FLOP/s limit.
+        matmul_size: side of the square matmul that measures the FLOP/s limit (None: 8192 on CUDA, large
+            enough to reach a GPU's peak rather than its launch overhead; 1024 on CPU).
+        matmul_repeats: matmuls per timed call (None: 20 on CUDA, 1 on CPU).
         num_classes: head size.
         tune_malloc: on CPU, keep freed memory mapped between steps (:func:`adaptertune.perf.cpu.tune_malloc`);
             off by default, as in ``adaptertune train``.
@@ -86,7 +87,8 @@ class SpeedConfig:
     memory: bool = True
     inference: bool = True
     compile: bool = False
-    matmul_size: int = 1024
+    matmul_size: int | None = None
+    matmul_repeats: int | None = None
     num_classes: int = 10
     tune_malloc: bool = False
     clock: str = "wall"
@@ -101,9 +103,10 @@ class SpeedConfig:
                 )
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"A method is listed twice in {self.methods}.")
-        for name in ("batch_size", "rank", "steps", "matmul_size", "num_classes"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"`{name}` must be a positive integer, got {getattr(self, name)!r}.")
+        for name in ("batch_size", "rank", "steps", "matmul_size", "matmul_repeats", "num_classes"):
+            value = getattr(self, name)
+            if (value is not None or not name.startswith("matmul")) and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"`{name}` must be a positive integer, got {value!r}.")
         if self.clock not in ("wall", "cpu"):
             raise ConfigError(f"`clock` must be wall or cpu, got {self.clock!r}.")
         if not isinstance(self.warmup, int) or self.warmup < 0:
@@ -156,13 +159,24 @@ def _timed(fn: Callable[[], Any], device: torch.device, clock: Callable[[], floa
     return (clock() - t0) * 1e3
 
 
-def matmul_gflops(n: int, precision: str, device: torch.device) -> Callable[[], None]:
-    """A square ``n x n`` matmul in the step's precision (2 n^3 FLOPs per call)."""
+def matmul_reference(device_type: str) -> tuple[int, int]:
+    """(side, repeats) of the reference matmul: 20 x 8192^2 on CUDA (~1 TFLOP each: a GPU at its peak, not
+    at its launch overhead), one 1024^2 on CPU. Pure."""
+    return (8192, 20) if device_type == "cuda" else (1024, 1)
+
+
+def matmul_gflops(n: int, precision: str, device: torch.device, repeats: int = 1) -> Callable[[], None]:
+    """``repeats`` square ``n x n`` matmuls in the step's precision (2 n^3 FLOPs each)."""
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     g = torch.Generator().manual_seed(0)
     a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
     out = torch.empty(n, n, device=device, dtype=dtype)
-    return lambda: torch.mm(a, b, out=out)
+
+    def run() -> None:
+        for _ in range(repeats):
+            torch.mm(a, b, out=out)
+
+    return run
 
 
 def _interleaved(
@@ -208,9 +222,13 @@ def run_speed(cfg: SpeedConfig) -> SpeedReport:
     geom = vit_geometry(plain)
     placement = parse_placement(cfg.placement, geom.depth)
     x, y = make_batch(plain, cfg.batch_size, cfg.num_classes, device)
+    mm_size, mm_repeats = matmul_reference(device.type)
+    mm_size, mm_repeats = cfg.matmul_size or mm_size, cfg.matmul_repeats or mm_repeats
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
     models: dict[str, nn.Module] = {}
-    steps: dict[str, Callable[[], None]] = {"matmul": matmul_gflops(cfg.matmul_size, precision, device)}
+    steps: dict[str, Callable[[], None]] = {"matmul": matmul_gflops(mm_size, precision, device, mm_repeats)}
     for m in cfg.methods:
         torch.manual_seed(0)
         model = build_for_speed(m, copy.deepcopy(plain), cfg.rank, placement, cfg.lora_targets).to(device)
@@ -218,7 +236,7 @@ def run_speed(cfg: SpeedConfig) -> SpeedReport:
         steps[m] = make_train_step(torch.compile(model) if cfg.compile else model, x, y, precision, device)
     _logger.info("timing %d rounds (+%d warm-up) of %s", cfg.steps, cfg.warmup, ", ".join(steps))
     times = _interleaved(steps, cfg.steps, cfg.warmup, device, cfg.clock)
-    mm_gflops = 2 * cfg.matmul_size**3 / (statistics.median(times["matmul"]) * 1e6)
+    mm_gflops = 2 * mm_size**3 * mm_repeats / (statistics.median(times["matmul"]) * 1e6)
 
     infer: dict[str, list[float]] = {}
     if cfg.inference:
@@ -270,7 +288,11 @@ def run_speed(cfg: SpeedConfig) -> SpeedReport:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "matmul_gflops": mm_gflops,
-        "matmul_size": cfg.matmul_size,
+        "matmul_size": mm_size,
+        "matmul_repeats": mm_repeats,
+        # this process holds every method's model at once; per-method peaks come from `peak_memory_mb`
+        "max_memory_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "max_memory_reserved_mb": torch.cuda.max_memory_reserved(device) / 2**20 if device.type == "cuda" else None,
         "malloc_tuned": malloc_tuned,
         "clock": cfg.clock,
         "precision": precision,
@@ -290,7 +312,6 @@ def _inference_fn(model: nn.Module, x: torch.Tensor, precision: str, device: tor
 
 
 def _peak_memory(cfg: SpeedConfig, method: str, placement: list[int], device: torch.device, precision: str) -> float:
-
     spec = {
         "backbone": cfg.backbone.name,
         "backbone_args": cfg.backbone.args,

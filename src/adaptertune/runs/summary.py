@@ -75,6 +75,7 @@ class RunSummary:
     protocol: dict[str, Any] = field(default_factory=dict)
     device: str = ""
     precision: str = ""
+    backend: dict[str, Any] = field(default_factory=dict)  # CUDA math settings (TF32, cudnn.benchmark)
     versions: dict[str, str] = field(default_factory=dict)
     error: str | None = None
 

@@ -271,6 +271,7 @@ def _write_results(
     summary.train_seconds, summary.train_images_per_second = result.train_seconds, result.images_per_second
     summary.peak_memory_mb = _peak_memory_mb(device)
     summary.skipped_images = result.skipped_images
+    summary.backend = result.backend
     summary.skipped_test_images = result.test["skipped"]
     summary.adapter_file_bytes = (out_dir / rf.ADAPTER_FILE).stat().st_size
     summary.status = RunStatus.SUCCESS
