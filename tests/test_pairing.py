@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adaptertune.adapter_files import load_tensors
+from adaptertune.engine import load_tensors
 from adaptertune.config import RunConfig
 from adaptertune.methods import METHODS
 from adaptertune.runs import run
