@@ -11,6 +11,7 @@ from adaptertune.engine import load_tensors
 from adaptertune.engine.features import extract_features
 from adaptertune.errors import ConfigError
 from adaptertune.methods import METHODS, build_method, resolve_adapter_config
+from adaptertune.methods.lora import LoraOptions
 from adaptertune.runs import run
 from conftest import TINY_VIT, tiny_vit
 
@@ -39,7 +40,7 @@ def test_lora_trains_only_lora_and_head_and_starts_at_pretrained_logits():
 
 
 def test_lora_mlp_targets_and_placement():
-    model = build_method("lora", tiny_vit(), AdapterConfig(rank=2, targets="qkv+mlp", placement="last:2"))
+    model = build_method("lora", tiny_vit(), LoraOptions(rank=2, targets="qkv+mlp", placement="last:2"))
     lora = {n.split(".lora_")[0] for n in trainable(model) if ".lora_" in n}
     assert lora == {f"blocks.{i}.{m}" for i in (10, 11) for m in ("attn.qkv", "mlp.fc1", "mlp.fc2")}
 
@@ -87,8 +88,12 @@ def test_bitfit_trains_biases_and_head():
     [("lora", {"init": "small"}), ("lora", {"act": "relu"}), ("parallel", {"targets": "qkv+mlp"})],
 )
 def test_option_that_does_not_apply_is_an_error(method, option):
-    with pytest.raises(ConfigError, match=f"adapter.{next(iter(option))}.*does not apply to method '{method}'"):
-        resolve_adapter_config(method, AdapterConfig(**option))
+    match = f"adapter.{next(iter(option))}.*does not apply to method '{method}'; it accepts "
+    with pytest.raises(ConfigError, match=match):
+        resolve_adapter_config(method, option)  # as written in YAML
+    if method == "lora":  # the adapter methods' options object, given to LoRA
+        with pytest.raises(ConfigError, match=match):
+            resolve_adapter_config(method, AdapterConfig(**option))
 
 
 def test_methods_without_adapter_options_reject_them():

@@ -41,7 +41,7 @@ def file_identity(meta: dict[str, Any]) -> dict[str, Any]:
         "method": meta.get("method"),
         "rank": adapter.get("rank"),
         "placement": adapter.get("placement"),
-        "targets": adapter.get("targets") if meta.get("method") == "lora" else None,
+        "targets": adapter.get("targets"),  # only LoRA's options have targets
         "width": meta.get("width"),
     }
 

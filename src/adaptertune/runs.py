@@ -47,8 +47,7 @@ from .engine.checkpoint import load_trained_tensors
 from .engine.distributed import DistInfo, barrier, current
 from .engine.sampling import ResumableSampler, SeededAugmentView, ShardedEvalSampler
 from .errors import CheckpointError, ConfigError, DataError, OutputError
-from .methods import METHODS, build_method, resolve_adapter_config
-from .methods.linear_probe import cached_feature_fit_inputs
+from .methods import METHODS, FitContext, build_method, resolve_adapter_config
 from .resume import check_resumable, resume_config
 
 __all__ = [
@@ -134,7 +133,7 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     """Fill the method's defaults (lr, weight decay, adapter options) and check the method's options."""
     info = METHODS.get(cfg.method)
     d = cfg.to_dict()
-    d["adapter"] = dataclasses.asdict(a) if (a := resolve_adapter_config(cfg.method, cfg.adapter)) else None
+    d["adapter"] = resolve_adapter_config(cfg.method, cfg.adapter)  # the method's options dataclass (or None)
     for key in ("lr", "weight_decay"):
         if d["train"][key] is None:
             d["train"][key] = info.defaults[key]
@@ -325,8 +324,8 @@ def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False,
         method=cfg.method,
         backbone=cfg.backbone.name,
         dataset=cfg.data.name,
-        rank=cfg.adapter.rank if cfg.adapter else None,
-        placement=cfg.adapter.placement if cfg.adapter else None,
+        rank=getattr(cfg.adapter, "rank", None),
+        placement=getattr(cfg.adapter, "placement", None),
         seed=cfg.train.seed,
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
         total_params=sum(p.numel() for p in params),
@@ -343,13 +342,12 @@ def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False,
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
-        fit_model, loaders, cached = model, (train_loader, val_loader, test_loader), None
-        if METHODS.get(cfg.method).cached_features:  # the head trains on features computed once
-            cached = cached_feature_fit_inputs(model, *loaders, bs, cfg.train.seed, device, precision)
-            fit_model, loaders = cached.model, cached.loaders
+        views = (splits.train, splits.val, splits.test)
+        ctx = FitContext(views, lambda v: make_loader(v, bs, nw, device), bs, cfg.train.seed, device, precision)
+        inputs = METHODS.get(cfg.method).prepare_fit(model, (train_loader, val_loader, test_loader), ctx)
         result = fit(
-            fit_model,
-            *loaders,
+            inputs.model,
+            *inputs.loaders,
             cfg.train,
             device,
             [_MetricsWriter(out_dir / "metrics.jsonl"), *([tensorboard] if tensorboard else []), *callbacks]
@@ -358,8 +356,7 @@ def run(cfg: RunConfig, callbacks: list[Callback] = (), overwrite: bool = False,
             checkpoint_path=out_dir / CHECKPOINT_FILE,
             resume=resume,
         )
-        if cached is not None:
-            result = cached.full_result(result)
+        result = inputs.finish(result)
         if dist.is_main:
             _write_results(out_dir, summary, result, _file_metadata(cfg, built, raw.classes, model), device)
     except BaseException as e:
@@ -438,7 +435,7 @@ def _file_metadata(cfg: RunConfig, built: Any, classes: list[str], model: nn.Mod
         "weights_tag": built.weights_tag,
         "weights_sha256": built.weights_sha256,
         "method": cfg.method,
-        "adapter": dataclasses.asdict(cfg.adapter) if cfg.adapter else None,
+        "adapter": cfg.to_dict()["adapter"],  # the options as a mapping (dataclass or as read from config.yaml)
         "adapted_blocks": adapted_blocks(model) if cfg.adapter else [],
         "width": backbone_width(model),
         "classes": list(classes),
