@@ -131,3 +131,29 @@ def test_linear_probe_cached_equals_head_without_augmentation(image_folder, tmp_
     assert set(a) == set(b) == {"head.weight", "head.bias"} and meta["method"] == "linear-probe-cached"
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+class _Wrapped(torch.nn.Module):
+    """A ViT whose blocks are named ``encoder.layers`` first (``.blocks`` is an alias): a dotted LoRA prefix."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        vit = tiny_vit()
+        self.encoder = torch.nn.Module()
+        self.encoder.layers = vit.blocks
+        self.blocks = vit.blocks
+        self.encoder_layers = torch.nn.ModuleList([torch.nn.Module()])  # "encoder" + any char + "layers"
+        self.encoder_layers[0].attn = torch.nn.Module()
+        self.encoder_layers[0].attn.qkv = torch.nn.Linear(192, 576)
+
+
+def test_lora_target_regex_escapes_the_blocks_prefix():
+    import re
+
+    pytest.importorskip("peft")
+    from adaptertune.methods.lora import lora_config
+
+    pattern = lora_config(_Wrapped(), LoraOptions(rank=2, placement=[0])).target_modules
+    assert re.fullmatch(pattern, "encoder.layers.0.attn.qkv")
+    assert not re.fullmatch(pattern, "encoder_layers.0.attn.qkv")  # '.' is literal, not "any character"
+    assert not re.fullmatch(pattern, "encoder.layers.0.attnXqkv")
