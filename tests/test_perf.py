@@ -145,7 +145,6 @@ def test_speed_cli_writes_json(tmp_path, capsys):
 
 def test_speed_times_the_registered_lora_with_its_options():
     from adaptertune.perf.step import build_for_speed
-
     from conftest import tiny_vit
 
     a = build_for_speed("lora", tiny_vit(), 4, "last:2", "qkv+mlp")
