@@ -148,9 +148,6 @@ def _check_placement_syntax(value: Any) -> str | list[int]:
 class AdapterConfig:
     """Options of the adapter methods (``adapter``, ``parallel``): ``h <- h + alpha * W_up(act(W_down h))``.
 
-    Each method has its own options class (``methods/``; LoRA's is ``LoraOptions``); the ``adapter:`` section
-    of a run config holds the options of its method.
-
     Args:
         rank: bottleneck width r (1 <= r <= the backbone's width).
         alpha: plain constant scale of the adapter output (not LoRA's alpha/r).
@@ -320,11 +317,7 @@ _SECTIONS: dict[str, type] = {
 
 @dataclass
 class RunConfig:
-    """Everything one training run needs.
-
-    ``adapter`` holds the method's options: a mapping as written (YAML, CLI) or the method's options dataclass
-    (``adaptertune.methods.resolve_adapter_config`` checks and converts it); None for methods without options.
-    """
+    """Everything one training run needs; ``adapter``: the method's options (mapping or its options dataclass)."""
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -338,9 +331,7 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, _section_from_dict(name, cls, value))
-        if isinstance(self.adapter, dict):
-            self.adapter = dict(self.adapter)
-        elif self.adapter is not None and not dataclasses.is_dataclass(self.adapter):
+        if not (self.adapter is None or isinstance(self.adapter, dict) or dataclasses.is_dataclass(self.adapter)):
             raise ConfigError(f"`adapter` must be a mapping of method options, got {self.adapter!r}.")
         if not isinstance(self.method, str) or not self.method:
             raise ConfigError(f"`method` must be a method name, got {self.method!r}.")
@@ -411,9 +402,8 @@ def _all_keys() -> dict[str, str]:
 def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key=value`` strings (values parsed as YAML) to a nested config dict.
 
-    Keys are dotted (``train.lr=1e-3``) or a leaf name that is unique across sections (``lr=1e-3``; the
-    adapter options' leaves are those of :class:`AdapterConfig`). ``backbone.args.NAME=value`` sets a model
-    kwarg; ``adapter.NAME=value`` a method option (LoRA's ``adapter.targets``, ...), checked by the method.
+    Keys are dotted (``train.lr=1e-3``) or a leaf name that is unique across sections (``lr=1e-3``).
+    ``backbone.args.NAME=value`` sets a model kwarg, ``adapter.NAME=value`` any method's option.
     """
     keys = _all_keys()
     out = dict(d)
