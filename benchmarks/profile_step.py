@@ -54,7 +54,7 @@ def main() -> int:
     dev = torch.device("cpu")
     steps = {}
     for m in args.methods.split(","):
-        model = build_for_speed(m, copy.deepcopy(base), args.rank, parse_placement("all", len(base.blocks)), ["qkv"])
+        model = build_for_speed(m, copy.deepcopy(base), args.rank, parse_placement("all", len(base.blocks)), "qkv")
         x, y = make_batch(model.train(), args.batch_size, 10, dev)
         steps[m] = make_train_step(model, x, y, "fp32", dev)
         steps[m]()  # warm-up

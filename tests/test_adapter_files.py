@@ -9,6 +9,7 @@ import yaml
 from _taskfiles import TINY, make_run
 from adaptertune.config import AdapterConfig
 from adaptertune.errors import CheckpointError
+from adaptertune.methods import METHODS
 from adaptertune.runs import load_run
 from adaptertune.runs.adapter_file import check_adapter_file, read_adapter_file
 
@@ -32,7 +33,8 @@ def test_round_trip_is_exact_and_file_holds_only_trained_tensors(tmp_path, metho
     for key in ("backbone", "backbone_args", "weights_tag", "weights_sha256", "data_config", "width"):
         assert meta[key], key
     if adapter:
-        assert meta["adapter"]["rank"] == adapter["rank"] and meta["adapter"]["init"] == "zero"
+        assert meta["adapter"]["rank"] == adapter["rank"] and meta["adapter"].get("init", "zero") == "zero"
+        assert set(meta["adapter"]) == set(METHODS.get(method).option_names())  # its own options, no others
     loaded = load_run(run_dir, device="cpu")
     with torch.no_grad():
         assert torch.equal(loaded.model(X), model(X))

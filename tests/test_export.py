@@ -20,7 +20,7 @@ def test_onnx_export_of_lora_is_merged_and_matches(tmp_path):
 
     run_dir, model = make_run(tmp_path / "lora", "lora", {"rank": 4, "targets": "qkv+mlp"})
     r = export_run(run_dir, "onnx")
-    assert r.merged_lora and r.max_abs_diff <= 1e-4
+    assert r.merged and r.max_abs_diff <= 1e-4
     graph = onnx.load(r.path).graph
     assert not any("lora" in t.name for t in graph.initializer)  # LoRA folded into the base weights
     sess = ort.InferenceSession(r.path, providers=["CPUExecutionProvider"])

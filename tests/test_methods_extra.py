@@ -11,6 +11,7 @@ from adaptertune.engine import load_tensors
 from adaptertune.engine.features import extract_features
 from adaptertune.errors import ConfigError
 from adaptertune.methods import METHODS, build_method, resolve_adapter_config
+from adaptertune.methods.lora import LoraOptions
 from adaptertune.runs import run
 from conftest import TINY_VIT, tiny_vit
 
@@ -39,7 +40,7 @@ def test_lora_trains_only_lora_and_head_and_starts_at_pretrained_logits():
 
 
 def test_lora_mlp_targets_and_placement():
-    model = build_method("lora", tiny_vit(), AdapterConfig(rank=2, targets="qkv+mlp", placement="last:2"))
+    model = build_method("lora", tiny_vit(), LoraOptions(rank=2, targets="qkv+mlp", placement="last:2"))
     lora = {n.split(".lora_")[0] for n in trainable(model) if ".lora_" in n}
     assert lora == {f"blocks.{i}.{m}" for i in (10, 11) for m in ("attn.qkv", "mlp.fc1", "mlp.fc2")}
 
@@ -87,8 +88,12 @@ def test_bitfit_trains_biases_and_head():
     [("lora", {"init": "small"}), ("lora", {"act": "relu"}), ("parallel", {"targets": "qkv+mlp"})],
 )
 def test_option_that_does_not_apply_is_an_error(method, option):
-    with pytest.raises(ConfigError, match=f"adapter.{next(iter(option))}.*does not apply to method '{method}'"):
-        resolve_adapter_config(method, AdapterConfig(**option))
+    match = f"adapter.{next(iter(option))}.*does not apply to method '{method}'; it accepts "
+    with pytest.raises(ConfigError, match=match):
+        resolve_adapter_config(method, option)  # as written in YAML
+    if method == "lora":  # the adapter methods' options object, given to LoRA
+        with pytest.raises(ConfigError, match=match):
+            resolve_adapter_config(method, AdapterConfig(**option))
 
 
 def test_methods_without_adapter_options_reject_them():
@@ -126,3 +131,29 @@ def test_linear_probe_cached_equals_head_without_augmentation(image_folder, tmp_
     assert set(a) == set(b) == {"head.weight", "head.bias"} and meta["method"] == "linear-probe-cached"
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+class _Wrapped(torch.nn.Module):
+    """A ViT whose blocks are named ``encoder.layers`` first (``.blocks`` is an alias): a dotted LoRA prefix."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        vit = tiny_vit()
+        self.encoder = torch.nn.Module()
+        self.encoder.layers = vit.blocks
+        self.blocks = vit.blocks
+        self.encoder_layers = torch.nn.ModuleList([torch.nn.Module()])  # "encoder" + any char + "layers"
+        self.encoder_layers[0].attn = torch.nn.Module()
+        self.encoder_layers[0].attn.qkv = torch.nn.Linear(192, 576)
+
+
+def test_lora_target_regex_escapes_the_blocks_prefix():
+    import re
+
+    pytest.importorskip("peft")
+    from adaptertune.methods.lora import lora_config
+
+    pattern = lora_config(_Wrapped(), LoraOptions(rank=2, placement=[0])).target_modules
+    assert re.fullmatch(pattern, "encoder.layers.0.attn.qkv")
+    assert not re.fullmatch(pattern, "encoder_layers.0.attn.qkv")  # '.' is literal, not "any character"
+    assert not re.fullmatch(pattern, "encoder.layers.0.attnXqkv")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
@@ -12,7 +11,7 @@ from adaptertune.cli import main
 from adaptertune.config import AdapterConfig
 from adaptertune.errors import ConfigError
 from adaptertune.methods import build_method
-from adaptertune.perf.flops import StepFlops, ViTGeometry, step_flops, vit_geometry
+from adaptertune.perf.flops import StepFlops, ViTGeometry, count_step, inference_flops, step_flops, vit_geometry
 
 # depth 1, d=4, MLP 8, 2 patches + cls = 3 tokens, patch 1x2x3 (6 inputs), 2 classes.
 # Forward (2mkn each): patch 2*2*6*4=96, qkv 2*3*4*12=288, QK^T+AV 2*2*3*3*4=144, proj 2*3*4*4=96,
@@ -21,7 +20,7 @@ G = ViTGeometry(depth=1, dim=4, mlp_hidden=8, tokens=3, patches=2, patch_dim=6, 
 
 
 def test_flops_by_hand_inference_and_head():
-    assert step_flops(G, "inference") == StepFlops(1024, 0, 0)
+    assert inference_flops(G) == StepFlops(1024, 0, 0)
     # head-only: the frozen backbone builds no graph; only the head's weight gradient
     assert step_flops(G, "head") == StepFlops(1024, 0, 16)
 
@@ -38,11 +37,12 @@ def test_flops_by_hand_full():
 def test_flops_by_hand_adapter_and_lora():
     # adapter r=2 after block 0: down 2*3*4*2=48, up 48. The block itself needs no backward at all:
     # its output feeds the adapter but does not depend on anything trained.
-    a = step_flops(G, "adapter", rank=2)
+    a = step_flops(G, "adapter", AdapterConfig(rank=2))
     assert a == StepFlops(1024 + 96, 48 + 16, 48 + 48 + 16)
-    assert step_flops(G, "adapter", rank=2, placement=[]) == step_flops(G, "head")
+    assert step_flops(G, "parallel", {"rank": 2}) == a  # a bottleneck on the MLP input: the same matmuls
+    assert count_step(G, adapted=[], rank=2) == step_flops(G, "head")
     # LoRA r=2 on qkv: A 2*3*4*2=48, B 2*3*2*12=144; everything after qkv needs input gradients.
-    lo = step_flops(G, "lora", rank=2)
+    lo = step_flops(G, "lora", {"rank": 2})
     assert lo.forward == 1024 + 48 + 144
     assert lo.backward_activations == 144 + 2 * 144 + 96 + 192 + 192 + 16
     assert lo.backward_weights == 48 + 144 + 16
@@ -50,10 +50,12 @@ def test_flops_by_hand_adapter_and_lora():
 
 
 def test_flops_errors():
-    with pytest.raises(ConfigError, match="bitfit"):
+    with pytest.raises(ConfigError, match="No FLOP formula for method 'bitfit'; known: adapter, full, head, lora"):
         step_flops(G, "bitfit")
     with pytest.raises(ConfigError, match="mlp"):
-        step_flops(G, "lora", lora_targets=("mlp",))
+        step_flops(G, "lora", {"targets": "mlp"})
+    with pytest.raises(ConfigError, match="mlp"):
+        count_step(G, lora_linears=("mlp",))
 
 
 def _counted(model, x, y) -> int:
@@ -65,10 +67,10 @@ def _counted(model, x, y) -> int:
 
 
 @pytest.mark.parametrize(
-    "method,adapter,placement",
-    [("head", None, None), ("full", None, None), ("adapter", "all", None), ("adapter", "last:1", [2])],
+    "method,placement",
+    [("head", None), ("full", None), ("adapter", "all"), ("adapter", "last:1"), ("parallel", "last:2")],
 )
-def test_flops_match_torch_flop_counter(method, adapter, placement):
+def test_flops_match_torch_flop_counter(method, placement):
     """The analytic count equals what torch's FlopCounterMode sees in a real forward + backward."""
     import timm
 
@@ -80,15 +82,18 @@ def test_flops_match_torch_flop_counter(method, adapter, placement):
         b.attn.fused_attn = False
     geom = vit_geometry(model)
     assert (geom.tokens, geom.patch_dim, geom.mlp_hidden) == (17, 192, 128)
-    build_method(method, model, AdapterConfig(rank=4, placement=adapter) if adapter else None)
+    options = AdapterConfig(rank=4, placement=placement) if placement else None
+    build_method(method, model, options)
     x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
-    assert _counted(model, x, y) == 2 * step_flops(geom, method, rank=4, placement=placement).total
+    assert _counted(model, x, y) == 2 * step_flops(geom, method, options).total
 
 
-def test_flops_lora_match_torch_flop_counter():
+@pytest.mark.parametrize("options", [{"rank": 4}, {"rank": 4, "targets": "qkv+mlp", "placement": "last:1"}])
+def test_flops_lora_match_torch_flop_counter(options):
+    """The registered lora method (PEFT layers) against the counter, placement and MLP targets included."""
     import timm
 
-    peft = pytest.importorskip("peft")
+    pytest.importorskip("peft")
     torch.manual_seed(0)
     model = timm.create_model(
         "vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5
@@ -96,13 +101,9 @@ def test_flops_lora_match_torch_flop_counter():
     for b in model.blocks:
         b.attn.fused_attn = False
     geom = vit_geometry(model)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    pm = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=4, lora_alpha=4, target_modules=["qkv", "fc1"]))
-    for p in pm.base_model.model.head.parameters():
-        p.requires_grad_(True)
+    build_method("lora", model, options)
     x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
-    assert _counted(pm, x, y) == 2 * step_flops(geom, "lora", rank=4, lora_targets=("qkv", "fc1")).total
+    assert _counted(model, x, y) == 2 * step_flops(geom, "lora", options).total
 
 
 REQUIRED = {
@@ -137,6 +138,28 @@ def test_speed_cli_writes_json(tmp_path, capsys):
     assert rows["full"]["ratio_to_full"] == 1.0
     assert rows["adapter"]["trainable_params"] == 12 * (2 * 192 * 16 + 16 + 192) + 192 * 10 + 10
     assert rows["head"]["trainable_params"] == 192 * 10 + 10
+    # lora is the registered method with train's options: rank 16 on qkv of 12 blocks (192 -> 576), + head
+    assert rows["lora"]["trainable_params"] == 12 * 16 * (192 + 576) + 192 * 10 + 10
+    assert rows["lora"]["gflops_per_step"] > rows["head"]["gflops_per_step"]
+
+
+def test_speed_times_the_registered_lora_with_its_options():
+    from adaptertune.perf.step import build_for_speed
+    from conftest import tiny_vit
+
+    a = build_for_speed("lora", tiny_vit(), 4, "last:2", "qkv+mlp")
+    b = build_method("lora", tiny_vit(), {"rank": 4, "placement": "last:2", "targets": "qkv+mlp"})
+    assert [n for n, p in a.named_parameters() if p.requires_grad] == [
+        n for n, p in b.named_parameters() if p.requires_grad
+    ]
+    with pytest.raises(ConfigError, match="adapter.targets.*qkv, qkv\\+mlp; got 'fc1'"):
+        main_speed_config(lora_targets="fc1")
+
+
+def main_speed_config(**kwargs):
+    from adaptertune.perf import SpeedConfig
+
+    return SpeedConfig(**kwargs)
 
 
 def test_speed_rejects_unknown_method():

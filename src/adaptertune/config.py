@@ -20,7 +20,6 @@ from .errors import ConfigError
 __all__ = [
     "ADAPTER_ACTS",
     "ADAPTER_INITS",
-    "ADAPTER_TARGETS",
     "PRECISIONS",
     "RESIZE_MODES",
     "AdapterConfig",
@@ -36,7 +35,6 @@ __all__ = [
 
 ADAPTER_INITS = ("zero", "small", "random")
 ADAPTER_ACTS = ("gelu", "relu", "silu", "identity")
-ADAPTER_TARGETS = ("qkv", "qkv+mlp")  # projections LoRA adapts: attention qkv, optionally MLP fc1/fc2
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 RESIZE_MODES = ("crop", "squash")
 
@@ -150,7 +148,7 @@ def _check_placement_syntax(value: Any) -> str | list[int]:
 # ---------------------------------------------------------------- dataclasses
 @dataclass
 class AdapterConfig:
-    """Zero-initialized residual bottleneck adapters: ``h <- h + alpha * W_up(act(W_down h))``.
+    """Options of the adapter methods (``adapter``, ``parallel``): ``h <- h + alpha * W_up(act(W_down h))``.
 
     Args:
         rank: bottleneck width r (1 <= r <= the backbone's width).
@@ -159,7 +157,6 @@ class AdapterConfig:
         dropout: dropout on the bottleneck activations during training.
         placement: which blocks get an adapter: all, every:K, first:N, last:N or a list of indices.
         act: bottleneck non-linearity.
-        targets: the projections LoRA adapts: ``qkv`` or ``qkv+mlp`` (also fc1, fc2); LoRA only.
     """
 
     rank: int = 16
@@ -168,7 +165,6 @@ class AdapterConfig:
     dropout: float = 0.0
     placement: str | list[int] = "all"
     act: str = "gelu"
-    targets: str = "qkv"
 
     def __post_init__(self) -> None:
         self.rank = _as_int("adapter.rank", self.rank, minimum=1)
@@ -179,7 +175,6 @@ class AdapterConfig:
             raise ConfigError(f"`adapter.dropout` must be in [0, 1), got {self.dropout:g}.")
         self.placement = _check_placement_syntax(self.placement)
         self.act = _as_choice("adapter.act", self.act, ADAPTER_ACTS)
-        self.targets = _as_choice("adapter.targets", self.targets, ADAPTER_TARGETS)
 
 
 @dataclass
@@ -342,19 +337,18 @@ class TrainConfig:
 _SECTIONS: dict[str, type] = {
     "backbone": BackboneConfig,
     "data": DataConfig,
-    "adapter": AdapterConfig,
     "train": TrainConfig,
 }
 
 
 @dataclass
 class RunConfig:
-    """Everything one training run needs. ``adapter`` is None for methods without adapters."""
+    """Everything one training run needs; ``adapter``: the method's options (mapping or its options dataclass)."""
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     data: DataConfig = field(default_factory=DataConfig)
     method: str = "adapter"
-    adapter: AdapterConfig | None = None
+    adapter: Any = None
     train: TrainConfig = field(default_factory=TrainConfig)
     out_dir: str = "runs/default"
 
@@ -363,6 +357,8 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, _section_from_dict(name, cls, value))
+        if not (self.adapter is None or isinstance(self.adapter, dict) or dataclasses.is_dataclass(self.adapter)):
+            raise ConfigError(f"`adapter` must be a mapping of method options, got {self.adapter!r}.")
         if not isinstance(self.method, str) or not self.method:
             raise ConfigError(f"`method` must be a method name, got {self.method!r}.")
         self.out_dir = str(self.out_dir)
@@ -419,7 +415,7 @@ def _all_keys() -> dict[str, str]:
     """Map every accepted key spelling to its dotted path: ``lr`` and ``train.lr`` -> ``train.lr``."""
     keys: dict[str, str] = {"method": "method", "out_dir": "out_dir"}
     leaf_owners: dict[str, list[str]] = {}
-    for section, cls in _SECTIONS.items():
+    for section, cls in [*_SECTIONS.items(), ("adapter", AdapterConfig)]:
         for f in dataclasses.fields(cls):
             keys[f"{section}.{f.name}"] = f"{section}.{f.name}"
             leaf_owners.setdefault(f.name, []).append(f"{section}.{f.name}")
@@ -433,7 +429,7 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key=value`` strings (values parsed as YAML) to a nested config dict.
 
     Keys are dotted (``train.lr=1e-3``) or a leaf name that is unique across sections (``lr=1e-3``).
-    ``backbone.args.NAME=value`` sets a model kwarg.
+    ``backbone.args.NAME=value`` sets a model kwarg, ``adapter.NAME=value`` any method's option.
     """
     keys = _all_keys()
     out = dict(d)
@@ -445,6 +441,8 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
         if key.startswith("backbone.args."):
             path = ["backbone", "args", key[len("backbone.args.") :]]
+        elif key.startswith("adapter.") and key.count(".") == 1:  # any method's option; the method checks it
+            path = key.split(".")
         elif key in keys:
             path = keys[key].split(".")
         else:

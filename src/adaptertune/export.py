@@ -2,7 +2,8 @@
 
 ``pt``: a ``torch.export`` program (``torch.export.load(path).module()(images)``; needs only torch).
 ``onnx``: an ONNX graph with input ``images`` (B, 3, H, W) and output ``logits`` (B, C), checked with
-onnxruntime. LoRA is merged into the base weights first (no extra matmuls at inference). Each export is
+onnxruntime. A method that can fold its modules into the base weights does so first (its ``merge``: LoRA;
+no extra matmuls at inference). Each export is
 checked against the training-time model on a batch of inputs; a mismatch above ``atol`` is an error and
 leaves no file behind. A JSON sidecar records the class names and the input preprocessing.
 """
@@ -21,6 +22,7 @@ from torch import nn
 
 from .engine import atomic_write_text
 from .errors import AdapterTuneError, ConfigError
+from .methods import METHODS
 from .runs import load_run
 
 __all__ = ["EXPORT_FORMATS", "ExportError", "ExportResult", "export_model", "export_run"]
@@ -39,7 +41,7 @@ class ExportResult:
     format: str
     bytes: int
     max_abs_diff: float
-    merged_lora: bool
+    merged: bool  # the method folded its modules into the base weights (LoRA)
     sidecar: str
 
 
@@ -103,11 +105,9 @@ def export_run(
 ) -> ExportResult:
     """Export a finished run (rebuilt from its backbone + ``adapter.safetensors``) as a standalone model.
 
-    The check compares the file's logits with the training-time model's (before any LoRA merge) on
-    ``batch`` seeded random inputs.
+    The check compares the file's logits with the training-time model's (before any merge) on ``batch``
+    seeded random inputs.
     """
-    from .methods.lora import is_lora_model, merge_lora
-
     _check_format(fmt)
     loaded = load_run(run_dir, device="cpu")
     model = loaded.model.eval()
@@ -115,9 +115,7 @@ def export_run(
     example = torch.randn((batch, *size), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(example)
-    merged = is_lora_model(model)
-    if merged:
-        merge_lora(model)
+    merged = METHODS.get(loaded.config.method).merge(model)
     path = Path(out) if out else Path(run_dir) / f"model.{fmt}"
     export_model(model, path, fmt, example, atol)
     with torch.no_grad():

@@ -1,9 +1,10 @@
-"""Many tasks on one frozen backbone: each task is an adapter file (adapter set + its own head).
+"""Many tasks on one frozen backbone: each task is an adapter file (its method's tensors + its own head).
 
-The backbone is built once; every task adds its adapter set (serial ``adapter``, ``parallel`` or PEFT
-``lora``; none for ``head``/``linear-probe-cached``) under the task's name, and its classifier to a
-``ModuleDict`` of heads. :meth:`MultiTaskModel.set_active` switches both, so the logits of the active task
-equal those of a model built for that task alone.
+The backbone is built once; every task's method attaches the file's tensors under the task's name
+(:meth:`~adaptertune.methods.registry.Method.attach`: adapter sets, LoRA sets, nothing for head-only
+methods), and its classifier joins a ``ModuleDict`` of heads. :meth:`MultiTaskModel.set_active` switches both
+through the methods' ``activate``, so the logits of the active task equal those of a model built for that
+task alone. Methods that change the backbone itself (``shares_backbone = False``) cannot be tasks.
 
 Example:
     >>> mt = MultiTaskModel.from_files(["pets.safetensors", "flowers.safetensors"])
@@ -13,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,14 +23,14 @@ from torch import nn
 
 from . import adapters as adp
 from .backbones import create_backbone
-from .config import AdapterConfig, BackboneConfig
+from .config import BackboneConfig
 from .errors import CheckpointError, ConfigError
+from .methods import METHODS
 from .runs.adapter_file import check_adapter_file, read_adapter_file
 
 __all__ = ["MultiTaskModel", "Task", "predict_tasks"]
 
 _logger = logging.getLogger(__name__)
-SHARED_BACKBONE_METHODS = ("adapter", "parallel", "lora", "head", "linear-probe-cached")
 
 
 @dataclass
@@ -86,29 +86,28 @@ class MultiTaskModel(nn.Module):
         return model
 
     def add_task(self, name: str, path: str | Path) -> Task:
-        """Load adapter file ``path`` as task ``name`` (its adapter set and head); it becomes active."""
+        """Load adapter file ``path`` as task ``name`` (its method's tensors and head); it becomes active."""
         if name in self.tasks:
             raise ConfigError(f"A task named '{name}' already exists; remove it first or pick another name.")
         tensors, meta = read_adapter_file(path)
-        method = meta["method"]
-        if method not in SHARED_BACKBONE_METHODS:
+        info = METHODS.get(meta["method"])
+        if not info.shares_backbone:
+            sharing = ", ".join(m.name for m in METHODS if m.shares_backbone)
             raise ConfigError(
-                f"'{path}' was trained with method '{method}', which changes the backbone itself; tasks on a shared "
-                f"backbone need one of: {', '.join(SHARED_BACKBONE_METHODS)}."
+                f"'{path}' was trained with method '{info.name}', which changes the backbone itself; tasks on a "
+                f"shared backbone need one of: {sharing}."
             )
-        check_adapter_file(meta, {**self.identity, "method": method, "adapter": meta.get("adapter")}, str(path))
+        check_adapter_file(meta, {**self.identity, "method": info.name, "adapter": meta.get("adapter")}, str(path))
         head_sd = {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
         rest = {k: v for k, v in tensors.items() if not k.startswith("head.")}
         head = self._make_head(head_sd, meta, path)
-        cfg = AdapterConfig(**meta["adapter"]) if meta.get("adapter") else None
-        if method in ("adapter", "parallel"):
-            self._add_hook_set(name, method, cfg, rest, path)
-        elif method == "lora":
-            self._add_lora_set(name, cfg, rest, path)
-        elif rest:
-            raise CheckpointError(f"'{path}' ({method}) holds tensors other than the head: {sorted(rest)[:3]}.")
+        try:
+            info.attach(self.backbone, name, info.resolve(meta.get("adapter")), rest, str(path))
+        finally:
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
         self.heads[name] = head.to(next(self.backbone.parameters()).device)
-        self.tasks[name] = Task(name, method, list(meta["classes"]), str(path))
+        self.tasks[name] = Task(name, info.name, list(meta["classes"]), str(path))
         self.set_active(name)
         return self.tasks[name]
 
@@ -124,53 +123,16 @@ class MultiTaskModel(nn.Module):
         head.load_state_dict(sd)
         return head.requires_grad_(False)
 
-    def _add_hook_set(self, name: str, method: str, cfg: AdapterConfig, sd: dict, path: Any) -> None:
-        kinds = {self.tasks[t].method for t in self.tasks} & {"adapter", "parallel"}
-        if kinds and kinds != {method}:
-            raise ConfigError(
-                f"Task '{name}' ({path}) uses '{method}' adapters but this model holds '{kinds.pop()}' adapters; "
-                "serial and parallel adapter tasks cannot share one backbone."
-            )
-        if method == "adapter":
-            adp.add_adapters(self.backbone, cfg, name=name)
-        else:
-            from .methods.parallel import add_parallel_adapters
-
-            add_parallel_adapters(self.backbone, cfg, name=name)
-        try:
-            adp.load_adapter_state_dict(self.backbone, _adapter_keys(sd, path), name=name)
-        except CheckpointError as e:
-            adp.remove_adapters(self.backbone, name)
-            raise CheckpointError(f"'{path}': {e}") from None
-        finally:
-            for p in self.backbone.parameters():
-                p.requires_grad_(False)
-
-    def _add_lora_set(self, name: str, cfg: AdapterConfig, sd: dict, path: Any) -> None:
-        from .methods.lora import add_lora
-
-        with warnings.catch_warnings():  # PEFT warns that a second adapter set is being added: that is the point
-            warnings.filterwarnings("ignore", message=".*multiple adapters.*")
-            add_lora(self.backbone, cfg, name=name)
-        own = {k: p for k, p in self.backbone.named_parameters() if f".{name}." in k and ".lora_" in k}
-        renamed = {k.replace(".default.", f".{name}."): v for k, v in sd.items()}
-        if set(renamed) != set(own) or any(renamed[k].shape != own[k].shape for k in own):
-            raise CheckpointError(f"'{path}': its LoRA tensors do not match the rebuilt LoRA layers.")
-        with torch.no_grad():
-            for k, v in renamed.items():
-                own[k].copy_(v)
-        for p in self.backbone.parameters():
-            p.requires_grad_(False)
-
     # ------------------------------------------------------------ switching
     def set_active(self, name: str | None) -> None:
-        """Make task ``name`` active (its adapters and head); ``None`` runs the plain backbone."""
+        """Make task ``name`` active (its method's tensors and head); ``None`` runs the plain backbone."""
         if name is not None and name not in self.tasks:
             raise ConfigError(f"No task named '{name}'; this model has: {', '.join(self.tasks) or 'none'}.")
         method = self.tasks[name].method if name else None
-        if adp.list_adapter_sets(self.backbone):
-            adp.set_active(self.backbone, name if method in ("adapter", "parallel") else None)
-        _set_lora(self.backbone, name if method == "lora" else None)
+        for m in sorted({t.method for t in self.tasks.values()} - {method}):  # the others off first
+            METHODS.get(m).activate(self.backbone, None)
+        if method is not None:
+            METHODS.get(method).activate(self.backbone, name)
         self.active = name
 
     def disable(self) -> None:
@@ -178,16 +140,10 @@ class MultiTaskModel(nn.Module):
         self.set_active(None)
 
     def remove_task(self, name: str) -> None:
-        """Delete task ``name``: its adapter set (or LoRA weights) and head."""
+        """Delete task ``name``: its method's tensors and its head."""
         if name not in self.tasks:
             raise ConfigError(f"No task named '{name}'; this model has: {', '.join(self.tasks) or 'none'}.")
-        method = self.tasks.pop(name).method
-        if method in ("adapter", "parallel"):
-            adp.remove_adapters(self.backbone, name)
-        elif method == "lora":
-            from peft.functional import delete_adapter
-
-            delete_adapter(self.backbone, name, prefix="lora_")
+        METHODS.get(self.tasks.pop(name).method).detach(self.backbone, name)
         del self.heads[name]
         if self.active == name:
             self.set_active(None)
@@ -195,32 +151,6 @@ class MultiTaskModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.backbone(x)  # (B, D) pre-logit features of the (adapted) backbone
         return self.heads[self.active](f) if self.active is not None else f
-
-
-def _set_lora(model: nn.Module, name: str | None) -> None:
-    try:
-        from peft.tuners.lora import LoraLayer
-    except ImportError:
-        return
-    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
-    for layer in layers:
-        on = name is not None and name in layer.lora_A
-        if on:
-            layer.set_adapter(name)
-        layer.enable_adapters(on)
-    for p in model.parameters():
-        p.requires_grad_(False)
-
-
-def _adapter_keys(sd: dict[str, torch.Tensor], path: Any) -> dict[str, torch.Tensor]:
-    """Model parameter names (``blocks.3.adapters.default.up.weight``) -> ``adapters.3.up.weight``."""
-    out = {}
-    for k, v in sd.items():
-        parts = k.split(".")
-        if len(parts) < 5 or parts[0] != "blocks" or parts[2] != "adapters":
-            raise CheckpointError(f"'{path}' holds '{k}', not an adapter tensor of a timm ViT block.")
-        out[f"adapters.{parts[1]}.{'.'.join(parts[4:])}"] = v
-    return out
 
 
 def _task_name(path: str | Path) -> str:

@@ -38,6 +38,16 @@ class Registry(Generic[T]):
         self._entries[entry.name] = entry
         return entry
 
+    def unregister(self, name: str) -> T:
+        """Remove and return the entry called ``name`` (for tests and temporary plugins).
+
+        Raises:
+            UnknownNameError: ``name`` is not registered.
+        """
+        entry = self.get(name)
+        del self._entries[name]
+        return entry
+
     def get(self, name: str) -> T:
         """Return the entry called ``name``.
 

@@ -21,7 +21,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                     "format": r.format,
                     "MB": f"{r.bytes / 2**20:.2f}",
                     "max |logit diff|": f"{r.max_abs_diff:.2e}",
-                    "LoRA merged": "yes" if r.merged_lora else "-",
+                    "merged": "yes" if r.merged else "-",
                 }
             ]
         )

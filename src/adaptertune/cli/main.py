@@ -283,7 +283,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             {
                 "name": m.name,
                 "lr": m.defaults.get("lr"),
-                "adapter options": (", ".join(sorted(m.adapter_options or ["all"]))) if m.uses_adapter else "none",
+                "adapter options": ", ".join(m.option_names()) or "none",
                 "description": m.description,
             }
             for m in METHODS.list(args.filter)

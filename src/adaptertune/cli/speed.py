@@ -19,10 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default="test_vit", help="registered backbone or timm ViT name (random init)")
     p.add_argument("--backbone-arg", action="append", default=[], metavar="K=V", help="timm kwarg, e.g. img_size=112")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--methods", default="head,full,adapter,lora", help="comma list; lora = PEFT LoRA reference")
+    p.add_argument("--methods", default="head,full,adapter,lora", help="comma list of registered methods")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--placement", default="all", help="adapter placement: all, every:K, last:N, 0,5,11")
-    p.add_argument("--lora-targets", default="qkv", help="block linears for PEFT LoRA: qkv,proj,fc1,fc2")
+    p.add_argument("--lora-targets", default="qkv", help="LoRA's targets: qkv or qkv+mlp (train's adapter.targets)")
     p.add_argument("--steps", type=int, default=10, help="timed rounds (one step of every method per round)")
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
     p.add_argument("--device", default="auto")
@@ -111,7 +111,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         rank=args.rank,
         placement=args.placement,
-        lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
+        lora_targets=args.lora_targets,
         steps=args.steps,
         warmup=args.warmup,
         device=args.device,

@@ -5,25 +5,21 @@ from __future__ import annotations
 from torch import nn
 
 from ..adapters import head_parameter_names
-from ..config import AdapterConfig
-from .registry import MethodInfo, register_method
+from .registry import Method, register_method
 
-__all__ = ["build_bitfit"]
-
-
-def build_bitfit(model: nn.Module, adapter: AdapterConfig | None) -> nn.Module:
-    """Every ``*.bias`` (attention, MLP, norms, patch embedding) and the classifier train; nothing else."""
-    head = set(head_parameter_names(model))
-    for n, p in model.named_parameters():
-        p.requires_grad_(n in head or n.endswith(".bias"))
-    return model
+__all__ = ["BitFitMethod"]
 
 
-register_method(
-    MethodInfo(
-        "bitfit",
-        "frozen backbone except its bias terms, + new linear head (BitFit)",
-        build_bitfit,
-        defaults={"lr": 1e-3, "weight_decay": 0.05},
-    )
-)
+class BitFitMethod(Method):
+    name = "bitfit"
+    description = "frozen backbone except its bias terms, + new linear head (BitFit)"
+
+    def build(self, model: nn.Module, options: None) -> nn.Module:
+        """Every ``*.bias`` (attention, MLP, norms, patch embedding) and the classifier train; nothing else."""
+        head = set(head_parameter_names(model))
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in head or n.endswith(".bias"))
+        return model
+
+
+register_method(BitFitMethod())

@@ -1,8 +1,8 @@
 """Linear probe on cached features: the head-only method, with the frozen backbone run once per image.
 
 The built model is the ``head`` model (its forward takes images, for ``eval``/``predict``). Training goes
-through :func:`cached_feature_fit_inputs`: features of the train/val/test views are computed once with the
-eval transform (no augmentation), and the head trains for many epochs on those tensors.
+through :meth:`LinearProbeMethod.prepare_fit`: features of the train/val/test views are computed once with
+the eval transform (no augmentation), and the head trains for many epochs on those tensors.
 """
 
 from __future__ import annotations
@@ -15,15 +15,14 @@ import torch
 from torch import nn
 
 from ..adapters import head_parameter_names
-from ..config import AdapterConfig
 from ..engine import FitResult
 from ..engine.features import FeatureHead, extract_features, feature_loader
-from ..engine.sampling import SeededAugmentView
 from ..errors import ConfigError
-from .basic import build_head
-from .registry import MethodInfo, register_method
+from .basic import HeadMethod
+from .flops import StepFlops, ViTGeometry
+from .registry import FitContext, FitInputs, register_method
 
-__all__ = ["CachedFitInputs", "cached_feature_fit_inputs"]
+__all__ = ["CachedFitInputs", "LinearProbeMethod", "cached_feature_fit_inputs"]
 
 _logger = logging.getLogger(__name__)
 
@@ -56,51 +55,50 @@ class CachedFitInputs:
 
 def cached_feature_fit_inputs(
     model: nn.Module,
-    train: Iterable,
-    val: Iterable | None,
-    test: Iterable,
+    loaders: tuple[Iterable, Iterable | None, Iterable],
     batch_size: int,
     seed: int,
     device: torch.device,
     precision: str = "fp32",
 ) -> CachedFitInputs:
-    """Extract features once over the (unaugmented) image loaders; return the head and feature loaders."""
+    """Extract features once over the (unaugmented, dataset-order) image ``loaders`` (train, val, test).
+
+    Returns the head and loaders of the features; the train one's seeded shuffle is the order of an image
+    loader of the same length and seed.
+    """
     head = model.get_classifier()
     fit_model = FeatureHead(head)
     full = {id(p): n for n, p in model.named_parameters()}
     names = {n: full[id(p)] for n, p in fit_model.named_parameters()}
     if set(names.values()) != set(head_parameter_names(model)):
         raise ConfigError(f"Cannot train the classifier of {type(model).__name__} on cached features.")
-    loaders, skipped, seconds = [], [0, 0, 0], 0.0
-    for i, loader in enumerate((train, val, test)):
+    feature_loaders, skipped, seconds = [], [0, 0, 0], 0.0
+    for i, loader in enumerate(loaders):
         if loader is None:
-            loaders.append(None)
+            feature_loaders.append(None)
             continue
-        if isinstance(loader, torch.utils.data.DataLoader):  # dataset order, so that the seeded shuffle of
-            loader = torch.utils.data.DataLoader(  # the feature loader matches the image loader's batches
-                # the image view itself: one pass in dataset order (the training loader's view is keyed by epoch)
-                loader.dataset.dataset if isinstance(loader.dataset, SeededAugmentView) else loader.dataset,
-                batch_size=loader.batch_size,
-                num_workers=loader.num_workers,
-                collate_fn=loader.collate_fn,
-            )
         x, y, s, t = extract_features(model, loader, device, precision)
         skipped[i], seconds = s, seconds + t
-        loaders.append(feature_loader(x, y, batch_size, shuffle=i == 0, seed=seed))
-    _logger.info("cached features of %d images in %.1f s", sum(len(lo.dataset) for lo in loaders if lo), seconds)
-    return CachedFitInputs(fit_model, tuple(loaders), names, tuple(skipped), seconds)
+        feature_loaders.append(feature_loader(x, y, batch_size, shuffle=i == 0, seed=seed))
+    n = sum(len(lo.dataset) for lo in feature_loaders if lo)
+    _logger.info("cached features of %d images in %.1f s", n, seconds)
+    return CachedFitInputs(fit_model, tuple(feature_loaders), names, tuple(skipped), seconds)
 
 
-def build_linear_probe(model: nn.Module, adapter: AdapterConfig | None) -> nn.Module:
-    return build_head(model, adapter)
+class LinearProbeMethod(HeadMethod):
+    """The head model; ``fit`` trains its classifier on features computed once (so: no augmentation)."""
+
+    name = "linear-probe-cached"
+    description = "head-only on features computed once by the frozen backbone (no augmentation; fast)"
+    cached_features = True
+
+    def step_flops(self, geom: ViTGeometry, options: None) -> StepFlops | None:
+        return None  # a step is the head on cached features, not a pass through the backbone
+
+    def prepare_fit(self, model: nn.Module, loaders: tuple, ctx: FitContext) -> FitInputs:
+        plain = tuple(None if view is None else ctx.loader(view) for view in ctx.views)  # one pass, dataset order
+        cached = cached_feature_fit_inputs(model, plain, ctx.batch_size, ctx.seed, ctx.device, ctx.precision)
+        return FitInputs(cached.model, cached.loaders, cached.full_result)
 
 
-register_method(
-    MethodInfo(
-        "linear-probe-cached",
-        "head-only on features computed once by the frozen backbone (no augmentation; fast)",
-        build_linear_probe,
-        defaults={"lr": 1e-3, "weight_decay": 0.05},
-        cached_features=True,
-    )
-)
+register_method(LinearProbeMethod())

@@ -6,10 +6,16 @@ same meaning as for adapters (PEFT's ``lora_alpha = alpha * r``, so ``lora_alpha
 ``dropout`` -> ``lora_dropout``; ``placement`` -> the blocks adapted; ``targets`` -> ``qkv`` or
 ``qkv+mlp`` (also ``mlp.fc1``, ``mlp.fc2``). The classifier head is a plain trainable module, not wrapped
 by PEFT. PEFT is an optional extra (``pip install 'adaptertune[peft]'``), imported here only.
+
+In a multi-task model each task is a named PEFT adapter on the shared layers; ``activate`` switches the
+layers' active adapter (or disables them all). Export merges the update into the base weights.
 """
 
 from __future__ import annotations
 
+import re
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,12 +23,45 @@ from torch import nn
 
 from ..adapters import backbone_blocks, head_parameter_names
 from ..config import AdapterConfig, parse_placement
-from ..errors import ConfigError
-from .registry import MethodInfo, register_method
+from ..errors import CheckpointError, ConfigError
+from .flops import StepFlops, ViTGeometry, count_step
+from .registry import Method, register_method
 
-__all__ = ["add_lora", "is_lora_model", "lora_config", "merge_lora"]
+__all__ = ["LORA_TARGETS", "LoraMethod", "LoraOptions", "add_lora", "is_lora_model", "lora_config", "merge_lora"]
 
 _TARGETS = {"qkv": ("attn.qkv",), "qkv+mlp": ("attn.qkv", "mlp.fc1", "mlp.fc2")}
+LORA_TARGETS = tuple(_TARGETS)  # the projections LoRA adapts: attention qkv, optionally MLP fc1/fc2
+
+
+@dataclass
+class LoraOptions:
+    """LoRA's options (YAML/CLI ``adapter.*``).
+
+    Args:
+        rank: LoRA rank r (1 <= r <= min(in, out) of every adapted linear).
+        alpha: output scale ``lora_alpha / r`` (the adapters' meaning of alpha).
+        dropout: LoRA dropout on the layer input.
+        placement: blocks whose projections are adapted: all, every:K, first:N, last:N or indices.
+        targets: ``qkv`` or ``qkv+mlp`` (also fc1, fc2).
+    """
+
+    rank: int = 16
+    alpha: float = 1.0
+    dropout: float = 0.0
+    placement: str | list[int] = "all"
+    targets: str = "qkv"
+
+    def __post_init__(self) -> None:
+        # rank, alpha, dropout and placement mean what the adapters' do: the same checks and messages
+        shared = AdapterConfig(rank=self.rank, alpha=self.alpha, dropout=self.dropout, placement=self.placement)
+        self.rank, self.alpha, self.dropout, self.placement = (
+            shared.rank,
+            shared.alpha,
+            shared.dropout,
+            shared.placement,
+        )
+        if self.targets not in LORA_TARGETS:
+            raise ConfigError(f"`adapter.targets` must be one of {', '.join(LORA_TARGETS)}; got {self.targets!r}.")
 
 
 def _peft() -> Any:
@@ -35,13 +74,13 @@ def _peft() -> Any:
     return peft
 
 
-def lora_config(model: nn.Module, adapter: AdapterConfig) -> Any:
+def lora_config(model: nn.Module, adapter: LoraOptions) -> Any:
     """The PEFT ``LoraConfig`` for ``adapter`` on ``model`` (module names matched by a full regex)."""
     peft = _peft()
     blocks = parse_placement(adapter.placement, len(backbone_blocks(model)))
     prefix = next(n for n, m in model.named_modules() if m is backbone_blocks(model))
-    mods = "|".join(t.replace(".", r"\.") for t in _TARGETS[adapter.targets])
-    pattern = rf"{prefix.replace('.', r'.')}\.({'|'.join(map(str, blocks))})\.({mods})"
+    mods = "|".join(map(re.escape, _TARGETS[adapter.targets]))
+    pattern = rf"{re.escape(prefix)}\.({'|'.join(map(str, blocks))})\.({mods})"
     return peft.LoraConfig(
         r=adapter.rank,
         lora_alpha=adapter.alpha * adapter.rank,
@@ -52,9 +91,9 @@ def lora_config(model: nn.Module, adapter: AdapterConfig) -> Any:
     )
 
 
-def add_lora(model: nn.Module, adapter: AdapterConfig | None = None, name: str = "default") -> nn.Module:
+def add_lora(model: nn.Module, adapter: LoraOptions | None = None, name: str = "default") -> nn.Module:
     """Inject LoRA set ``name`` into ``model`` in place; only LoRA weights and the head stay trainable."""
-    adapter = adapter or AdapterConfig()
+    adapter = adapter or LoraOptions()
     cfg = lora_config(model, adapter)
     for n, m in model.named_modules():
         if any(n.endswith(t) for t in _TARGETS[adapter.targets]) and isinstance(m, nn.Linear):
@@ -95,17 +134,61 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-def build_lora(model: nn.Module, adapter: AdapterConfig | None) -> nn.Module:
-    return add_lora(model, adapter)
+def _set_active(model: nn.Module, name: str | None) -> None:
+    """Run LoRA set ``name`` on every LoRA layer that has it; every other layer (all, for None) runs plain."""
+    from peft.tuners.lora import LoraLayer
+
+    for layer in (m for m in model.modules() if isinstance(m, LoraLayer)):
+        on = name is not None and name in layer.lora_A
+        if on:
+            layer.set_adapter(name)
+        layer.enable_adapters(on)
+    for p in model.parameters():
+        p.requires_grad_(False)  # set_adapter makes the active set trainable
 
 
-register_method(
-    MethodInfo(
-        "lora",
-        "LoRA (PEFT) on attention qkv (targets=qkv+mlp: also MLP fc1/fc2) + new linear head",
-        build_lora,
-        defaults={"lr": 1e-3, "weight_decay": 0.05},
-        uses_adapter=True,
-        adapter_options=frozenset({"rank", "alpha", "dropout", "placement", "targets"}),
-    )
-)
+class LoraMethod(Method):
+    name = "lora"
+    description = "LoRA (PEFT) on attention qkv (targets=qkv+mlp: also MLP fc1/fc2) + new linear head"
+    options = LoraOptions
+    shares_backbone = True
+
+    def build(self, model: nn.Module, options: LoraOptions) -> nn.Module:
+        return add_lora(model, options)
+
+    def attach(
+        self, backbone: nn.Module, task: str, options: LoraOptions, tensors: dict[str, torch.Tensor], source: str
+    ) -> None:
+        with warnings.catch_warnings():  # PEFT warns that a second adapter set is being added: that is the point
+            warnings.filterwarnings("ignore", message=".*multiple adapters.*")
+            add_lora(backbone, options, name=task)
+        own = {k: p for k, p in backbone.named_parameters() if f".{task}." in k and ".lora_" in k}
+        renamed = {k.replace(".default.", f".{task}."): v for k, v in tensors.items()}
+        if set(renamed) != set(own) or any(renamed[k].shape != own[k].shape for k in own):
+            self.detach(backbone, task)
+            raise CheckpointError(f"'{source}': its LoRA tensors do not match the rebuilt LoRA layers.")
+        with torch.no_grad():
+            for k, v in renamed.items():
+                own[k].copy_(v)
+
+    def activate(self, backbone: nn.Module, task: str | None) -> None:
+        _set_active(backbone, task)
+
+    def detach(self, backbone: nn.Module, task: str) -> None:
+        from peft.functional import delete_adapter
+
+        delete_adapter(backbone, task, prefix="lora_")
+
+    def merge(self, model: nn.Module) -> bool:
+        if not is_lora_model(model):
+            return False
+        merge_lora(model)
+        return True
+
+    def step_flops(self, geom: ViTGeometry, options: LoraOptions) -> StepFlops:
+        linears = [t.rpartition(".")[2] for t in _TARGETS[options.targets]]  # attn.qkv -> qkv
+        blocks = parse_placement(options.placement, geom.depth)
+        return count_step(geom, lora_linears=linears, lora_blocks=blocks, rank=options.rank)
+
+
+register_method(LoraMethod())

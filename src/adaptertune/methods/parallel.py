@@ -23,9 +23,10 @@ from ..adapters import (
 )
 from ..config import AdapterConfig
 from ..errors import ConfigError
-from .registry import MethodInfo, register_method
+from .basic import AdapterMethod
+from .registry import register_method
 
-__all__ = ["ParallelSlot", "add_parallel_adapters"]
+__all__ = ["ParallelMethod", "ParallelSlot", "add_parallel_adapters"]
 
 
 class ParallelSlot(AdapterSlot):
@@ -60,17 +61,17 @@ def add_parallel_adapters(model: nn.Module, config: AdapterConfig | None = None,
     return attach_adapter_set(model, config, name, _slot_for)
 
 
-def build_parallel(model: nn.Module, adapter: AdapterConfig | None) -> nn.Module:
-    return add_parallel_adapters(model, adapter)
+class ParallelMethod(AdapterMethod):
+    """The adapter method's options, multi-task sets and FLOP count (a bottleneck on the MLP input costs the
+    same matmuls as one after the block); only the slot differs."""
+
+    name = "parallel"
+    description = "AdaptFormer: frozen backbone + zero-init scaled bottleneck parallel to each MLP + head"
+    slot_type = ParallelSlot
+    kind = "parallel"
+
+    def add(self, model: nn.Module, options: AdapterConfig, name: str) -> nn.Module:
+        return add_parallel_adapters(model, options, name=name)
 
 
-register_method(
-    MethodInfo(
-        "parallel",
-        "AdaptFormer: frozen backbone + zero-init scaled bottleneck parallel to each MLP + head",
-        build_parallel,
-        defaults={"lr": 1e-3, "weight_decay": 0.05},
-        uses_adapter=True,
-        adapter_options=frozenset({"rank", "alpha", "init", "dropout", "placement", "act"}),
-    )
-)
+register_method(ParallelMethod())

@@ -1,79 +1,240 @@
-"""Transfer methods: each turns a backbone with a fresh head into the model to train."""
+"""A transfer method is one registered unit: a :class:`Method` subclass instance in :data:`METHODS`.
+
+Everything that differs between methods hangs off the entry, in the shape of PEFT's
+``register_peft_method(name, config_cls, model_cls)`` and ``BaseTuner``: the options dataclass, ``build``,
+how a multi-task model attaches / switches / removes a task (``attach``, ``activate``, ``detach``), the
+merge before export, the FLOP formula and the inputs ``fit`` trains on (``prepare_fit``). Adding a method
+is one file that subclasses :class:`Method` and calls :func:`register_method`.
+
+Example:
+    >>> class Frozen(Method):
+    ...     name, description = "frozen", "nothing trains"
+    ...     def build(self, model, options):
+    ...         return model.requires_grad_(False)
+    >>> register_method(Frozen())
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
 from torch import nn
 
-from ..config import AdapterConfig
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..registry import Registry
 
-__all__ = ["METHODS", "MethodInfo", "build_method", "register_method", "resolve_adapter_config"]
+if TYPE_CHECKING:
+    from ..engine import FitResult
+    from .flops import StepFlops, ViTGeometry
+
+__all__ = [
+    "METHODS",
+    "FitContext",
+    "FitInputs",
+    "Method",
+    "build_method",
+    "option_defaults",
+    "register_method",
+    "resolve_adapter_config",
+    "unregister_method",
+]
 
 
 @dataclass(frozen=True)
-class MethodInfo:
-    """A named method.
+class FitContext:
+    """What a method may use to prepare its training inputs (see :meth:`Method.prepare_fit`).
 
     Args:
-        name: registry name (``--method``).
-        description: one line.
-        build: ``build(model, adapter_config) -> model``; freezes what the method keeps frozen.
-        defaults: the method's own hyper-parameter defaults (``lr``, ``weight_decay``).
-        uses_adapter: the method takes adapter options (rank, alpha, init, placement, ...).
-        adapter_options: the adapter options the method accepts (None: all of them). Setting any other
-            option to a non-default value is an error.
-        cached_features: train the head on features computed once by the frozen backbone (no augmentation).
+        views: the (train, val, test) split datasets (val may be None); a train view of a method that
+            trains without augmentation carries the eval transform.
+        loader: makes a loader over a view in dataset order, with the run's batch size, workers and collate.
+        batch_size: per-process batch size.
+        seed: the training seed.
+        device: the training device.
+        precision: the resolved precision (fp32, bf16, fp16).
     """
 
-    name: str
-    description: str
-    build: Callable[[nn.Module, AdapterConfig | None], nn.Module]
-    defaults: dict[str, Any] = field(default_factory=dict)
-    uses_adapter: bool = False
-    adapter_options: frozenset[str] | None = None
-    cached_features: bool = False
+    views: tuple[Any, Any, Any]
+    loader: Callable[[Any], Iterable]
+    batch_size: int
+    seed: int
+    device: torch.device
+    precision: str
 
 
-METHODS: Registry[MethodInfo] = Registry("method")
+@dataclass
+class FitInputs:
+    """What ``fit`` trains (a model and its three loaders) and how its result maps back to the built model."""
+
+    model: nn.Module
+    loaders: tuple[Iterable, Iterable | None, Iterable]
+    finish: Callable[[FitResult], FitResult] = field(default=lambda result: result)
 
 
-def register_method(info: MethodInfo) -> MethodInfo:
-    return METHODS.register(info)
+class Method:
+    """Base class of a transfer method; subclass it, set the class attributes, register an instance.
 
+    Attributes:
+        name: registry name (``--method``).
+        description: one line.
+        options: the options dataclass (YAML/CLI ``adapter.*`` keys); None: the method takes no options.
+        defaults: the method's own hyper-parameter defaults (``lr``, ``weight_decay``).
+        shares_backbone: its trained tensors (besides the head) can sit next to other tasks' on one frozen
+            backbone (:class:`adaptertune.multitask.MultiTaskModel`); then ``attach``/``activate``/``detach``
+            say how.
+        cached_features: the method never sees augmented images (``data.augment`` is forced off).
+    """
 
-def resolve_adapter_config(method: str, adapter: AdapterConfig | None) -> AdapterConfig | None:
-    """The method's adapter config: a default one for adapter methods; an error if given to others."""
-    info = METHODS.get(method)
-    if info.uses_adapter:
-        adapter = adapter or AdapterConfig()
-        _check_adapter_options(info, adapter)
-        return adapter
-    if adapter is not None:
-        raise ConfigError(
-            f"Method '{method}' takes no adapter options (rank, alpha, init, placement, dropout); remove them or "
-            f"use a method that does: {', '.join(m.name for m in METHODS if m.uses_adapter)}."
-        )
-    return None
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    options: ClassVar[type | None] = None
+    defaults: ClassVar[Mapping[str, Any]] = {"lr": 1e-3, "weight_decay": 0.05}
+    shares_backbone: ClassVar[bool] = False
+    cached_features: ClassVar[bool] = False
 
+    # ------------------------------------------------------------ options and build
+    def option_names(self) -> tuple[str, ...]:
+        """The option keys the method accepts (``adapter.<key>``), in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(self.options)) if self.options else ()
 
-def _check_adapter_options(info: MethodInfo, adapter: AdapterConfig) -> None:
-    if info.adapter_options is None:
-        return
-    default = AdapterConfig()
-    for f in dataclasses.fields(AdapterConfig):
-        if f.name not in info.adapter_options and getattr(adapter, f.name) != getattr(default, f.name):
-            raise ConfigError(
-                f"Option `adapter.{f.name}`={getattr(adapter, f.name)!r} does not apply to method '{info.name}'; "
-                f"it accepts {', '.join(sorted(info.adapter_options))}."
+    def resolve(self, given: Any) -> Any:
+        """The method's options object for ``given`` (None, a mapping, or an options dataclass).
+
+        A key the method does not accept is an error unless it has the value every method gives it by default
+        (so a shared sweep base or an unset CLI default does not trip it).
+
+        Raises:
+            ConfigError: an option the method does not take; a bad value (from the options class).
+        """
+        if self.options is None:
+            if given is not None:
+                names = ", ".join(_set_keys(given)) or "an empty `adapter` section"
+                takers = ", ".join(m.name for m in METHODS if m.options)
+                raise ConfigError(
+                    f"Method '{self.name}' takes no adapter options (got {names}); remove them or use a method "
+                    f"that does: {takers}."
+                )
+            return None
+        if isinstance(given, self.options):
+            return given
+        values, defaults = _values_and_defaults(given)
+        accepted = self.option_names()
+        for key, value in values.items():
+            if key not in accepted and (key not in defaults or value != defaults[key]):
+                raise ConfigError(
+                    f"Option `adapter.{key}`={value!r} does not apply to method '{self.name}'; "
+                    f"it accepts {', '.join(sorted(accepted))}."
+                )
+        return self.options(**{k: v for k, v in values.items() if k in accepted})
+
+    def build(self, model: nn.Module, options: Any) -> nn.Module:
+        """Apply the method to ``model`` (a backbone with a fresh head) in place; freeze what it keeps frozen."""
+        raise NotImplementedError(f"Method '{self.name}' does not implement build().")
+
+    # ------------------------------------------------------------ many tasks on one backbone
+    def attach(
+        self, backbone: nn.Module, task: str, options: Any, tensors: dict[str, torch.Tensor], source: str
+    ) -> None:
+        """Add task ``task``'s trained tensors (the adapter file's, head excluded) to a shared ``backbone``.
+
+        The default suits methods that train only the head: such a file holds nothing else.
+        """
+        if tensors:
+            raise CheckpointError(
+                f"'{source}' ({self.name}) holds tensors other than the head: {sorted(tensors)[:3]}."
             )
 
+    def activate(self, backbone: nn.Module, task: str | None) -> None:
+        """Make this method's task ``task`` the one the backbone runs (None: none of this method's tasks)."""
 
-def build_method(method: str, model: nn.Module, adapter: AdapterConfig | None = None) -> nn.Module:
-    """Apply ``method`` to ``model`` (in place) and return it."""
-    return METHODS.get(method).build(model, resolve_adapter_config(method, adapter))
+    def detach(self, backbone: nn.Module, task: str) -> None:
+        """Remove task ``task``'s tensors from the backbone."""
+
+    # ------------------------------------------------------------ export, cost, training inputs
+    def merge(self, model: nn.Module) -> bool:
+        """Fold the method's extra modules into plain backbone weights before export; True if it did."""
+        return False
+
+    def step_flops(self, geom: ViTGeometry, options: Any) -> StepFlops | None:
+        """Matmul FLOPs of one training step for one image (None: no formula for this method)."""
+        return None
+
+    def prepare_fit(self, model: nn.Module, loaders: tuple, ctx: FitContext) -> FitInputs:
+        """The model and loaders ``fit`` trains on; the default is the built model on the run's loaders."""
+        return FitInputs(model, loaders)
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def register_method(method: Method) -> Method:
+    """Add ``method`` to :data:`METHODS`.
+
+    Raises:
+        KeyError: the name is taken.
+        ConfigError: an option name it shares with a registered method has another default (then
+            ``adapter.<key>`` would mean two things).
+    """
+    if not method.name or not isinstance(method, Method):
+        raise ConfigError(f"A method must be a named Method instance, got {method!r}.")
+    known = option_defaults()
+    if method.options is not None:
+        for f in dataclasses.fields(method.options):
+            if f.name in known and _default(f) != known[f.name]:
+                raise ConfigError(
+                    f"Method '{method.name}' gives option `adapter.{f.name}` the default {_default(f)!r}; "
+                    f"registered methods use {known[f.name]!r}."
+                )
+    return METHODS.register(method)
+
+
+def unregister_method(name: str) -> Method:
+    """Remove method ``name`` from :data:`METHODS` (for tests and plugins that register temporarily)."""
+    return METHODS.unregister(name)
+
+
+def option_defaults() -> dict[str, Any]:
+    """Every option key of the registered methods with its default (the union of their options classes)."""
+    out: dict[str, Any] = {}
+    for m in METHODS:
+        for f in dataclasses.fields(m.options) if m.options else ():
+            out.setdefault(f.name, _default(f))
+    return out
+
+
+def resolve_adapter_config(method: str, adapter: Any) -> Any:
+    """The options of ``method`` for ``adapter`` (None, a mapping or a dataclass); see :meth:`Method.resolve`."""
+    return METHODS.get(method).resolve(adapter)
+
+
+def build_method(method: str, model: nn.Module, adapter: Any = None) -> nn.Module:
+    """Apply ``method`` to ``model`` (in place) with options ``adapter`` (None: the method's defaults)."""
+    info = METHODS.get(method)
+    return info.build(model, info.resolve(adapter))
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING
+
+
+def _values_and_defaults(given: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(values, the defaults to compare them with): a mapping's are every method's, a dataclass's its own."""
+    if given is None:
+        return {}, {}
+    if dataclasses.is_dataclass(given) and not isinstance(given, type):
+        return dataclasses.asdict(given), {f.name: _default(f) for f in dataclasses.fields(given)}
+    if isinstance(given, Mapping):
+        return dict(given), option_defaults()
+    raise ConfigError(f"`adapter` must be a mapping of method options, got {type(given).__name__} {given!r}.")
+
+
+def _set_keys(given: Any) -> list[str]:
+    values, defaults = _values_and_defaults(given)
+    changed = [k for k, v in values.items() if k not in defaults or v != defaults[k]]
+    return changed or list(values)

@@ -1,162 +1,43 @@
-"""Analytic matmul FLOPs of one training step of a timm ViT, per method (pure arithmetic).
+"""FLOPs of one training step of a registered method: its formula, looked up in the registry.
 
-Only matrix products are counted (2 FLOPs per multiply-add), as in the PaLM / nanoGPT estimates: the patch
-embedding, q/k/v, the two attention products, the output projection, the two MLP layers, adapters / LoRA and
-the head. Norms, softmax, GELU and residual adds are left out (they are memory-bound, not FLOP-bound).
-
-A step is forward + backward through activations + weight gradients, where
-
-- a layer's input gradient is computed only when its input depends on something trained (autograd builds no
-  graph before the first trained tensor: a frozen prefix costs its forward only);
-- a weight gradient is computed only for trained weights.
-
-So for ``y = x W^T`` (``m`` rows, ``k -> n``) the forward costs ``2mkn``, the input gradient ``2mkn`` if ``x``
-needs a gradient, the weight gradient ``2mkn`` if ``W`` trains. The attention products ``QK^T`` and ``AV``
-(``4 N^2 d`` forward) cost twice that backward (a gradient for each operand) once q/k/v need gradients.
+The arithmetic (which matmuls a step runs, forward and backward) is :mod:`adaptertune.methods.flops`; each
+method states what it trains in :meth:`~adaptertune.methods.registry.Method.step_flops`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-
-from torch import nn
+from typing import Any
 
 from ..errors import ConfigError
+from ..methods import METHODS
+from ..methods.flops import LINEARS, StepFlops, ViTGeometry, count_step, inference_flops, vit_geometry
 
-__all__ = ["LINEARS", "METHOD_FLOPS", "StepFlops", "ViTGeometry", "step_flops", "vit_geometry"]
+__all__ = [
+    "LINEARS",
+    "StepFlops",
+    "ViTGeometry",
+    "count_step",
+    "flop_methods",
+    "inference_flops",
+    "step_flops",
+    "vit_geometry",
+]
 
-LINEARS = ("qkv", "proj", "fc1", "fc2")
-METHOD_FLOPS = ("inference", "head", "full", "adapter", "lora")
+
+def flop_methods() -> list[str]:
+    """Names of the registered methods that have a FLOP formula."""
+    probe = ViTGeometry(depth=1, dim=4, mlp_hidden=4, tokens=2, patches=1, patch_dim=3, num_classes=2)
+    return [m.name for m in METHODS if m.step_flops(probe, m.resolve(None)) is not None]
 
 
-@dataclass(frozen=True)
-class ViTGeometry:
-    """What the FLOP count of a plain ViT depends on (one image).
+def step_flops(geom: ViTGeometry, method: str, options: Any = None) -> StepFlops:
+    """Matmul FLOPs of one training step of ``method`` (with ``options``: None, a mapping or its dataclass).
 
-    Args:
-        depth: number of transformer blocks.
-        dim: token width d.
-        mlp_hidden: hidden width of the MLP.
-        tokens: tokens per image in the blocks (patches + class/register tokens).
-        patches: patch tokens (rows of the patch-embedding matmul).
-        patch_dim: inputs of one patch (channels * patch height * patch width).
-        num_classes: outputs of the head (0: no head).
+    Raises:
+        ConfigError: the method has no FLOP formula, or an option is bad.
     """
-
-    depth: int
-    dim: int
-    mlp_hidden: int
-    tokens: int
-    patches: int
-    patch_dim: int
-    num_classes: int
-
-
-@dataclass(frozen=True)
-class StepFlops:
-    """FLOPs of one step for one image, split by where they are spent."""
-
-    forward: int
-    backward_activations: int
-    backward_weights: int
-
-    @property
-    def total(self) -> int:
-        return self.forward + self.backward_activations + self.backward_weights
-
-    def scaled(self, n: int) -> StepFlops:
-        return StepFlops(self.forward * n, self.backward_activations * n, self.backward_weights * n)
-
-
-def vit_geometry(model: nn.Module) -> ViTGeometry:
-    """Read the geometry of a timm ``VisionTransformer`` (attention + MLP blocks, conv patch embedding)."""
-    pe = getattr(model, "patch_embed", None)
-    blocks = getattr(model, "blocks", None)
-    if pe is None or blocks is None or not hasattr(blocks[0], "mlp") or not hasattr(blocks[0].mlp, "fc1"):
-        raise ConfigError(
-            f"Cannot count FLOPs of {type(model).__name__}: expected a timm VisionTransformer (patch_embed, "
-            "blocks with attn.qkv and mlp.fc1/fc2)."
-        )
-    proj = pe.proj
-    patch_dim = proj.in_channels * proj.kernel_size[0] * proj.kernel_size[1]
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    return ViTGeometry(
-        depth=len(blocks),
-        dim=model.embed_dim,
-        mlp_hidden=blocks[0].mlp.fc1.out_features,
-        tokens=pe.num_patches + getattr(model, "num_prefix_tokens", 1),
-        patches=pe.num_patches,
-        patch_dim=patch_dim,
-        num_classes=head.out_features if isinstance(head, nn.Linear) else 0,
-    )
-
-
-class _Counter:
-    def __init__(self) -> None:
-        self.fwd = self.act = self.wgt = 0
-
-    def linear(self, m: int, k: int, n: int, trained: bool, in_grad: bool) -> bool:
-        """``(m, k) @ (k, n)``; returns whether the output needs a gradient."""
-        f = 2 * m * k * n
-        self.fwd += f
-        self.act += f if in_grad else 0
-        self.wgt += f if trained else 0
-        return in_grad or trained
-
-    def attention(self, n_tok: int, d: int, in_grad: bool) -> bool:
-        f = 2 * 2 * n_tok * n_tok * d  # QK^T and AV, all heads together
-        self.fwd += f
-        self.act += 2 * f if in_grad else 0
-        return in_grad
-
-
-def step_flops(
-    geom: ViTGeometry,
-    method: str,
-    rank: int = 16,
-    placement: Iterable[int] | None = None,
-    lora_targets: Iterable[str] = ("qkv",),
-) -> StepFlops:
-    """Matmul FLOPs of one training step (or one forward for ``inference``) for one image.
-
-    Args:
-        geom: the backbone's geometry.
-        method: ``inference`` (forward of the plain backbone), ``head`` (frozen backbone, trained head),
-            ``full``, ``adapter`` (serial adapters after the blocks in ``placement``) or ``lora``
-            (LoRA of rank ``rank`` on the linears in ``lora_targets`` of every block).
-        rank: adapter / LoRA rank.
-        placement: block indices with an adapter (default: every block).
-        lora_targets: which block linears get LoRA: any of qkv, proj, fc1, fc2.
-    """
-    if method not in METHOD_FLOPS:
-        raise ConfigError(f"No FLOP formula for method '{method}'; known: {', '.join(METHOD_FLOPS)}.")
-    lora = set(lora_targets) if method == "lora" else set()
-    if lora - set(LINEARS):
-        raise ConfigError(f"Unknown LoRA target(s) {sorted(lora - set(LINEARS))}; known: {', '.join(LINEARS)}.")
-    adapted = set(range(geom.depth) if placement is None else placement) if method == "adapter" else set()
-    full = method == "full"
-    d, n_tok, c = geom.dim, geom.tokens, _Counter()
-
-    def block_linear(name: str, k: int, n: int, in_grad: bool) -> bool:
-        out = c.linear(n_tok, k, n, full, in_grad)
-        if name in lora:  # x A^T B^T added to the frozen output
-            c.linear(n_tok, k, rank, True, in_grad)
-            out = c.linear(n_tok, rank, n, True, True)
-        return out
-
-    grad = c.linear(geom.patches, geom.patch_dim, d, full, False) or full  # cls/pos tokens train in full
-    for i in range(geom.depth):
-        qkv = block_linear("qkv", d, 3 * d, grad)
-        attn = c.attention(n_tok, d, qkv)
-        grad = block_linear("proj", d, d, attn) or grad  # residual: x + proj(...)
-        hidden = block_linear("fc1", d, geom.mlp_hidden, grad)
-        grad = block_linear("fc2", geom.mlp_hidden, d, hidden) or grad
-        if i in adapted:  # h + W_up act(W_down h)
-            c.linear(n_tok, d, rank, True, grad)
-            grad = c.linear(n_tok, rank, d, True, True)
-    if geom.num_classes:
-        c.linear(1, d, geom.num_classes, method != "inference", grad)  # one pooled token per image
-    if method == "inference":
-        return StepFlops(c.fwd, 0, 0)
-    return StepFlops(c.fwd, c.act, c.wgt)
+    info = METHODS.get(method)
+    flops = info.step_flops(geom, info.resolve(options))
+    if flops is None:
+        raise ConfigError(f"No FLOP formula for method '{method}'; known: {', '.join(flop_methods())}.")
+    return flops

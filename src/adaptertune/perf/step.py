@@ -3,46 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import AdapterConfig
 from ..engine.loop import autocast_context
 from ..engine.optim import build_optimizer
-from ..errors import ConfigError
 from ..methods import METHODS, build_method
 
-__all__ = ["REFERENCE", "build_for_speed", "make_batch", "make_train_step"]
+__all__ = ["REFERENCE", "build_for_speed", "make_batch", "make_train_step", "speed_options"]
 
-REFERENCE = "lora"  # PEFT's LoRA, timed as the external reference
+# Ratios to this method are reported next to the ratios to ``full``: the registered ``lora`` (PEFT's LoRA
+# injected exactly as ``train --method lora`` does), the usual external reference for adapter methods.
+REFERENCE = "lora"
+
+
+def speed_options(method: str, rank: int, placement: str | list[int], lora_targets: str) -> Any:
+    """The options ``method`` is timed with: the speed tool's rank, placement and LoRA targets, where the
+    method takes them (the method's defaults for the rest)."""
+    info = METHODS.get(method)
+    given = {"rank": rank, "placement": placement, "targets": lora_targets}
+    return info.resolve({k: v for k, v in given.items() if k in info.option_names()} if info.options else None)
+
 
 def build_for_speed(
-    method: str, model: nn.Module, rank: int, placement: str | list[int], lora_targets: tuple[str, ...] | list[str]
+    method: str, model: nn.Module, rank: int, placement: str | list[int], lora_targets: str
 ) -> nn.Module:
-    """Apply ``method`` to ``model`` in place (``lora``: PEFT LoRA with a trainable head)."""
-    if method != REFERENCE:
-        adapter = AdapterConfig(rank=rank, placement=placement) if METHODS.get(method).uses_adapter else None
-        return build_method(method, model, adapter)
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError:
-        raise ConfigError("The `lora` reference needs PEFT: pip install 'adaptertune[peft]'.") from None
-    for p in model.parameters():
-        p.requires_grad_(False)
-    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=rank, target_modules=list(lora_targets)))
-    for p in model.get_classifier().parameters():
-        p.requires_grad_(True)
-    return peft_model
+    """Apply registered ``method`` to ``model`` in place, with :func:`speed_options`."""
+    return build_method(method, model, speed_options(method, rank, placement, lora_targets))
 
 
 def make_batch(
     model: nn.Module, batch_size: int, num_classes: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    base = getattr(model, "base_model", model)
-    base = getattr(base, "model", base)  # PEFT wraps twice
-    h, w = base.patch_embed.img_size
+    h, w = model.patch_embed.img_size
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, 3, h, w, generator=g)
     y = torch.randint(0, num_classes, (batch_size,), generator=g)
@@ -65,5 +61,3 @@ def make_train_step(
         optimizer.zero_grad(set_to_none=True)
 
     return step
-
-

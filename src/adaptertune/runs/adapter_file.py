@@ -56,7 +56,7 @@ def file_metadata(cfg: Any, built: Any, classes: list[str], model: nn.Module) ->
         "weights_tag": built.weights_tag,
         "weights_sha256": built.weights_sha256,
         "method": cfg.method,
-        "adapter": dataclasses.asdict(cfg.adapter) if cfg.adapter else None,
+        "adapter": cfg.to_dict()["adapter"],  # the options as a mapping (dataclass or as read from config.yaml)
         "adapted_blocks": adapted_blocks(model) if cfg.adapter else [],
         "width": backbone_width(model),
         "classes": list(classes),
@@ -74,7 +74,7 @@ def file_identity(meta: dict[str, Any]) -> dict[str, Any]:
         "method": meta.get("method"),
         "rank": adapter.get("rank"),
         "placement": adapter.get("placement"),
-        "targets": adapter.get("targets") if meta.get("method") == "lora" else None,
+        "targets": adapter.get("targets"),  # only LoRA's options have targets
         "width": meta.get("width"),
     }
 

@@ -8,7 +8,6 @@ A run stopped by the user (``KeyboardInterrupt``) records status ``interrupted``
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import platform
 import resource
@@ -24,8 +23,7 @@ from ..data import build_splits, load_raw
 from ..engine import Callback, fit, resolve_device, resolve_precision, save_tensors
 from ..engine.distributed import all_true, barrier, current
 from ..errors import CheckpointError, ConfigError, DataError
-from ..methods import METHODS, build_method, resolve_adapter_config
-from ..methods.linear_probe import cached_feature_fit_inputs
+from ..methods import METHODS, FitContext, build_method, resolve_adapter_config
 from . import folder as rf
 from .adapter_file import file_metadata
 from .callbacks import MetricsWriter, TensorBoardWriter
@@ -57,7 +55,7 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     """Fill the method's defaults (lr, weight decay, adapter options) and check the method's options."""
     info = METHODS.get(cfg.method)
     d = cfg.to_dict()
-    d["adapter"] = dataclasses.asdict(a) if (a := resolve_adapter_config(cfg.method, cfg.adapter)) else None
+    d["adapter"] = resolve_adapter_config(cfg.method, cfg.adapter)  # the method's options dataclass (or None)
     for key in ("lr", "weight_decay"):
         if d["train"][key] is None:
             d["train"][key] = info.defaults[key]
@@ -200,8 +198,8 @@ def _train(
         method=cfg.method,
         backbone=cfg.backbone.name,
         dataset=cfg.data.name,
-        rank=cfg.adapter.rank if cfg.adapter else None,
-        placement=cfg.adapter.placement if cfg.adapter else None,
+        rank=getattr(cfg.adapter, "rank", None),
+        placement=getattr(cfg.adapter, "placement", None),
         seed=cfg.train.seed,
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
         total_params=sum(p.numel() for p in params),
@@ -220,21 +218,19 @@ def _train(
         torch.cuda.reset_peak_memory_stats(device)
     writers = [MetricsWriter(work_dir / rf.METRICS_FILE), *([tensorboard] if tensorboard else []), *callbacks]
     try:
-        fit_model, loaders, cached = model, (train_loader, val_loader, test_loader), None
-        if METHODS.get(cfg.method).cached_features:  # the head trains on features computed once
-            cached = cached_feature_fit_inputs(model, *loaders, bs, cfg.train.seed, device, precision)
-            fit_model, loaders = cached.model, cached.loaders
+        views = (splits.train, splits.val, splits.test)
+        ctx = FitContext(views, lambda v: make_loader(v, bs, nw, device), bs, cfg.train.seed, device, precision)
+        inputs = METHODS.get(cfg.method).prepare_fit(model, (train_loader, val_loader, test_loader), ctx)
         result = fit(
-            fit_model,
-            *loaders,
+            inputs.model,
+            *inputs.loaders,
             cfg.train,
             device,
             writers if dist.is_main else [],
             checkpoint_path=work_dir / rf.CHECKPOINT_FILE,
             resume=resume,
         )
-        if cached is not None:
-            result = cached.full_result(result)
+        result = inputs.finish(result)
         if dist.is_main:
             _write_results(work_dir, summary, result, file_metadata(cfg, built, raw.classes, model), device)
             if staged:

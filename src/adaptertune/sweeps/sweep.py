@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import AdapterConfig, RunConfig, load_yaml
+from ..config import RunConfig, load_yaml
 from ..errors import ConfigError
+from ..methods import option_defaults
 
 __all__ = [
     "SweepPoint",
@@ -115,7 +116,7 @@ def config_keys() -> set[str]:
             else:
                 keys.add(prefix + k)
 
-    walk(RunConfig(adapter=AdapterConfig()).to_dict(), "")
+    walk(RunConfig(adapter=option_defaults()).to_dict(), "")  # adapter: every registered method's options
     return keys
 
 

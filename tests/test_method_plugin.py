@@ -1,0 +1,185 @@
+"""A method registered from this file alone (no edit in the package) runs through train, eval, predict,
+multi-task and export: the registry entry is the whole unit.
+
+The toy is SSF-like scale-shift (Lian et al., 2022): after each placed block, ``h <- h * (1 + gamma) + beta``
+with per-channel ``gamma = beta = 0`` at init (so it starts at the pretrained logits), plus the new head.
+Its weights live in ``block.ssf`` (a slot of named sets, like the adapters' ``block.adapters``), added by a
+forward hook, so the backbone's own keys never change.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from _taskfiles import make_run
+from adaptertune.adapters import backbone_blocks, backbone_width, head_parameter_names
+from adaptertune.cli import main
+from adaptertune.config import parse_placement
+from adaptertune.errors import CheckpointError, ConfigError
+from adaptertune.export import export_run
+from adaptertune.methods import METHODS, Method, build_method, register_method, unregister_method
+from adaptertune.multitask import MultiTaskModel, predict_tasks
+from adaptertune.perf.flops import step_flops, vit_geometry
+from adaptertune.runs import evaluate_run, load_run, predict
+from conftest import tiny_vit
+
+X = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+# ---------------------------------------------------------------- the toy method (all of it)
+@dataclass
+class ScaleShiftOptions:
+    """placement: blocks whose output is scaled and shifted; shift: also train beta (else scale only)."""
+
+    placement: str | list[int] = "all"
+    shift: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.shift, bool):
+            raise ConfigError(f"`adapter.shift` must be true or false, got {self.shift!r}.")
+
+
+class _ScaleShift(nn.Module):
+    def __init__(self, dim: int, shift: bool) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.zeros(dim))
+        self.shift = nn.Parameter(torch.zeros(dim)) if shift else None
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, N, d)
+        h = h * (1 + self.scale)
+        return h + self.shift if self.shift is not None else h
+
+
+class _Slot(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sets = nn.ModuleDict()
+        self.active: str | None = None
+
+    def hook(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        return self.sets[self.active](out) if self.active in self.sets else out
+
+
+class ScaleShift(Method):
+    name = "scale-shift"
+    description = "toy SSF: per-channel scale and shift after each placed block + head (test plugin)"
+    options = ScaleShiftOptions
+    shares_backbone = True
+
+    def add(self, model: nn.Module, options: ScaleShiftOptions, task: str) -> nn.Module:
+        blocks = backbone_blocks(model)
+        for i in parse_placement(options.placement, len(blocks)):
+            if not hasattr(blocks[i], "ssf"):
+                blocks[i].ssf = _Slot()
+                blocks[i].register_forward_hook(blocks[i].ssf.hook)
+            blocks[i].ssf.sets[task] = _ScaleShift(backbone_width(model), options.shift)
+        self.activate(model, task)
+        return model
+
+    def build(self, model: nn.Module, options: ScaleShiftOptions) -> nn.Module:
+        self.add(model, options, "default")
+        head = set(head_parameter_names(model))
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in head or ".ssf." in n)
+        return model
+
+    def attach(self, backbone, task, options, tensors, source) -> None:
+        self.add(backbone, options, task)
+        own = {k: p for k, p in backbone.named_parameters() if f".ssf.sets.{task}." in k}
+        renamed = {k.replace(".sets.default.", f".sets.{task}."): v for k, v in tensors.items()}
+        if set(renamed) != set(own):
+            self.detach(backbone, task)
+            raise CheckpointError(f"'{source}': its scale-shift tensors do not match the placement.")
+        with torch.no_grad():
+            for k, v in renamed.items():
+                own[k].copy_(v)
+
+    def activate(self, backbone, task) -> None:
+        for b in backbone_blocks(backbone):
+            if hasattr(b, "ssf"):
+                b.ssf.active = task
+
+    def detach(self, backbone, task) -> None:
+        for b in backbone_blocks(backbone):
+            if hasattr(b, "ssf") and task in b.ssf.sets:
+                del b.ssf.sets[task]
+
+
+@pytest.fixture(scope="module")
+def scale_shift():
+    method = register_method(ScaleShift())
+    yield method
+    unregister_method(method.name)
+    assert "scale-shift" not in METHODS
+
+
+@pytest.fixture(scope="module")
+def trained(scale_shift, image_folder, tmp_path_factory):
+    """A scale-shift run trained by the CLI: its options are the usual adapter.* keys, the placement flag included."""
+    out = tmp_path_factory.mktemp("plugin") / "ssf"
+    args = ["train", "--backbone", "vit_tiny_patch16_224", "--backbone-arg", "img_size=32", "--backbone-arg"]
+    args += ["patch_size=4", "--no-pretrained", "--dataset", "imagefolder", "--data-root", str(image_folder)]
+    args += ["--subset", "8", "--epochs", "1", "--batch-size", "8", "--num-workers", "0", "--quiet"]
+    args += ["--method", "scale-shift", "--placement", "last:4", "adapter.shift=false", "--out-dir", str(out)]
+    assert main(args) == 0
+    return out
+
+
+# ---------------------------------------------------------------- through every tool
+def test_toy_method_starts_at_pretrained_logits_and_checks_options(scale_shift):
+    base = tiny_vit()(X)
+    model = build_method("scale-shift", tiny_vit(), {"placement": "last:2", "shift": False})
+    assert torch.equal(model(X), base)
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trained == [
+        "blocks.10.ssf.sets.default.scale",
+        "blocks.11.ssf.sets.default.scale",
+        *["head.weight", "head.bias"],
+    ]
+    with pytest.raises(
+        ConfigError, match=r"`adapter.rank`=8 does not apply to method 'scale-shift'; it accepts placement, shift"
+    ):
+        build_method("scale-shift", tiny_vit(), {"rank": 8})
+    with pytest.raises(ConfigError, match="No FLOP formula for method 'scale-shift'"):
+        step_flops(vit_geometry(model), "scale-shift")
+    assert main(["list", "methods"]) == 0
+
+
+def test_toy_method_trains_evals_and_predicts(trained, image_folder):
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["status"] == "success" and summary["method"] == "scale-shift" and summary["rank"] is None
+    assert summary["placement"] == "last:4" and summary["trainable_params"] == 4 * 192 + 192 * 4 + 4
+    # eval and predict rebuild it from the backbone and adapter.safetensors
+    assert evaluate_run(trained, device="cpu")["test_acc"] == pytest.approx(summary["test_acc"])
+    img = str(next((image_folder / "test" / "class_0").iterdir()))
+    assert len(predict(trained, [img], topk=2, device="cpu")[0]["top"]) == 2
+
+
+def test_toy_method_shares_a_backbone_with_other_tasks(trained, image_folder, tmp_path):
+    """Next to another scale-shift task and an adapter task, switching is exact (multi-task)."""
+    other, other_model = make_run(tmp_path / "ssf_b", "scale-shift", {"placement": "every:3"})
+    pets, pets_model = make_run(tmp_path / "pets", "adapter", {"rank": 4})
+    files = [trained / "adapter.safetensors", other / "adapter.safetensors", pets / "adapter.safetensors"]
+    mt = MultiTaskModel.from_files(files, names=["a", "b", "pets"])
+    with torch.no_grad():
+        want = {"a": load_run(trained, device="cpu").model(X), "b": other_model(X), "pets": pets_model(X)}
+        for name in ["a", "pets", "b", "a", "b", "pets"]:
+            mt.set_active(name)
+            assert torch.equal(mt(X), want[name]), name
+        mt.remove_task("a")
+        mt.set_active("b")
+        assert torch.equal(mt(X), want["b"])
+    img = str(next((image_folder / "test" / "class_0").iterdir()))
+    assert [r["task"] for r in predict_tasks(mt, [img], topk=1)] == ["b", "pets"]
+
+
+def test_toy_method_exports(trained):
+    """The forward hooks are traced into the file; the method has nothing to merge."""
+    pytest.importorskip("onnxruntime")
+    r = export_run(trained, "onnx")
+    assert not r.merged and r.max_abs_diff <= 1e-4
