@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from adaptertune.errors import ConfigError
 from adaptertune.analysis.advise import advise_rank, captured_energy, rank_for_energy, table_ranks
+from adaptertune.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adaptertune.engine import load_tensors
 from adaptertune.config import RunConfig
+from adaptertune.engine import load_tensors
 from adaptertune.methods import METHODS
 from adaptertune.runs import run
 from conftest import TINY_VIT

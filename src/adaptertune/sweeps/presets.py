@@ -52,7 +52,9 @@ def load_preset(name: str, out_dir: Path | None = None) -> SweepSpec:
     info = PRESETS.get(name)
     path = configs_dir() / info.spec
     if not path.is_file():
-        raise ConfigError(f"Preset '{name}' needs {path}, which is missing: reinstall adaptertune (the wheel ships configs/).")
+        raise ConfigError(
+            f"Preset '{name}' needs {path}, which is missing: reinstall adaptertune (the wheel ships configs/)."
+        )
     spec = load_spec(path)
     if out_dir is not None and info.prepare is not None:
         spec.base = merge_dicts(spec.base, info.prepare(out_dir))
