@@ -20,7 +20,7 @@ def fake_trainer(monkeypatch):
     def run(cfg, callbacks=(), overwrite=False, resume=False, lock=None):
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        rank = cfg.adapter.rank if cfg.adapter else None
+        rank = (cfg.to_dict()["adapter"] or {}).get("rank")  # options may still be a mapping before resolution
         acc = FAKE_ACC[rank or cfg.method] + cfg.train.seed
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
         (out / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 1.0, "val_acc": acc}) + "\n")
