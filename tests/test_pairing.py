@@ -33,7 +33,7 @@ def _epochs(loader, n: int) -> list[list[int]]:
 
 def _seen(method: str, seed: int, image_folder, tmp_path, monkeypatch) -> dict:
     """What ``run`` hands the training loop for ``method`` at ``seed``: split indices and two epochs' order."""
-    import adaptertune.runs as runs
+    import adaptertune.runs.train as runs
 
     seen: dict = {}
     build_splits = runs.build_splits
