@@ -57,7 +57,7 @@ def _seen(method: str, seed: int, image_folder, tmp_path, monkeypatch) -> dict:
         "train": {"epochs": 2, "batch_size": 4, "seed": seed},
         "out_dir": str(tmp_path / f"{method}-{seed}"),
     }
-    if info.uses_adapter:
+    if "rank" in info.option_names():
         raw["adapter"] = {"rank": 2, "placement": "last:1"}
     cfg = RunConfig.from_dict(raw)
     with pytest.raises(_Stop):
