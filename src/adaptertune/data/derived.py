@@ -19,7 +19,6 @@ from .base import ArraySource, RawDataset
 from .offline import (
     FASHION_MNIST_CLASSES,
     _fixed_test_split,
-    find_fashion_mnist,
     find_package_file,
     load_fashion_mnist,
     load_mnist_5k,
@@ -119,7 +118,7 @@ register_dataset(
         num_classes=4,
         source="as fashion-mnist",
         splits="train 60000 / test 10000",
-        present=lambda root: find_fashion_mnist(root) is not None,
+        present=_present_like("fashion-mnist"),
     )
 )
 register_dataset(
@@ -130,7 +129,7 @@ register_dataset(
         num_classes=3,
         source="as fashion-mnist",
         splits="train 18000 / test 3000",
-        present=lambda root: find_fashion_mnist(root) is not None,
+        present=_present_like("fashion-mnist"),
     )
 )
 register_dataset(
