@@ -217,3 +217,27 @@ def test_start_is_exact_under_autocast_and_keeps_the_stream_dtype(method, dtype)
         got, got_dtypes = model(X), _block_dtypes(model)
     assert got_dtypes == base_dtypes and base_dtypes[-1] == torch.float32
     assert got.dtype == base.dtype and torch.equal(got, base)
+
+
+@pytest.mark.parametrize("scaling, expected", [("constant", 2.0), ("rsqrt", 2.0 / 4), ("inverse", 2.0 / 16)])
+def test_scaling_multiplies_the_adapter_output_by_its_rule(scaling, expected):
+    """``adapter.scaling`` sets the output scale (alpha, alpha/sqrt(r), alpha/r); the update is that multiple of
+    the unit-scale adapter's, and zero init still starts exactly at the backbone."""
+    cfg = AdapterConfig(rank=16, alpha=2.0, scaling=scaling, init="random")
+    assert cfg.scale == pytest.approx(expected)
+    torch.manual_seed(0)
+    model = tiny_vit()
+    build_method("adapter", model, cfg)
+    (a,) = [m for m in model.modules() if type(m).__name__ == "Adapter"][:1]
+    h = torch.randn(2, 5, a.dim)
+    unit = a.up(a.act(a.down(h)))
+    torch.testing.assert_close(a(h), expected * unit)
+    zero = tiny_vit()
+    base = zero.eval()(X)
+    build_method("adapter", zero, AdapterConfig(rank=16, alpha=2.0, scaling=scaling))
+    assert torch.equal(zero.eval()(X), base)
+
+
+def test_unknown_scaling_is_a_clear_error():
+    with pytest.raises(ConfigError, match="adapter.scaling.*constant.*rsqrt"):
+        AdapterConfig(scaling="sqrt")

@@ -261,7 +261,7 @@ def attach_adapter_set(
         p.requires_grad_(False)
     for i in placed:
         block = blocks[i]
-        slot_for(block)[name] = Adapter(d, config.rank, config.alpha, config.init, config.dropout, config.act).to(
+        slot_for(block)[name] = Adapter(d, config.rank, config.scale, config.init, config.dropout, config.act).to(
             next(block.parameters()).device
         )
     set_active(model, name)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from .errors import ConfigError
 __all__ = [
     "ADAPTER_ACTS",
     "ADAPTER_INITS",
+    "ADAPTER_SCALINGS",
     "PRECISIONS",
     "RESIZE_MODES",
     "AdapterConfig",
@@ -35,6 +37,7 @@ __all__ = [
     "DataConfig",
     "RunConfig",
     "TrainConfig",
+    "adapter_scale",
     "apply_overrides",
     "load_yaml",
     "merge_dicts",
@@ -43,8 +46,14 @@ __all__ = [
 
 ADAPTER_INITS = ("zero", "small", "random")
 ADAPTER_ACTS = ("gelu", "relu", "silu", "identity")
+ADAPTER_SCALINGS = ("constant", "rsqrt", "inverse")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 RESIZE_MODES = ("crop", "squash")
+
+
+def adapter_scale(alpha: float, rank: int, scaling: str = "constant") -> float:
+    """Output scale of a rank-``rank`` adapter: alpha, alpha / sqrt(rank) or alpha / rank."""
+    return {"constant": alpha, "rsqrt": alpha / math.sqrt(rank), "inverse": alpha / rank}[scaling]
 
 
 # ---------------------------------------------------------------- dataclasses
@@ -54,7 +63,10 @@ class AdapterConfig:
 
     Args:
         rank: bottleneck width r (1 <= r <= the backbone's width).
-        alpha: plain constant scale of the adapter output (not LoRA's alpha/r).
+        alpha: scale of the adapter output; with ``scaling: constant`` (the paper's method) the plain constant.
+        scaling: how the output scale depends on the rank: ``constant`` = alpha, ``rsqrt`` = alpha / sqrt(r)
+            (rsLoRA's rule: with a zero-init W_up, an Adam step moves the output ~r times as far at rank r, so rank
+            is also a step size; this separates capacity from step size), ``inverse`` = alpha / r (LoRA's rule).
         init: ``zero`` (the method: W_up = 0), ``small`` (W_up ~ N(0, 1e-4)) or ``random`` (both random).
         dropout: dropout on the bottleneck activations during training.
         placement: which blocks get an adapter: all, every:K, first:N, last:N or a list of indices.
@@ -67,6 +79,7 @@ class AdapterConfig:
     dropout: float = 0.0
     placement: str | list[int] = "all"
     act: str = "gelu"
+    scaling: str = "constant"
 
     def __post_init__(self) -> None:
         self.rank = _as_int("adapter.rank", self.rank, minimum=1)
@@ -77,6 +90,12 @@ class AdapterConfig:
             raise ConfigError(f"`adapter.dropout` must be in [0, 1), got {self.dropout:g}.")
         self.placement = _check_placement_syntax(self.placement)
         self.act = _as_choice("adapter.act", self.act, ADAPTER_ACTS)
+        self.scaling = _as_choice("adapter.scaling", self.scaling, ADAPTER_SCALINGS)
+
+    @property
+    def scale(self) -> float:
+        """The factor the adapter output is multiplied by: ``alpha`` under ``scaling`` (see the class doc)."""
+        return adapter_scale(self.alpha, self.rank, self.scaling)
 
 
 @dataclass
