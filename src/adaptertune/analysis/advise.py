@@ -359,26 +359,14 @@ def advise_rank_from_config(
         The advice and the wall-clock seconds of everything (building the model, reading the images,
         the signal pass); ``advice.seconds`` is the signal pass alone.
     """
-    from ..backbones import create_backbone
-    from ..data import build_splits, load_raw
     from ..engine import resolve_device
-    from ..runs import make_loader
+    from .probe_data import first_training_batches
 
     t0 = time.perf_counter()
     if n_batches < 1:
         raise ConfigError(f"--batches must be at least 1, got {n_batches}.")
     dev = resolve_device(device)
-    data = DataConfig(**{**asdict(data), "augment": False})
-    raw = load_raw(data)
-    built = create_backbone(backbone, num_classes=len(raw.classes), seed=seed)
-    splits = build_splits(data, built.data_config, raw)
-    loader = make_loader(splits.train, batch_size, data.num_workers, dev, shuffle=True, seed=seed)
-    batches = []
-    for x, y, *_ in loader:
-        if y.numel():
-            batches.append((x, y))
-        if len(batches) == n_batches:
-            break
+    built, _, batches = first_training_batches(backbone, data, batch_size, n_batches * batch_size, seed, dev)
     _logger.info("rank advice: %s on %s, %d batches of %d", backbone.name, data.name, len(batches), batch_size)
     advice = advise_rank(built.model, batches, placement, threshold, signal, device=dev, null=null)
     return advice, time.perf_counter() - t0

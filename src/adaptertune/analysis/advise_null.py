@@ -350,32 +350,20 @@ def advise_null_from_config(
     Returns:
         The advice and the wall-clock seconds of everything (model, images, the passes).
     """
-    from ..backbones import create_backbone
-    from ..data import build_splits, load_raw
     from ..engine import resolve_device
-    from ..runs import make_loader
+    from .probe_data import first_training_batches
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    data = type(data)(**{**asdict(data), "augment": False})
-    raw = load_raw(data)
-    built = create_backbone(backbone, num_classes=len(raw.classes), seed=seed)
-    splits = build_splits(data, built.data_config, raw)
-    loader = make_loader(splits.train, 64, data.num_workers, dev, shuffle=True, seed=seed)
-    xs, ys, n = [], [], 0
-    for x, y, *_ in loader:
-        xs.append(x)
-        ys.append(y)
-        n += len(y)
-        if n >= n_images:
-            break
-    images, labels = torch.cat(xs)[:n_images], torch.cat(ys)[:n_images]
+    built, classes, batches = first_training_batches(backbone, data, 64, n_images, seed, dev)
+    images = torch.cat([x for x, _ in batches])[:n_images]
+    labels = torch.cat([y for _, y in batches])[:n_images]
     _logger.info("rank advice (null): %s on %s, %d images", backbone.name, data.name, len(labels))
     advice = advise_rank_null(
         built.model,
         images,
         labels,
-        len(raw.classes),
+        len(classes),
         placement,
         permutations,
         quantile,
