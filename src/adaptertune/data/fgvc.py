@@ -225,46 +225,58 @@ def load_stanford_cars(cfg: DataConfig) -> RawDataset:
     return RawDataset(source(0), source(1), [mat_names.get(i + 1, str(i + 1)) for i in range(n)])
 
 
+def _fgvc_info(name, about, loader, n, folder, marker, splits, source) -> DatasetInfo:
+    """A FGVC dataset's registry entry: present when ``marker`` exists in ``root`` or ``root/<folder>``."""
+
+    def present(root) -> bool:
+        return (find_dataset_dir(root, [folder], marker) / marker).exists()
+
+    return DatasetInfo(
+        name, about, loader, num_classes=n, source=source, splits=splits, present=present, split_choices=FGVC_SPLITS
+    )
+
+
+_VPT = "VPT's *.json alongside"
 for _info in (
-    DatasetInfo(
+    _fgvc_info(
         "cub200",
         "CUB-200-2011: 200 bird species; official train -> test, or VPT's json splits (FGVC)",
         partial(_load_cub_style, name="cub200", folders=["CUB_200_2011"], tidy=_cub_name),
-        num_classes=200,
-        source="--data-root DIR holding CUB_200_2011/ (images/, images.txt, ...; VPT's *.json alongside)",
-        splits="train 5994 / test 5794; vpt: train 5394 / val 600 / test 5794",
-        present=lambda root: (find_dataset_dir(root, ["CUB_200_2011"], "images.txt") / "images.txt").is_file(),
-        split_choices=FGVC_SPLITS,
+        200,
+        "CUB_200_2011",
+        "images.txt",
+        "train 5994 / test 5794; vpt: train 5394 / val 600 / test 5794",
+        f"--data-root DIR holding CUB_200_2011/ (images/, images.txt, ...; {_VPT})",
     ),
-    DatasetInfo(
+    _fgvc_info(
         "nabirds",
         "NABirds: 555 North American bird classes; official train -> test, or VPT's json splits (FGVC)",
         partial(_load_cub_style, name="nabirds", folders=["nabirds"], tidy=str),
-        num_classes=555,
-        source="--data-root DIR holding nabirds/ (images/, images.txt, ...; VPT's *.json alongside)",
-        splits="train 23929 / test 24633; vpt: train 21536 / val 2393 / test 24633",
-        present=lambda root: (find_dataset_dir(root, ["nabirds"], "images.txt") / "images.txt").is_file(),
-        split_choices=FGVC_SPLITS,
+        555,
+        "nabirds",
+        "images.txt",
+        "train 23929 / test 24633; vpt: train 21536 / val 2393 / test 24633",
+        f"--data-root DIR holding nabirds/ (images/, images.txt, ...; {_VPT})",
     ),
-    DatasetInfo(
+    _fgvc_info(
         "stanford-dogs",
         "Stanford Dogs: 120 breeds; official train -> test, or VPT's json splits (FGVC)",
         load_stanford_dogs,
-        num_classes=120,
-        source="--data-root DIR holding Stanford-dogs/ (Images/, train_list.mat, test_list.mat; VPT's *.json)",
-        splits="train 12000 / test 8580; vpt: train 10800 / val 1200 / test 8580",
-        present=lambda root: (find_dataset_dir(root, ["Stanford-dogs"], "Images") / "train_list.mat").is_file(),
-        split_choices=FGVC_SPLITS,
+        120,
+        "Stanford-dogs",
+        "train_list.mat",
+        "train 12000 / test 8580; vpt: train 10800 / val 1200 / test 8580",
+        "--data-root DIR holding Stanford-dogs/ (Images/, train_list.mat, test_list.mat; VPT's *.json)",
     ),
-    DatasetInfo(
+    _fgvc_info(
         "stanford-cars",
         "Stanford Cars: 196 car models; official train -> test, or VPT's json splits (FGVC)",
         load_stanford_cars,
-        num_classes=196,
-        source="--data-root DIR holding Stanford-cars/ (car_ims/, cars_annos.mat; VPT's *.json alongside)",
-        splits="train 8144 / test 8041; vpt: train 7329 / val 815 / test 8041",
-        present=lambda root: (find_dataset_dir(root, ["Stanford-cars"], "cars_annos.mat") / "car_ims").is_dir(),
-        split_choices=FGVC_SPLITS,
+        196,
+        "Stanford-cars",
+        "car_ims",
+        "train 8144 / test 8041; vpt: train 7329 / val 815 / test 8041",
+        f"--data-root DIR holding Stanford-cars/ (car_ims/, cars_annos.mat; {_VPT})",
     ),
 ):
     register_dataset(_info)
