@@ -95,14 +95,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def variant_label(method: str, adapter: dict[str, Any] | None) -> str:
-    """``adapter r=16``, plus placement / init / alpha / act / dropout when they are not the defaults."""
+    """``adapter r=16``, plus placement / init / alpha / scaling / act / dropout when they are not the defaults."""
     if not adapter:
         return method
     parts = [method, f"r={adapter.get('rank')}"]
     placement = adapter.get("placement", "all")
     if placement != "all":
         parts.append(",".join(map(str, placement)) if isinstance(placement, list) else str(placement))
-    for key, default in (("init", "zero"), ("alpha", 1.0), ("act", "gelu"), ("dropout", 0.0)):
+    for key, default in (("init", "zero"), ("alpha", 1.0), ("scaling", "constant"), ("act", "gelu"), ("dropout", 0.0)):
         if adapter.get(key, default) != default:
             parts.append(f"{key}={adapter[key]}")
     return " ".join(parts)
