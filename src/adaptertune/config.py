@@ -20,6 +20,7 @@ from .config_checks import (
     _as_choice,
     _as_float,
     _as_int,
+    _check_cv,
     _check_placement_syntax,
     _optional,
     parse_placement,
@@ -145,6 +146,9 @@ class DataConfig:
             refuse any value.
         resize: ``crop``: resize to ``size / crop_pct`` then center crop (timm's eval transform);
             ``squash``: resize straight to ``size x size``, no crop (the VTAB-1k protocol).
+        cv_folds: k-fold cross-validation: the dataset's labelled images (train, test and any official val
+            split, pooled) are cut into this many stratified folds fixed by ``split_seed`` (None: no CV).
+        cv_fold: which fold (0-based) is the test set; validation is carved from the other folds.
     """
 
     name: str = "imagefolder"
@@ -160,6 +164,8 @@ class DataConfig:
     download: bool = False
     split: str | None = None
     resize: str = "crop"
+    cv_folds: int | None = None
+    cv_fold: int | None = None
 
     def __post_init__(self) -> None:
         self.root = None if self.root in (None, "") else str(self.root)
@@ -177,6 +183,9 @@ class DataConfig:
         self.num_workers = _as_int("data.num_workers", self.num_workers, minimum=0)
         self.strict = _as_bool("data.strict", self.strict)
         self.download = _as_bool("data.download", self.download)
+        self.cv_folds, self.cv_fold = _check_cv(
+            self.cv_folds, self.cv_fold, subset=self.subset, test_subset=self.test_subset, split=self.split
+        )
 
 
 @dataclass

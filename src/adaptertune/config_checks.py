@@ -114,3 +114,25 @@ def _check_placement_syntax(value: Any) -> str | list[int]:
     elif not value or any(isinstance(p, bool) or not isinstance(p, int) for p in value):
         raise ConfigError(f"Placement list must hold block indices (integers), got {value!r}.")
     return value
+
+
+def _check_cv(folds: Any, fold: Any, **exclusive: Any) -> tuple[int | None, int | None]:
+    """``data.cv_folds`` / ``data.cv_fold``: K >= 2 and 0 <= i < K together, or neither; never with the data
+    keys in ``exclusive`` (subsets, a published split), since the folds define the train and test sets."""
+    folds = _optional(_as_int, "data.cv_folds", folds)
+    fold = _optional(_as_int, "data.cv_fold", fold)
+    if folds is None:
+        if fold is not None:
+            raise ConfigError(f"`data.cv_fold` {fold} needs `data.cv_folds` (the number of folds, >= 2).")
+        return None, None
+    if folds < 2:
+        raise ConfigError(f"`data.cv_folds` must be an integer >= 2 (or unset), got {folds}.")
+    if fold is None or not 0 <= fold < folds:
+        raise ConfigError(f"`data.cv_fold` must be one of 0..{folds - 1} with `data.cv_folds` {folds}, got {fold}.")
+    for key, value in exclusive.items():
+        if value is not None:
+            raise ConfigError(
+                f"`data.{key}` {value!r} cannot be combined with `data.cv_folds` (the folds define the training "
+                "and test sets); unset one of them."
+            )
+    return folds, fold

@@ -12,7 +12,7 @@ from PIL import Image
 
 from ..errors import DataError
 
-__all__ = ["ArraySource", "ImageFiles", "ImageSource", "RawDataset", "SplitView", "collate_skip"]
+__all__ = ["ArraySource", "ConcatSource", "ImageFiles", "ImageSource", "RawDataset", "SplitView", "collate_skip"]
 
 
 class ImageSource:
@@ -58,6 +58,27 @@ class ArraySource(ImageSource):
 
     def load(self, i: int) -> Image.Image:
         return Image.fromarray(np.asarray(self.images[i]))
+
+
+class ConcatSource(ImageSource):
+    """Several sources as one: index ``i`` runs through the first source, then the second, ..."""
+
+    def __init__(self, sources: Sequence[ImageSource]) -> None:
+        self.sources = list(sources)
+        self.starts = np.cumsum([0] + [len(s) for s in self.sources])
+        self.targets = [t for s in self.sources for t in s.targets]
+
+    def _locate(self, i: int) -> tuple[ImageSource, int]:
+        j = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.sources[j], i - int(self.starts[j])
+
+    def load(self, i: int) -> Image.Image:
+        src, k = self._locate(i)
+        return src.load(k)
+
+    def describe(self, i: int) -> str:
+        src, k = self._locate(i)
+        return src.describe(k)
 
 
 @dataclass

@@ -12,8 +12,8 @@ import numpy as np
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from ..registry import Registry
-from .base import RawDataset, SplitView
-from .splits import run_split_indices, subset_indices, val_size
+from .base import ConcatSource, RawDataset, SplitView
+from .splits import cv_split_indices, run_split_indices, subset_indices, val_size
 from .transforms import build_transforms
 
 _logger = logging.getLogger(__name__)
@@ -88,13 +88,23 @@ def build_splits(cfg: DataConfig, data_config: dict[str, Any], raw: RawDataset |
       stratified part of it of ``val_subset`` images (else ``val_fraction`` of the subset);
     - otherwise validation comes from the training pool (:func:`~adaptertune.data.splits.run_split_indices`):
       ``val_fraction`` of the pool without ``subset``; with it, ``val_fraction`` of the subset (or
-      ``val_subset`` images) drawn from the pool outside the subset, both fixed by ``split_seed``.
+      ``val_subset`` images) drawn from the pool outside the subset, both fixed by ``split_seed``;
+    - with ``cv_folds`` (k-fold cross-validation), the dataset's train, official val (if any) and test images
+      are pooled; fold ``cv_fold`` is the test set, validation is carved from the other folds and the rest
+      trains (:func:`~adaptertune.data.splits.cv_split_indices`).
 
     Raises:
         DataError: the subset and its validation do not fit in the training pool.
     """
     raw = raw if raw is not None else load_raw(cfg)
     train_tf, eval_tf = build_transforms(data_config, augment=cfg.augment, resize=cfg.resize)
+    if cfg.cv_folds is not None:
+        pool = ConcatSource([s for s in (raw.train, raw.val, raw.test) if s is not None])
+        idx = cv_split_indices(
+            pool.targets, cfg.cv_folds, cfg.cv_fold, cfg.val_fraction, cfg.split_seed, cfg.val_subset
+        )
+        train, val, test = (SplitView(pool, i, tf, cfg.strict) for i, tf in zip(idx, (train_tf, eval_tf, eval_tf)))
+        return DataSplits(train, val if len(val) else None, test, raw.classes)
     if raw.val is not None:
         if cfg.subset is not None and cfg.subset > len(raw.train):
             raise DataError(

@@ -13,6 +13,12 @@ split_seed + 1)`` of the whole training pool: the subset is the head ``P[:n]`` a
   whatever the subset size when ``val_subset`` fixes its size;
 - every subset is disjoint from every validation set as long as ``n + m`` fits in the pool;
 - with ``val_fraction = 0`` the subset is exactly the one drawn before validation was sized to the run.
+
+k-fold cross-validation (:func:`cv_fold_indices`, :func:`cv_split_indices`) deals each class's images,
+shuffled by ``split_seed``, round-robin into K folds (the dealing goes on where the previous class stopped),
+so folds are disjoint, cover the pool, differ in size by at most one image and in each class's count by at
+most one. Fold i is the test set; validation is carved from the other K - 1 folds by
+:func:`run_split_indices` (without subset) and the rest trains.
 """
 
 from __future__ import annotations
@@ -23,7 +29,15 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["run_split_indices", "stratified_order", "subset_indices", "train_val_indices", "val_size"]
+__all__ = [
+    "cv_fold_indices",
+    "cv_split_indices",
+    "run_split_indices",
+    "stratified_order",
+    "subset_indices",
+    "train_val_indices",
+    "val_size",
+]
 
 
 def stratified_order(targets: Sequence[int], seed: int) -> np.ndarray:
@@ -112,3 +126,50 @@ def run_split_indices(
         )
     order = stratified_order(targets, seed + 1)  # the stream subsets have always been drawn from
     return np.sort(order[:subset]), np.sort(order[n_pool - n_val :])  # head: subset; tail: validation
+
+
+def cv_fold_indices(targets: Sequence[int], k: int, seed: int) -> np.ndarray:
+    """The fold (0..k-1) of every image: stratified, fixed by ``seed`` (the split seed).
+
+    Raises:
+        DataError: fewer images than folds.
+    """
+    t = np.asarray(targets, dtype=np.int64)
+    if len(t) < k:
+        raise DataError(f"{len(t)} images cannot fill `data.cv_folds` {k} folds; use fewer folds.")
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(t), dtype=np.int64)
+    start = 0
+    for c in np.unique(t):  # sorted classes
+        idx = rng.permutation(np.flatnonzero(t == c))
+        fold[idx] = (start + np.arange(len(idx))) % k
+        start += len(idx)
+    return fold
+
+
+def cv_split_indices(
+    targets: Sequence[int],
+    k: int,
+    fold: int,
+    val_fraction: float,
+    seed: int,
+    val_subset: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, validation and test indices (sorted) into a pooled set for fold ``fold`` of ``k``.
+
+    Test is fold ``fold``; validation is ``val_fraction`` (or ``val_subset`` images) of the other folds, a
+    stratified draw fixed by ``seed``; training is the rest of them.
+
+    Raises:
+        DataError: too few images for the folds or for the validation size.
+
+    Example:
+        >>> tr, va, te = cv_split_indices([0] * 50 + [1] * 50, 5, 0, 0.1, seed=0)
+        >>> len(tr), len(va), len(te)
+        (72, 8, 20)
+    """
+    folds = cv_fold_indices(targets, k, seed)
+    test = np.flatnonzero(folds == fold)
+    rest = np.flatnonzero(folds != fold)
+    tr, va = run_split_indices(np.asarray(targets)[rest], val_fraction, seed, None, val_subset)
+    return np.sort(rest[tr]), np.sort(rest[va]), test

@@ -114,7 +114,7 @@ def rank_elbows(cells: list[Cell], min_ranks: int = 3, n_boot: int = 2000) -> li
             "backbone": c.backbone,
             "variant": _rank_family(c),
             "rank": c.rank,
-            "seed": r.seed,
+            "seed": r.pair,  # the seed, or (seed, fold) under cross-validation
             "test_acc": r.test_acc,
         }
         for c in cells

@@ -22,7 +22,7 @@ from typing import Any
 from ..engine import atomic_write_text
 from ..errors import AdapterTuneError
 from .plots import plot_accuracy_vs_params, plot_accuracy_vs_rank, plot_rank_elbows, plot_training_curves, rank_elbows
-from .results import Cell, RunRecord, aggregate, collect_runs
+from .results import Cell, RunRecord, aggregate, collect_runs, pair_label
 from .stats import WIN_RULE
 from .tables import (
     gains,
@@ -80,7 +80,7 @@ def _cell_rows(cells: list[Cell]) -> list[dict[str, Any]]:
             "n": c.n,
             "mean": f"{c.mean:.4f}",
             "std": f"{c.std:.4f}",
-            "seeds": " ".join(f"{s}:{a:.2f}" for s, a in c.accs.items()),
+            "seeds": " ".join(f"{pair_label(s)}:{a:.2f}" for s, a in c.accs.items()),
             "trainable_params": c.trainable_params,
             "setup_id": c.setup_id,
         }

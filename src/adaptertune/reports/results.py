@@ -1,5 +1,8 @@
 """Collect run folders into records and aggregate them over seeds into cells, protocol-checked.
 
+A cell's runs are its replicates: one per seed, or with k-fold cross-validation one per (seed, fold)
+(:attr:`RunRecord.pair`, the key the paired statistics match methods by).
+
 A cell is (dataset, backbone, variant), where the variant is the method plus its adapter options
 (``adapter r=16``, ``adapter r=16 last:6 init=small``). Runs share a cell only when they differ in the seed
 alone: same protocol (the data itself: dataset, folder, classes and image counts; resolution,
@@ -21,8 +24,21 @@ from typing import Any
 from ..errors import AdapterTuneError, CheckpointError
 from ..runs import folder as rf
 from ..runs.summary import CELL_FREE_KEYS, RunStatus, flatten_config
+from .loss_curve import loss_stats
 
-__all__ = ["Cell", "ProtocolMismatchError", "RunRecord", "aggregate", "collect_runs", "mean_std", "variant_label"]
+__all__ = [
+    "Cell",
+    "ProtocolMismatchError",
+    "RunRecord",
+    "aggregate",
+    "collect_runs",
+    "mean_std",
+    "pair_label",
+    "variant_label",
+]
+
+# Protocol fields that tell a cell's replicates apart (like the seed): not part of its setup.
+_REPLICATE_PROTOCOL_KEYS = ("cv_fold",)
 
 
 class ProtocolMismatchError(AdapterTuneError, ValueError):
@@ -52,6 +68,20 @@ class RunRecord:
     setup_id: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
+    fold: int | None = None  # cross-validation fold (protocol cv_fold), None without CV
+    adapter: dict[str, Any] = field(default_factory=dict)  # adapter options as configured (empty: none)
+    loss_auc: float | None = None  # mean training loss over all steps (reports/loss_curve.py)
+    diverged: bool | None = None  # the divergence rule of reports/loss_curve.py
+
+    @property
+    def pair(self) -> Any:
+        """What paired statistics match runs of two methods by: the seed, or ``(seed, fold)`` with CV."""
+        return self.seed if self.fold is None else (self.seed, self.fold)
+
+
+def pair_label(pair: Any) -> str:
+    """``3`` for seed 3, ``3/f1`` for seed 3 fold 1."""
+    return f"{pair[0]}/f{pair[1]}" if isinstance(pair, tuple) else str(pair)
 
 
 @dataclass
@@ -66,7 +96,8 @@ class Cell:
 
     @property
     def accs(self) -> dict[int, float]:
-        return {r.seed: r.test_acc for r in self.runs}
+        """Accuracy per replicate (:attr:`RunRecord.pair`: the seed, or (seed, fold))."""
+        return {r.pair: r.test_acc for r in self.runs}
 
     @property
     def n(self) -> int:
@@ -109,7 +140,7 @@ def variant_label(method: str, adapter: dict[str, Any] | None) -> str:
 
 
 def _setup(summary: Any, config: dict[str, Any] | None) -> dict[str, Any]:
-    setup = {f"protocol.{k}": v for k, v in summary.protocol.items()}
+    setup = {f"protocol.{k}": v for k, v in summary.protocol.items() if k not in _REPLICATE_PROTOCOL_KEYS}
     if not str(summary.weights_tag).startswith("random-init"):  # random weights follow the seed
         setup["weights_sha256"] = summary.weights_sha256
     if config:
@@ -123,16 +154,17 @@ def _read_run(run_dir: Path, rel: str) -> RunRecord:
     state = rf.read_state(run_dir)
     if state.status is not RunStatus.SUCCESS:
         detail = state.describe() or ("interrupted or still running" if state.status is RunStatus.INCOMPLETE else "")
+        if state.status is RunStatus.FAILED and state.summary is not None and state.summary.protocol:
+            return _failed_run(rel, state.summary, state.config, detail)
         return RunRecord(rel, state.status, error=detail)
     s, config = state.summary, state.config
     try:
         history = rf.read_metrics(run_dir)
     except CheckpointError as e:
         return RunRecord(rel, RunStatus.CORRUPT, error=str(e))
-    adapter = (config or {}).get("adapter") or (
-        {"rank": s.rank, "placement": s.placement or "all"} if s.rank is not None else None
-    )
+    adapter = _adapter(s, config)
     setup = _setup(s, config)
+    stats = loss_stats(history)
     return RunRecord(
         rel,
         RunStatus.SUCCESS,
@@ -152,6 +184,41 @@ def _read_run(run_dir: Path, rel: str) -> RunRecord:
         setup=setup,
         setup_id=hashlib.sha1(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:8],
         history=history,
+        fold=s.protocol.get("cv_fold"),
+        adapter=adapter or {},
+        loss_auc=stats[0] if stats else None,
+        diverged=stats[1] if stats else None,
+    )
+
+
+def _adapter(s: Any, config: dict[str, Any] | None) -> dict[str, Any] | None:
+    return (config or {}).get("adapter") or (
+        {"rank": s.rank, "placement": s.placement or "all"} if s.rank is not None else None
+    )
+
+
+def _failed_run(rel: str, s: Any, config: dict[str, Any] | None, detail: str) -> RunRecord:
+    """A run that stopped after its setup was known: identified like a finished one (no results), so the
+    init ablation counts a run stopped by a non-finite loss as diverged."""
+    adapter, setup = _adapter(s, config), _setup(s, config)
+    return RunRecord(
+        rel,
+        RunStatus.FAILED,
+        dataset=s.dataset,
+        backbone=s.backbone,
+        method=s.method,
+        variant=variant_label(s.method, adapter),
+        rank=s.rank,
+        seed=s.seed,
+        trainable_params=s.trainable_params,
+        total_params=s.total_params,
+        protocol=s.protocol,
+        setup=setup,
+        setup_id=hashlib.sha1(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:8],
+        error=detail,
+        fold=s.protocol.get("cv_fold"),
+        adapter=adapter or {},
+        diverged=True if (s.error or "").startswith("NonFiniteLossError") else None,
     )
 
 
@@ -223,17 +290,18 @@ def aggregate(records: list[RunRecord], split_protocols: bool = False) -> list[C
                 "--split-protocols to show one cell per protocol."
             )
         for setup_id, runs in by_setup.items():
-            seeds = [r.seed for r in runs]
-            if len(set(seeds)) != len(seeds):
-                dup = next(s for s in seeds if seeds.count(s) > 1)
-                where = [r.run for r in runs if r.seed == dup]
+            pairs = [r.pair for r in runs]
+            if len(set(pairs)) != len(pairs):
+                dup = next(s for s in pairs if pairs.count(s) > 1)
+                where = [r.run for r in runs if r.pair == dup]
+                what = f"seed {dup[0]} fold {dup[1]}" if isinstance(dup, tuple) else f"seed {dup}"
                 raise ProtocolMismatchError(
-                    f"Cell ({dataset}, {backbone}, {variant}) has seed {dup} twice: {', '.join(where)}; "
+                    f"Cell ({dataset}, {backbone}, {variant}) has {what} twice: {', '.join(where)}; "
                     "remove the duplicate run folder."
                 )
             label = variant
             if len(by_setup) > 1:
                 label = f"{variant} [{_setup_label(runs[0].setup, [rs[0].setup for rs in by_setup.values()])}]"
-            runs = sorted(runs, key=lambda r: r.seed)
+            runs = sorted(runs, key=lambda r: (r.seed, -1 if r.fold is None else r.fold))
             cells.append(Cell(dataset, backbone, label, runs[0].method, runs[0].rank, runs, setup_id))
     return cells

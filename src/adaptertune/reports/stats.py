@@ -2,7 +2,9 @@
 
 Seeds are paired: at one seed every method sees the same split, subset, data order and head init, so
 the comparison is made on per-seed differences ``d_s = acc_variant(s) - acc_reference(s)`` over the
-seeds both methods ran (a seed present for one method only is left out and counted). Then
+seeds both methods ran (a seed present for one method only is left out and counted). Under k-fold
+cross-validation the pairing unit is ``(seed, fold)``: the same seed on the same test fold (the key is
+whatever the maps are keyed by, :attr:`adaptertune.reports.results.RunRecord.pair`). Then
 
 - the mean difference and its two-sided t-interval ``mean(d) ± t_{1-a/2, n-1} sd(d) / sqrt(n)``
   (Student's paired t-interval; exact coverage when the differences are normal);
@@ -17,7 +19,7 @@ All functions are pure: numbers in, numbers out.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +39,8 @@ __all__ = [
 VERDICTS = ("win", "tie", "loss")
 MIN_BOOTSTRAP_N = 5
 WIN_RULE = (
-    "Verdicts compare paired seeds (same split, subset and data order at each seed): win = the 95% "
+    "Verdicts compare paired seeds (same split, subset and data order at each seed; under k-fold CV, paired "
+    "(seed, fold)): win = the 95% "
     "t-interval of the mean per-seed difference lies entirely above 0, loss = entirely below 0, tie = it "
     "contains 0 (always with fewer than 2 paired seeds)."
 )
@@ -99,13 +102,13 @@ class PairedComparison:
 
 
 def paired_comparison(
-    variant: Mapping[int, float],
-    reference: Mapping[int, float],
+    variant: Mapping[Hashable, float],
+    reference: Mapping[Hashable, float],
     level: float = 0.95,
     n_resamples: int = 9999,
     seed: int = 0,
 ) -> PairedComparison:
-    """Compare two ``{seed: accuracy}`` maps over the seeds both have.
+    """Compare two ``{seed: accuracy}`` (or ``{(seed, fold): accuracy}``) maps over the keys both have.
 
     Args:
         variant: accuracy per seed of the method under test.
@@ -122,7 +125,7 @@ def paired_comparison(
         >>> c.verdict, c.n
         ('win', 3)
     """
-    shared = sorted(set(variant) & set(reference))
+    shared = sorted(set(variant) & set(reference), key=repr)
     unpaired = len(set(variant) ^ set(reference))
     d = [float(variant[s]) - float(reference[s]) for s in shared]
     mean = float(np.mean(d)) if d else math.nan

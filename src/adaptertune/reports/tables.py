@@ -142,7 +142,7 @@ def html_table(cells: list[Cell]) -> str:
 # Baselines every other variant is compared with, and how the summary names them.
 REFERENCES = {"head": "head-only", "linear-probe-cached": "the cached linear probe", "full": "full fine-tuning"}
 # Protocol fields that must match for two cells' seeds to be paired (same images at each seed).
-_SPLIT_KEYS = ("split_seed", "subset", "test_subset", "val_fraction", "val_subset")
+_SPLIT_KEYS = ("split_seed", "subset", "test_subset", "val_fraction", "val_subset", "cv_folds")
 
 
 @dataclass

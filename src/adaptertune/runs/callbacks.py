@@ -12,20 +12,28 @@ __all__ = ["MetricsWriter", "TensorBoardWriter"]
 
 
 class MetricsWriter:
-    """Rewrites metrics.jsonl atomically each epoch; a resumed run replaces the lines of redone epochs."""
+    """Rewrites metrics.jsonl atomically each epoch; a resumed run replaces the lines of redone epochs.
+
+    Each epoch's line also holds ``step_loss``: the training loss of every step of the epoch, in order (6
+    significant digits). An epoch resumed from a mid-epoch checkpoint lists only the steps run after it.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.records: list[dict[str, Any]] = []
+        self.step_losses: list[float] = []
 
     def on_train_start(self, total_steps: int, steps_per_epoch: int, start_step: int) -> None:
         self.records = read_jsonl(self.path)
+        self.step_losses = []
 
     def on_step(self, step: int, loss: float, lr: float) -> None:
-        pass
+        self.step_losses.append(float(f"{loss:.6g}"))
 
     def on_epoch_end(self, metrics: dict[str, Any]) -> None:
-        self.records = [r for r in self.records if r.get("epoch", 0) < metrics["epoch"]] + [metrics]
+        record = {**metrics, "step_loss": self.step_losses}
+        self.step_losses = []
+        self.records = [r for r in self.records if r.get("epoch", 0) < metrics["epoch"]] + [record]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "read_state",
     "record_failure",
     "staging_dir",
+    "step_losses",
     "swap_in",
     "write_point",
     "write_summary",
@@ -171,6 +172,25 @@ def read_state(run_dir: str | Path, check_lock: bool = True) -> FolderState:
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The epoch records of ``metrics.jsonl`` (a torn last line is dropped)."""
     return read_jsonl(Path(run_dir) / METRICS_FILE)
+
+
+def step_losses(metrics: list[dict[str, Any]]) -> list[float]:
+    """The training loss of every step, in order, from the epoch records of ``metrics.jsonl``.
+
+    An epoch's ``step_loss`` list is used as it is; an epoch without one (written before it was recorded)
+    stands in with its mean ``train_loss`` once per step it ran (its ``step`` minus the previous epoch's), so
+    the mean over the list is still the mean over steps.
+    """
+    out: list[float] = []
+    prev_step = 0
+    for m in metrics:
+        step = int(m.get("step", prev_step + 1))
+        if m.get("step_loss"):
+            out += [float(x) for x in m["step_loss"]]
+        elif "train_loss" in m:
+            out += [float(m["train_loss"])] * max(step - prev_step, 1)
+        prev_step = step
+    return out
 
 
 def write_summary(run_dir: Path, summary: RunSummary) -> None:

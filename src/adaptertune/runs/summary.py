@@ -130,8 +130,9 @@ class RunSummary:
 # resumption, and between the runs of one report cell.
 NON_NUMERIC_KEYS = frozenset({"data.num_workers", "train.device", "train.tensorboard", "out_dir"})
 RESUME_FREE_KEYS = NON_NUMERIC_KEYS
-# A report cell averages over the seed; data.root is compared resolved, as the protocol's data_root.
-CELL_FREE_KEYS = NON_NUMERIC_KEYS | {"train.seed", "data.root"}
+# A report cell averages over the seed (and the cross-validation fold: a cell's runs are paired by (seed,
+# fold)); data.root is compared resolved, as the protocol's data_root.
+CELL_FREE_KEYS = NON_NUMERIC_KEYS | {"train.seed", "data.cv_fold", "data.root"}
 
 
 def make_protocol(
@@ -169,6 +170,8 @@ def make_protocol(
         protocol["resize"] = cfg.data.resize
     if cfg.data.split is not None:
         protocol["data_split"] = cfg.data.split
+    if cfg.data.cv_folds is not None:  # k-fold CV: the pooled images, cut into folds fixed by split_seed
+        protocol["cv_folds"], protocol["cv_fold"] = cfg.data.cv_folds, cfg.data.cv_fold
     return protocol
 
 
