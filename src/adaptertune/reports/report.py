@@ -21,6 +21,8 @@ from typing import Any
 
 from ..engine import atomic_write_text
 from ..errors import AdapterTuneError
+from .ablation import ablation_html, ablation_markdown, init_ablation
+from .placement import placement_html, placement_markdown, placement_rows
 from .plots import plot_accuracy_vs_params, plot_accuracy_vs_rank, plot_rank_elbows, plot_training_curves, rank_elbows
 from .results import Cell, RunRecord, aggregate, collect_runs, pair_label
 from .stats import WIN_RULE
@@ -132,12 +134,16 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
     elbow_md = _elbow_markdown(fits) if fits else ""
     if fits:
         sections.append("## Rank elbow\n\n" + elbow_md)
+    placement = placement_rows(cells)
+    studies = _studies(records, placement)  # shown only when the results hold an init ablation / placements
+    sections += [f"## {title}\n\n{md}" for title, md, _ in studies]
+    gs_csv = gs + [r.gain for r in placement if r.gain is not None]  # gains.csv: vs head/full and vs `all`
     md = "\n\n".join(sections)
     report = Report(out_dir, records, cells, table, gains_summary(gs))
     written = {
         "results.csv": lambda p: _write_csv(p, results_rows(records)),
         "cells.csv": lambda p: _write_csv(p, _cell_rows(cells)),
-        "gains.csv": lambda p: _write_csv(p, gains_rows(gs)),
+        "gains.csv": lambda p: _write_csv(p, gains_rows(gs_csv)),
         "table.md": lambda p: atomic_write_text(p, md.rstrip("\n") + "\n"),
         "table.tex": lambda p: atomic_write_text(p, latex_table(cells)),
     }
@@ -155,9 +161,20 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
         report.files.append(path)
         images.append(("Rank elbow (paired-seed rule) with its bootstrap interval and the best-weighted curve", path))
     html_path = out_dir / "report.html"
-    atomic_write_text(html_path, _html(report, results_dir, gs, shares, images, elbow_md))
+    extra = [(title, h) for title, _, h in studies]
+    atomic_write_text(html_path, _html(report, results_dir, gs, shares, images, elbow_md, extra))
     report.files.append(html_path)
     return report
+
+
+def _studies(records: list[RunRecord], placement: list[Any]) -> list[tuple[str, str, str]]:
+    """``(title, markdown, html)`` of the init ablation and the placement table, where the results hold them."""
+    out = []
+    if ablation := init_ablation(records):
+        out.append(("Init ablation", ablation_markdown(ablation), ablation_html(ablation)))
+    if placement:
+        out.append(("Placement at matched parameters", placement_markdown(placement), placement_html(placement)))
+    return out
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
@@ -189,6 +206,7 @@ def _html(
     shares: list[dict[str, Any]],
     images: list[tuple[str, Path]],
     elbow_md: str = "",
+    extra: list[tuple[str, str]] | None = None,
 ) -> str:
     esc = html.escape
     ok = sum(r.status == "success" for r in report.records)
@@ -234,6 +252,7 @@ def _html(
             for t in ["th" if i == 0 else "td"]
         ]
         parts.append("</table>")
+    parts += [f"<h2>{esc(title)}</h2>{body}" for title, body in extra or []]
     for title, path in images:
         data = base64.b64encode(path.read_bytes()).decode()
         parts.append(f"<h2>{esc(title)}</h2><img alt='{esc(title)}' src='data:image/png;base64,{data}'>")

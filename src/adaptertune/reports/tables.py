@@ -17,6 +17,7 @@ from .stats import VERDICTS, WIN_RULE, paired_comparison
 __all__ = [
     "REFERENCES",
     "Gain",
+    "comparable",
     "gains",
     "gains_markdown",
     "gains_rows",
@@ -25,6 +26,7 @@ __all__ = [
     "interval_text",
     "latex_table",
     "markdown_table",
+    "paired_gain",
     "param_shares",
     "results_rows",
     "sorted_variants",
@@ -173,6 +175,30 @@ def _split(c: Cell) -> tuple[Any, ...]:
     return tuple(c.runs[0].protocol.get(k) for k in _SPLIT_KEYS)
 
 
+def comparable(a: Cell, b: Cell) -> bool:
+    """Whether two cells' replicates are paired: the same split protocol (split seed, subsets, validation, folds)."""
+    return _split(a) == _split(b)
+
+
+def paired_gain(variant: Cell, reference: Cell, baseline: str | None = None) -> Gain:
+    """``variant`` against ``reference`` over their paired replicates (seeds, or (seed, fold) under CV);
+    ``baseline`` names the reference in the Gain (default: its variant label)."""
+    p = paired_comparison(variant.accs, reference.accs)
+    return Gain(
+        variant.dataset,
+        variant.backbone,
+        variant.variant,
+        baseline or reference.variant,
+        p.mean_diff,
+        p.seeds_won,
+        p.n,
+        p.n_unpaired,
+        (p.ci_low, p.ci_high),
+        (p.boot_low, p.boot_high),
+        p.verdict,
+    )
+
+
 def gains(cells: list[Cell]) -> list[Gain]:
     """Every non-reference variant against each reference on each pair that has it, over paired seeds.
 
@@ -190,25 +216,10 @@ def gains(cells: list[Cell]) -> list[Gain]:
             for base in REFERENCES:
                 if base not in variants:
                     continue
-                if _split(variants[v]) != _split(variants[base]):
+                if not comparable(variants[v], variants[base]):
                     _logger.warning("not comparing %s with %s on (%s, %s): different splits", v, base, d, b)
                     continue
-                p = paired_comparison(variants[v].accs, variants[base].accs)
-                out.append(
-                    Gain(
-                        d,
-                        b,
-                        v,
-                        base,
-                        p.mean_diff,
-                        p.seeds_won,
-                        p.n,
-                        p.n_unpaired,
-                        (p.ci_low, p.ci_high),
-                        (p.boot_low, p.boot_high),
-                        p.verdict,
-                    )
-                )
+                out.append(paired_gain(variants[v], variants[base], base))
     return out
 
 
@@ -328,6 +339,9 @@ def results_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
             "trainable_params": "" if r.trainable_params is None else r.trainable_params,
             "total_params": "" if r.total_params is None else r.total_params,
             "train_seconds": "" if r.train_seconds is None else f"{r.train_seconds:.1f}",
+            "cv_fold": "" if r.fold is None else r.fold,
+            "loss_auc": "" if r.loss_auc is None else f"{r.loss_auc:.4f}",  # reports/loss_curve.py rules
+            "diverged": "" if r.diverged is None else int(r.diverged),
             "epochs": r.protocol.get("epochs", ""),
             "input_size": "x".join(map(str, r.protocol.get("input_size", []))),
             "setup_id": r.setup_id,
