@@ -99,3 +99,31 @@ def test_cv_settings_from_strings_and_in_the_protocol():
     assert (p["cv_folds"], p["cv_fold"]) == (5, 3)
     plain = make_protocol(RunConfig.from_dict({"data": {"name": "lfw"}}), dc, ["a"], {})
     assert "cv_folds" not in plain and "cv_fold" not in plain  # older runs keep their protocol
+
+
+@pytest.mark.slow
+def test_a_cross_validated_run_records_its_fold_and_every_step_loss(image_folder, tmp_path):
+    from adaptertune.reports.results import collect_runs
+    from adaptertune.runs import run
+    from adaptertune.runs.folder import read_metrics
+    from conftest import TINY_VIT
+
+    cfg = RunConfig.from_dict(
+        {
+            "backbone": TINY_VIT,
+            "data": {"name": "imagefolder", "root": str(image_folder), "num_workers": 0, "cv_folds": 4, "cv_fold": 2},
+            "method": "adapter",
+            "adapter": {"rank": 2, "placement": "last:1"},
+            "train": {"epochs": 2, "batch_size": 8, "seed": 0, "log_every_steps": 4},
+            "out_dir": str(tmp_path / "runs" / "fold2"),
+        }
+    )
+    s = run(cfg)
+    assert s.split_sizes == {"train": 43, "val": 5, "test": 16}  # 64 pooled images, 4 folds, 10% validation
+    assert (s.protocol["cv_folds"], s.protocol["cv_fold"]) == (4, 2)
+    for m in read_metrics(tmp_path / "runs" / "fold2"):  # 43 images, batch 8: 6 steps (5 full, one of 3)
+        assert len(m["step_loss"]) == 6
+        weighted = (sum(m["step_loss"][:5]) * 8 + m["step_loss"][5] * 3) / 43
+        assert weighted == pytest.approx(m["train_loss"], rel=1e-5)
+    (rec,) = collect_runs(tmp_path / "runs")
+    assert rec.pair == (0, 2) and rec.loss_auc is not None and isinstance(rec.diverged, bool)

@@ -31,8 +31,9 @@ def _epochs(loader, n: int) -> list[list[int]]:
     return out
 
 
-def _seen(method: str, seed: int, image_folder, tmp_path, monkeypatch) -> dict:
-    """What ``run`` hands the training loop for ``method`` at ``seed``: split indices and two epochs' order."""
+def _seen(method: str, seed: int, image_folder, tmp_path, monkeypatch, data: dict | None = None) -> dict:
+    """What ``run`` hands the training loop for ``method`` at ``seed``: split indices and two epochs' order
+    (``data``: the data settings other than name and root; default a 16-image subset)."""
     import adaptertune.runs.train as runs
 
     seen: dict = {}
@@ -52,10 +53,10 @@ def _seen(method: str, seed: int, image_folder, tmp_path, monkeypatch) -> dict:
     info = METHODS.get(method)
     raw = {
         "backbone": TINY_VIT,
-        "data": {"name": "imagefolder", "root": str(image_folder), "num_workers": 0, "subset": 16},
+        "data": {"name": "imagefolder", "root": str(image_folder), "num_workers": 0, **(data or {"subset": 16})},
         "method": method,
         "train": {"epochs": 2, "batch_size": 4, "seed": seed},
-        "out_dir": str(tmp_path / f"{method}-{seed}"),
+        "out_dir": str(tmp_path / f"{method}-{seed}-{len(list(tmp_path.iterdir()))}"),
     }
     if "rank" in info.option_names():
         raw["adapter"] = {"rank": 2, "placement": "last:1"}
@@ -91,6 +92,23 @@ def test_the_reference_itself_is_a_real_check(reference):
     first, second = reference[0]["order"]
     assert len(first) == 16 and sorted(first) == sorted(second) and first != second
     assert reference[1]["order"] != reference[0]["order"] and reference[1]["indices"] == reference[0]["indices"]
+
+
+def test_under_cross_validation_methods_pair_by_seed_and_fold(image_folder, tmp_path, monkeypatch):
+    """Same (seed, fold): every method trains, validates and tests on the same images in the same order;
+    another fold tests on other images (the report pairs runs by (seed, fold), reports/stats.py)."""
+
+    def seen(method, fold, seed=0):
+        cv = {"cv_folds": 4, "cv_fold": fold, "val_fraction": 0.1}
+        return _seen(method, seed, image_folder, tmp_path, monkeypatch, data=cv)
+
+    head, adapter, full = seen("head", 1), seen("adapter", 1), seen("full", 1)
+    assert head["indices"] == adapter["indices"] == full["indices"]
+    assert head["order"] == adapter["order"] == full["order"]
+    train, val, test = head["indices"]
+    assert (len(train), len(val), len(test)) == (43, 5, 16)  # 64 pooled images (48 train + 16 test), 4 folds
+    other = seen("head", 2)["indices"]
+    assert not set(other[2]) & set(test) and seen("head", 1, seed=1)["indices"] == head["indices"]
 
 
 @pytest.mark.slow
