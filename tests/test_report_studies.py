@@ -143,6 +143,8 @@ def test_step_losses_from_metrics_and_the_epoch_fallback():
     assert step_losses(new) == [1.0, 0.8]
     old = [{"epoch": 1, "step": 3, "train_loss": 0.9}, {"epoch": 2, "step": 6, "train_loss": 0.3}]
     assert step_losses(old) == [0.9] * 3 + [0.3] * 3  # mean over the list = mean over steps
+    resumed = [{"epoch": 1, "step": 4, "train_loss": 0.5, "step_loss": [0.4, 0.2]}]  # 2 steps ran before the resume
+    assert step_losses(resumed) == pytest.approx([0.7, 0.7, 0.4, 0.2])  # they stand in with their mean
     assert loss_stats(new + [{"epoch": 2, "step": 4, "train_loss": 0.5, "step_loss": [0.6, 0.4]}]) == (0.7, False)
     up = [{"epoch": 1, "step": 2, "train_loss": 1.5, "step_loss": [1.0, 2.0]}]
     assert loss_stats(up) == (1.5, True)  # final (epoch mean 1.5) above the first step's loss (1.0)

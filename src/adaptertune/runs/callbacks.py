@@ -15,7 +15,8 @@ class MetricsWriter:
     """Rewrites metrics.jsonl atomically each epoch; a resumed run replaces the lines of redone epochs.
 
     Each epoch's line also holds ``step_loss``: the training loss of every step of the epoch, in order (6
-    significant digits). An epoch resumed from a mid-epoch checkpoint lists only the steps run after it.
+    significant digits; rank 0's batches under DDP). An epoch resumed from a mid-epoch checkpoint lists only
+    the steps run after it (:func:`~adaptertune.runs.folder.step_losses` fills in the rest from the epoch mean).
     """
 
     def __init__(self, path: Path) -> None:

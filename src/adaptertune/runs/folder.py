@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -177,18 +178,22 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 def step_losses(metrics: list[dict[str, Any]]) -> list[float]:
     """The training loss of every step, in order, from the epoch records of ``metrics.jsonl``.
 
-    An epoch's ``step_loss`` list is used as it is; an epoch without one (written before it was recorded)
-    stands in with its mean ``train_loss`` once per step it ran (its ``step`` minus the previous epoch's), so
-    the mean over the list is still the mean over steps.
+    An epoch's ``step_loss`` list (rank 0's batch losses) is used as it is. Where it is shorter than the epoch
+    (resumed from a mid-epoch checkpoint: it lists the steps after it), the missing first steps stand in with
+    their mean, recovered from the epoch's ``train_loss`` (exact for equal batches). An epoch without the list
+    (written before it was recorded) stands in with its ``train_loss`` once per step. So the mean over the
+    list is the mean over all steps.
     """
     out: list[float] = []
     prev_step = 0
     for m in metrics:
         step = int(m.get("step", prev_step + 1))
-        if m.get("step_loss"):
-            out += [float(x) for x in m["step_loss"]]
-        elif "train_loss" in m:
-            out += [float(m["train_loss"])] * max(step - prev_step, 1)
+        n = max(step - prev_step, 1)
+        known = [float(x) for x in m.get("step_loss") or []]
+        if "train_loss" in m and len(known) < n:
+            missing = n - len(known)
+            out += [(float(m["train_loss"]) * n - math.fsum(known)) / missing] * missing
+        out += known
         prev_step = step
     return out
 
