@@ -127,3 +127,12 @@ def test_a_cross_validated_run_records_its_fold_and_every_step_loss(image_folder
         assert weighted == pytest.approx(m["train_loss"], rel=1e-5)
     (rec,) = collect_runs(tmp_path / "runs")
     assert rec.pair == (0, 2) and rec.loss_auc is not None and isinstance(rec.diverged, bool)
+
+
+def test_a_sweep_over_the_folds():
+    from adaptertune.sweeps.sweep import SweepSpec, expand_grid
+
+    spec = SweepSpec("cv", base={"data": {"name": "lfw", "cv_folds": 5}}, grid={"data.cv_fold": [0, 1, 2, 3, 4]})
+    points = expand_grid(spec)
+    assert [p.name for p in points] == [f"cv_fold={i}" for i in range(5)]
+    assert [RunConfig.from_dict(p.config).data.cv_fold for p in points] == [0, 1, 2, 3, 4]

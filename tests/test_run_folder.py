@@ -107,7 +107,11 @@ def test_discard_attempt_never_deletes_foreign_files(tmp_path):
 
 
 def test_one_list_of_keys_that_may_differ():
-    assert RESUME_FREE_KEYS < CELL_FREE_KEYS and CELL_FREE_KEYS - RESUME_FREE_KEYS == {"train.seed", "data.root"}
+    assert RESUME_FREE_KEYS < CELL_FREE_KEYS and CELL_FREE_KEYS - RESUME_FREE_KEYS == {
+        "train.seed",
+        "data.cv_fold",
+        "data.root",
+    }
     a = {"train": {"seed": 0, "lr": 0.1, "device": "cpu"}, "backbone": {"args": {"img_size": 32}}}
     b = {"train": {"seed": 1, "lr": 0.1, "device": "cuda"}, "backbone": {"args": {"img_size": 64}}}
     assert config_differences(a, b, CELL_FREE_KEYS) == [("backbone.args", {"img_size": 32}, {"img_size": 64})]
