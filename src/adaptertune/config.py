@@ -31,6 +31,7 @@ __all__ = [
     "ADAPTER_ACTS",
     "ADAPTER_INITS",
     "ADAPTER_SCALINGS",
+    "BATCHED_MODES",
     "PRECISIONS",
     "RESIZE_MODES",
     "AdapterConfig",
@@ -50,6 +51,7 @@ ADAPTER_ACTS = ("gelu", "relu", "silu", "identity")
 ADAPTER_SCALINGS = ("constant", "rsqrt", "inverse")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 RESIZE_MODES = ("crop", "squash")
+BATCHED_MODES = ("auto", "on", "off")
 
 
 def adapter_scale(alpha: float, rank: int, scaling: str = "constant") -> float:
@@ -138,7 +140,7 @@ class DataConfig:
         subset: use a fixed stratified subset of N training images.
         test_subset: use a fixed stratified subset of N test images.
         augment: random-resized-crop + flip for training (the paper's); off = eval transform.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes per process (None: the machine's cores / local processes).
         strict: a corrupt image is an error (default: skipped and counted in the summary).
         download: let loaders that can download do so (needs internet).
         split: which of the dataset's published splits to use (e.g. ``vtab-1k``: ``train800val200`` -> test,
@@ -149,6 +151,9 @@ class DataConfig:
         cv_folds: k-fold cross-validation: the dataset's labelled images (train, test and any official val
             split, pooled) are cut into this many stratified folds fixed by ``split_seed`` (None: no CV).
         cv_fold: which fold (0-based) is the test set; validation is carved from the other folds.
+        batched: ``auto``: array datasets (held in memory) are transformed in batches on the training device,
+            with the per-image path's crops and flips (pixels within two uint8 levels of PIL's); ``on``: that or
+            an error; ``off``: every image through PIL in DataLoader workers.
     """
 
     name: str = "imagefolder"
@@ -159,19 +164,21 @@ class DataConfig:
     subset: int | None = None
     test_subset: int | None = None
     augment: bool = True
-    num_workers: int = 2
+    num_workers: int | None = None
     strict: bool = False
     download: bool = False
     split: str | None = None
     resize: str = "crop"
     cv_folds: int | None = None
     cv_fold: int | None = None
+    batched: str = "auto"
 
     def __post_init__(self) -> None:
         self.root = None if self.root in (None, "") else str(self.root)
         if self.split is not None and (not isinstance(self.split, str) or not self.split.strip()):
             raise ConfigError(f"`data.split` must be a split name of the dataset (or unset), got {self.split!r}.")
         self.resize = _as_choice("data.resize", self.resize, RESIZE_MODES)
+        self.batched = _as_choice("data.batched", self.batched, BATCHED_MODES)
         self.val_fraction = _as_float("data.val_fraction", self.val_fraction, minimum=0.0)
         if self.val_fraction >= 1:
             raise ConfigError(f"`data.val_fraction` must be in [0, 1), got {self.val_fraction:g}.")
@@ -180,7 +187,7 @@ class DataConfig:
         self.subset = _optional(_as_int, "data.subset", self.subset, minimum=1)
         self.test_subset = _optional(_as_int, "data.test_subset", self.test_subset, minimum=1)
         self.augment = _as_bool("data.augment", self.augment)
-        self.num_workers = _as_int("data.num_workers", self.num_workers, minimum=0)
+        self.num_workers = _optional(_as_int, "data.num_workers", self.num_workers, minimum=0)
         self.strict = _as_bool("data.strict", self.strict)
         self.download = _as_bool("data.download", self.download)
         self.cv_folds, self.cv_fold = _check_cv(
@@ -215,6 +222,9 @@ class TrainConfig:
             at checkpoints and at epoch ends; between these points a step never waits for the device.
         dist_timeout_minutes: under torchrun, how long a collective waits for the other processes before
             the run fails.
+        cache_prefix: when the trained parts start at block k > 0 (placement ``last:4``, ...) and
+            ``data.augment`` is off, run the frozen patch embedding and blocks before k once per image and
+            train the rest on those cached tokens every epoch (same losses; memory N x tokens x width floats).
     """
 
     epochs: int = 50
@@ -234,8 +244,10 @@ class TrainConfig:
     tensorboard: bool = False
     log_every_steps: int = 50
     dist_timeout_minutes: float = 30.0
+    cache_prefix: bool = False
 
     def __post_init__(self) -> None:
+        self.cache_prefix = _as_bool("train.cache_prefix", self.cache_prefix)
         self.compile = _as_bool("train.compile", self.compile)
         self.tensorboard = _as_bool("train.tensorboard", self.tensorboard)
         self.epochs = _as_int("train.epochs", self.epochs, minimum=1)
@@ -292,6 +304,11 @@ class RunConfig:
         if not isinstance(self.method, str) or not self.method:
             raise ConfigError(f"`method` must be a method name, got {self.method!r}.")
         self.out_dir = str(self.out_dir)
+        if self.train.cache_prefix and self.data.augment:
+            raise ConfigError(
+                "`train.cache_prefix` needs `data.augment` false: augmented images change every epoch, so the "
+                "frozen blocks' output cannot be cached."
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
