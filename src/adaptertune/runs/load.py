@@ -75,7 +75,9 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict[str, Any]:
     loaded = load_run(run_dir, device)
     cfg = loaded.config
     splits = build_splits(cfg.data, loaded.data_config)
-    loader = make_loader(splits.test, cfg.train.batch_size, cfg.data.num_workers, loaded.device)
+    loader = make_loader(
+        splits.test, cfg.train.batch_size, cfg.data.num_workers, loaded.device, batched=cfg.data.batched
+    )
     t0 = time.perf_counter()
     metrics = evaluate(loaded.model, loader, loaded.device, loaded.precision)
     return {

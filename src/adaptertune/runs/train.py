@@ -29,6 +29,7 @@ from .adapter_file import file_metadata
 from .callbacks import MetricsWriter, TensorBoardWriter
 from .loaders import make_loader
 from .lock import RunLock, lock_path_for
+from .prefix_cache import prefix_fit_inputs
 from .summary import RESUME_FREE_KEYS, RunStatus, RunSummary, config_differences, make_protocol
 
 __all__ = ["check_resumable", "resolve_config", "resume_config", "resume_run", "run"]
@@ -182,10 +183,10 @@ def _train(
     splits = build_splits(cfg.data, built.data_config, raw)
     torch.manual_seed(cfg.train.seed)  # adapter init (W_down), dropout
     model = build_method(cfg.method, built.model, cfg.adapter)
-    bs, nw = cfg.train.batch_size // dist.world_size, cfg.data.num_workers
-    train_loader = make_loader(splits.train, bs, nw, device, shuffle=True, seed=cfg.train.seed, dist=dist)
-    val_loader = make_loader(splits.val, bs, nw, device, dist=dist) if splits.val is not None else None
-    test_loader = make_loader(splits.test, bs, nw, device, dist=dist)
+    bs, nw, batched = cfg.train.batch_size // dist.world_size, cfg.data.num_workers, cfg.data.batched
+    train_loader = make_loader(splits.train, bs, nw, device, True, cfg.train.seed, dist, batched)
+    val_loader = make_loader(splits.val, bs, nw, device, dist=dist, batched=batched) if splits.val else None
+    test_loader = make_loader(splits.test, bs, nw, device, dist=dist, batched=batched)
 
     created = not out_dir.exists()
     if dist.is_main:
@@ -219,8 +220,12 @@ def _train(
     writers = [MetricsWriter(work_dir / rf.METRICS_FILE), *([tensorboard] if tensorboard else []), *callbacks]
     try:
         views = (splits.train, splits.val, splits.test)
-        ctx = FitContext(views, lambda v: make_loader(v, bs, nw, device), bs, cfg.train.seed, device, precision)
+        ctx = FitContext(
+            views, lambda v: make_loader(v, bs, nw, device, batched=batched), bs, cfg.train.seed, device, precision
+        )
         inputs = METHODS.get(cfg.method).prepare_fit(model, (train_loader, val_loader, test_loader), ctx)
+        if cfg.train.cache_prefix:
+            inputs = prefix_fit_inputs(model, inputs, ctx, dist, cfg.method)
         result = fit(
             inputs.model,
             *inputs.loaders,

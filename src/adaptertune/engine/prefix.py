@@ -1,0 +1,139 @@
+"""Frozen-prefix cache: the patch embedding and the frozen blocks before the first trained one, run once.
+
+For a timm ViT whose trained parts (adapters, LoRA, the head) start at block ``k > 0``, the tokens after
+block ``k - 1`` of an unaugmented image are the same every epoch. :func:`extract_prefix` computes them
+once per image, and :class:`PrefixTail` runs blocks ``k..`` + norm + head on them, so an epoch costs the
+tail's forward and backward only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .device import autocast_context
+from .distributed import DistInfo
+from .sampling import ResumableSampler, ShardedEvalSampler
+
+__all__ = ["PrefixTail", "TokenLoader", "extract_prefix", "first_trained_block", "prefix_tokens"]
+
+_EMBED = ("patch_embed", "patch_drop", "norm_pre", "pos_drop")  # modules before the blocks (timm ViT)
+_EMBED_PARAMS = ("cls_token", "reg_token", "pos_embed")
+
+
+def _active(module: nn.Module) -> bool:
+    """Trainable, hooked, or random in training mode (dropout / drop-path with a non-zero rate)."""
+    for m in module.modules():
+        if m._forward_hooks or m._forward_pre_hooks:
+            return True
+        if isinstance(m, nn.Dropout) and m.p > 0 or float(getattr(m, "drop_prob", 0.0) or 0.0) > 0:
+            return True
+    return any(p.requires_grad for p in module.parameters())
+
+
+def first_trained_block(model: nn.Module) -> int:
+    """Index of the first block whose output can differ between epochs of an unaugmented run (0 when the
+    embedding itself trains or draws dropout); ``len(model.blocks)`` when only the head trains.
+
+    Raises:
+        ConfigError: ``model`` is not a timm ``VisionTransformer`` (no ``blocks`` / ``_pos_embed``).
+    """
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, nn.Sequential) or not hasattr(model, "_pos_embed"):
+        raise ConfigError(
+            f"`train.cache_prefix` needs a timm VisionTransformer, got {type(model).__name__}; turn it off."
+        )
+    embed = [getattr(model, n) for n in _EMBED if isinstance(getattr(model, n, None), nn.Module)]
+    params = [getattr(model, n) for n in _EMBED_PARAMS if isinstance(getattr(model, n, None), torch.Tensor)]
+    if any(_active(m) for m in embed) or any(p.requires_grad for p in params):
+        return 0
+    return next((i for i, blk in enumerate(blocks) if _active(blk)), len(blocks))
+
+
+def prefix_tokens(model: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
+    """Images (B, 3, H, W) -> tokens (B, T, D) after block ``k - 1``, as ``forward_features`` computes them."""
+    x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
+    for blk in model.blocks[:k]:
+        x = blk(x)
+    return x
+
+
+class PrefixTail(nn.Module):
+    """Blocks ``k..`` + norm + head of ``model`` (its own modules, shared): tokens (B, T, D) -> logits (B, C).
+
+    Parameter names are the model's under ``model.``.
+    """
+
+    def __init__(self, model: nn.Module, k: int) -> None:
+        super().__init__()
+        self.model, self.k = model, k
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = tokens
+        for blk in self.model.blocks[self.k :]:
+            x = blk(x)
+        return self.model.forward_head(self.model.norm(x))
+
+
+@torch.no_grad()
+def extract_prefix(
+    model: nn.Module, k: int, loader: Iterable, device: torch.device, precision: str = "fp32"
+) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+    """Prefix tokens over ``loader``: (tokens (N, T, D) on ``device``, labels, skipped, seconds)."""
+    model.to(device).eval()
+    tokens, labels, skipped = [], [], 0
+    t0 = time.perf_counter()
+    for batch in loader:
+        skipped += batch[2] if len(batch) > 2 else 0
+        if batch[1].numel() == 0:
+            continue
+        with autocast_context(precision, device):
+            tokens.append(prefix_tokens(model, batch[0].to(device), k))
+        labels.append(batch[1].to(device))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    if not tokens:
+        return torch.empty(0, device=device), torch.empty(0, dtype=torch.long, device=device), skipped, 0.0
+    return torch.cat(tokens), torch.cat(labels), skipped, time.perf_counter() - t0
+
+
+class TokenLoader:
+    """Batches ``(tokens, labels, 0)`` of cached tensors in a sampler's order (the image loader's, same seed).
+
+    ``shuffle``: a :class:`ResumableSampler` (order of epoch e from (seed, e); :meth:`set_epoch` /
+    ``skip_batches`` through ``.sampler``); else dataset order, sharded over ranks like the eval loaders.
+    """
+
+    def __init__(
+        self,
+        tokens: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        dist: DistInfo | None = None,
+    ) -> None:
+        dist = dist or DistInfo()
+        self.tokens, self.labels, self.batch_size = tokens, labels, batch_size
+        n = len(labels)
+        if shuffle:
+            self.sampler: torch.utils.data.Sampler | None = ResumableSampler(
+                n, seed, batch_size, dist.rank, dist.world_size
+            )
+        else:
+            self.sampler = ShardedEvalSampler(n, dist.rank, dist.world_size) if dist.enabled else None
+
+    def __len__(self) -> int:
+        n = len(self.sampler) if self.sampler is not None else len(self.labels)
+        return -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        keys = list(self.sampler) if self.sampler is not None else list(range(len(self.labels)))
+        idx = [k[1] if isinstance(k, tuple) else k for k in keys]
+        for s in range(0, len(idx), self.batch_size):
+            index = torch.tensor(idx[s : s + self.batch_size], device=self.labels.device)
+            yield self.tokens[index], self.labels[index], 0
