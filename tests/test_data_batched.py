@@ -192,3 +192,9 @@ def test_float_resize_path_is_within_two_levels_of_pil():
         got = resize_levels(torch.from_numpy(a).permute(0, 3, 1, 2).float(), (s, s), "bicubic")
         d = np.abs(got.permute(0, 2, 3, 1).numpy() - pil)
         assert d.max() <= 2 and (d > 1).mean() < 1e-3
+
+
+def test_empty_view_gives_no_batches():
+    _, view = _views((28, 28), augment=False)
+    empty = SplitView(view.source, np.arange(0), view.transform)
+    assert list(make_loader(empty, 4, 0, CPU, batched="on")) == []

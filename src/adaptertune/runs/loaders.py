@@ -59,7 +59,7 @@ class ArrayLoader:
         return -(-n // self.batch_size)
 
     def _cached_levels(self) -> torch.Tensor | None:
-        if self._levels is None and not self.pipeline.random:
+        if self._levels is None and not self.pipeline.random and len(self.images):
             first = self.pipeline.levels(self.images[:1])
             if first[0].numel() * len(self.images) <= EVAL_CACHE_BYTES:
                 chunks = [self.pipeline.levels(self.images[s : s + 1024]) for s in range(0, len(self.images), 1024)]
