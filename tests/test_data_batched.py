@@ -198,3 +198,16 @@ def test_empty_view_gives_no_batches():
     _, view = _views((28, 28), augment=False)
     empty = SplitView(view.source, np.arange(0), view.transform)
     assert list(make_loader(empty, 4, 0, CPU, batched="on")) == []
+
+
+def test_pooled_array_sources_are_batched():
+    # cross-validation pools train and test (ConcatSource): still one array, same images as the PIL path
+    from adaptertune.data.base import ConcatSource
+
+    eval_tf = build_transforms(DC, augment=False)[1]
+    pooled = ConcatSource([_source((28, 28), 10, seed=1), _source((28, 28), 6, seed=2)])
+    view = SplitView(pooled, np.array([15, 0, 9, 10, 3]), eval_tf)
+    batched = make_loader(view, 8, 0, CPU, batched="on")
+    (xb, yb, _), (xp, yp, _) = next(iter(batched)), next(iter(make_loader(view, 8, 0, CPU, batched="off")))
+    assert torch.equal(yb, yp)
+    _assert_close_to_pil(xb, xp)

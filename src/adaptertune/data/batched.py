@@ -17,6 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision import transforms as T
@@ -191,13 +192,17 @@ def draw_params(pipeline: BatchPipeline, seeds: Sequence[int], height: int, widt
 
 
 def view_arrays(view: object) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(images (n, C, H, W) uint8, labels (n,)) of a :class:`~.base.SplitView` over an array source, C 1 or 3
+    """(images (n, C, H, W) uint8, labels (n,)) of a :class:`~.base.SplitView` over array sources, C 1 or 3
     (RGBA drops alpha, as PIL's ``convert("RGB")``); None for any other view."""
-    from .base import ArraySource, SplitView
+    from .base import ArraySource, ConcatSource, SplitView
 
-    if not isinstance(view, SplitView) or not isinstance(view.source, ArraySource):
+    if not isinstance(view, SplitView):
         return None
-    images = view.source.images[view.indices]
+    parts = view.source.sources if isinstance(view.source, ConcatSource) else [view.source]  # CV pools splits
+    if not all(isinstance(s, ArraySource) for s in parts) or len({s.images.shape[1:] for s in parts}) != 1:
+        return None
+    pooled = parts[0].images if len(parts) == 1 else np.concatenate([s.images for s in parts])
+    images = pooled[view.indices]
     if images.ndim == 3:
         images = images[:, None]
     elif images.ndim == 4 and images.shape[-1] in (1, 3, 4):
