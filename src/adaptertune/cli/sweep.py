@@ -109,7 +109,7 @@ class ProgressPrinter:
             return
         r = event.result
         if r.status == "success":
-            what = f"top-1 {r.test_acc:.2f}%"
+            what = f"top-1 {r.test_acc:.2f}%" if r.test_acc is not None else f"val top-1 {r.val_acc:.2f}%"
         else:
             what = r.error if r.status == "skipped" else f"FAILED {r.error}"
         print(
