@@ -97,7 +97,10 @@ def plan_sweep(spec: SweepSpec, results_dir: str | Path) -> list[PlannedPoint]:
             p.detail = f"{', '.join(group.grid)} selected on validation in tune/{group.name}"
         if group.name not in seen:
             seen.add(group.name)
-            tuning += [_plan_point(run.point, run.run_dir, tuning=True) for run in group.runs]
+            for run in group.runs:
+                tp = _plan_point(run.point, run.run_dir, tuning=True)
+                tp.detail = tp.detail or "tuning run: validated, never tested"
+                tuning.append(tp)
     return tuning + planned
 
 
