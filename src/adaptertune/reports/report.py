@@ -34,13 +34,11 @@ from .tables import (
     html_table,
     interval_text,
     latex_table,
-    lr_markdown,
-    lr_rows,
     markdown_table,
     param_shares,
     results_rows,
-    tuning_note,
 )
+from .tuning_table import lr_markdown, lr_rows, tuning_note
 
 __all__ = ["Report", "build_report"]
 
