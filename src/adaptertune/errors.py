@@ -11,6 +11,7 @@ __all__ = [
     "DataError",
     "NonFiniteLossError",
     "OutputError",
+    "TuningError",
     "UnknownNameError",
     "WeightsUnavailableError",
 ]
@@ -49,3 +50,7 @@ class NonFiniteLossError(AdapterTuneError, RuntimeError):
 
 class OutputError(AdapterTuneError, OSError):
     """A result file cannot be written (disk full, read-only or missing folder); earlier files stay intact."""
+
+
+class TuningError(AdapterTuneError, RuntimeError):
+    """A hyper-parameter search cannot select: one of its runs failed or has no validation accuracy."""

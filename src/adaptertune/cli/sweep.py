@@ -85,8 +85,9 @@ def print_plan(spec: Any, planned: list[Any], results_dir: Path) -> None:
     facts = [f"{k.replace('_', ' ')}: {v}" for k, v in meta.items() if k != "description"]
     if facts:
         print("  " + "; ".join(facts))
-    if "runs" in meta and meta["runs"] != len(planned):
-        print(f"  warning: meta says {meta['runs']} runs, the grid has {len(planned)}", file=sys.stderr)
+    points = sum(not p.tuning for p in planned)  # the grid's points; its tuning runs are listed first
+    if "runs" in meta and meta["runs"] != points:
+        print(f"  warning: meta says {meta['runs']} runs, the grid has {points}", file=sys.stderr)
     print("  " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     rows = [
         {"#": i, "point": p.point.name, "state": p.state.value, "detail": p.detail[:100]}
@@ -109,7 +110,7 @@ class ProgressPrinter:
             return
         r = event.result
         if r.status == "success":
-            what = f"top-1 {r.test_acc:.2f}%"
+            what = f"top-1 {r.test_acc:.2f}%" if r.test_acc is not None else f"val top-1 {r.val_acc:.2f}%"
         else:
             what = r.error if r.status == "skipped" else f"FAILED {r.error}"
         print(

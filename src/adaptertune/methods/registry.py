@@ -83,6 +83,8 @@ class Method:
         description: one line.
         options: the options dataclass (YAML/CLI ``adapter.*`` keys); None: the method takes no options.
         defaults: the method's own hyper-parameter defaults (``lr``, ``weight_decay``).
+        lr_grid: the learning rates a sweep's ``tune: {train.lr: default}`` searches for this method (on
+            validation, :mod:`adaptertune.sweeps.tune`).
         shares_backbone: its trained tensors (besides the head) can sit next to other tasks' on one frozen
             backbone (:class:`adaptertune.multitask.MultiTaskModel`); then ``attach``/``activate``/``detach``
             say how.
@@ -93,6 +95,7 @@ class Method:
     description: ClassVar[str] = ""
     options: ClassVar[type | None] = None
     defaults: ClassVar[Mapping[str, Any]] = {"lr": 1e-3, "weight_decay": 0.05}
+    lr_grid: ClassVar[tuple[float, ...]] = (3e-4, 1e-3, 3e-3)  # adapters, LoRA, BitFit: around the paper's 1e-3
     shares_backbone: ClassVar[bool] = False
     cached_features: ClassVar[bool] = False
 

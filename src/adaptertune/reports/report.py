@@ -38,6 +38,7 @@ from .tables import (
     param_shares,
     results_rows,
 )
+from .tuning_table import lr_markdown, lr_rows, tuning_note
 
 __all__ = ["Report", "build_report"]
 
@@ -130,6 +131,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
         "## Top-1 test accuracy\n\n" + table,
         "## AdapterTune vs head-only and full fine-tuning\n\n" + gains_markdown(gs),
         "## Trainable parameters\n\n" + _shares_markdown(shares),
+        "## Learning rates\n\n" + lr_markdown(cells) + "\n" + tuning_note(cells) + "\n",
     ]
     elbow_md = _elbow_markdown(fits) if fits else ""
     if fits:
@@ -257,6 +259,15 @@ def _html(
         data = base64.b64encode(path.read_bytes()).decode()
         parts.append(f"<h2>{esc(title)}</h2><img alt='{esc(title)}' src='data:image/png;base64,{data}'>")
     parts.append("<h2>Protocol</h2>" + _protocols_html(report.cells))
+    parts.append("<h3>Learning rate per variant</h3><table><tr><th>dataset</th><th>backbone</th><th>variant</th>")
+    parts.append("<th>lr</th><th>how it was set</th></tr>")
+    parts += [
+        "<tr>"
+        + "".join(f"<td>{esc(str(r[k]))}</td>" for k in ("dataset", "backbone", "variant", "lr", "selection"))
+        + "</tr>"
+        for r in lr_rows(report.cells)
+    ]
+    parts.append(f"</table><p>{esc(tuning_note(report.cells))}</p>")
     if report.problems:
         parts.append("<h2 class='bad'>Skipped run folders</h2><ul>")
         parts += [f"<li><code>{esc(r.run)}</code>: {esc(r.status)}: {esc(r.error)}</li>" for r in report.problems]

@@ -63,6 +63,8 @@ class RunRecord:
     trainable_params: int | None = None
     total_params: int | None = None
     train_seconds: float | None = None
+    lr: float | None = None  # the learning rate the run trained with (tuned or not)
+    tuning: dict[str, Any] | None = None  # how it was selected on validation (summary.json ``tuning``)
     protocol: dict[str, Any] = field(default_factory=dict)
     setup: dict[str, Any] = field(default_factory=dict)  # protocol + seed-independent config
     setup_id: str = ""
@@ -150,8 +152,11 @@ def _setup(summary: Any, config: dict[str, Any] | None) -> dict[str, Any]:
     return setup
 
 
-def _read_run(run_dir: Path, rel: str) -> RunRecord:
+def _read_run(run_dir: Path, rel: str) -> RunRecord | None:
+    """The run's record; None for a tuning run (a learning-rate search run: validated, never tested)."""
     state = rf.read_state(run_dir)
+    if state.summary is not None and state.summary.tuning_run:
+        return None
     if state.status is not RunStatus.SUCCESS:
         detail = state.describe() or ("interrupted or still running" if state.status is RunStatus.INCOMPLETE else "")
         if state.status is RunStatus.FAILED and state.summary is not None and state.summary.protocol:
@@ -180,6 +185,8 @@ def _read_run(run_dir: Path, rel: str) -> RunRecord:
         trainable_params=s.trainable_params,
         total_params=s.total_params,
         train_seconds=s.train_seconds,
+        lr=((config or {}).get("train") or {}).get("lr"),
+        tuning=s.tuning,
         protocol=s.protocol,
         setup=setup,
         setup_id=hashlib.sha1(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:8],
@@ -224,7 +231,7 @@ def _failed_run(rel: str, s: Any, config: dict[str, Any] | None, detail: str) ->
 
 def collect_runs(results_dir: str | Path, exclude: Path | None = None) -> list[RunRecord]:
     """Every run folder under ``results_dir`` (any depth), in path order; ``exclude`` is not searched, nor
-    are hidden folders (``.NAME.overwrite``: a replacement run still training)."""
+    are hidden folders (``.NAME.overwrite``: a replacement run still training). Tuning runs are left out."""
     root = Path(results_dir)
     if not root.is_dir():
         raise AdapterTuneError(f"Results folder '{results_dir}' does not exist.")
@@ -238,7 +245,8 @@ def collect_runs(results_dir: str | Path, exclude: Path | None = None) -> list[R
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if rf.is_run_folder(filenames):
             dirnames.clear()  # run folders do not nest
-            records.append(_read_run(path, str(path.relative_to(root))))
+            if (record := _read_run(path, str(path.relative_to(root)))) is not None:
+                records.append(record)
     return records
 
 

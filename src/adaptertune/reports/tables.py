@@ -11,8 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..runs.summary import RunStatus
 from .results import Cell, RunRecord
 from .stats import VERDICTS, WIN_RULE, paired_comparison
+from .tuning_table import lr_selection
 
 __all__ = [
     "REFERENCES",
@@ -342,6 +344,8 @@ def results_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
             "cv_fold": "" if r.fold is None else r.fold,
             "loss_auc": "" if r.loss_auc is None else f"{r.loss_auc:.4f}",  # reports/loss_curve.py rules
             "diverged": "" if r.diverged is None else int(r.diverged),
+            "lr": "" if r.lr is None else f"{r.lr:g}",
+            "lr_selection": lr_selection(r.tuning) if r.status is RunStatus.SUCCESS else "",
             "epochs": r.protocol.get("epochs", ""),
             "input_size": "x".join(map(str, r.protocol.get("input_size", []))),
             "setup_id": r.setup_id,

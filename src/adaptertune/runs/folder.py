@@ -47,6 +47,7 @@ __all__ = [
     "read_metrics",
     "read_state",
     "record_failure",
+    "record_tuning",
     "staging_dir",
     "step_losses",
     "swap_in",
@@ -200,6 +201,20 @@ def step_losses(metrics: list[dict[str, Any]]) -> list[float]:
 
 def write_summary(run_dir: Path, summary: RunSummary) -> None:
     atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2))
+
+
+def record_tuning(run_dir: Path, tuning: dict[str, Any]) -> None:
+    """Record in a finished run's ``summary.json`` how its hyper-parameters were selected on validation.
+
+    Raises:
+        CheckpointError: the folder holds no finished run.
+    """
+    state = read_state(run_dir, check_lock=False)
+    if state.status is not RunStatus.SUCCESS or state.summary is None:
+        raise CheckpointError(f"Cannot record tuning in '{run_dir}': it holds no finished run ({state.status.value}).")
+    if state.summary.tuning != tuning:
+        state.summary.tuning = tuning
+        write_summary(Path(run_dir), state.summary)
 
 
 def write_point(run_dir: Path, name: str, values: dict[str, Any]) -> None:

@@ -77,6 +77,11 @@ class RunSummary:
     precision: str = ""
     backend: dict[str, Any] = field(default_factory=dict)  # CUDA math settings (TF32, cudnn.benchmark)
     versions: dict[str, str] = field(default_factory=dict)
+    # a run of a learning-rate search: trained and validated only, the test set never evaluated (reports skip it)
+    tuning_run: bool = False
+    # how this run's hyper-parameters were chosen on validation (sweeps.tuning): keys, grid, val_acc per
+    # value, chosen, budget, rule; None: not tuned
+    tuning: dict[str, Any] | None = None
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,9 +125,12 @@ class RunSummary:
             "backbone": self.backbone,
             "method": self.method,
             "seed": self.seed,
-            "test_acc": self.test_acc,
             "protocol": self.protocol,
         }
+        if self.tuning_run:
+            need["best_val_acc"] = self.best_val_acc
+        else:
+            need["test_acc"] = self.test_acc
         return [k for k, v in need.items() if v is None or v == "" or v == {}]
 
 

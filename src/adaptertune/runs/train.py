@@ -109,6 +109,7 @@ def run(
     overwrite: bool = False,
     resume: bool = False,
     lock: RunLock | None = None,
+    tuning: bool = False,
 ) -> RunSummary:
     """Train one run and write its folder.
 
@@ -123,6 +124,8 @@ def run(
         overwrite: replace the run in ``cfg.out_dir``; it stays until the new run has finished.
         resume: continue the unfinished run in ``cfg.out_dir`` from its checkpoint (same config).
         lock: the folder's lock when the caller holds it already (a sweep point); else it is taken here.
+        tuning: a run of a hyper-parameter search: it trains and validates, and never evaluates the test set
+            (no test image is read; ``test_acc`` stays None; ``summary.tuning_run`` says so).
 
     Raises:
         FolderLockedError: another process is writing ``cfg.out_dir``.
@@ -152,7 +155,7 @@ def run(
         raise error or ConfigError(f"Run folder '{out_dir}' is being written by another process.")
     try:
         _check_folder(out_dir, resolved, overwrite, resume)  # again, now that no one else can change it
-        return _train(cfg, resolved, device, list(callbacks), overwrite, resume)
+        return _train(cfg, resolved, device, list(callbacks), overwrite, resume, tuning)
     finally:
         if own is not None:
             own.release()
@@ -171,7 +174,13 @@ def _check_folder(out_dir: Path, resolved: dict[str, Any], overwrite: bool, resu
 
 
 def _train(
-    cfg: RunConfig, resolved: dict[str, Any], device: torch.device, callbacks: list, overwrite: bool, resume: bool
+    cfg: RunConfig,
+    resolved: dict[str, Any],
+    device: torch.device,
+    callbacks: list,
+    overwrite: bool,
+    resume: bool,
+    tuning: bool = False,
 ) -> RunSummary:
     out_dir, dist, precision = Path(cfg.out_dir), current(), resolved["train"]["precision"]
     staged = not resume and out_dir.is_dir() and any(out_dir.iterdir())  # --overwrite of an earlier run
@@ -186,7 +195,8 @@ def _train(
     bs, nw, batched = cfg.train.batch_size // dist.world_size, cfg.data.num_workers, cfg.data.batched
     train_loader = make_loader(splits.train, bs, nw, device, True, cfg.train.seed, dist, batched)
     val_loader = make_loader(splits.val, bs, nw, device, dist=dist, batched=batched) if splits.val else None
-    test_loader = make_loader(splits.test, bs, nw, device, dist=dist, batched=batched)
+    test_view = None if tuning else splits.test  # a tuning run is selected on validation: no test image read
+    test_loader = make_loader(test_view, bs, nw, device, dist=dist, batched=batched) if test_view is not None else ()
 
     created = not out_dir.exists()
     if dist.is_main:
@@ -214,21 +224,23 @@ def _train(
         device=str(device),
         precision=precision,
         versions=versions(),
+        tuning_run=tuning,
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     writers = [MetricsWriter(work_dir / rf.METRICS_FILE), *([tensorboard] if tensorboard else []), *callbacks]
     try:
-        views = (splits.train, splits.val, splits.test)
+        views = (splits.train, splits.val, test_view)
         ctx = FitContext(
             views, lambda v: make_loader(v, bs, nw, device, batched=batched), bs, cfg.train.seed, device, precision
         )
         inputs = METHODS.get(cfg.method).prepare_fit(model, (train_loader, val_loader, test_loader), ctx)
         if cfg.train.cache_prefix:
             inputs = prefix_fit_inputs(model, inputs, ctx, dist, cfg.method)
+        loaders = inputs.loaders if not tuning else (*inputs.loaders[:2], ())  # `fit` tests an empty loader
         result = fit(
             inputs.model,
-            *inputs.loaders,
+            *loaders,
             cfg.train,
             device,
             writers if dist.is_main else [],
@@ -262,8 +274,9 @@ def _write_results(
     out_dir: Path, summary: RunSummary, result: Any, meta: dict[str, Any], device: torch.device
 ) -> None:
     save_tensors(out_dir / rf.ADAPTER_FILE, result.best_state, meta)
-    summary.test_acc, summary.test_top5 = result.test["acc"], result.test["top5"]
-    summary.test_acc_last = result.test_last["acc"]
+    if not summary.tuning_run:  # a tuning run's test loader is empty: it has no test metrics
+        summary.test_acc, summary.test_top5 = result.test["acc"], result.test["top5"]
+        summary.test_acc_last = result.test_last["acc"]
     summary.best_val_acc, summary.best_epoch, summary.selection = (
         result.best_val_acc,
         result.best_epoch,

@@ -39,7 +39,7 @@ def run_bench(
     sweep = run_sweep(spec, out_dir, executor, on_event, planned=plan_sweep(spec, out_dir))
     t1 = time.perf_counter()
     report = None
-    if any(p.state is RunStatus.SUCCESS for p in plan_sweep(spec, out_dir)):
+    if any(p.state is RunStatus.SUCCESS and not p.tuning for p in plan_sweep(spec, out_dir)):
         report = build_report(out_dir, out_dir / "report", split_protocols=split_protocols)
     t2 = time.perf_counter()
     return BenchResult(spec, sweep, report, t2 - t0, t1 - t0, t2 - t1)

@@ -39,12 +39,16 @@ _logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PointJob:
-    """One point to run: its name, nested run config (``out_dir`` is set by the executor) and folder."""
+    """One point to run: its name, nested run config (``out_dir`` is set by the executor) and folder.
+
+    ``tuning``: a run of a learning-rate search (:mod:`.tuning`): validated, never tested.
+    """
 
     name: str
     config: dict[str, Any]
     run_dir: str
     values: dict[str, Any]
+    tuning: bool = False
 
 
 @dataclass
@@ -55,6 +59,7 @@ class PointResult:
     seconds: float
     test_acc: float | None = None
     error: str | None = None
+    val_acc: float | None = None  # best-checkpoint validation top-1 (None without validation)
 
 
 @dataclass(frozen=True)
@@ -115,19 +120,22 @@ def _run_locked_point(job: PointJob, run_dir: Path, callbacks: Sequence[Any], lo
         return PointResult(job.name, job.run_dir, RunStatus.SKIPPED, 0.0, error="finished by another process")
     try:
         cfg = RunConfig.from_dict({**job.config, "out_dir": str(run_dir)})
+        extra = {"tuning": True} if job.tuning else {}
         summary = None
         if state.checkpoint is not None:
             try:
-                summary = runs.run(cfg, callbacks=list(callbacks), resume=True, lock=lock)
+                summary = runs.run(cfg, callbacks=list(callbacks), resume=True, lock=lock, **extra)
             except CheckpointError as e:  # unusable checkpoint: start the point over
                 _logger.warning("point %s: cannot resume (%s); starting over", job.name, e)
         elif (run_dir / rf.CHECKPOINT_FILE).is_file():
             _logger.warning("point %s: unreadable checkpoint; starting over", job.name)
         if summary is None:
             rf.discard_attempt(run_dir)
-            summary = runs.run(cfg, callbacks=list(callbacks), lock=lock)
+            summary = runs.run(cfg, callbacks=list(callbacks), lock=lock, **extra)
         rf.write_point(run_dir, job.name, job.values)
-        return PointResult(job.name, job.run_dir, RunStatus.SUCCESS, time.perf_counter() - t0, summary.test_acc)
+        seconds = time.perf_counter() - t0
+        val_acc = getattr(summary, "best_val_acc", None)
+        return PointResult(job.name, job.run_dir, RunStatus.SUCCESS, seconds, summary.test_acc, val_acc=val_acc)
     except Exception as e:
         error = f"{type(e).__name__}: {e}"
         _logger.warning("point %s failed: %s", job.name, error)

@@ -1,4 +1,9 @@
-"""Plan and run a sweep: each point's state on disk, its validity, and handing the rest to an executor."""
+"""Plan and run a sweep: each point's state on disk, its validity, and handing the rest to an executor.
+
+A spec with a ``tune`` block runs in two phases: first the tuning runs (:mod:`.tuning`, listed before the
+points in the plan), then each tuned point with the values its search selected on validation, recorded in
+its ``summary.json`` (``tuning``).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import AdapterTuneError
+from ..errors import AdapterTuneError, TuningError
 from ..runs import folder as rf
 from ..runs.summary import RunStatus, RunSummary
 from .executors import Executor, PointEvent, PointJob, PointResult
 from .sweep import SweepPoint, SweepSpec, expand_grid
+from .tuning import TuneGroup, apply_choice, choose, plan_tuning
 
 __all__ = ["PlannedPoint", "SweepResult", "plan_sweep", "run_sweep", "validate_config"]
 
@@ -27,10 +33,12 @@ class PlannedPoint:
     run_dir: Path
     state: RunStatus
     detail: str = ""  # the error of a failed/invalid point, ``resumable (epoch N, step S)``, the lock holder
+    tuning: bool = False  # a run of a learning-rate search (validated, never tested)
+    group: TuneGroup | None = None  # a tuned point: the search that selects its values
 
     @property
     def job(self) -> PointJob:
-        return PointJob(self.point.name, self.point.config, str(self.run_dir), self.point.values)
+        return PointJob(self.point.name, self.point.config, str(self.run_dir), self.point.values, self.tuning)
 
 
 @dataclass
@@ -62,18 +70,38 @@ def validate_config(config: dict[str, Any]) -> str | None:
     return None
 
 
+def _plan_point(point: SweepPoint, run_dir: Path, tuning: bool = False) -> PlannedPoint:
+    folder_state = rf.read_state(run_dir)
+    state, detail = folder_state.status, folder_state.describe()
+    if state is not RunStatus.SUCCESS and (error := validate_config({**point.config, "out_dir": str(run_dir)})):
+        state, detail = RunStatus.INVALID, error
+    return PlannedPoint(point, run_dir, state, detail, tuning)
+
+
 def plan_sweep(spec: SweepSpec, results_dir: str | Path) -> list[PlannedPoint]:
-    """Every point of ``spec`` with its run folder under ``results_dir`` and its state."""
+    """Every point of ``spec`` with its run folder under ``results_dir`` and its state; the tuning runs
+    (``tuning=True``, under ``results_dir/tune``) come first.
+
+    Raises:
+        ConfigError: a tuned point has no validation split.
+    """
     results_dir = Path(results_dir)
-    planned = []
-    for point in expand_grid(spec):
-        run_dir = results_dir / point.name
-        folder_state = rf.read_state(run_dir)
-        state, detail = folder_state.status, folder_state.describe()
-        if state is not RunStatus.SUCCESS and (error := validate_config({**point.config, "out_dir": str(run_dir)})):
-            state, detail = RunStatus.INVALID, error
-        planned.append(PlannedPoint(point, run_dir, state, detail))
-    return planned
+    planned = [_plan_point(point, results_dir / point.name) for point in expand_grid(spec)]
+    groups = plan_tuning([p.point for p in planned if p.state is not RunStatus.INVALID], spec.tune_budget, results_dir)
+    tuning, seen = [], set()
+    for p in planned:
+        if (group := groups.get(p.point.name)) is None:
+            continue
+        p.group = group
+        if p.state is RunStatus.PENDING:
+            p.detail = f"{', '.join(group.grid)} selected on validation in tune/{group.name}"
+        if group.name not in seen:
+            seen.add(group.name)
+            for run in group.runs:
+                tp = _plan_point(run.point, run.run_dir, tuning=True)
+                tp.detail = tp.detail or "tuning run: validated, never tested"
+                tuning.append(tp)
+    return tuning + planned
 
 
 def run_sweep(
@@ -92,8 +120,57 @@ def run_sweep(
     results = []
     for p in planned:
         if p.state is RunStatus.INVALID:
-            rf.record_failure(p.run_dir, RunSummary.failure(p.detail, p.point.config))
-            results.append(PointResult(p.point.name, str(p.run_dir), RunStatus.FAILED, 0.0, error=p.detail))
-    todo = [p.job for p in planned if p.state not in _NOT_RUN]
+            results.append(_fail(p, p.detail))
+    tuning = [p.job for p in planned if p.tuning and p.state not in _NOT_RUN]
+    results += executor.run(tuning, on_event) if tuning else []
+    todo, chosen = [], {}
+    for p in planned:
+        if p.tuning or p.state is RunStatus.INVALID:
+            continue
+        if p.group is None:
+            todo += [p.job] if p.state not in _NOT_RUN else []
+            continue
+        try:
+            values, record = choose(p.group)
+        except TuningError as e:
+            results.append(_fail(p, f"TuningError: {e}", keep_finished=True))
+            continue
+        job = PointJob(p.point.name, apply_choice(p.point.config, values), str(p.run_dir), p.point.values)
+        chosen[p.point.name] = (p, values, record)
+        if p.state is not RunStatus.SUCCESS:
+            todo.append(job)
     results += executor.run(todo, on_event) if todo else []
+    results += _record_choices(chosen.values())
     return SweepResult(planned, results, time.perf_counter() - t0)
+
+
+def _fail(p: PlannedPoint, error: str, keep_finished: bool = False) -> PointResult:
+    """Record a point that cannot run (a finished run in its folder is left as it is with ``keep_finished``)."""
+    if not (keep_finished and p.state is RunStatus.SUCCESS):
+        rf.record_failure(p.run_dir, RunSummary.failure(error, p.point.config))
+    return PointResult(p.point.name, str(p.run_dir), RunStatus.FAILED, 0.0, error=error)
+
+
+def _record_choices(chosen: Any) -> list[PointResult]:
+    """Write each finished tuned point's search into its summary; a point that finished earlier with other
+    values than the search selects now is a failed result (its folder is left as it is)."""
+    failed = []
+    for p, values, record in chosen:
+        state = rf.read_state(p.run_dir)
+        if state.status is not RunStatus.SUCCESS:
+            continue
+        ran = {k: _config_value(state.config, k) for k in values}
+        if ran != values:
+            error = (
+                f"TuningError: the run finished with {ran} but tuning selects {values}; remove its folder to rerun it"
+            )
+            failed.append(PointResult(p.point.name, str(p.run_dir), RunStatus.FAILED, 0.0, error=error))
+            continue
+        rf.record_tuning(p.run_dir, record)
+    return failed
+
+
+def _config_value(config: dict[str, Any] | None, key: str) -> Any:
+    section, name = key.split(".")
+    value = ((config or {}).get(section) or {}).get(name)
+    return float(value) if value is not None else None

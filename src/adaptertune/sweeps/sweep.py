@@ -11,6 +11,11 @@ A spec (YAML)::
         - head
         - {method: adapter, adapter.rank: 16}
 
+A spec may also select ``train.lr`` (and ``train.weight_decay``) per point on validation: a ``tune`` block
+at spec level, or in a grid bundle for that entry's points, plus an optional ``tune_budget``
+(:mod:`adaptertune.sweeps.tune`). A bundle's ``tune`` is not a config key: it is kept on the point
+(:attr:`SweepPoint.tune`) and left out of its name.
+
 Each grid point is the product of one value per axis, in axis order (the last axis varies fastest). Its run
 folder is named from its values, ``seed=0,method=adapter,rank=16``, so a sweep can be re-run or extended and
 finds its finished points again.
@@ -30,6 +35,7 @@ from typing import Any
 from ..config import RunConfig, load_yaml
 from ..errors import ConfigError
 from ..methods import option_defaults
+from .tune import check_block, parse_budget
 
 __all__ = [
     "SweepPoint",
@@ -58,12 +64,17 @@ class SweepSpec:
         grid: axis key -> list of values; a value is a scalar/list for that key, or a mapping of dotted keys
             (a bundle) applied together.
         meta: free-form facts about the sweep (description, runs, estimated_gpu_hours, ...).
+        tune: values of ``train.lr`` / ``train.weight_decay`` to select on validation for every point (a
+            bundle's own ``tune`` replaces it for that entry); ``{}``: nothing is tuned.
+        tune_budget: ``{epochs: E, seeds: [...]}`` of each tuning run (default: the point's epochs, first seed).
     """
 
     name: str
     base: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list[Any]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    tune: dict[str, Any] = field(default_factory=dict)
+    tune_budget: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", self.name):
@@ -74,13 +85,18 @@ class SweepSpec:
             raise ConfigError(f"Sweep `grid` must map config keys to lists of values, got {self.grid!r}.")
         if not isinstance(self.meta, dict):
             raise ConfigError(f"Sweep `meta` must be a mapping, got {type(self.meta).__name__}.")
+        self.tune = check_block(self.tune)
+        parse_budget(self.tune_budget)
         valid = config_keys()
         for axis, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"Grid axis '{axis}' must be a non-empty list of values, got {values!r}.")
             for v in values:
+                if isinstance(v, dict) and "tune" in v:
+                    check_block(v["tune"], f"tune of grid entry {v!r}")
                 for key in v if isinstance(v, dict) else [axis]:
-                    _check_key(key, valid)
+                    if key != "tune" or not isinstance(v, dict):
+                        _check_key(key, valid)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], default_name: str = "sweep") -> SweepSpec:
@@ -98,6 +114,7 @@ class SweepPoint:
     name: str
     values: dict[str, Any]  # dotted key -> value, in grid order
     config: dict[str, Any]
+    tune: dict[str, Any] = field(default_factory=dict)  # the checked tune block of this point ({}: none)
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -183,8 +200,14 @@ def expand_grid(spec: SweepSpec) -> list[SweepPoint]:
     seen: dict[str, dict[str, Any]] = {}
     for combo in itertools.product(*(values for _, values in axes)):
         values: dict[str, Any] = {}
+        tune = spec.tune
         for (axis, _), value in zip(axes, combo):
-            values.update(_axis_items(axis, value))
+            items = _axis_items(axis, value)
+            if "tune" in items and isinstance(value, dict):
+                tune = check_block(items.pop("tune"))
+            values.update(items)
+        if clash := [k for k in tune if k in values]:
+            raise ConfigError(f"`{clash[0]}` is both tuned and a grid value ({values[clash[0]]!r}); give it in one.")
         config = copy.deepcopy(spec.base)
         for key, value in values.items():
             set_dotted(config, key, copy.deepcopy(value))
@@ -195,5 +218,5 @@ def expand_grid(spec: SweepSpec) -> list[SweepPoint]:
                 "give grid values that differ in their text."
             )
         seen[name] = values
-        points.append(SweepPoint(name, values, config))
+        points.append(SweepPoint(name, values, config, tune))
     return points
