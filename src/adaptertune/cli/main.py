@@ -116,7 +116,8 @@ def _parse_value(raw: str) -> Any:
 
 def train_config_dict(args: argparse.Namespace) -> dict[str, Any]:
     """Merge YAML files, then flags, then key=value overrides into one nested config dict."""
-    from ..config import apply_overrides, load_yaml, merge_dicts
+    from ..config import load_yaml, merge_dicts
+    from ..config_keys import apply_overrides
 
     d: dict[str, Any] = {}
     for path in args.config:

@@ -43,7 +43,7 @@ def add_sweep_options(p: argparse.ArgumentParser) -> None:
 
 def load_any_spec(spec: str, out_dir: Path | None, overrides: list[str]) -> Any:
     """A spec from a YAML path or a preset name, with ``--set`` overrides applied to its base."""
-    from ..config import apply_overrides
+    from ..config_keys import apply_overrides
     from ..sweeps import PRESETS, load_preset, load_spec
 
     if Path(spec).is_file():
