@@ -273,7 +273,16 @@ _SECTIONS: dict[str, type] = {
 
 @dataclass
 class RunConfig:
-    """Everything one training run needs; ``adapter``: the method's options (mapping or its options dataclass)."""
+    """Everything one training run needs.
+
+    Args:
+        backbone: which ViT to build.
+        data: dataset, split and input pipeline.
+        method: the transfer method: head, full, adapter, ... (adaptertune list methods).
+        adapter: the method's options (a mapping or its options dataclass).
+        train: optimization.
+        out_dir: the run folder to write.
+    """
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .main import parse_backbone_args
+from .flags import add_config_flags, run_config
 from .progress import format_table
 
 __all__ = ["add_parser", "cmd_speed", "speed_table"]
@@ -16,8 +16,7 @@ __all__ = ["add_parser", "cmd_speed", "speed_table"]
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("speed", help="compare the methods' train-step time, memory and FLOP/s on one backbone")
-    p.add_argument("--backbone", default="test_vit", help="registered backbone or timm ViT name (random init)")
-    p.add_argument("--backbone-arg", action="append", default=[], metavar="K=V", help="timm kwarg, e.g. img_size=112")
+    add_config_flags(p, ("backbone",))  # default: test_vit, random init (speed needs no trained weights)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--methods", default="head,full,adapter,lora", help="comma list of registered methods")
     p.add_argument("--rank", type=int, default=16)
@@ -98,7 +97,6 @@ def speed_table(report: dict[str, Any]) -> str:
 def cmd_speed(args: argparse.Namespace) -> int:
     import torch
 
-    from ..config import BackboneConfig
     from ..perf import SpeedConfig, run_speed
 
     if args.threads is not None:
@@ -106,7 +104,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}.")
         torch.set_num_threads(args.threads)
     cfg = SpeedConfig(
-        backbone=BackboneConfig(name=args.backbone, pretrained=False, args=parse_backbone_args(args.backbone_arg)),
+        backbone=run_config(args, defaults={"backbone": {"name": "test_vit", "pretrained": False}}).backbone,
         methods=[m.strip() for m in args.methods.split(",") if m.strip()],
         batch_size=args.batch_size,
         rank=args.rank,
