@@ -8,11 +8,10 @@ Default: the directions the true labels create in the gradient beyond a label-pe
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from .flags import add_config_flags, run_config
-from .progress import format_table
+from .progress import emit_json, format_table
 
 __all__ = ["add_parser", "cmd_advise_rank"]
 
@@ -44,7 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quantile", type=float, default=0.95, help="a direction counts above this quantile of the null")
     p.add_argument("--images", type=int, default=1024, help="training images for the head fits (null test)")
     p.add_argument("--grad-images", type=int, default=128, help="images of the gradient pass (null test)")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the full advice as JSON")
+    p.add_argument(
+        "--json",
+        default=None,
+        metavar="FILE",
+        help="also write the full advice as JSON (-: to stdout, tables to stderr)",
+    )
     p.set_defaults(func=cmd_advise_rank)
 
 
@@ -88,9 +92,7 @@ def cmd_advise_rank(args: argparse.Namespace) -> int:
         )
         _print_null(null_advice, total)
         if args.json:
-            from pathlib import Path
-
-            Path(args.json).write_text(json.dumps({**null_advice.to_dict(), "total_seconds": total}, indent=2))
+            emit_json(args.json, {**null_advice.to_dict(), "total_seconds": total}, getattr(args, "json_stream", None))
         return 0
     advice, total = advise_rank_from_config(
         backbone,
@@ -125,7 +127,5 @@ def cmd_advise_rank(args: argparse.Namespace) -> int:
         )
     print(f"seconds: {total:.1f} total, {advice.seconds:.1f} for the signal pass")
     if args.json:
-        from pathlib import Path
-
-        Path(args.json).write_text(json.dumps({**advice.to_dict(), "total_seconds": total}, indent=2))
+        emit_json(args.json, {**advice.to_dict(), "total_seconds": total}, getattr(args, "json_stream", None))
     return 0

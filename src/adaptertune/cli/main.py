@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -82,22 +83,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..runs import evaluate_run
 
     r = evaluate_run(args.run_dir, device=args.device)
-    print(
-        format_table(
-            [
-                {
-                    "run": args.run_dir,
-                    "test_acc": f"{r['test_acc']:.2f}",
-                    "test_top5": f"{r['test_top5']:.2f}",
-                    "recorded_test_acc": f"{r['recorded_test_acc']:.2f}",
-                    "n": r["n"],
-                    "skipped": r["skipped"],
-                }
-            ]
-        )
-    )
-    if args.json:
+    if args.json:  # pure JSON on stdout
         print(json.dumps(r))
+        return 0
+    row = {
+        "run": args.run_dir,
+        "test_acc": f"{r['test_acc']:.2f}",
+        "test_top5": f"{r['test_top5']:.2f}",
+        "recorded_test_acc": f"{r['recorded_test_acc']:.2f}",
+        "n": r["n"],
+        "skipped": r["skipped"],
+    }
+    print(format_table([row]))
     return 0
 
 
@@ -177,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="re-evaluate a finished run on its test split")
     p.add_argument("run_dir")
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON only (no table)")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("predict", help="top-k classes for image files (one run, or many adapter files)")
     p.add_argument("paths", nargs="*", metavar="RUN_DIR IMAGE", help="a run folder, then image files")
@@ -213,6 +210,10 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> i
     try:
         args = build_parser().parse_args(argv)
         args.callbacks = list(callbacks)
+        if getattr(args, "json", None) == "-":  # JSON alone on stdout; tables and notes go to stderr
+            args.json_stream = sys.stdout
+            with contextlib.redirect_stdout(sys.stderr):
+                return args.func(args)
         return args.func(args)
     except AdapterTuneError as e:
         if debug:

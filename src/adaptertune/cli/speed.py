@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from .flags import add_config_flags, run_config
-from .progress import format_table
+from .progress import emit_json, format_table
 
 __all__ = ["add_parser", "cmd_speed", "speed_table"]
 
@@ -48,7 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=["wall", "cpu"],
         help="wall time, or CPU time of this process (with --threads 1: ignores time other processes hold the core)",
     )
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
+    p.add_argument(
+        "--json", default=None, metavar="FILE", help="also write the figures as JSON (-: to stdout, tables to stderr)"
+    )
     p.set_defaults(func=cmd_speed)
 
 
@@ -124,8 +124,5 @@ def cmd_speed(args: argparse.Namespace) -> int:
     report = run_speed(cfg).to_dict()
     print(speed_table(report))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {path}")
+        emit_json(args.json, report, getattr(args, "json_stream", None))
     return 0
