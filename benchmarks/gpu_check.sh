@@ -76,7 +76,7 @@ done
 
 step "3. SIGKILL mid-run (after step 5 of 2 epochs, checkpoints every 2 steps), then --resume"
 set +e
-ADAPTERTUNE_TEST_KILL_AT_STEP=5 "$PY" -m adaptertune train "${COMMON[@]}" --method adapter --epochs 2 \
+"$PY" "$(dirname "$0")/../tests/kill_train_helper.py" 5 "${COMMON[@]}" --method adapter --epochs 2 \
   --out-dir "$OUT/runs/killed" checkpoint_every_steps=2
 rc=$?
 set -e

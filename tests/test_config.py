@@ -1,7 +1,8 @@
 import pytest
 
 from adaptertune import AdapterConfig, ConfigError, RunConfig, TrainConfig
-from adaptertune.config import apply_overrides, parse_placement
+from adaptertune.config import parse_placement
+from adaptertune.config_keys import apply_overrides
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from adaptertune.engine.distributed import DistInfo, dist_info_from_env
 from adaptertune.errors import ConfigError
 from conftest import make_image_folder
 
+KILL_HELPER = Path(__file__).with_name("kill_train_helper.py")
 TINY = ["--backbone", "vit_tiny_patch16_224", "--backbone-arg", "img_size=32", "--backbone-arg", "patch_size=4"]
 
 
@@ -34,13 +35,13 @@ def _train(folder, out, nproc, *extra, resume=False, kill_at=None, expect=0):
     if resume:
         args = ["--quiet", "--resume", str(out)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1")
-    if kill_at is not None:
-        env["ADAPTERTUNE_TEST_KILL_AT_STEP"] = str(kill_at)
+    # a killed job: the helper wraps the CLI with a callback that SIGKILLs the main process after step N
+    entry = ["-m", "adaptertune", "train"] if kill_at is None else [str(KILL_HELPER), str(kill_at)]
     if nproc == 1:
-        cmd = [sys.executable, "-m", "adaptertune", "train", *args]
+        cmd = [sys.executable, *entry, *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-        cmd += ["-m", "adaptertune", "train", *args]
+        cmd += [*entry, *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert (proc.returncode == 0) == (expect == 0), proc.stderr[-3000:]
     return json.loads((out / "summary.json").read_text()) if expect == 0 else None

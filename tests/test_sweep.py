@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from adaptertune.cli import main
+from adaptertune.config_keys import set_dotted
 from adaptertune.errors import ConfigError
 from adaptertune.runs import RunStatus, RunSummary
 from adaptertune.sweeps import (
@@ -19,7 +20,7 @@ from adaptertune.sweeps import (
     point_name,
     run_sweep,
 )
-from adaptertune.sweeps.sweep import format_value, set_dotted
+from adaptertune.sweeps.sweep import format_value
 
 BASE = {"backbone": {"name": "test_vit", "pretrained": False}, "data": {"name": "imagefolder", "root": "x"}}
 

@@ -2,7 +2,8 @@
 
 ``RunConfig`` nests one dataclass per concern. Each dataclass checks its own fields once, in
 ``__post_init__``, and raises :class:`ConfigError` naming the field, the bad value and what is accepted.
-``RunConfig.from_dict`` rejects unknown keys (listing the valid ones); ``to_dict`` round-trips.
+``RunConfig.from_dict`` rejects unknown keys (listing the valid ones); ``to_dict`` round-trips. Dotted keys
+(``train.lr``) and ``key=value`` overrides: :mod:`adaptertune.config_keys`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "adapter_scale",
-    "apply_overrides",
     "load_yaml",
     "merge_dicts",
     "parse_placement",
@@ -285,7 +285,16 @@ _SECTIONS: dict[str, type] = {
 
 @dataclass
 class RunConfig:
-    """Everything one training run needs; ``adapter``: the method's options (mapping or its options dataclass)."""
+    """Everything one training run needs.
+
+    Args:
+        backbone: which ViT to build.
+        data: dataset, split and input pipeline.
+        method: the transfer method: head, full, adapter, ... (adaptertune list methods).
+        adapter: the method's options (a mapping or its options dataclass).
+        train: optimization.
+        out_dir: the run folder to write.
+    """
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -335,7 +344,7 @@ def _section_from_dict(section: str, cls: type, d: dict[str, Any]) -> Any:
     return cls(**d)
 
 
-# ---------------------------------------------------------------- YAML and key=value overrides
+# ---------------------------------------------------------------- YAML
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into a dict (an empty file is an empty dict)."""
     p = Path(path)
@@ -355,48 +364,4 @@ def merge_dicts(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in update.items():
         out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _all_keys() -> dict[str, str]:
-    """Map every accepted key spelling to its dotted path: ``lr`` and ``train.lr`` -> ``train.lr``."""
-    keys: dict[str, str] = {"method": "method", "out_dir": "out_dir"}
-    leaf_owners: dict[str, list[str]] = {}
-    for section, cls in [*_SECTIONS.items(), ("adapter", AdapterConfig)]:
-        for f in dataclasses.fields(cls):
-            keys[f"{section}.{f.name}"] = f"{section}.{f.name}"
-            leaf_owners.setdefault(f.name, []).append(f"{section}.{f.name}")
-    for leaf, owners in leaf_owners.items():
-        if len(owners) == 1 and leaf not in keys:
-            keys[leaf] = owners[0]
-    return keys
-
-
-def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key=value`` strings (values parsed as YAML) to a nested config dict.
-
-    Keys are dotted (``train.lr=1e-3``) or a leaf name that is unique across sections (``lr=1e-3``).
-    ``backbone.args.NAME=value`` sets a model kwarg, ``adapter.NAME=value`` any method's option.
-    """
-    keys = _all_keys()
-    out = dict(d)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ConfigError(f"Override '{item}' must look like key=value (e.g. train.lr=0.001).")
-        value = yaml.safe_load(raw) if raw.strip() else None
-        if key.startswith("backbone.args."):
-            path = ["backbone", "args", key[len("backbone.args.") :]]
-        elif key.startswith("adapter.") and key.count(".") == 1:  # any method's option; the method checks it
-            path = key.split(".")
-        elif key in keys:
-            path = keys[key].split(".")
-        else:
-            raise ConfigError(f"Unknown config key '{key}'. Valid keys: {', '.join(sorted(keys))}.")
-        cur = out
-        for part in path[:-1]:
-            cur[part] = dict(cur.get(part) or {})
-            cur = cur[part]
-        cur[path[-1]] = value
     return out

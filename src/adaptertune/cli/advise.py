@@ -8,10 +8,10 @@ Default: the directions the true labels create in the gradient beyond a label-pe
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from .progress import format_table
+from .flags import add_config_flags, run_config
+from .progress import emit_json, format_table
 
 __all__ = ["add_parser", "cmd_advise_rank"]
 
@@ -26,15 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "'head-only may suffice'. --permutations 0: the older energy rule (smallest r whose captured energy of the "
         "gradient spectrum reaches --threshold), which barely depends on the labels.",
     )
-    p.add_argument("--backbone", required=True, help="registered backbone or any timm ViT name")
-    p.add_argument("--backbone-arg", action="append", default=[], metavar="K=V", help="timm kwarg, e.g. img_size=56")
-    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--weights", default=None, metavar="FILE", help="local backbone weights")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--data-root", default=None, metavar="DIR")
-    p.add_argument("--subset", type=int, default=None, metavar="N", help="stratified subset of N training images")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--num-workers", type=int, default=0)
+    add_config_flags(p, ("backbone", "data"))
     p.add_argument("--placement", default="all", help="all, every:K, first:N, last:N or indices 0,5,11")
     p.add_argument("--batches", type=int, default=4, metavar="K", help="training batches to look at")
     p.add_argument("--batch-size", type=int, default=32)
@@ -51,7 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quantile", type=float, default=0.95, help="a direction counts above this quantile of the null")
     p.add_argument("--images", type=int, default=1024, help="training images for the head fits (null test)")
     p.add_argument("--grad-images", type=int, default=128, help="images of the gradient pass (null test)")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the full advice as JSON")
+    p.add_argument(
+        "--json",
+        default=None,
+        metavar="FILE",
+        help="also write the full advice as JSON (-: to stdout, tables to stderr)",
+    )
     p.set_defaults(func=cmd_advise_rank)
 
 
@@ -76,18 +73,9 @@ def _print_null(advice: Any, total: float) -> None:
 
 def cmd_advise_rank(args: argparse.Namespace) -> int:
     from ..analysis.advise import advise_rank_from_config, table_ranks
-    from ..config import BackboneConfig, DataConfig
-    from .main import parse_backbone_args
 
-    bargs = parse_backbone_args(args.backbone_arg)
-    backbone = BackboneConfig(name=args.backbone, pretrained=args.pretrained, weights=args.weights, args=bargs)
-    data = DataConfig(
-        name=args.dataset,
-        root=args.data_root,
-        subset=args.subset,
-        split_seed=args.split_seed,
-        num_workers=args.num_workers,
-    )
+    cfg = run_config(args, required=("backbone.name", "data.name"))
+    backbone, data = cfg.backbone, cfg.data
     if args.permutations:
         from ..analysis.advise_null import advise_null_from_config
 
@@ -104,9 +92,7 @@ def cmd_advise_rank(args: argparse.Namespace) -> int:
         )
         _print_null(null_advice, total)
         if args.json:
-            from pathlib import Path
-
-            Path(args.json).write_text(json.dumps({**null_advice.to_dict(), "total_seconds": total}, indent=2))
+            emit_json(args.json, {**null_advice.to_dict(), "total_seconds": total}, getattr(args, "json_stream", None))
         return 0
     advice, total = advise_rank_from_config(
         backbone,
@@ -141,7 +127,5 @@ def cmd_advise_rank(args: argparse.Namespace) -> int:
         )
     print(f"seconds: {total:.1f} total, {advice.seconds:.1f} for the signal pass")
     if args.json:
-        from pathlib import Path
-
-        Path(args.json).write_text(json.dumps({**advice.to_dict(), "total_seconds": total}, indent=2))
+        emit_json(args.json, {**advice.to_dict(), "total_seconds": total}, getattr(args, "json_stream", None))
     return 0

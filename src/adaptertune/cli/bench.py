@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .sweep import ProgressPrinter, add_sweep_options, load_any_spec, make_cli_executor, run_cli_sweep
+from .sweep import ProgressPrinter, add_sweep_options, executor_from_args, load_any_spec, run_cli_sweep
 
 __all__ = ["add_parser"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run a preset (default: quick) and report it; prints the table")
-    p.add_argument("--preset", default="quick", help="preset name or sweep spec YAML (default: quick)")
+    p.add_argument(
+        "--preset",
+        default="quick",
+        help="preset name (adaptertune list presets) or sweep spec YAML (default: quick)",
+    )
     p.add_argument("--out-dir", default=None, metavar="DIR", help="runs go here, the report in DIR/report")
     p.add_argument("--split-protocols", action="store_true", help="separate cells for different protocols")
     add_sweep_options(p)
@@ -28,10 +32,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.dry_run:
         run_cli_sweep(spec, out_dir, args)
         return 0
+    executor = executor_from_args(args)  # before the preset's prepare step: a missing extra stops here
     spec = load_any_spec(args.preset, out_dir, args.set)
     changed = f" (with {', '.join(args.set)})" if args.set else ""
     print(f"bench {spec.name}: {spec.meta.get('description', '')}{changed}")
-    executor = make_cli_executor(args.workers, args.quiet, args.threads)
     result = run_bench(spec, out_dir, executor, ProgressPrinter(), split_protocols=args.split_protocols)
     s = result.sweep
     print(f"\nsweep: {s.count('success')} ran, {s.count('failed')} failed ({result.sweep_seconds:.0f}s)")

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .flags import add_config_flags, run_config
 from .progress import format_table
 
 __all__ = ["add_parser", "cmd_drift"]
@@ -16,15 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "drift",
         help="representation drift (CKA, relative change) and loss of the first steps, per adapter init",
     )
-    p.add_argument("--backbone", required=True)
-    p.add_argument("--backbone-arg", action="append", default=[], metavar="K=V", help="timm kwarg, e.g. img_size=56")
-    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--weights", default=None, metavar="FILE")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--data-root", default=None, metavar="DIR")
-    p.add_argument("--subset", type=int, default=None, metavar="N", help="stratified subset of N training images")
-    p.add_argument("--test-subset", type=int, default=None, metavar="N")
-    p.add_argument("--num-workers", type=int, default=0)
+    add_config_flags(p, ("backbone", "data"))
     p.add_argument("--inits", default="zero,small,random", help="comma-separated: zero, small, random")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--placement", default="all")
@@ -42,21 +35,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_drift(args: argparse.Namespace) -> int:
     from ..analysis.drift import drift_from_config, plot_drift
-    from ..config import BackboneConfig, DataConfig
     from ..errors import ConfigError
-    from .main import parse_backbone_args
 
-    bargs = parse_backbone_args(args.backbone_arg)
     if args.every < 1 or (args.steps is not None and args.steps < 1):
         raise ConfigError("--every and --steps must be positive integers.")
-    backbone = BackboneConfig(name=args.backbone, pretrained=args.pretrained, weights=args.weights, args=bargs)
-    data = DataConfig(
-        name=args.dataset,
-        root=args.data_root,
-        subset=args.subset,
-        test_subset=args.test_subset,
-        num_workers=args.num_workers,
-    )
+    cfg = run_config(args, required=("backbone.name", "data.name"))
+    backbone, data = cfg.backbone, cfg.data
     result = drift_from_config(
         backbone,
         data,

@@ -4,10 +4,9 @@ file with ``rank,seed,acc`` columns)."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from .progress import format_table
+from .progress import emit_json, format_table
 
 __all__ = ["add_parser", "cmd_elbow"]
 
@@ -41,7 +40,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples of whole seeds")
     p.add_argument("--level", type=float, default=0.9, help="coverage of the bootstrap interval")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--json", default=None, metavar="OUT", help="write every group's elbow, interval, rule and fits")
+    p.add_argument(
+        "--json",
+        default=None,
+        metavar="OUT",
+        help="write every group's elbow, interval, rule and fits (-: to stdout, tables to stderr)",
+    )
     p.set_defaults(func=cmd_elbow)
 
 
@@ -106,6 +110,5 @@ def cmd_elbow(args: argparse.Namespace) -> int:
         print(format_table(fits))
         print(f"rule: {r.rule}\n")
     if args.json:
-        Path(args.json).write_text(json.dumps([row.to_dict() for row in table], indent=2))
-        print(f"wrote {args.json}")
+        emit_json(args.json, [row.to_dict() for row in table], getattr(args, "json_stream", None))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["TqdmProgress", "format_table"]
+__all__ = ["TqdmProgress", "emit_json", "format_table"]
 
 
 class TqdmProgress:
@@ -55,3 +55,19 @@ def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
+
+
+def emit_json(target: str, obj: Any, stream: Any = None) -> None:
+    """Write ``obj`` as JSON to the file ``target``, or with ``target`` ``-`` to ``stream`` (the real stdout,
+    which :func:`~adaptertune.cli.main.main` keeps pure JSON by sending the command's tables to stderr)."""
+    import json
+    from pathlib import Path
+
+    text = json.dumps(obj, indent=2) + "\n"
+    if target == "-":
+        (stream or sys.stdout).write(text)
+        return
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {path}")

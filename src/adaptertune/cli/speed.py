@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .main import parse_backbone_args
-from .progress import format_table
+from .flags import add_config_flags, run_config
+from .progress import emit_json, format_table
 
 __all__ = ["add_parser", "cmd_speed", "speed_table"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("speed", help="compare the methods' train-step time, memory and FLOP/s on one backbone")
-    p.add_argument("--backbone", default="test_vit", help="registered backbone or timm ViT name (random init)")
-    p.add_argument("--backbone-arg", action="append", default=[], metavar="K=V", help="timm kwarg, e.g. img_size=112")
+    add_config_flags(p, ("backbone",))  # default: test_vit, random init (speed needs no trained weights)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--methods", default="head,full,adapter,lora", help="comma list of registered methods")
     p.add_argument("--rank", type=int, default=16)
@@ -49,7 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=["wall", "cpu"],
         help="wall time, or CPU time of this process (with --threads 1: ignores time other processes hold the core)",
     )
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
+    p.add_argument(
+        "--json", default=None, metavar="FILE", help="also write the figures as JSON (-: to stdout, tables to stderr)"
+    )
     p.set_defaults(func=cmd_speed)
 
 
@@ -98,7 +97,6 @@ def speed_table(report: dict[str, Any]) -> str:
 def cmd_speed(args: argparse.Namespace) -> int:
     import torch
 
-    from ..config import BackboneConfig
     from ..perf import SpeedConfig, run_speed
 
     if args.threads is not None:
@@ -106,7 +104,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}.")
         torch.set_num_threads(args.threads)
     cfg = SpeedConfig(
-        backbone=BackboneConfig(name=args.backbone, pretrained=False, args=parse_backbone_args(args.backbone_arg)),
+        backbone=run_config(args, defaults={"backbone": {"name": "test_vit", "pretrained": False}}).backbone,
         methods=[m.strip() for m in args.methods.split(",") if m.strip()],
         batch_size=args.batch_size,
         rank=args.rank,
@@ -126,8 +124,5 @@ def cmd_speed(args: argparse.Namespace) -> int:
     report = run_speed(cfg).to_dict()
     print(speed_table(report))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {path}")
+        emit_json(args.json, report, getattr(args, "json_stream", None))
     return 0

@@ -11,12 +11,12 @@ from typing import Any
 from ..errors import ConfigError
 from .progress import TqdmProgress, format_table
 
-__all__ = ["ProgressPrinter", "add_parser", "load_any_spec", "make_cli_executor", "print_plan"]
+__all__ = ["ProgressPrinter", "add_parser", "executor_from_args", "load_any_spec", "make_cli_executor", "print_plan"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a grid of configs (a sweep spec YAML or a preset name)")
-    p.add_argument("spec", help="sweep spec YAML, or a preset name (adaptertune sweep --list-presets)")
+    p.add_argument("spec", help="sweep spec YAML, or a preset name (see: adaptertune list presets)")
     p.add_argument("--results-dir", default=None, metavar="DIR", help="where the run folders go (default runs/NAME)")
     add_sweep_options(p)
     p.set_defaults(func=cmd_sweep)
@@ -43,7 +43,7 @@ def add_sweep_options(p: argparse.ArgumentParser) -> None:
 
 def load_any_spec(spec: str, out_dir: Path | None, overrides: list[str]) -> Any:
     """A spec from a YAML path or a preset name, with ``--set`` overrides applied to its base."""
-    from ..config import apply_overrides
+    from ..config_keys import apply_overrides
     from ..sweeps import PRESETS, load_preset, load_spec
 
     if Path(spec).is_file():
@@ -72,6 +72,21 @@ def make_cli_executor(workers: int, quiet: bool, threads: int | None = None) -> 
         torch.set_num_threads(threads)
     bars = None if quiet or workers > 1 else (lambda job: [TqdmProgress(desc=job.name[:40])])
     return make_executor(workers, gpus, bars, threads)
+
+
+def executor_from_args(args: argparse.Namespace) -> Any:
+    """The executor ``--executor`` names: local processes (``--workers``, ``--threads``) or Ray (``--address``).
+
+    Raises:
+        ImportError: ``--executor ray`` without ray installed (the message says how to install it).
+    """
+    if args.executor == "ray":
+        from ..sweeps.ray_executor import RayExecutor
+
+        return RayExecutor(address=args.address)
+    if args.address is not None:
+        raise ConfigError("--address is the Ray cluster's address: use it with --executor ray.")
+    return make_cli_executor(args.workers, args.quiet, args.threads)
 
 
 def print_plan(spec: Any, planned: list[Any], results_dir: Path) -> None:
@@ -129,12 +144,7 @@ def run_cli_sweep(spec: Any, results_dir: Path, args: argparse.Namespace) -> Any
         return None
     todo = sum(p.state is not RunStatus.SUCCESS for p in planned)
     print(f"sweep {spec.name}: {len(planned)} points, {len(planned) - todo} done, {todo} to run -> {results_dir}")
-    if getattr(args, "executor", "local") == "ray":
-        from ..sweeps.ray_executor import RayExecutor
-
-        executor = RayExecutor(address=args.address)
-    else:
-        executor = make_cli_executor(args.workers, args.quiet, args.threads)
+    executor = executor_from_args(args)
     result = run_sweep(spec, results_dir, executor, ProgressPrinter(), planned=planned)
     print(
         f"sweep {spec.name}: {result.count('success')} ran, {result.count('failed')} failed, "

@@ -20,10 +20,11 @@ import torch
 from ..backbones import create_backbone
 from ..config import RunConfig, merge_dicts
 from ..data import build_splits, load_raw
-from ..engine import Callback, fit, resolve_device, resolve_precision, save_tensors
+from ..engine import Callback, fit, resolve_device, save_tensors
 from ..engine.distributed import all_true, barrier, current
 from ..errors import CheckpointError, ConfigError, DataError
-from ..methods import METHODS, FitContext, build_method, resolve_adapter_config
+from ..methods import METHODS, FitContext, build_method
+from ..resolve import resolve_config, resolve_run_config
 from . import folder as rf
 from .adapter_file import file_metadata
 from .callbacks import MetricsWriter, TensorBoardWriter
@@ -50,21 +51,6 @@ def versions() -> dict[str, str]:
         "timm": timm.__version__,
         "python": platform.python_version(),
     }
-
-
-def resolve_config(cfg: RunConfig) -> RunConfig:
-    """Fill the method's defaults (lr, weight decay, adapter options) and check the method's options."""
-    info = METHODS.get(cfg.method)
-    d = cfg.to_dict()
-    d["adapter"] = resolve_adapter_config(cfg.method, cfg.adapter)  # the method's options dataclass (or None)
-    for key in ("lr", "weight_decay"):
-        if d["train"][key] is None:
-            d["train"][key] = info.defaults[key]
-    if info.cached_features:  # features are computed once: no augmentation by definition of the method
-        d["data"]["augment"] = False
-    if d["train"]["warmup_epochs"] is None:
-        d["train"]["warmup_epochs"] = min(5.0, 0.1 * d["train"]["epochs"])
-    return RunConfig.from_dict(d)
 
 
 def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -135,7 +121,7 @@ def run(
         ...                            "data": {"name": "imagefolder", "root": "data/"}, "out_dir": "runs/x"})
         >>> summary = run(cfg)
     """
-    cfg = resolve_config(cfg)
+    cfg = resolve_run_config(cfg)  # every default filled: what trains is what config.yaml says
     out_dir = Path(cfg.out_dir)
     if lock is not None and lock.path != lock_path_for(out_dir):
         raise ValueError(f"the lock {lock.path} is not the lock of {out_dir}")
@@ -143,7 +129,6 @@ def run(
     if current().enabled and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())  # set per rank by init_distributed
     resolved = cfg.to_dict()
-    resolved["train"]["precision"] = resolve_precision(cfg.train.precision, device)  # what config.yaml says
     _check_folder(out_dir, resolved, overwrite, resume)  # fail fast, before creating a lock file
     own, error = None, None
     if current().is_main and lock is None:

@@ -50,6 +50,7 @@ class RayExecutor:
         max_retries: int = 2,
         point_fn: Callable[[PointJob], PointResult] = run_point,
     ) -> None:
+        _import_ray()  # a missing extra stops here, before any point is planned or run
         self.address, self.gpus_per_task, self.cpus_per_task = address, gpus_per_task, cpus_per_task
         self.max_retries, self.point_fn = max_retries, point_fn
 

@@ -32,20 +32,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig, load_yaml
+from ..config import load_yaml
+from ..config_keys import check_key, set_dotted
 from ..errors import ConfigError
-from ..methods import option_defaults
 from .tune import check_block, parse_budget
 
 __all__ = [
     "SweepPoint",
     "SweepSpec",
-    "config_keys",
     "expand_grid",
     "format_value",
     "load_spec",
     "point_name",
-    "set_dotted",
     "short_key",
 ]
 
@@ -87,7 +85,6 @@ class SweepSpec:
             raise ConfigError(f"Sweep `meta` must be a mapping, got {type(self.meta).__name__}.")
         self.tune = check_block(self.tune)
         parse_budget(self.tune_budget)
-        valid = config_keys()
         for axis, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"Grid axis '{axis}' must be a non-empty list of values, got {values!r}.")
@@ -96,7 +93,7 @@ class SweepSpec:
                     check_block(v["tune"], f"tune of grid entry {v!r}")
                 for key in v if isinstance(v, dict) else [axis]:
                     if key != "tune" or not isinstance(v, dict):
-                        _check_key(key, valid)
+                        check_key(key, " in the sweep grid")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], default_name: str = "sweep") -> SweepSpec:
@@ -120,40 +117,6 @@ class SweepPoint:
 def load_spec(path: str | Path) -> SweepSpec:
     """Read a sweep spec from YAML (the file's stem is the default name)."""
     return SweepSpec.from_dict(load_yaml(path), default_name=Path(path).stem)
-
-
-def config_keys() -> set[str]:
-    """Every dotted key a run config accepts (``backbone.args.*`` takes any model kwarg)."""
-    keys: set[str] = set()
-
-    def walk(d: dict[str, Any], prefix: str) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict) and k != "args":
-                walk(v, f"{prefix}{k}.")
-            else:
-                keys.add(prefix + k)
-
-    walk(RunConfig(adapter=option_defaults()).to_dict(), "")  # adapter: every registered method's options
-    return keys
-
-
-def _check_key(key: Any, valid: set[str]) -> None:
-    if not isinstance(key, str) or not (key in valid or key.startswith("backbone.args.")):
-        raise ConfigError(
-            f"Unknown config key '{key}' in the sweep grid. "
-            f"Valid keys: {', '.join(sorted(valid))}, backbone.args.NAME."
-        )
-
-
-def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
-    """``set_dotted(d, "adapter.rank", 16)`` sets ``d["adapter"]["rank"] = 16`` (creating sections)."""
-    parts = key.split(".")
-    cur = d
-    for part in parts[:-1]:
-        if not isinstance(cur.get(part), dict):
-            cur[part] = {}
-        cur = cur[part]
-    cur[parts[-1]] = value
 
 
 def short_key(key: str) -> str:

@@ -1,0 +1,70 @@
+"""Dotted keys read off the dataclasses and the methods' options classes (no table to keep in sync)."""
+
+import dataclasses
+
+import pytest
+
+from adaptertune.config import DataConfig, TrainConfig
+from adaptertune.config_keys import (
+    apply_overrides,
+    apply_values,
+    canonical_key,
+    check_key,
+    get_dotted,
+    key_infos,
+    set_dotted,
+)
+from adaptertune.errors import ConfigError
+
+
+def test_every_dataclass_field_is_a_key():
+    keys = set(key_infos())
+    assert {f"train.{f.name}" for f in dataclasses.fields(TrainConfig)} <= keys
+    assert {f"data.{f.name}" for f in dataclasses.fields(DataConfig)} <= keys
+    assert {"method", "out_dir", "backbone.name", "adapter.rank", "adapter.targets"} <= keys  # targets: LoRA's
+
+
+def test_aliases_and_spellings():
+    assert canonical_key("lr") == "train.lr"
+    assert canonical_key("batch-size") == "train.batch_size"
+    assert canonical_key("targets") == "adapter.targets"
+    assert canonical_key("backbone.args.img_size") == "backbone.args.img_size"
+    with pytest.raises(ConfigError, match="Unknown config key 'name'"):  # backbone.name or data.name
+        canonical_key("name")
+    check_key("train.lr")
+    with pytest.raises(ConfigError, match="Unknown config key 'lr' in the grid"):
+        check_key("lr", " in the grid")
+
+
+def test_get_set_apply():
+    d = {"train": {"lr": 0.1}}
+    set_dotted(d, "adapter.rank", 4)
+    assert get_dotted(d, "adapter.rank") == 4 and get_dotted(d, "data.root", None) is None
+    with pytest.raises(KeyError):
+        get_dotted(d, "data.root")
+    out = apply_values(d, {"lr": 0.5, "backbone.args.img_size": 32})
+    assert out == {"train": {"lr": 0.5}, "adapter": {"rank": 4}, "backbone": {"args": {"img_size": 32}}}
+    assert d["train"]["lr"] == 0.1  # the input is not modified
+    assert apply_overrides({}, ["rank=8", "rank=2"]) == {"adapter": {"rank": 2}}  # later wins
+
+
+def test_a_plugin_methods_option_is_a_key():
+    from adaptertune.methods import Method, register_method, unregister_method
+
+    @dataclasses.dataclass
+    class Opts:
+        """Args:
+        gamma_scale: a made-up option."""
+
+        gamma_scale: float = 1.0
+
+    class Toy(Method):
+        name, description, options = "toy-keys", "test", Opts
+
+    register_method(Toy())
+    try:
+        assert canonical_key("gamma_scale") == "adapter.gamma_scale"
+    finally:
+        unregister_method("toy-keys")
+    with pytest.raises(ConfigError):
+        canonical_key("gamma_scale")
