@@ -215,6 +215,10 @@ class TrainConfig:
             at checkpoints and at epoch ends; between these points a step never waits for the device.
         dist_timeout_minutes: under torchrun, how long a collective waits for the other processes before
             the run fails.
+        early_stop: patience in epochs: stop once validation accuracy has not improved (by more than
+            ``early_stop_min_delta``) for this many epochs; the best-validation model is tested, and the
+            learning-rate schedule still spans ``epochs``. Needs a validation split. None: train all epochs.
+        early_stop_min_delta: the improvement in validation accuracy (points) that resets the patience.
     """
 
     epochs: int = 50
@@ -234,6 +238,8 @@ class TrainConfig:
     tensorboard: bool = False
     log_every_steps: int = 50
     dist_timeout_minutes: float = 30.0
+    early_stop: int | None = None
+    early_stop_min_delta: float = 0.0
 
     def __post_init__(self) -> None:
         self.compile = _as_bool("train.compile", self.compile)
@@ -262,6 +268,8 @@ class TrainConfig:
         self.dist_timeout_minutes = _as_float(
             "train.dist_timeout_minutes", self.dist_timeout_minutes, minimum=0.0, exclusive=True
         )
+        self.early_stop = _optional(_as_int, "train.early_stop", self.early_stop, minimum=1)
+        self.early_stop_min_delta = _as_float("train.early_stop_min_delta", self.early_stop_min_delta, minimum=0.0)
 
 
 _SECTIONS: dict[str, type] = {
