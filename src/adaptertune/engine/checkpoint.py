@@ -3,7 +3,8 @@
 A training checkpoint is ONE safetensors file, so one ``rename`` publishes it whole: tensors (the
 trainable parameters ``model.*``, the best-validation copy ``best.*``, the AdamW state ``optim.*`` and
 the RNG states ``rng.*``) plus a JSON document in the metadata (step, epoch, batches done in the epoch,
-partial-epoch sums, best validation accuracy, history, optimizer hyper-parameters, grad-scaler state).
+partial-epoch sums, best validation accuracy, the early-stopping counter and stop epoch, history, optimizer
+hyper-parameters, grad-scaler state).
 """
 
 from __future__ import annotations
