@@ -225,6 +225,10 @@ class TrainConfig:
         cache_prefix: when the trained parts start at block k > 0 (placement ``last:4``, ...) and
             ``data.augment`` is off, run the frozen patch embedding and blocks before k once per image and
             train the rest on those cached tokens every epoch (same losses; memory N x tokens x width floats).
+        early_stop: patience in epochs: stop once validation accuracy has not improved (by more than
+            ``early_stop_min_delta``) for this many epochs; the best-validation model is tested, and the
+            learning-rate schedule still spans ``epochs``. Needs a validation split. None: train all epochs.
+        early_stop_min_delta: the improvement in validation accuracy (points) that resets the patience.
     """
 
     epochs: int = 50
@@ -245,6 +249,8 @@ class TrainConfig:
     log_every_steps: int = 50
     dist_timeout_minutes: float = 30.0
     cache_prefix: bool = False
+    early_stop: int | None = None
+    early_stop_min_delta: float = 0.0
 
     def __post_init__(self) -> None:
         self.cache_prefix = _as_bool("train.cache_prefix", self.cache_prefix)
@@ -274,6 +280,8 @@ class TrainConfig:
         self.dist_timeout_minutes = _as_float(
             "train.dist_timeout_minutes", self.dist_timeout_minutes, minimum=0.0, exclusive=True
         )
+        self.early_stop = _optional(_as_int, "train.early_stop", self.early_stop, minimum=1)
+        self.early_stop_min_delta = _as_float("train.early_stop_min_delta", self.early_stop_min_delta, minimum=0.0)
 
 
 _SECTIONS: dict[str, type] = {

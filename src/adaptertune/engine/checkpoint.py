@@ -3,7 +3,8 @@
 A training checkpoint is ONE safetensors file, so one ``rename`` publishes it whole: tensors (the
 trainable parameters ``model.*``, the best-validation copy ``best.*``, the AdamW state ``optim.*`` and
 the RNG states ``rng.*``) plus a JSON document in the metadata (step, epoch, batches done in the epoch,
-partial-epoch sums, best validation accuracy, history, optimizer hyper-parameters, grad-scaler state).
+partial-epoch sums, best validation accuracy, the early-stopping counter and stop epoch, history, optimizer
+hyper-parameters, grad-scaler state).
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, OutputError
+from .distributed import DistInfo, gather_tensors
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_checkpoint_fits",
+    "gather_rank_rng",
     "load_checkpoint",
     "load_tensors",
     "load_trained_tensors",
@@ -259,3 +263,32 @@ def restore_training_state(
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
     return best, meta["state"]
+
+
+def check_checkpoint_fits(saved: dict[str, Any], source: str, steps_per_epoch: int, precision: str) -> None:
+    """The loop state ``saved`` (from ``source``) was written by a run with these steps per epoch and precision.
+
+    Raises:
+        CheckpointError: it was not.
+    """
+    if saved.get("steps_per_epoch") != steps_per_epoch:
+        raise CheckpointError(
+            f"{source} was written with {saved.get('steps_per_epoch')} steps per epoch, this run has "
+            f"{steps_per_epoch}; resume with the same data, batch size and number of processes."
+        )
+    if saved.get("precision", precision) != precision:
+        raise CheckpointError(
+            f"{source} was trained in {saved['precision']}, this run would continue in {precision}; resume with "
+            f"--precision {saved['precision']} (the precision changes the numbers)."
+        )
+
+
+def gather_rank_rng(dist: DistInfo) -> dict[str, torch.Tensor] | None:
+    """Every rank's RNG state as checkpoint tensors ``rng.rank{r}.*`` (a collective); None in one process."""
+    if not dist.enabled:
+        return None
+    out: dict[str, torch.Tensor] = {}
+    for name, state in rank_rng_state().items():
+        for r, t in enumerate(gather_tensors(state)):
+            out[f"rng.rank{r}.{name}"] = t
+    return out

@@ -1,4 +1,12 @@
-"""Frozen-backbone features, computed once, and loaders over them (for head-only training on a tensor)."""
+"""Frozen-backbone features, computed once, and loaders over them (for head-only training on a tensor).
+
+Head-only training on cached features is head-only training on images without augmentation, step for step,
+when three things hold, and this module provides them: the feature loader draws the image loader's seeded
+order (same :class:`ResumableSampler`, same shard per rank, its own generator so neither moves the global
+RNG); the classifier sees the model's own dropout before it (``head_drop``: same masks from the same RNG
+stream); and nothing else in the backbone behaves differently in training mode (:func:`train_mode_layers`
+lists what would: dropout, drop-path, batch norm), since features are computed once in eval mode.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +17,9 @@ import torch
 from torch import nn
 
 from .loop import autocast_context
-from .sampling import ResumableSampler
+from .sampling import ResumableSampler, ShardedEvalSampler
 
-__all__ = ["FeatureHead", "extract_features", "feature_loader"]
+__all__ = ["FeatureHead", "extract_features", "feature_loader", "train_mode_layers"]
 
 
 @torch.no_grad()
@@ -41,15 +49,35 @@ def extract_features(
     return x, y, skipped, time.perf_counter() - t0
 
 
-class FeatureHead(nn.Module):
-    """The model's classifier alone (shared parameters): features (B, D) -> logits (B, C)."""
+def train_mode_layers(model: nn.Module, skip: tuple[nn.Module, ...] = ()) -> list[str]:
+    """Names of the layers of ``model`` (outside ``skip``) whose output changes in training mode:
+    dropout or drop-path with a non-zero rate (timm ``DropPath``, ``PatchDropout``), batch norm."""
+    inside = {id(m) for s in skip for m in s.modules()}
+    out = []
+    for name, m in model.named_modules():
+        if id(m) in inside:
+            continue
+        rate = getattr(m, "p", 0.0) if isinstance(m, nn.modules.dropout._DropoutNd) else 0.0
+        if "Drop" in type(m).__name__:
+            rate = rate or getattr(m, "drop_prob", 0.0) or getattr(m, "prob", 0.0)
+        if rate or isinstance(m, nn.modules.batchnorm._BatchNorm):
+            out.append(name)
+    return out
 
-    def __init__(self, head: nn.Module) -> None:
+
+class FeatureHead(nn.Module):
+    """The model's dropout before the classifier and the classifier (shared modules): (B, D) -> logits (B, C).
+
+    ``drop``: timm's ``head_drop`` (applied after ``pre_logits`` features in training mode); its masks are
+    drawn as in the full model's forward, so the same seed gives the same masks.
+    """
+
+    def __init__(self, head: nn.Module, drop: nn.Module | None = None) -> None:
         super().__init__()
-        self.head = head
+        self.head, self.drop = head, drop if drop is not None else nn.Identity()
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.head(f)
+        return self.head(self.drop(f))
 
 
 class _EpochKeyed(torch.utils.data.Dataset):
@@ -66,16 +94,26 @@ class _EpochKeyed(torch.utils.data.Dataset):
 
 
 def feature_loader(
-    features: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = False, seed: int = 0
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> torch.utils.data.DataLoader:
     """Batches of (features, labels); with ``shuffle``, the order of epoch e is the image loader's (seed, e) order.
 
-    The same :class:`ResumableSampler` as the image loader draws the order, so a probe on cached features sees
-    the batches head-only training sees at the same seed, epoch by epoch, and resumes inside an epoch exactly.
+    The same :class:`ResumableSampler` as the image loader (``runs.loaders.make_loader``) draws the order and
+    this rank's shard, so a probe on cached features sees the batches head-only training sees at the same
+    seed, epoch by epoch, and resumes inside an epoch exactly. Without ``shuffle``: dataset order (this rank's
+    share under torchrun). The loader's own generator keeps iterator creation off the global RNG.
     """
-    data = torch.utils.data.TensorDataset(features, labels)
-    if not shuffle:
-        return torch.utils.data.DataLoader(data, batch_size=batch_size)
+    data: torch.utils.data.Dataset = torch.utils.data.TensorDataset(features, labels)
+    if shuffle:
+        data, sampler = _EpochKeyed(data), ResumableSampler(len(data), seed, batch_size, rank, world_size)
+    else:
+        sampler = ShardedEvalSampler(len(data), rank, world_size) if world_size > 1 else None
     return torch.utils.data.DataLoader(
-        _EpochKeyed(data), batch_size=batch_size, sampler=ResumableSampler(len(data), seed, batch_size)
+        data, batch_size=batch_size, sampler=sampler, generator=torch.Generator().manual_seed(seed)
     )

@@ -19,13 +19,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig
-from ..errors import CheckpointError, DataError, NonFiniteLossError
-from .checkpoint import load_checkpoint, rank_rng_state, restore_training_state, save_checkpoint
+from ..errors import DataError
+from .checkpoint import (
+    check_checkpoint_fits,
+    gather_rank_rng,
+    load_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+)
 from .device import autocast_context, cuda_backend_settings, resolve_device, resolve_precision
-from .distributed import DistInfo, current, gather_tensors, rank_seed, reduce_min, reduce_sums, wrap_ddp
+from .distributed import current, rank_seed, reduce_min, reduce_sums, wrap_ddp
 from .metrics import topk_hits
 from .optim import build_optimizer, warmup_cosine
-from .steplog import StepLog, StepRecord, first_non_finite
+from .steplog import StepLog, first_non_finite
+from .stopping import check_early_stop, non_finite_error, patience_step
 
 _logger = logging.getLogger(__name__)
 
@@ -69,6 +76,7 @@ class FitResult:
     best_state: dict[str, torch.Tensor] = field(repr=False)  # trainable tensors of the selected model
     selection: str = "best_val_top1"
     backend: dict[str, Any] = field(default_factory=dict)  # CUDA math settings the run trained with
+    stopped_epoch: int | None = None  # the epoch early stopping ended training at (None: all epochs ran)
 
 
 @torch.no_grad()
@@ -141,16 +149,6 @@ def _stand_in_batch(model: nn.Module, shape: torch.Size | None, device: torch.de
     return torch.zeros((1, *shape), device=device)
 
 
-def _non_finite_error(
-    bad: StepRecord | None, step: int, steps_per_epoch: int, lr: float, detected: int
-) -> NonFiniteLossError:
-    value = bad.loss if bad is not None and bad.step == step else "non-finite (on another process)"
-    return NonFiniteLossError(
-        f"Loss became {value} at step {step} (epoch {step // steps_per_epoch + 1}); lower the learning rate "
-        f"(now {lr:.3g}) or use fp32. The last good checkpoint is kept (checked at step {detected})."
-    )
-
-
 def fit(
     model: nn.Module,
     train_loader: Iterable,
@@ -163,6 +161,9 @@ def fit(
     resume: bool = False,
 ) -> FitResult:
     """Train ``model`` and return the test metrics of its best-validation-accuracy epoch.
+
+    With ``cfg.early_stop`` (patience P) training ends once validation accuracy has not improved for P
+    epochs (:mod:`~adaptertune.engine.stopping`); the counter is part of the checkpoint, so resume stays exact.
 
     A step does not wait for the device: losses and hits are read every ``cfg.log_every_steps`` steps, at
     checkpoints and at epoch ends, and checked for NaN/inf there. Under torchrun every rank takes the same
@@ -178,6 +179,7 @@ def fit(
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf (names the step); the last checkpoint is kept.
+        ConfigError: ``cfg.early_stop`` without a validation loader.
         CheckpointError: the checkpoint to resume from is corrupt, belongs to another model or was trained
             in another precision.
     """
@@ -199,6 +201,7 @@ def _fit(
     resume: bool,
 ) -> FitResult:
     assert cfg.lr is not None and cfg.weight_decay is not None, "resolve lr/weight_decay before fit()"
+    check_early_stop(cfg, val_loader is not None)
     precision = resolve_precision(cfg.precision, device)
     model.to(device)
     net = wrap_ddp(model, device)  # forward/backward through DDP; parameters and checkpoints via `model`
@@ -226,6 +229,8 @@ def _fit(
         "epoch_seconds": 0.0,
         "best_val": -math.inf,
         "best_epoch": 0,
+        "stale_epochs": 0,  # early stopping: epochs since validation last improved by more than min_delta
+        "stopped_epoch": None,  # the epoch early stopping ended training at
         "history": [],
         "lr": cfg.lr,
         "precision": precision,
@@ -235,7 +240,7 @@ def _fit(
         best_state, saved = restore_training_state(
             tensors, meta, model, optimizer, scaler, str(checkpoint_path), dist.rank
         )
-        _check_resumable(saved, str(checkpoint_path), steps_per_epoch, precision)
+        check_checkpoint_fits(saved, str(checkpoint_path), steps_per_epoch, precision)
         st.update(saved)
         if not dist.is_main:  # the checkpoint holds the sums of all ranks: rank 0 carries them on
             st["skipped"] = 0
@@ -248,7 +253,7 @@ def _fit(
     def save(batch_in_epoch: int, sums: list[float], epoch_seconds: float) -> None:
         # every rank joins the reduction and the RNG gather; rank 0 stores the global sums and all RNG states
         *g_sums, g_skipped = reduce_sums([*sums, st["skipped"]])
-        rank_rng = _gather_rank_rng(dist)
+        rank_rng = gather_rank_rng(dist)
         if checkpoint_path is None or not dist.is_main:
             return
         state = dict(
@@ -279,7 +284,7 @@ def _fit(
         if math.isfinite(first_bad):
             bad_step = int(first_bad)
             lr_bad = warmup_cosine(bad_step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
-            raise _non_finite_error(bad, bad_step, steps_per_epoch, lr_bad, step)
+            raise non_finite_error(bad, bad_step, steps_per_epoch, lr_bad, step)
 
     forward = torch.compile(net) if cfg.compile else net  # optional compiled training forward
     for cb in callbacks:
@@ -287,7 +292,8 @@ def _fit(
     history: list[dict[str, Any]] = st["history"]
     step, lr = st["step"], st["lr"]
     in_shape: torch.Size | None = None  # of this rank's last non-empty batch
-    for epoch in range(st["epochs_done"] + 1, cfg.epochs + 1):
+    last_epoch = st["stopped_epoch"] or cfg.epochs  # a checkpoint written as training stopped early: done
+    for epoch in range(st["epochs_done"] + 1, last_epoch + 1):
         skip = st["batch_in_epoch"]
         # a resumed epoch starts from the saved sums on rank 0 only, so the epoch-end reduction adds up
         sums = list(st["sums"]) if skip and dist.is_main else [0.0, 0.0, 0.0]
@@ -346,8 +352,14 @@ def _fit(
         if val_loader is not None:
             val = evaluate(model, val_loader, device, precision)
             metrics.update(val_acc=val["acc"], val_top5=val["top5"], val_loss=val["loss"])
-            if val["acc"] > st["best_val"]:
+            es = patience_step(
+                val["acc"], st["best_val"], st["stale_epochs"], cfg.early_stop, cfg.early_stop_min_delta
+            )
+            st["stale_epochs"] = es.stale
+            if es.best:
                 st["best_val"], st["best_epoch"], best_state = val["acc"], epoch, _trainable_state(model)
+            if es.stop:
+                st["stopped_epoch"] = epoch
         else:  # no validation split: the last epoch is selected
             st["best_epoch"], best_state = epoch, _trainable_state(model)
         history.append(metrics)
@@ -355,13 +367,17 @@ def _fit(
             cb.on_epoch_end(metrics)
         st.update(epochs_done=epoch, step=step, lr=lr)
         save(0, [0.0, 0.0, 0.0], 0.0)
+        if st["stopped_epoch"] is not None:
+            _logger.info("early stop at epoch %d: no val improvement for %d epochs", epoch, cfg.early_stop)
+            break
 
     test_last = evaluate(model, test_loader, device, precision)
     with torch.no_grad():
         params = dict(model.named_parameters())
         for n, v in best_state.items():
             params[n].copy_(v)
-    test = test_last if st["best_epoch"] == cfg.epochs else evaluate(model, test_loader, device, precision)
+    same = st["best_epoch"] == st["epochs_done"]  # the last model trained is the selected one
+    test = test_last if same else evaluate(model, test_loader, device, precision)
     (skipped,) = reduce_sums([st["skipped"]])
     return FitResult(
         best_epoch=st["best_epoch"],
@@ -374,28 +390,5 @@ def _fit(
         skipped_images=int(skipped),
         best_state=best_state,
         selection="best_val_top1" if val_loader is not None else "last_epoch",
+        stopped_epoch=st["stopped_epoch"],
     )
-
-
-def _check_resumable(saved: dict[str, Any], source: str, steps_per_epoch: int, precision: str) -> None:
-    if saved.get("steps_per_epoch") != steps_per_epoch:
-        raise CheckpointError(
-            f"{source} was written with {saved.get('steps_per_epoch')} steps per epoch, this run has "
-            f"{steps_per_epoch}; resume with the same data, batch size and number of processes."
-        )
-    if saved.get("precision", precision) != precision:
-        raise CheckpointError(
-            f"{source} was trained in {saved['precision']}, this run would continue in {precision}; resume with "
-            f"--precision {saved['precision']} (the precision changes the numbers)."
-        )
-
-
-def _gather_rank_rng(dist: DistInfo) -> dict[str, torch.Tensor] | None:
-    """Every rank's RNG state as checkpoint tensors ``rng.rank{r}.*`` (a collective); None in one process."""
-    if not dist.enabled:
-        return None
-    out: dict[str, torch.Tensor] = {}
-    for name, state in rank_rng_state().items():
-        for r, t in enumerate(gather_tensors(state)):
-            out[f"rng.rank{r}.{name}"] = t
-    return out

@@ -16,7 +16,8 @@ from torch import nn
 
 from ..adapters import head_parameter_names
 from ..engine import FitResult
-from ..engine.features import FeatureHead, extract_features, feature_loader
+from ..engine.distributed import current
+from ..engine.features import FeatureHead, extract_features, feature_loader, train_mode_layers
 from ..errors import ConfigError
 from .basic import HeadMethod
 from .flops import StepFlops, ViTGeometry
@@ -63,15 +64,28 @@ def cached_feature_fit_inputs(
 ) -> CachedFitInputs:
     """Extract features once over the (unaugmented, dataset-order) image ``loaders`` (train, val, test).
 
-    Returns the head and loaders of the features; the train one's seeded shuffle is the order of an image
-    loader of the same length and seed.
+    Returns the head (with the model's ``head_drop``) and loaders of the features; the train one's seeded
+    shuffle is the order of an image loader of the same length and seed, and under torchrun each rank's
+    loaders read that rank's shard, as the image loaders do.
+
+    Raises:
+        ConfigError: the classifier is not the model's only head, or the backbone holds layers that act
+            differently in training (dropout, drop-path, batch norm): cached features would not be what
+            head-only training sees.
     """
-    head = model.get_classifier()
-    fit_model = FeatureHead(head)
+    head, drop = model.get_classifier(), getattr(model, "head_drop", None)
+    fit_model = FeatureHead(head, drop)
     full = {id(p): n for n, p in model.named_parameters()}
     names = {n: full[id(p)] for n, p in fit_model.named_parameters()}
     if set(names.values()) != set(head_parameter_names(model)):
         raise ConfigError(f"Cannot train the classifier of {type(model).__name__} on cached features.")
+    if layers := train_mode_layers(model, skip=tuple(m for m in (head, drop) if m is not None)):
+        raise ConfigError(
+            f"Cached features are computed once in eval mode, but the backbone's {', '.join(layers[:3])} "
+            f"({len(layers)} layers) act differently in training; set backbone.args drop_path_rate / "
+            "attn_drop_rate / proj_drop_rate / pos_drop_rate / patch_drop_rate to 0, or use --method head."
+        )
+    dist = current()
     feature_loaders, skipped, seconds = [], [0, 0, 0], 0.0
     for i, loader in enumerate(loaders):
         if loader is None:
@@ -79,7 +93,7 @@ def cached_feature_fit_inputs(
             continue
         x, y, s, t = extract_features(model, loader, device, precision)
         skipped[i], seconds = s, seconds + t
-        feature_loaders.append(feature_loader(x, y, batch_size, shuffle=i == 0, seed=seed))
+        feature_loaders.append(feature_loader(x, y, batch_size, i == 0, seed, dist.rank, dist.world_size))
     n = sum(len(lo.dataset) for lo in feature_loaders if lo)
     _logger.info("cached features of %d images in %.1f s", n, seconds)
     return CachedFitInputs(fit_model, tuple(feature_loaders), names, tuple(skipped), seconds)

@@ -21,6 +21,7 @@ __all__ = [
     "RESUME_FREE_KEYS",
     "RunStatus",
     "RunSummary",
+    "budget_label",
     "config_differences",
     "flatten_config",
     "make_protocol",
@@ -57,6 +58,7 @@ class RunSummary:
     test_acc_last: float | None = None  # top-1 %, last epoch (reported, never used for selection)
     best_val_acc: float | None = None
     best_epoch: int | None = None
+    stopped_epoch: int | None = None  # the epoch early stopping ended training at (None: all epochs ran)
     selection: str = "best_val_top1"
     trainable_params: int = 0
     total_params: int = 0
@@ -167,6 +169,7 @@ def make_protocol(
         "crop_pct": float(data_config.get("crop_pct", 0.875)),
         "augment": "rrc+flip" if cfg.data.augment else "none",
         "epochs": cfg.train.epochs,
+        "budget": budget_label(cfg.train),
         "selection": "best_val_top1" if cfg.data.val_fraction > 0 or cfg.data.val_subset else "last_epoch",
         "val_fraction": cfg.data.val_fraction,
         "val_subset": cfg.data.val_subset,
@@ -181,6 +184,15 @@ def make_protocol(
     if cfg.data.cv_folds is not None:  # k-fold CV: the pooled images, cut into folds fixed by split_seed
         protocol["cv_folds"], protocol["cv_fold"] = cfg.data.cv_folds, cfg.data.cv_fold
     return protocol
+
+
+def budget_label(train: Any) -> str:
+    """How long a run trains: ``fixed`` (all ``train.epochs``) or ``early_stop(patience=P)`` (on validation;
+    ``,min_delta=D`` when set), so equal-step and trained-out runs never share a cell unlabelled."""
+    if train.early_stop is None:
+        return "fixed"
+    delta = f",min_delta={train.early_stop_min_delta:g}" if train.early_stop_min_delta else ""
+    return f"early_stop(patience={train.early_stop}{delta})"
 
 
 def flatten_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

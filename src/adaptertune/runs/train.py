@@ -22,6 +22,7 @@ from ..config import RunConfig, merge_dicts
 from ..data import build_splits, load_raw
 from ..engine import Callback, fit, resolve_device, save_tensors
 from ..engine.distributed import all_true, barrier, current
+from ..engine.stopping import check_early_stop
 from ..errors import CheckpointError, ConfigError, DataError
 from ..methods import METHODS, FitContext, build_method
 from ..resolve import resolve_config, resolve_run_config
@@ -175,6 +176,7 @@ def _train(
     raw = load_raw(cfg.data)
     built = create_backbone(cfg.backbone, num_classes=len(raw.classes), seed=cfg.train.seed)
     splits = build_splits(cfg.data, built.data_config, raw)
+    check_early_stop(cfg.train, splits.val is not None)  # before the folder exists
     torch.manual_seed(cfg.train.seed)  # adapter init (W_down), dropout
     model = build_method(cfg.method, built.model, cfg.adapter)
     bs, nw, batched = cfg.train.batch_size // dist.world_size, cfg.data.num_workers, cfg.data.batched
@@ -267,6 +269,7 @@ def _write_results(
         result.best_epoch,
         result.selection,
     )
+    summary.stopped_epoch = result.stopped_epoch
     summary.train_seconds, summary.train_images_per_second = result.train_seconds, result.images_per_second
     summary.peak_memory_mb = _peak_memory_mb(device)
     summary.skipped_images = result.skipped_images
