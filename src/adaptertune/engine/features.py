@@ -23,6 +23,28 @@ __all__ = ["FeatureHead", "extract_features", "feature_loader", "train_mode_laye
 
 
 @torch.no_grad()
+def run_frozen(
+    model: nn.Module, fn, loader: Iterable, device: torch.device, precision: str = "fp32"
+) -> tuple[list[torch.Tensor], list[torch.Tensor], int, float]:
+    """``fn(x)`` of every labelled batch of ``loader`` with ``model`` in eval mode on ``device``, under autocast.
+
+    Returns (outputs, labels (on the loader's device), skipped images, seconds, synchronised on CUDA).
+    """
+    model.eval().to(device)
+    outs, labels, skipped = [], [], 0
+    t0 = time.perf_counter()
+    for batch in loader:
+        skipped += batch[2] if len(batch) > 2 else 0
+        if batch[1].numel() == 0:
+            continue
+        with autocast_context(precision, device):
+            outs.append(fn(batch[0].to(device)))
+        labels.append(batch[1])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return outs, labels, skipped, time.perf_counter() - t0
+
+
 def extract_features(
     model: nn.Module, loader: Iterable, device: torch.device, precision: str = "fp32"
 ) -> tuple[torch.Tensor, torch.Tensor, int, float]:
@@ -30,23 +52,15 @@ def extract_features(
 
     Features are ``forward_head(forward_features(x), pre_logits=True)``: the input of the classifier.
     """
-    model.eval().to(device)
-    feats, labels, skipped = [], [], 0
-    t0 = time.perf_counter()
-    for batch in loader:
-        skipped += batch[2] if len(batch) > 2 else 0
-        if batch[1].numel() == 0:
-            continue
-        with autocast_context(precision, device):
-            f = model.forward_head(model.forward_features(batch[0].to(device)), pre_logits=True)
-        feats.append(f.float().cpu())
-        labels.append(batch[1])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return model.forward_head(model.forward_features(x), pre_logits=True).float().cpu()
+
+    feats, labels, skipped, seconds = run_frozen(model, features, loader, device, precision)
     width = getattr(model, "num_features", 0)
     x = torch.cat(feats) if feats else torch.empty(0, width)
     y = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
-    return x, y, skipped, time.perf_counter() - t0
+    return x, y, skipped, seconds
 
 
 def train_mode_layers(model: nn.Module, skip: tuple[nn.Module, ...] = ()) -> list[str]:

@@ -8,15 +8,14 @@ tail's forward and backward only.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .device import autocast_context
 from .distributed import DistInfo
+from .features import run_frozen
 from .sampling import ResumableSampler, ShardedEvalSampler
 
 __all__ = ["PrefixTail", "TokenLoader", "extract_prefix", "first_trained_block", "prefix_tokens"]
@@ -84,21 +83,12 @@ def extract_prefix(
     model: nn.Module, k: int, loader: Iterable, device: torch.device, precision: str = "fp32"
 ) -> tuple[torch.Tensor, torch.Tensor, int, float]:
     """Prefix tokens over ``loader``: (tokens (N, T, D) on ``device``, labels, skipped, seconds)."""
-    model.to(device).eval()
-    tokens, labels, skipped = [], [], 0
-    t0 = time.perf_counter()
-    for batch in loader:
-        skipped += batch[2] if len(batch) > 2 else 0
-        if batch[1].numel() == 0:
-            continue
-        with autocast_context(precision, device):
-            tokens.append(prefix_tokens(model, batch[0].to(device), k))
-        labels.append(batch[1].to(device))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    tokens, labels, skipped, seconds = run_frozen(
+        model, lambda x: prefix_tokens(model, x, k), loader, device, precision
+    )
     if not tokens:
         return torch.empty(0, device=device), torch.empty(0, dtype=torch.long, device=device), skipped, 0.0
-    return torch.cat(tokens), torch.cat(labels), skipped, time.perf_counter() - t0
+    return torch.cat(tokens), torch.cat(labels).to(device), skipped, seconds
 
 
 class TokenLoader:
