@@ -115,3 +115,20 @@ def test_summary_records_the_file_size(image_folder, tmp_path):
     s = run(cfg)
     assert s.adapter_file_bytes == (tmp_path / "r" / "adapter.safetensors").stat().st_size
     assert yaml.safe_load(io.StringIO((tmp_path / "r" / "config.yaml").read_text()))["adapter"]["targets"] == "qkv"
+
+
+def test_old_adapter_file_with_options_the_method_lacks_still_loads(tmp_path):
+    """Files written when every method's options were recorded carry `targets: qkv` for `adapter`; the identity
+    compares only the options the method has."""
+    from adaptertune.engine import load_tensors, save_tensors
+
+    run_dir, model = make_run(tmp_path / "old", "adapter", {"rank": 4})
+    tensors, meta = load_tensors(run_dir / "adapter.safetensors")
+    meta["adapter"]["targets"] = "qkv"
+    save_tensors(run_dir / "adapter.safetensors", tensors, meta)
+    with torch.no_grad():
+        assert torch.equal(load_run(run_dir, device="cpu").model(X), model(X))
+    meta["adapter"]["rank"] = 8  # an option the method has still counts
+    save_tensors(run_dir / "adapter.safetensors", tensors, meta)
+    with pytest.raises(CheckpointError, match="adapter rank differs"):
+        load_run(run_dir, device="cpu")
