@@ -248,7 +248,7 @@ def test_overwrite_swaps_in_the_new_run_when_it_has_finished(finished, folder, t
         overwrite=True,
     )
     assert seen and all(seen)
-    assert read_state(out).summary.seed == 5 and _files(out)["adapter.safetensors"] != old["adapter.safetensors"]
+    assert read_state(out).summary.seed == 5 and _files(out)["adaptertune_weights.safetensors"] != old["adaptertune_weights.safetensors"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", "run"]
 
 

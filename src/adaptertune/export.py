@@ -103,7 +103,7 @@ def export_model(model: nn.Module, path: str | Path, fmt: str, example: torch.Te
 def export_run(
     run_dir: str | Path, fmt: str = "pt", out: str | Path | None = None, atol: float = 1e-4, batch: int = 4
 ) -> ExportResult:
-    """Export a finished run (rebuilt from its backbone + ``adapter.safetensors``) as a standalone model.
+    """Export a finished run (rebuilt from its backbone + adapter file) as a standalone model.
 
     The check compares the file's logits with the training-time model's (before any merge) on ``batch``
     seeded random inputs.

@@ -282,7 +282,7 @@ def _write_results(
     except BaseException:
         summary.status = RunStatus.FAILED
         raise
-    (out_dir / rf.CHECKPOINT_FILE).unlink(missing_ok=True)  # finished: adapter.safetensors is the result
+    (out_dir / rf.CHECKPOINT_FILE).unlink(missing_ok=True)  # finished: the adapter file is the result
 
 
 def _record_failure(work_dir: Path, summary: RunSummary, e: BaseException, remove: bool, staged: bool) -> None:
