@@ -22,7 +22,7 @@ TINY = {"name": "vit_tiny_patch16_224", "args": {"img_size": 32, "patch_size": 4
 def make_run(
     out_dir: Path, method: str, adapter: dict | None = None, n_classes: int = 4, seed: int = 0, backbone: dict = TINY
 ) -> tuple[Path, nn.Module]:
-    """Write config.yaml, summary.json and adaptertune_weights.safetensors as ``run()`` does; return (folder, model)."""
+    """Write config.yaml, summary.json and the adapter file as ``run()`` does; return (folder, model)."""
     cfg = resolve_config(
         RunConfig.from_dict(
             {

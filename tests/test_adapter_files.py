@@ -54,7 +54,8 @@ def test_file_for_another_model_names_both_sides(tmp_path, change, side_a, side_
     run_dir, _ = make_run(tmp_path / "a", **base)
     other = {**base, **change}
     other_dir, _ = make_run(tmp_path / "b", **other)
-    (run_dir / "adaptertune_weights.safetensors").write_bytes((other_dir / "adaptertune_weights.safetensors").read_bytes())
+    weights = "adaptertune_weights.safetensors"
+    (run_dir / weights).write_bytes((other_dir / weights).read_bytes())
     with pytest.raises(CheckpointError) as e:
         load_run(run_dir, device="cpu")
     msg = str(e.value)

@@ -25,7 +25,7 @@ from adaptertune.export import export_run
 from adaptertune.methods import METHODS, Method, build_method, register_method, unregister_method
 from adaptertune.multitask import MultiTaskModel, predict_tasks
 from adaptertune.perf.flops import step_flops, vit_geometry
-from adaptertune.runs import evaluate_run, load_run, predict
+from adaptertune.runs import ADAPTER_FILE, evaluate_run, load_run, predict
 from conftest import tiny_vit
 
 X = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -164,7 +164,7 @@ def test_toy_method_shares_a_backbone_with_other_tasks(trained, image_folder, tm
     """Next to another scale-shift task and an adapter task, switching is exact (multi-task)."""
     other, other_model = make_run(tmp_path / "ssf_b", "scale-shift", {"placement": "every:3"})
     pets, pets_model = make_run(tmp_path / "pets", "adapter", {"rank": 4})
-    files = [trained / "adaptertune_weights.safetensors", other / "adaptertune_weights.safetensors", pets / "adaptertune_weights.safetensors"]
+    files = [d / ADAPTER_FILE for d in (trained, other, pets)]
     mt = MultiTaskModel.from_files(files, names=["a", "b", "pets"])
     with torch.no_grad():
         want = {"a": load_run(trained, device="cpu").model(X), "b": other_model(X), "pets": pets_model(X)}

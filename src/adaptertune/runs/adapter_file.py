@@ -1,4 +1,5 @@
-"""Adapter files: ``adaptertune_weights.safetensors`` holds only the trained tensors plus metadata saying what they fit.
+"""Adapter files: ``adaptertune_weights.safetensors`` holds only the trained tensors plus metadata saying what
+they fit.
 
 The metadata (JSON under the safetensors key ``adaptertune``) records the backbone name and kwargs, the
 weight tag and the SHA-256 of the backbone weights, the method, the adapter options (rank, alpha, init,
