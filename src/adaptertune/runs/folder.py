@@ -2,11 +2,12 @@
 
 A run folder holds ``config.yaml`` (the resolved config that ran), ``metrics.jsonl`` (one line per epoch),
 ``summary.json`` (a :class:`~adaptertune.runs.summary.RunSummary`), ``adaptertune_weights.safetensors`` (the
-trained tensors with their identity; named so it is not taken for an AdapterHub ``adapter.safetensors`` or a PEFT
-``adapter_model.safetensors``; folders written under the old name ``adapter.safetensors`` still load), while
-training ``checkpoint.safetensors`` (the resume state), optionally ``tensorboard/``, and for a sweep point
-``point.json`` (its grid values). Beside it live the folder's lock (``.NAME.lock``) and, while ``--overwrite``
-trains a replacement, ``.NAME.overwrite`` (swapped in when that run has finished). Sweeps and reports ask :func:`read_state`; they never parse these files themselves.
+trained tensors with their identity; named so it is not taken for an AdapterHub ``adapter.safetensors`` or a
+PEFT ``adapter_model.safetensors``; folders written under the old name ``adapter.safetensors`` still load),
+while training ``checkpoint.safetensors`` (the resume state), optionally ``tensorboard/``, and for a sweep
+point ``point.json`` (its grid values). Beside it live the folder's lock (``.NAME.lock``) and, while
+``--overwrite`` trains a replacement, ``.NAME.overwrite`` (swapped in when that run has finished). Sweeps and
+reports ask :func:`read_state`; they never parse these files themselves.
 """
 
 from __future__ import annotations
