@@ -129,9 +129,9 @@ def export_run(
         ref = model(example)
     if fmt in FOLDER_FORMATS:
         folder = Path(out) if out else Path(run_dir) / f"export-{fmt}"
-        diff, _ = export_folder(loaded, Path(run_dir), fmt, folder, example, ref, atol)
+        diff, merged = export_folder(loaded, Path(run_dir), fmt, folder, example, ref, atol)
         size_bytes = sum(p.stat().st_size for p in folder.iterdir())
-        result = ExportResult(str(folder), fmt, size_bytes, diff, fmt == "timm", str(folder / "README.md"))
+        result = ExportResult(str(folder), fmt, size_bytes, diff, merged, str(folder / "README.md"))
         _logger.info("exported %s", asdict(result))
         return result
     merged = method.merge(model)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -63,11 +62,11 @@ def _fresh_backbone(loaded: LoadedRun) -> nn.Module:
     return create_backbone(cfg.backbone, num_classes=len(loaded.classes), seed=cfg.train.seed).model
 
 
-def _write_timm(loaded: LoadedRun, tmp: Path) -> Callable[[], nn.Module]:
+def _write_timm(loaded: LoadedRun, tmp: Path) -> tuple[Callable[[], nn.Module], bool]:
     from timm.models import save_for_hf
 
     model = loaded.model.cpu().eval()
-    METHODS.get(loaded.config.method).merge(model)
+    merged = METHODS.get(loaded.config.method).merge(model)
     save_for_hf(model, str(tmp), model_config={"label_names": list(loaded.classes)}, safe_serialization=True)
 
     def load() -> nn.Module:
@@ -75,7 +74,7 @@ def _write_timm(loaded: LoadedRun, tmp: Path) -> Callable[[], nn.Module]:
 
         return timm.create_model(f"local-dir:{tmp}", pretrained=True)
 
-    return load
+    return load, merged
 
 
 def _write_peft(loaded: LoadedRun, tmp: Path, base_id: str) -> Callable[[], nn.Module]:
@@ -93,15 +92,16 @@ def _write_peft(loaded: LoadedRun, tmp: Path, base_id: str) -> Callable[[], nn.M
 
 def export_folder(
     loaded: LoadedRun, run_dir: Path, fmt: str, out: Path, example: torch.Tensor, ref: torch.Tensor, atol: float
-) -> tuple[float, dict[str, Any]]:
+) -> tuple[float, bool]:
     """Write run ``loaded`` as a ``fmt`` folder at ``out``; return (max |logit diff| of the folder as loaded
-    back, the model card's accuracy). ``ref``: the trained model's logits on ``example``."""
+    back, whether the method merged its modules into the backbone). ``ref``: the trained model's logits on
+    ``example``."""
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     base_id = base_model_id(loaded)
     try:
-        load = _write_timm(loaded, tmp) if fmt == "timm" else _write_peft(loaded, tmp, base_id)
+        load, merged = _write_timm(loaded, tmp) if fmt == "timm" else (_write_peft(loaded, tmp, base_id), False)
         with torch.no_grad():
             got = load().eval()(example)
         diff = float((got.float() - ref.float()).abs().max())
@@ -128,7 +128,7 @@ def export_folder(
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return diff, accuracy
+    return diff, merged
 
 
 _OWN_FILES = {"README.md", "config.json", "model.safetensors", "adapter_config.json", "adapter_model.safetensors"}
