@@ -104,7 +104,7 @@ def test_sweep_point_card_reports_the_cells_mean_and_std(tmp_path):
     card = open(r.sidecar).read()
     metric = front_matter(card)["model-index"][0]["results"][0]["metrics"][0]
     assert metric["value"] == 50.0 and metric["std"] == pytest.approx(14.1421, abs=1e-3)
-    assert "50.00 ± 14.14 (mean ± std over 2 seeds)" in card
+    assert "50.00 ± 14.14 (mean ± std over 2 runs of its cell)" in card
 
 
 def test_cli_lists_the_export_formats():

@@ -31,7 +31,7 @@ def card_accuracy(run_dir: str | Path, summary: dict[str, Any]) -> CardAccuracy:
     cell = next((c for c in cells if any(r.run == run_dir.name for r in c.runs)), None)
     if cell is None or cell.n < 2:
         return own
-    return {"mean": cell.mean, "std": cell.std, "n": cell.n, "seeds": sorted(cell.accs)}
+    return {"mean": cell.mean, "std": cell.std, "n": cell.n, "seeds": sorted({r.seed for r in cell.runs})}
 
 
 def model_card(
@@ -49,7 +49,9 @@ def model_card(
     protocol = summary.get("protocol") or {}
     dataset, method = config["data"]["name"], config["method"]
     acc = accuracy["mean"]
-    spread = f" ± {accuracy['std']:.2f} (mean ± std over {accuracy['n']} seeds)" if accuracy["std"] is not None else ""
+    spread = ""
+    if accuracy["std"] is not None:
+        spread = f" ± {accuracy['std']:.2f} (mean ± std over {accuracy['n']} runs of its cell)"
     front = {
         "base_model": base_model,
         "library_name": library,
