@@ -214,7 +214,8 @@ def _fit(
     net = wrap_ddp(model, device)  # forward/backward through DDP; parameters and checkpoints via `model`
     dist = current()
     optimizer = make_optimizer(model, cfg)
-    ema, runner = TrainableEma(model, cfg.ema) if cfg.ema else None, StepRunner(cfg, precision, device, mix)
+    ema = TrainableEma(model, cfg.ema) if cfg.ema else None
+    runner = StepRunner(cfg, precision, device, mix, seed=rank_seed(cfg.seed, dist.rank))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     sampler = getattr(train_loader, "sampler", None)
     steps_per_epoch = (
@@ -321,7 +322,7 @@ def _fit(
             loss = None
             if y.numel() > 0:
                 in_shape = x.shape[1:]
-                loss, logits = runner.run(forward, net, x, y, scaler)  # forward + backward
+                loss, logits = runner.run(forward, net, x, y, scaler, step)  # forward + backward
                 log.add(step, epoch, lr, loss, logits, y)
             elif dist.enabled:  # all corrupt here: join the others' gradient all-reduce with zero gradients
                 with autocast_context(precision, device):

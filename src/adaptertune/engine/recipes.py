@@ -144,11 +144,15 @@ class StepRunner:
     mixed images), in ``accum_steps`` micro-batches whose gradients add up to the whole batch's.
 
     Each micro-batch's mean loss is weighted by its share of the batch, so the summed gradient is the
-    gradient of the batch mean; under DDP only the last micro-batch all-reduces (``no_sync``).
+    gradient of the batch mean; under DDP only the last micro-batch all-reduces (``no_sync``). timm's
+    ``Mixup`` draws from numpy's global RNG: each step draws from a stream seeded by (``seed``, step), and the
+    global state is put back, so a resumed run mixes its batches as the uninterrupted one did.
     """
 
-    def __init__(self, cfg: TrainConfig, precision: str, device: torch.device, mix: Callable | None) -> None:
-        self.cfg, self.precision, self.device, self.mix = cfg, precision, device, mix
+    def __init__(
+        self, cfg: TrainConfig, precision: str, device: torch.device, mix: Callable | None, seed: int = 0
+    ) -> None:
+        self.cfg, self.precision, self.device, self.mix, self.seed = cfg, precision, device, mix, seed
         if mix is not None:
             from timm.loss import SoftTargetCrossEntropy
 
@@ -159,17 +163,27 @@ class StepRunner:
             return self.soft_loss(logits, target)
         return F.cross_entropy(logits, target, label_smoothing=self.cfg.label_smoothing)
 
-    def _mixed(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mixed(self, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mix is None:
             return x, y
-        if len(x) % 2:  # timm pairs image i with image B-1-i: an odd batch lends its first image as a partner
-            xm, ym = self.mix(torch.cat((x, x[:1])), torch.cat((y, y[:1])))
-            return xm[:-1], ym[:-1]
-        return self.mix(x, y)
+        import numpy as np
 
-    def run(self, forward: Callable, net: nn.Module, x: torch.Tensor, y: torch.Tensor, scaler: Any) -> tuple:
-        """Backward of batch (x, y); returns (its loss, detached, and its logits (B, C)) for the step log."""
-        x, target = self._mixed(x, y)
+        saved = np.random.get_state()
+        np.random.seed((self.seed, step))
+        try:
+            if len(x) % 2:  # timm pairs image i with image B-1-i: an odd batch lends its first image as a partner
+                xm, ym = self.mix(torch.cat((x, x[:1])), torch.cat((y, y[:1])))
+                return xm[:-1], ym[:-1]
+            return self.mix(x.clone(), y)  # timm mixes in place; the loader's tensor stays as it was
+        finally:
+            np.random.set_state(saved)
+
+    def run(
+        self, forward: Callable, net: nn.Module, x: torch.Tensor, y: torch.Tensor, scaler: Any, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backward of batch (x, y) at optimizer step ``step``; returns (its loss, detached, and its logits
+        (B, C)) for the step log."""
+        x, target = self._mixed(x, y, step)
         if self.cfg.accum_steps == 1:
             with autocast_context(self.precision, self.device):
                 logits = forward(x)
