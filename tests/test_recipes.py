@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from adaptertune import AdapterConfig, add_adapters
-from adaptertune.config import DataConfig, RunConfig, TrainConfig, apply_overrides
+from adaptertune.config import DataConfig, RunConfig, TrainConfig
+from adaptertune.config_keys import apply_overrides
 from adaptertune.data import build_transforms
 from adaptertune.engine import fit
 from adaptertune.engine import loop as loop_module
