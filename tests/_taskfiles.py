@@ -22,7 +22,7 @@ TINY = {"name": "vit_tiny_patch16_224", "args": {"img_size": 32, "patch_size": 4
 def make_run(
     out_dir: Path, method: str, adapter: dict | None = None, n_classes: int = 4, seed: int = 0, backbone: dict = TINY
 ) -> tuple[Path, nn.Module]:
-    """Write config.yaml, summary.json and adapter.safetensors as ``run()`` does; return (folder, model)."""
+    """Write config.yaml, summary.json and the adapter file as ``run()`` does; return (folder, model)."""
     cfg = resolve_config(
         RunConfig.from_dict(
             {
@@ -45,7 +45,7 @@ def make_run(
             p.add_(0.05 * torch.randn(p.shape, generator=gen))
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = [f"c{i}" for i in range(n_classes)]
-    save_tensors(out_dir / "adapter.safetensors", trained, file_metadata(cfg, built, classes, model))
+    save_tensors(out_dir / "adaptertune_weights.safetensors", trained, file_metadata(cfg, built, classes, model))
     (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     summary = RunSummary(RunStatus.SUCCESS, method, cfg.backbone.name, "imagefolder", seed=seed, test_acc=50.0)
     summary.protocol = {"dataset": "imagefolder"}

@@ -27,7 +27,7 @@ X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 )
 def test_round_trip_is_exact_and_file_holds_only_trained_tensors(tmp_path, method, adapter):
     run_dir, model = make_run(tmp_path / method, method, adapter)
-    tensors, meta = read_adapter_file(run_dir / "adapter.safetensors")
+    tensors, meta = read_adapter_file(run_dir / "adaptertune_weights.safetensors")
     assert set(tensors) == {n for n, p in model.named_parameters() if p.requires_grad}
     assert meta["method"] == method and meta["classes"] == ["c0", "c1", "c2", "c3"]
     for key in ("backbone", "backbone_args", "weights_tag", "weights_sha256", "data_config", "width"):
@@ -54,11 +54,12 @@ def test_file_for_another_model_names_both_sides(tmp_path, change, side_a, side_
     run_dir, _ = make_run(tmp_path / "a", **base)
     other = {**base, **change}
     other_dir, _ = make_run(tmp_path / "b", **other)
-    (run_dir / "adapter.safetensors").write_bytes((other_dir / "adapter.safetensors").read_bytes())
+    weights = "adaptertune_weights.safetensors"
+    (run_dir / weights).write_bytes((other_dir / weights).read_bytes())
     with pytest.raises(CheckpointError) as e:
         load_run(run_dir, device="cpu")
     msg = str(e.value)
-    assert side_a in msg and side_b in msg and "adapter.safetensors" in msg
+    assert side_a in msg and side_b in msg and "adaptertune_weights.safetensors" in msg
 
 
 def test_check_reports_the_differing_field():
@@ -113,5 +114,35 @@ def test_summary_records_the_file_size(image_folder, tmp_path):
         }
     )
     s = run(cfg)
-    assert s.adapter_file_bytes == (tmp_path / "r" / "adapter.safetensors").stat().st_size
+    assert s.adapter_file_bytes == (tmp_path / "r" / "adaptertune_weights.safetensors").stat().st_size
     assert yaml.safe_load(io.StringIO((tmp_path / "r" / "config.yaml").read_text()))["adapter"]["targets"] == "qkv"
+
+
+def test_old_adapter_file_with_options_the_method_lacks_still_loads(tmp_path):
+    """Files written when every method's options were recorded carry `targets: qkv` for `adapter`; the identity
+    compares only the options the method has."""
+    from adaptertune.engine import load_tensors, save_tensors
+
+    run_dir, model = make_run(tmp_path / "old", "adapter", {"rank": 4})
+    tensors, meta = load_tensors(run_dir / "adaptertune_weights.safetensors")
+    meta["adapter"]["targets"] = "qkv"
+    save_tensors(run_dir / "adaptertune_weights.safetensors", tensors, meta)
+    with torch.no_grad():
+        assert torch.equal(load_run(run_dir, device="cpu").model(X), model(X))
+    meta["adapter"]["rank"] = 8  # an option the method has still counts
+    save_tensors(run_dir / "adaptertune_weights.safetensors", tensors, meta)
+    with pytest.raises(CheckpointError, match="adapter rank differs"):
+        load_run(run_dir, device="cpu")
+
+
+def test_run_folder_with_the_old_file_name_still_loads(tmp_path):
+    from adaptertune.multitask import MultiTaskModel
+    from adaptertune.runs import ADAPTER_FILE
+
+    run_dir, model = make_run(tmp_path / "pets", "adapter", {"rank": 4})
+    assert ADAPTER_FILE == "adaptertune_weights.safetensors"  # not AdapterHub's adapter.safetensors
+    (run_dir / ADAPTER_FILE).rename(run_dir / "adapter.safetensors")
+    with torch.no_grad():
+        assert torch.equal(load_run(run_dir, device="cpu").model(X), model(X))
+    mt = MultiTaskModel.from_files([run_dir / "adapter.safetensors"])
+    assert list(mt.tasks) == ["pets"]

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from adaptertune.cli import main
+from adaptertune.runs import ADAPTER_FILE
 from conftest import make_image_folder
 
 TINY = ["--backbone", "vit_tiny_patch16_224", "--backbone-arg", "img_size=32", "--backbone-arg", "patch_size=4"]
@@ -33,7 +34,7 @@ def interrupted_copy(d: dict, name: str, checkpoint_bytes: bytes | None) -> Path
     """A run folder as a killed run leaves it: config.yaml (+ metrics), a checkpoint, no summary."""
     dst = d["root"] / name
     shutil.copytree(d["run"], dst)
-    for f in ("summary.json", "adapter.safetensors"):
+    for f in ("summary.json", "adaptertune_weights.safetensors"):
         (dst / f).unlink()
     cfg = yaml.safe_load((dst / "config.yaml").read_text())
     cfg["out_dir"] = str(dst)
@@ -110,7 +111,7 @@ CASES = [
     ("resume-truncated-checkpoint", lambda d: ["train", "--quiet", "--resume", str(interrupted_copy(
         d, "trunc", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\"")), ], r"truncated or not a safetensors file"),
     ("resume-foreign-checkpoint", lambda d: ["train", "--quiet", "--resume", str(interrupted_copy(
-        d, "foreign", (d["run"] / "adapter.safetensors").read_bytes()))], r"not an adaptertune training checkpoint"),
+        d, "foreign", (d["run"] / ADAPTER_FILE).read_bytes()))], r"not an adaptertune training checkpoint"),
     ("resume-not-a-run", lambda d: ["train", "--quiet", "--resume", str(d["folder"])], r"not a run folder"),
     ("resume-finished", lambda d: ["train", "--quiet", "--resume", str(d["run"])], r"already finished"),
     ("eval-not-a-run", lambda d: ["eval", str(d["folder"])], r"not a finished run folder: config.yaml is missing"),
@@ -127,7 +128,7 @@ CASES = [
 
 
 def _truncate(run_dir: Path) -> Path:
-    f = run_dir / "adapter.safetensors"
+    f = run_dir / "adaptertune_weights.safetensors"
     f.write_bytes(f.read_bytes()[:100])
     return run_dir
 

@@ -10,7 +10,7 @@ import torch
 from adaptertune.cli import main
 from adaptertune.config import RunConfig
 from adaptertune.engine import atomic_write_text, load_checkpoint, read_jsonl, save_tensors
-from adaptertune.engine import loop as loop_module
+from adaptertune.engine import recipes as step_module  # computes the training loss
 from adaptertune.errors import CheckpointError, NonFiniteLossError, OutputError
 from adaptertune.runs import ADAPTER_FILE, CHECKPOINT_FILE, run
 from conftest import TINY_VIT, make_image_folder
@@ -73,7 +73,7 @@ def test_checkpoint_loader_rejects_adapter_and_truncated_files(tmp_path):
 
 
 class _NaNAtStep:
-    """Stands in for torch.nn.functional in the loop: the training loss of step ``n`` becomes NaN."""
+    """Stands in for torch.nn.functional in the training step: the loss of step ``n`` becomes NaN."""
 
     def __init__(self, n: int) -> None:
         self.n, self.calls = n, 0
@@ -92,7 +92,7 @@ class _NaNAtStep:
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_checkpoint(folder, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    monkeypatch.setattr(loop_module, "F", _NaNAtStep(2))
+    monkeypatch.setattr(step_module, "F", _NaNAtStep(2))
     with pytest.raises(NonFiniteLossError, match=r"Loss became nan at step 2 \(epoch 1\)"):
         run(config(folder, out, epochs=1, checkpoint_every_steps=1))
     _, meta = load_checkpoint(out / CHECKPOINT_FILE)  # the last good checkpoint (after step 2), intact
@@ -102,7 +102,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_checkpoint(folder, tmp_
 
 
 def test_non_finite_loss_cli_message(folder, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(loop_module, "F", _NaNAtStep(0))
+    monkeypatch.setattr(step_module, "F", _NaNAtStep(0))
     args = ["train", "--backbone", "vit_tiny_patch16_224", "--backbone-arg", "img_size=32"]
     args += ["--backbone-arg", "patch_size=4", "--no-pretrained", "--data-root", str(folder), "--epochs", "1"]
     args += ["--batch-size", "8", "--num-workers", "0", "--quiet", "--out-dir", str(tmp_path / "run")]
@@ -138,7 +138,7 @@ def test_full_disk_is_a_clear_error_and_keeps_checkpoint(folder, tmp_path, monke
 def test_resume_in_another_precision_is_refused(folder, tmp_path, monkeypatch, capsys):
     """The precision changes the numbers: it is part of what a resumed run must keep."""
     out = tmp_path / "run"
-    monkeypatch.setattr(loop_module, "F", _NaNAtStep(3))
+    monkeypatch.setattr(step_module, "F", _NaNAtStep(3))
     with pytest.raises(NonFiniteLossError):
         run(config(folder, out, epochs=1, checkpoint_every_steps=1, precision="fp32"))
     monkeypatch.undo()

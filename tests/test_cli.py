@@ -52,7 +52,7 @@ def demo_run(image_folder, tmp_path_factory):
 
 
 def test_train_writes_complete_run_dir(demo_run):
-    assert {"config.yaml", "metrics.jsonl", "summary.json", "adapter.safetensors"} <= {
+    assert {"config.yaml", "metrics.jsonl", "summary.json", "adaptertune_weights.safetensors"} <= {
         p.name for p in demo_run.iterdir()
     }
     s = json.loads((demo_run / "summary.json").read_text())
@@ -109,8 +109,8 @@ def test_same_seed_same_metrics(image_folder, tmp_path):
     assert {k: v for k, v in a.items() if k not in strip} == {k: v for k, v in b.items() if k not in strip}
     drop = lambda t: [{k: v for k, v in json.loads(x).items() if "second" not in k} for x in t.splitlines()]  # noqa: E731
     assert drop(ma) == drop(mb)
-    assert (tmp_path / "a" / "adapter.safetensors").read_bytes() == (
-        tmp_path / "b" / "adapter.safetensors"
+    assert (tmp_path / "a" / "adaptertune_weights.safetensors").read_bytes() == (
+        tmp_path / "b" / "adaptertune_weights.safetensors"
     ).read_bytes()
 
 

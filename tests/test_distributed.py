@@ -60,8 +60,8 @@ def test_two_cpu_processes_match_one_process(tmp_path):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
         assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
         assert b["train_acc"] == a["train_acc"] and b["val_acc"] == a["val_acc"]
-    t1, _ = load_tensors(tmp_path / "one" / "adapter.safetensors")
-    t2, _ = load_tensors(tmp_path / "two" / "adapter.safetensors")
+    t1, _ = load_tensors(tmp_path / "one" / "adaptertune_weights.safetensors")
+    t2, _ = load_tensors(tmp_path / "two" / "adaptertune_weights.safetensors")
     for k in t1:
         torch.testing.assert_close(t2[k], t1[k], rtol=1e-4, atol=1e-5)
     assert not (tmp_path / "two" / "checkpoint.safetensors").exists()
@@ -78,8 +78,8 @@ def test_two_process_run_killed_and_resumed(tmp_path):
     got = _train(folder, out, 2, resume=True)
     for key in ("test_acc", "test_acc_last", "best_val_acc", "best_epoch"):
         assert got[key] == ref[key], key
-    t1, _ = load_tensors(tmp_path / "ref" / "adapter.safetensors")
-    t2, _ = load_tensors(out / "adapter.safetensors")
+    t1, _ = load_tensors(tmp_path / "ref" / "adaptertune_weights.safetensors")
+    t2, _ = load_tensors(out / "adaptertune_weights.safetensors")
     for k in t1:
         assert torch.equal(t1[k], t2[k]), k
 

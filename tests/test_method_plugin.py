@@ -25,7 +25,7 @@ from adaptertune.export import export_run
 from adaptertune.methods import METHODS, Method, build_method, register_method, unregister_method
 from adaptertune.multitask import MultiTaskModel, predict_tasks
 from adaptertune.perf.flops import step_flops, vit_geometry
-from adaptertune.runs import evaluate_run, load_run, predict
+from adaptertune.runs import ADAPTER_FILE, evaluate_run, load_run, predict
 from conftest import tiny_vit
 
 X = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -154,7 +154,7 @@ def test_toy_method_trains_evals_and_predicts(trained, image_folder):
     summary = json.loads((trained / "summary.json").read_text())
     assert summary["status"] == "success" and summary["method"] == "scale-shift" and summary["rank"] is None
     assert summary["placement"] == "last:4" and summary["trainable_params"] == 4 * 192 + 192 * 4 + 4
-    # eval and predict rebuild it from the backbone and adapter.safetensors
+    # eval and predict rebuild it from the backbone and adaptertune_weights.safetensors
     assert evaluate_run(trained, device="cpu")["test_acc"] == pytest.approx(summary["test_acc"])
     img = str(next((image_folder / "test" / "class_0").iterdir()))
     assert len(predict(trained, [img], topk=2, device="cpu")[0]["top"]) == 2
@@ -164,7 +164,7 @@ def test_toy_method_shares_a_backbone_with_other_tasks(trained, image_folder, tm
     """Next to another scale-shift task and an adapter task, switching is exact (multi-task)."""
     other, other_model = make_run(tmp_path / "ssf_b", "scale-shift", {"placement": "every:3"})
     pets, pets_model = make_run(tmp_path / "pets", "adapter", {"rank": 4})
-    files = [trained / "adapter.safetensors", other / "adapter.safetensors", pets / "adapter.safetensors"]
+    files = [d / ADAPTER_FILE for d in (trained, other, pets)]
     mt = MultiTaskModel.from_files(files, names=["a", "b", "pets"])
     with torch.no_grad():
         want = {"a": load_run(trained, device="cpu").model(X), "b": other_model(X), "pets": pets_model(X)}

@@ -126,8 +126,8 @@ def test_linear_probe_cached_equals_head_without_augmentation(image_folder, tmp_
     cached = run(cfg("linear-probe-cached"))  # augmentation is off by definition of the method
     assert cached.protocol["augment"] == "none" and cached.trainable_params == head.trainable_params
     assert cached.test_acc == head.test_acc and cached.best_val_acc == head.best_val_acc
-    a, _ = load_tensors(tmp_path / "head" / "adapter.safetensors")
-    b, meta = load_tensors(tmp_path / "linear-probe-cached" / "adapter.safetensors")
+    a, _ = load_tensors(tmp_path / "head" / "adaptertune_weights.safetensors")
+    b, meta = load_tensors(tmp_path / "linear-probe-cached" / "adaptertune_weights.safetensors")
     assert set(a) == set(b) == {"head.weight", "head.bias"} and meta["method"] == "linear-probe-cached"
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)

@@ -24,7 +24,7 @@ def three_tasks(tmp_path_factory):
     for name, (method, adapter) in specs.items():
         run_dir, model = make_run(root / name, method, adapter, n_classes=4)
         with torch.no_grad():
-            out[name] = (run_dir / "adapter.safetensors", model(X))
+            out[name] = (run_dir / "adaptertune_weights.safetensors", model(X))
     return out
 
 
@@ -66,14 +66,14 @@ def test_serial_and_parallel_cannot_share(three_tasks, tmp_path):
     run_dir, _ = make_run(tmp_path / "par", "parallel", {"rank": 2})
     mt = MultiTaskModel.from_files([three_tasks["pets"][0]], names=["pets"])
     with pytest.raises(ConfigError, match="serial and parallel"):
-        mt.add_task("par", run_dir / "adapter.safetensors")
+        mt.add_task("par", run_dir / "adaptertune_weights.safetensors")
 
 
 def test_file_from_another_backbone_is_refused(three_tasks, tmp_path):
     run_dir, _ = make_run(tmp_path / "other", "adapter", {"rank": 4}, seed=3)
     mt = MultiTaskModel.from_files([three_tasks["pets"][0]], names=["pets"])
     with pytest.raises(CheckpointError, match=r"backbone weights \(sha256\) differs.*seed=3.*seed=0"):
-        mt.add_task("other", run_dir / "adapter.safetensors")
+        mt.add_task("other", run_dir / "adaptertune_weights.safetensors")
 
 
 def test_predict_cli_with_adapters(three_tasks, image_folder, capsys):
@@ -89,7 +89,7 @@ def test_predict_cli_with_adapters(three_tasks, image_folder, capsys):
 
 def test_tasks_with_different_class_counts_share_a_random_init_backbone(tmp_path):
     runs = {n: make_run(tmp_path / n, "adapter", {"rank": 4}, n_classes=k) for n, k in (("three", 3), ("seven", 7))}
-    mt = MultiTaskModel.from_files([runs[n][0] / "adapter.safetensors" for n in runs], names=list(runs))
+    mt = MultiTaskModel.from_files([runs[n][0] / "adaptertune_weights.safetensors" for n in runs], names=list(runs))
     with torch.no_grad():
         for name, (_, model) in runs.items():
             mt.set_active(name)

@@ -129,7 +129,7 @@ def test_linear_probe_cached_equals_head_without_augmentation_over_multi_batch_e
     head = run(cfg("head", augment=False))
     cached = run(cfg("linear-probe-cached"))
     assert cached.test_acc == head.test_acc and cached.best_val_acc == head.best_val_acc
-    a, _ = load_tensors(tmp_path / "head" / "adapter.safetensors")
-    b, _ = load_tensors(tmp_path / "linear-probe-cached" / "adapter.safetensors")
+    a, _ = load_tensors(tmp_path / "head" / "adaptertune_weights.safetensors")
+    b, _ = load_tensors(tmp_path / "linear-probe-cached" / "adaptertune_weights.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)

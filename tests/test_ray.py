@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from adaptertune.runs import ADAPTER_FILE
 from adaptertune.sweeps import SweepSpec, plan_sweep, run_sweep
 from conftest import make_image_folder
 
@@ -69,7 +70,7 @@ def test_ray_sweep_runs_points_skips_done_and_reruns_killed_worker(local_ray, tm
     for name in ("seed=0", "seed=1"):
         run_dir = results / name
         assert json.loads((run_dir / "summary.json").read_text())["status"] == "success"
-        assert {"config.yaml", "metrics.jsonl", "adapter.safetensors"} <= {p.name for p in run_dir.iterdir()}
+        assert {"config.yaml", "metrics.jsonl", ADAPTER_FILE} <= {p.name for p in run_dir.iterdir()}
     assert all(p.state.value == "done" for p in plan_sweep(spec, results))
     again = run_sweep(spec, results, RayExecutor())
     assert again.results == []  # skip-completed: nothing submitted

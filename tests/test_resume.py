@@ -71,8 +71,8 @@ def assert_same_run(a: Path, b: Path) -> None:
         sa, sb = x.pop("step_loss"), y.pop("step_loss")
         assert sb and sa[len(sa) - len(sb) :] == sb
     assert ma == mb
-    ta, _ = load_tensors(a / "adapter.safetensors")
-    tb, _ = load_tensors(b / "adapter.safetensors")
+    ta, _ = load_tensors(a / "adaptertune_weights.safetensors")
+    tb, _ = load_tensors(b / "adaptertune_weights.safetensors")
     assert ta.keys() == tb.keys()
     for k in ta:
         assert torch.equal(ta[k], tb[k]), k

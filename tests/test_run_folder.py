@@ -12,7 +12,7 @@ import pytest
 from adaptertune.cli import main
 from adaptertune.config import RunConfig
 from adaptertune.errors import ConfigError
-from adaptertune.runs import CHECKPOINT_FILE, FolderLockedError, RunStatus, RunSummary, read_state, run
+from adaptertune.runs import ADAPTER_FILE, CHECKPOINT_FILE, FolderLockedError, RunStatus, RunSummary, read_state, run
 from adaptertune.runs import folder as rf
 from adaptertune.runs.lock import RunLock, lock_path_for
 from adaptertune.runs.summary import CELL_FREE_KEYS, RESUME_FREE_KEYS, config_differences, make_protocol
@@ -248,7 +248,7 @@ def test_overwrite_swaps_in_the_new_run_when_it_has_finished(finished, folder, t
         overwrite=True,
     )
     assert seen and all(seen)
-    assert read_state(out).summary.seed == 5 and _files(out)["adapter.safetensors"] != old["adapter.safetensors"]
+    assert read_state(out).summary.seed == 5 and _files(out)[ADAPTER_FILE] != old[ADAPTER_FILE]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", "run"]
 
 

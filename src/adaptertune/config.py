@@ -23,6 +23,7 @@ from .config_checks import (
     _as_int,
     _check_cv,
     _check_placement_syntax,
+    _check_recipe,
     _optional,
     parse_placement,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "ADAPTER_ACTS",
     "ADAPTER_INITS",
     "ADAPTER_SCALINGS",
+    "AUG_PRESETS",
     "BATCHED_MODES",
     "PRECISIONS",
     "RESIZE_MODES",
@@ -52,6 +54,7 @@ ADAPTER_SCALINGS = ("constant", "rsqrt", "inverse")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 RESIZE_MODES = ("crop", "squash")
 BATCHED_MODES = ("auto", "on", "off")
+AUG_PRESETS = ("none", "basic", "randaug")  # basic: random-resized-crop + flip; randaug: + RandAugment, erasing
 
 
 def adapter_scale(alpha: float, rank: int, scaling: str = "constant") -> float:
@@ -154,6 +157,11 @@ class DataConfig:
         batched: ``auto``: array datasets (held in memory) are transformed in batches on the training device,
             with the per-image path's crops and flips (pixels within two uint8 levels of PIL's); ``on``: that or
             an error; ``off``: every image through PIL in DataLoader workers.
+        aug: training augmentation preset (with ``augment`` on): ``basic`` (random-resized-crop + flip),
+            ``randaug`` (timm ``create_transform``: + ``rand-m9-mstd0.5`` RandAugment, random erasing p=0.25)
+            or ``none`` (the eval transform).
+        mixup: timm ``Mixup`` alpha for mixup (0: off); the loss becomes soft-target cross-entropy.
+        cutmix: timm ``Mixup`` alpha for cutmix (0: off); with mixup too, each batch uses one of the two.
     """
 
     name: str = "imagefolder"
@@ -172,6 +180,9 @@ class DataConfig:
     cv_folds: int | None = None
     cv_fold: int | None = None
     batched: str = "auto"
+    aug: str = "basic"
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
     def __post_init__(self) -> None:
         self.root = None if self.root in (None, "") else str(self.root)
@@ -193,6 +204,9 @@ class DataConfig:
         self.cv_folds, self.cv_fold = _check_cv(
             self.cv_folds, self.cv_fold, subset=self.subset, test_subset=self.test_subset, split=self.split
         )
+        self.aug = _as_choice("data.aug", self.aug, AUG_PRESETS)
+        self.mixup = _as_float("data.mixup", self.mixup, minimum=0.0)
+        self.cutmix = _as_float("data.cutmix", self.cutmix, minimum=0.0)
 
 
 @dataclass
@@ -229,6 +243,14 @@ class TrainConfig:
             ``early_stop_min_delta``) for this many epochs; the best-validation model is tested, and the
             learning-rate schedule still spans ``epochs``. Needs a validation split. None: train all epochs.
         early_stop_min_delta: the improvement in validation accuracy (points) that resets the patience.
+        optimizer: a timm optimizer name (``timm.optim.create_optimizer_v2``); ``adamw`` is the two-group AdamW.
+        layer_decay: layer-wise lr decay (timm ``param_groups_layer_decay``: block i of L gets
+            ``lr * layer_decay ** (L + 1 - i)``); None: off. Meant for full fine-tuning.
+        ema: decay of an exponential moving average of the trainable tensors, updated every step (None: off).
+        ema_eval: validate, select and test the EMA tensors instead of the live ones (needs ``ema``).
+        accum_steps: run each batch's forward/backward in N micro-batches (one optimizer step per batch):
+            the same update at 1/N of the activation memory.
+        grad_checkpointing: recompute the blocks' activations in backward (timm ``set_grad_checkpointing``).
     """
 
     epochs: int = 50
@@ -251,6 +273,12 @@ class TrainConfig:
     cache_prefix: bool = False
     early_stop: int | None = None
     early_stop_min_delta: float = 0.0
+    optimizer: str = "adamw"
+    layer_decay: float | None = None
+    ema: float | None = None
+    ema_eval: bool = False
+    accum_steps: int = 1
+    grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         self.cache_prefix = _as_bool("train.cache_prefix", self.cache_prefix)
@@ -282,6 +310,7 @@ class TrainConfig:
         )
         self.early_stop = _optional(_as_int, "train.early_stop", self.early_stop, minimum=1)
         self.early_stop_min_delta = _as_float("train.early_stop_min_delta", self.early_stop_min_delta, minimum=0.0)
+        _check_recipe(self)
 
 
 _SECTIONS: dict[str, type] = {

@@ -136,3 +136,26 @@ def _check_cv(folds: Any, fold: Any, **exclusive: Any) -> tuple[int | None, int 
                 "and test sets); unset one of them."
             )
     return folds, fold
+
+
+def _check_recipe(train: Any) -> None:
+    """The recipe fields of a TrainConfig (optimizer, layer decay, EMA, accumulation, checkpointing)."""
+    if not isinstance(train.optimizer, str) or not train.optimizer.strip():
+        raise ConfigError(
+            f"`train.optimizer` must be a timm optimizer name (e.g. adamw, sgd), got {train.optimizer!r}."
+        )
+    train.layer_decay = _optional(_as_float, "train.layer_decay", train.layer_decay, minimum=0.0, exclusive=True)
+    if train.layer_decay is not None and train.layer_decay > 1:
+        raise ConfigError(f"`train.layer_decay` must be in (0, 1], got {train.layer_decay:g}.")
+    train.ema = _optional(_as_float, "train.ema", train.ema, minimum=0.0, exclusive=True)
+    if train.ema is not None and train.ema >= 1:
+        raise ConfigError(f"`train.ema` (the EMA decay) must be in (0, 1), got {train.ema:g}.")
+    train.ema_eval = _as_bool("train.ema_eval", train.ema_eval)
+    if train.ema_eval and train.ema is None:
+        raise ConfigError("`train.ema_eval` true needs `train.ema` (a decay such as 0.999).")
+    train.accum_steps = _as_int("train.accum_steps", train.accum_steps, minimum=1)
+    if train.accum_steps > train.batch_size:
+        raise ConfigError(
+            f"`train.accum_steps` {train.accum_steps} is more than `train.batch_size` {train.batch_size} images."
+        )
+    train.grad_checkpointing = _as_bool("train.grad_checkpointing", train.grad_checkpointing)

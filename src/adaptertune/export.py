@@ -1,5 +1,7 @@
-"""Export a finished run as a standalone model: backbone + adapters + head in one file.
+"""Export a finished run as a standalone model: backbone + adapters + head in one file, or as a folder
+timm or PEFT opens (``timm``, ``peft``: :mod:`adaptertune.hub_export`, with a model card).
 
+Which formats a method's runs accept is the method's (its registry entry's ``export_formats``).
 ``pt``: a ``torch.export`` program (``torch.export.load(path).module()(images)``; needs only torch).
 ``onnx``: an ONNX graph with input ``images`` (B, 3, H, W) and output ``logits`` (B, C), checked with
 onnxruntime. A method that can fold its modules into the base weights does so first (its ``merge``: LoRA;
@@ -21,18 +23,16 @@ import torch
 from torch import nn
 
 from .engine import atomic_write_text
-from .errors import AdapterTuneError, ConfigError
+from .errors import ConfigError
+from .hub_export import FOLDER_FORMATS, ExportError, export_folder
 from .methods import METHODS
 from .runs import load_run
 
 __all__ = ["EXPORT_FORMATS", "ExportError", "ExportResult", "export_model", "export_run"]
 
 _logger = logging.getLogger(__name__)
-EXPORT_FORMATS = ("pt", "onnx")
-
-
-class ExportError(AdapterTuneError):
-    """The exported model does not reproduce the training-time logits."""
+FILE_FORMATS = ("pt", "onnx")
+EXPORT_FORMATS = (*FILE_FORMATS, *FOLDER_FORMATS)
 
 
 @dataclass
@@ -42,7 +42,7 @@ class ExportResult:
     bytes: int
     max_abs_diff: float
     merged: bool  # the method folded its modules into the base weights (LoRA)
-    sidecar: str
+    sidecar: str  # pt/onnx: the JSON sidecar; timm/peft: the folder's model card (README.md)
 
 
 def _check_format(fmt: str) -> None:
@@ -65,7 +65,8 @@ def _run_onnx(path: Path, x: torch.Tensor) -> torch.Tensor:
 
 def export_model(model: nn.Module, path: str | Path, fmt: str, example: torch.Tensor, atol: float = 1e-4) -> float:
     """Write ``model`` (eval mode, CPU) to ``path`` and return the max |logit difference| on ``example``."""
-    _check_format(fmt)
+    if fmt not in FILE_FORMATS:
+        raise ConfigError(f"Unknown model file format '{fmt}'; use one of: {', '.join(FILE_FORMATS)}.")
     path = Path(path)
     model = model.eval().cpu()
     with torch.no_grad():
@@ -103,19 +104,37 @@ def export_model(model: nn.Module, path: str | Path, fmt: str, example: torch.Te
 def export_run(
     run_dir: str | Path, fmt: str = "pt", out: str | Path | None = None, atol: float = 1e-4, batch: int = 4
 ) -> ExportResult:
-    """Export a finished run (rebuilt from its backbone + ``adapter.safetensors``) as a standalone model.
+    """Export a finished run (rebuilt from its backbone + adapter file) as a standalone model or folder.
 
-    The check compares the file's logits with the training-time model's (before any merge) on ``batch``
-    seeded random inputs.
+    The check compares the export's logits with the training-time model's (before any merge) on ``batch``
+    seeded random inputs. ``out``: the file (pt, onnx; default ``RUN/model.FORMAT``) or folder (timm, peft;
+    default ``RUN/export-FORMAT``).
+
+    Raises:
+        ConfigError: an unknown format, or one the run's method cannot be written in.
+        ExportError: the export does not reproduce the trained model's logits.
     """
     _check_format(fmt)
     loaded = load_run(run_dir, device="cpu")
+    method = METHODS.get(loaded.config.method)
+    if fmt not in method.export_formats():
+        raise ConfigError(
+            f"Method '{method.name}' cannot be exported as '{fmt}' (it does not fold into the plain backbone"
+            f"{' or have a PEFT form' if fmt == 'peft' else ''}); use one of: {', '.join(method.export_formats())}."
+        )
     model = loaded.model.eval()
     size = tuple(loaded.data_config["input_size"])
     example = torch.randn((batch, *size), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(example)
-    merged = METHODS.get(loaded.config.method).merge(model)
+    if fmt in FOLDER_FORMATS:
+        folder = Path(out) if out else Path(run_dir) / f"export-{fmt}"
+        diff, merged = export_folder(loaded, Path(run_dir), fmt, folder, example, ref, atol)
+        size_bytes = sum(p.stat().st_size for p in folder.iterdir())
+        result = ExportResult(str(folder), fmt, size_bytes, diff, merged, str(folder / "README.md"))
+        _logger.info("exported %s", asdict(result))
+        return result
+    merged = method.merge(model)
     path = Path(out) if out else Path(run_dir) / f"model.{fmt}"
     export_model(model, path, fmt, example, atol)
     with torch.no_grad():

@@ -27,6 +27,7 @@ from .config import BackboneConfig
 from .errors import CheckpointError, ConfigError
 from .methods import METHODS
 from .runs.adapter_file import check_adapter_file, read_adapter_file
+from .runs.folder import ADAPTER_FILE, LEGACY_ADAPTER_FILES
 
 __all__ = ["MultiTaskModel", "Task", "predict_tasks"]
 
@@ -155,7 +156,8 @@ class MultiTaskModel(nn.Module):
 
 def _task_name(path: str | Path) -> str:
     p = Path(path)
-    return p.parent.name if p.stem == "adapter" else p.stem  # runs/pets/adapter.safetensors -> pets
+    # runs/pets/adaptertune_weights.safetensors -> pets; pets.safetensors -> pets
+    return p.parent.name if p.name in (ADAPTER_FILE, *LEGACY_ADAPTER_FILES) else p.stem
 
 
 @torch.no_grad()

@@ -13,6 +13,8 @@ import dataclasses
 
 from .config import RunConfig
 from .engine.device import resolve_device, resolve_precision
+from .engine.recipes import check_optimizer
+from .errors import ConfigError
 from .methods import METHODS, resolve_adapter_config
 
 __all__ = ["default_warmup_epochs", "resolve_config", "resolve_run_config"]
@@ -38,6 +40,11 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
             d["train"][key] = info.defaults[key]
     if info.cached_features:  # features are computed once: no augmentation by definition of the method
         d["data"]["augment"] = False
+        if d["data"]["mixup"] or d["data"]["cutmix"]:
+            raise ConfigError(
+                f"Method '{cfg.method}' trains on cached features: `data.mixup` and `data.cutmix` must be 0."
+            )
+    check_optimizer(d["train"]["optimizer"])
     if d["train"]["warmup_epochs"] is None:
         d["train"]["warmup_epochs"] = default_warmup_epochs(d["train"]["epochs"])
     return RunConfig.from_dict(d)

@@ -1,4 +1,4 @@
-"""``adaptertune export RUN_DIR --format {pt,onnx}``: a standalone model file (backbone + adapters + head)."""
+"""``adaptertune export RUN_DIR --format {pt,onnx,timm,peft}``: a standalone model file, or a timm / PEFT folder."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import argparse
 
 from .progress import format_table
 
-__all__ = ["add_parser", "cmd_export"]
+__all__ = ["FORMATS", "add_parser", "cmd_export"]
+
+FORMATS = ("pt", "onnx", "timm", "peft")  # export.EXPORT_FORMATS, spelled here so the CLI starts without torch
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -26,14 +28,23 @@ def cmd_export(args: argparse.Namespace) -> int:
             ]
         )
     )
-    print(f"classes and preprocessing: {r.sidecar}")
+    print(f"model card: {r.sidecar}" if r.format in ("timm", "peft") else f"classes and preprocessing: {r.sidecar}")
     return 0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("export", help="write a finished run as a standalone .pt (torch.export) or ONNX model")
+    p = subparsers.add_parser(
+        "export",
+        help="write a finished run as a standalone .pt (torch.export) or ONNX model, or a timm / PEFT folder with "
+        "a model card",
+    )
     p.add_argument("run_dir")
-    p.add_argument("--format", choices=["pt", "onnx"], default="pt")
-    p.add_argument("--out", default=None, metavar="FILE", help="output file (default: RUN_DIR/model.FORMAT)")
+    p.add_argument("--format", choices=FORMATS, default="pt")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="PATH",
+        help="output file (pt, onnx; default RUN_DIR/model.FORMAT) or folder (timm, peft; RUN_DIR/export-FORMAT)",
+    )
     p.add_argument("--atol", type=float, default=1e-4, help="max |logit difference| allowed vs the trained model")
     p.set_defaults(func=cmd_export)

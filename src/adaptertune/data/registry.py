@@ -97,7 +97,7 @@ def build_splits(cfg: DataConfig, data_config: dict[str, Any], raw: RawDataset |
         DataError: the subset and its validation do not fit in the training pool.
     """
     raw = raw if raw is not None else load_raw(cfg)
-    train_tf, eval_tf = build_transforms(data_config, augment=cfg.augment, resize=cfg.resize)
+    train_tf, eval_tf = build_transforms(data_config, augment=cfg.augment, resize=cfg.resize, aug=cfg.aug)
     if cfg.cv_folds is not None:
         pool = ConcatSource([s for s in (raw.train, raw.val, raw.test) if s is not None])
         idx = cv_split_indices(

@@ -142,6 +142,7 @@ def save_checkpoint(
     best_state: dict[str, torch.Tensor],
     state: dict[str, Any],
     rank_rng: dict[str, torch.Tensor] | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write the full resume state of a training loop to ``path`` (one atomic file).
 
@@ -149,6 +150,7 @@ def save_checkpoint(
         state: JSON-able loop state (step, epoch, batch_in_epoch, sums, best_val, history, ...).
         rank_rng: under torchrun, every rank's RNG state (:func:`rank_rng_state` of each rank, keys
             ``rng.rank{r}.*``); without it only this process's RNG is kept.
+        extra: more resume tensors under their own prefix (the EMA's ``ema.*``), read back by the caller.
     """
     tensors: dict[str, torch.Tensor] = {}
     for n, p in model.named_parameters():
@@ -169,6 +171,7 @@ def save_checkpoint(
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
     tensors.update(rank_rng or {})
+    tensors.update(extra or {})
     meta = {
         "format": CHECKPOINT_FORMAT,
         "state": state,

@@ -30,7 +30,8 @@ from .checkpoint import (
 from .device import autocast_context, cuda_backend_settings, resolve_device, resolve_precision
 from .distributed import current, rank_seed, reduce_min, reduce_sums, wrap_ddp
 from .metrics import topk_hits
-from .optim import build_optimizer, warmup_cosine
+from .optim import warmup_cosine
+from .recipes import StepRunner, TrainableEma, ema_metrics, make_optimizer, prepare_model, use_weights
 from .steplog import StepLog, first_non_finite
 from .stopping import check_early_stop, non_finite_error, patience_step
 
@@ -159,6 +160,7 @@ def fit(
     callbacks: list[Callback] = (),
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
+    mix: Any = None,
 ) -> FitResult:
     """Train ``model`` and return the test metrics of its best-validation-accuracy epoch.
 
@@ -176,6 +178,7 @@ def fit(
         resume: continue from ``checkpoint_path`` if it exists. With the seeded
             :class:`~adaptertune.engine.sampling.ResumableSampler` the result is bitwise the same as an
             uninterrupted run's (same device, precision and thread count).
+        mix: timm ``Mixup`` for the training batches (:func:`~adaptertune.engine.recipes.make_mixup`), or None.
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf (names the step); the last checkpoint is kept.
@@ -184,7 +187,9 @@ def fit(
             in another precision.
     """
     with cuda_backend_settings(device) as backend:
-        result = _fit(model, train_loader, val_loader, test_loader, cfg, device, callbacks, checkpoint_path, resume)
+        result = _fit(
+            model, train_loader, val_loader, test_loader, cfg, device, callbacks, checkpoint_path, resume, mix
+        )
     result.backend = backend
     return result
 
@@ -199,14 +204,18 @@ def _fit(
     callbacks: list[Callback],
     checkpoint_path: str | Path | None,
     resume: bool,
+    mix: Any = None,
 ) -> FitResult:
     assert cfg.lr is not None and cfg.weight_decay is not None, "resolve lr/weight_decay before fit()"
     check_early_stop(cfg, val_loader is not None)
     precision = resolve_precision(cfg.precision, device)
     model.to(device)
+    prepare_model(model, cfg)
     net = wrap_ddp(model, device)  # forward/backward through DDP; parameters and checkpoints via `model`
     dist = current()
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.decay_all)
+    optimizer = make_optimizer(model, cfg)
+    ema = TrainableEma(model, cfg.ema) if cfg.ema else None
+    runner = StepRunner(cfg, precision, device, mix, seed=rank_seed(cfg.seed, dist.rank))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     sampler = getattr(train_loader, "sampler", None)
     steps_per_epoch = (
@@ -241,6 +250,8 @@ def _fit(
             tensors, meta, model, optimizer, scaler, str(checkpoint_path), dist.rank
         )
         check_checkpoint_fits(saved, str(checkpoint_path), steps_per_epoch, precision)
+        if ema is not None:
+            ema.load(tensors, str(checkpoint_path))
         st.update(saved)
         if not dist.is_main:  # the checkpoint holds the sums of all ranks: rank 0 carries them on
             st["skipped"] = 0
@@ -264,7 +275,8 @@ def _fit(
             epoch_seconds=epoch_seconds,
             steps_per_epoch=steps_per_epoch,
         )
-        save_checkpoint(checkpoint_path, model, optimizer, scaler, best_state, state, rank_rng)
+        extra = ema.state() if ema is not None else None
+        save_checkpoint(checkpoint_path, model, optimizer, scaler, best_state, state, rank_rng, extra)
 
     log = StepLog()
 
@@ -306,25 +318,25 @@ def _fit(
             st["skipped"] += batch[2] if len(batch) > 2 else 0
             lr = warmup_cosine(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
             for g in optimizer.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g["lr_scale"] if "lr_scale" in g else lr  # lr_scale: timm's layer decay
             loss = None
             if y.numel() > 0:
                 in_shape = x.shape[1:]
-                with autocast_context(precision, device):
-                    logits = forward(x)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                loss, logits = runner.run(forward, net, x, y, scaler, step)  # forward + backward
                 log.add(step, epoch, lr, loss, logits, y)
             elif dist.enabled:  # all corrupt here: join the others' gradient all-reduce with zero gradients
                 with autocast_context(precision, device):
                     loss = forward(_stand_in_batch(model, in_shape, device)).float().sum() * 0.0
-            if loss is not None:  # a single process skips a batch with no images
                 scaler.scale(loss).backward()
+            if loss is not None:  # a single process skips a batch with no images
                 if cfg.grad_clip is not None:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.update()
             step += 1
             every = cfg.checkpoint_every_steps
             checkpoint_due = bool(every) and step % every == 0 and b + 1 < steps_per_epoch
@@ -349,19 +361,21 @@ def _fit(
             "epoch_seconds": epoch_seconds,
             "train_images_per_second": count / max(epoch_seconds, 1e-9),
         }
-        if val_loader is not None:
-            val = evaluate(model, val_loader, device, precision)
-            metrics.update(val_acc=val["acc"], val_top5=val["top5"], val_loss=val["loss"])
-            es = patience_step(
-                val["acc"], st["best_val"], st["stale_epochs"], cfg.early_stop, cfg.early_stop_min_delta
-            )
-            st["stale_epochs"] = es.stale
-            if es.best:
-                st["best_val"], st["best_epoch"], best_state = val["acc"], epoch, _trainable_state(model)
-            if es.stop:
-                st["stopped_epoch"] = epoch
-        else:  # no validation split: the last epoch is selected
-            st["best_epoch"], best_state = epoch, _trainable_state(model)
+        with use_weights(ema, cfg):  # the EMA tensors with train.ema_eval
+            if val_loader is not None:
+                val = evaluate(model, val_loader, device, precision)
+                metrics.update(val_acc=val["acc"], val_top5=val["top5"], val_loss=val["loss"])
+                metrics.update(ema_metrics(ema, cfg, lambda: evaluate(model, val_loader, device, precision)))
+                es = patience_step(
+                    val["acc"], st["best_val"], st["stale_epochs"], cfg.early_stop, cfg.early_stop_min_delta
+                )
+                st["stale_epochs"] = es.stale
+                if es.best:
+                    st["best_val"], st["best_epoch"], best_state = val["acc"], epoch, _trainable_state(model)
+                if es.stop:
+                    st["stopped_epoch"] = epoch
+            else:  # no validation split: the last epoch is selected
+                st["best_epoch"], best_state = epoch, _trainable_state(model)
         history.append(metrics)
         for cb in callbacks:
             cb.on_epoch_end(metrics)
@@ -371,7 +385,8 @@ def _fit(
             _logger.info("early stop at epoch %d: no val improvement for %d epochs", epoch, cfg.early_stop)
             break
 
-    test_last = evaluate(model, test_loader, device, precision)
+    with use_weights(ema, cfg):
+        test_last = evaluate(model, test_loader, device, precision)
     with torch.no_grad():
         params = dict(model.named_parameters())
         for n, v in best_state.items():

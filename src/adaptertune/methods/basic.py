@@ -27,6 +27,7 @@ class HeadMethod(Method):
     description = "frozen backbone, new linear head (head-only transfer)"
     shares_backbone = True  # a task is its head alone
     lr_grid = (1e-3, 3e-3, 1e-2)  # a linear head on frozen features takes larger steps than adapters
+    plain_after_merge = True
 
     def build(self, model: nn.Module, options: None) -> nn.Module:
         return build_head(model)
@@ -42,6 +43,7 @@ class FullMethod(Method):
     description = "full fine-tuning: every parameter trains"
     defaults = {"lr": 1e-4, "weight_decay": 0.05}
     lr_grid = (1e-5, 3e-5, 1e-4)  # far below the adapters' grid: a PETL grid makes full fine-tuning collapse
+    plain_after_merge = True
 
     def build(self, model: nn.Module, options: None) -> nn.Module:
         for p in model.parameters():

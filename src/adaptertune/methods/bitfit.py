@@ -13,6 +13,7 @@ __all__ = ["BitFitMethod"]
 class BitFitMethod(Method):
     name = "bitfit"
     description = "frozen backbone except its bias terms, + new linear head (BitFit)"
+    plain_after_merge = True
 
     def build(self, model: nn.Module, options: None) -> nn.Module:
         """Every ``*.bias`` (attention, MLP, norms, patch embedding) and the classifier train; nothing else."""

@@ -27,7 +27,16 @@ from ..errors import CheckpointError, ConfigError
 from .flops import StepFlops, ViTGeometry, count_step
 from .registry import Method, register_method
 
-__all__ = ["LORA_TARGETS", "LoraMethod", "LoraOptions", "add_lora", "is_lora_model", "lora_config", "merge_lora"]
+__all__ = [
+    "LORA_TARGETS",
+    "LoraMethod",
+    "LoraOptions",
+    "add_lora",
+    "is_lora_model",
+    "lora_config",
+    "merge_lora",
+    "save_peft_folder",
+]
 
 _TARGETS = {"qkv": ("attn.qkv",), "qkv+mlp": ("attn.qkv", "mlp.fc1", "mlp.fc2")}
 LORA_TARGETS = tuple(_TARGETS)  # the projections LoRA adapts: attention qkv, optionally MLP fc1/fc2
@@ -134,6 +143,30 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
+def save_peft_folder(
+    model: nn.Module, base: nn.Module, adapter: LoraOptions, directory: str, base_model_id: str
+) -> None:
+    """Write ``model``'s LoRA tensors and head as a PEFT folder (``adapter_config.json`` +
+    ``adapter_model.safetensors``) through PEFT's own ``get_peft_model`` / ``save_pretrained``; the head is a
+    ``modules_to_save`` module. ``base`` (a fresh backbone with the same head size) becomes the PeftModel."""
+    peft = _peft()
+    cfg = lora_config(base, adapter)
+    heads = sorted({n.rpartition(".")[0] for n in head_parameter_names(base)})  # ["head"]
+    cfg.modules_to_save = heads
+    wrapped = peft.get_peft_model(base, cfg)
+    wrapped.peft_config["default"].base_model_name_or_path = base_model_id  # what the folder adapts
+    trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    own = dict(wrapped.named_parameters())
+    with torch.no_grad():
+        for n, v in trained.items():
+            mod, _, leaf = n.rpartition(".")
+            key = f"base_model.model.{mod}.modules_to_save.default.{leaf}" if mod in heads else f"base_model.model.{n}"
+            if key not in own:
+                raise CheckpointError(f"The PEFT model has no tensor '{key}' for the run's '{n}'.")
+            own[key].copy_(v)
+    wrapped.save_pretrained(directory, safe_serialization=True)
+
+
 def _set_active(model: nn.Module, name: str | None) -> None:
     """Run LoRA set ``name`` on every LoRA layer that has it; every other layer (all, for None) runs plain."""
     from peft.tuners.lora import LoraLayer
@@ -152,6 +185,8 @@ class LoraMethod(Method):
     description = "LoRA (PEFT) on attention qkv (targets=qkv+mlp: also MLP fc1/fc2) + new linear head"
     options = LoraOptions
     shares_backbone = True
+    plain_after_merge = True  # merge folds B A into the base weights
+    peft_format = True
 
     def build(self, model: nn.Module, options: LoraOptions) -> nn.Module:
         return add_lora(model, options)
@@ -184,6 +219,11 @@ class LoraMethod(Method):
             return False
         merge_lora(model)
         return True
+
+    def save_peft(
+        self, model: nn.Module, base: nn.Module, options: LoraOptions, directory: str, base_model_id: str
+    ) -> None:
+        save_peft_folder(model, base, options, directory, base_model_id)
 
     def step_flops(self, geom: ViTGeometry, options: LoraOptions) -> StepFlops:
         linears = [t.rpartition(".")[2] for t in _TARGETS[options.targets]]  # attn.qkv -> qkv

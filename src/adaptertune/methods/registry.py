@@ -89,6 +89,9 @@ class Method:
             backbone (:class:`adaptertune.multitask.MultiTaskModel`); then ``attach``/``activate``/``detach``
             say how.
         cached_features: the method never sees augmented images (``data.augment`` is forced off).
+        plain_after_merge: after :meth:`merge` the model is the backbone's own timm architecture (its
+            ``state_dict`` loads into ``timm.create_model``), so it exports as a timm folder.
+        peft_format: :meth:`save_peft` writes the trained tensors as a Hugging Face PEFT adapter folder.
     """
 
     name: ClassVar[str] = ""
@@ -98,6 +101,8 @@ class Method:
     lr_grid: ClassVar[tuple[float, ...]] = (3e-4, 1e-3, 3e-3)  # adapters, LoRA, BitFit: around the paper's 1e-3
     shares_backbone: ClassVar[bool] = False
     cached_features: ClassVar[bool] = False
+    plain_after_merge: ClassVar[bool] = False
+    peft_format: ClassVar[bool] = False
 
     # ------------------------------------------------------------ options and build
     def option_names(self) -> tuple[str, ...]:
@@ -161,6 +166,15 @@ class Method:
     def merge(self, model: nn.Module) -> bool:
         """Fold the method's extra modules into plain backbone weights before export; True if it did."""
         return False
+
+    def export_formats(self) -> tuple[str, ...]:
+        """The export formats this method's runs can be written in (``adaptertune export --format``)."""
+        return ("pt", "onnx", *(("timm",) if self.plain_after_merge else ()), *(("peft",) if self.peft_format else ()))
+
+    def save_peft(self, model: nn.Module, base: nn.Module, options: Any, directory: str, base_model_id: str) -> None:
+        """Write trained ``model``'s tensors as a PEFT folder that ``PeftModel.from_pretrained(base, directory)``
+        loads (``base``: a fresh copy of the backbone with the run's head size; ``peft_format`` methods only)."""
+        raise NotImplementedError(f"Method '{self.name}' has no PEFT form.")
 
     def step_flops(self, geom: ViTGeometry, options: Any) -> StepFlops | None:
         """Matmul FLOPs of one training step for one image (None: no formula for this method)."""

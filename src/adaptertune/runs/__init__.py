@@ -4,7 +4,7 @@
   (:class:`RunSummary`), the protocol and the config keys that may differ between runs.
 * :mod:`.folder`: the folder's files, its state (:func:`read_state`), locking, failures, ``--overwrite``.
 * :mod:`.lock`: the OS lock primitive (shared with sweeps).
-* :mod:`.adapter_file`: ``adapter.safetensors`` metadata, produced and checked.
+* :mod:`.adapter_file`: the adapter file's (``ADAPTER_FILE``) metadata, produced and checked.
 * :mod:`.train`: :func:`run`, :func:`resume_run`; :mod:`.load`: :func:`load_run`, :func:`evaluate_run`,
   :func:`predict`; :mod:`.callbacks`: metrics and TensorBoard writers; :mod:`.loaders`: :func:`make_loader`.
 """

@@ -1,4 +1,5 @@
-"""Adapter files: ``adapter.safetensors`` holds only the trained tensors plus metadata saying what they fit.
+"""Adapter files: ``adaptertune_weights.safetensors`` holds only the trained tensors plus metadata saying what
+they fit.
 
 The metadata (JSON under the safetensors key ``adaptertune``) records the backbone name and kwargs, the
 weight tag and the SHA-256 of the backbone weights, the method, the adapter options (rank, alpha, init,
@@ -19,6 +20,7 @@ from torch import nn
 from ..adapters import adapted_blocks, backbone_width
 from ..engine import load_tensors
 from ..errors import CheckpointError
+from ..methods import METHODS
 
 __all__ = [
     "IDENTITY_FIELDS",
@@ -65,13 +67,19 @@ def file_metadata(cfg: Any, built: Any, classes: list[str], model: nn.Module) ->
 
 
 def file_identity(meta: dict[str, Any]) -> dict[str, Any]:
-    """The identity fields of an adapter file's metadata (or of a model, in the same shape)."""
-    adapter = meta.get("adapter") or {}
+    """The identity fields of an adapter file's metadata (or of a model, in the same shape).
+
+    Only the options the method has count: files that recorded every method's options (``targets`` for
+    ``adapter``) identify by their own method's alone.
+    """
+    method = meta.get("method")
+    own = set(METHODS.get(method).option_names()) if method in METHODS else None
+    adapter = {k: v for k, v in (meta.get("adapter") or {}).items() if own is None or k in own}
     return {
         "backbone": meta.get("backbone"),
         "backbone_args": meta.get("backbone_args") or {},
         "weights_sha256": meta.get("weights_sha256"),
-        "method": meta.get("method"),
+        "method": method,
         "rank": adapter.get("rank"),
         "placement": adapter.get("placement"),
         "targets": adapter.get("targets"),  # only LoRA's options have targets

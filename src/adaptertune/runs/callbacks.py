@@ -70,6 +70,21 @@ class TensorBoardWriter:
                 self.writer.add_scalar(f"epoch/{key}", value, step)
         self.writer.flush()
 
+    def write_hparams(self, config: dict[str, Any], summary: dict[str, Any]) -> None:
+        """The run's config and results for TensorBoard's HParams view (``tensorboard/hparams``), so a sweep's
+        runs compare side by side."""
+        from .summary import flatten_config
+
+        hparams = {
+            k: v if isinstance(v, (int, float, str, bool)) else str(v)
+            for k, v in flatten_config(config).items()
+            if v is not None
+        }
+        keys = ("test_acc", "test_acc_last", "best_val_acc", "best_epoch", "train_seconds")
+        metrics = {f"hparam/{k}": float(summary[k]) for k in keys if summary.get(k) is not None}
+        self.writer.add_hparams(hparams, metrics, run_name="hparams")
+        self.writer.flush()
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

@@ -1,11 +1,13 @@
 """The run folder: its files, its state, and every write to it outside the training loop.
 
 A run folder holds ``config.yaml`` (the resolved config that ran), ``metrics.jsonl`` (one line per epoch),
-``summary.json`` (a :class:`~adaptertune.runs.summary.RunSummary`), ``adapter.safetensors`` (the trained
-tensors with their identity), while training ``checkpoint.safetensors`` (the resume state), optionally
-``tensorboard/``, and for a sweep point ``point.json`` (its grid values). Beside it live the folder's lock
-(``.NAME.lock``) and, while ``--overwrite`` trains a replacement, ``.NAME.overwrite`` (swapped in when that
-run has finished). Sweeps and reports ask :func:`read_state`; they never parse these files themselves.
+``summary.json`` (a :class:`~adaptertune.runs.summary.RunSummary`), ``adaptertune_weights.safetensors`` (the
+trained tensors with their identity; named so it is not taken for an AdapterHub ``adapter.safetensors`` or a
+PEFT ``adapter_model.safetensors``; folders written under the old name ``adapter.safetensors`` still load),
+while training ``checkpoint.safetensors`` (the resume state), optionally ``tensorboard/``, and for a sweep
+point ``point.json`` (its grid values). Beside it live the folder's lock (``.NAME.lock``) and, while
+``--overwrite`` trains a replacement, ``.NAME.overwrite`` (swapped in when that run has finished). Sweeps and
+reports ask :func:`read_state`; they never parse these files themselves.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "ADAPTER_FILE",
     "CHECKPOINT_FILE",
     "CONFIG_FILE",
+    "LEGACY_ADAPTER_FILES",
     "METRICS_FILE",
     "POINT_FILE",
     "RUN_FILES",
@@ -37,6 +40,7 @@ __all__ = [
     "TENSORBOARD_DIR",
     "FolderLockedError",
     "FolderState",
+    "adapter_file_path",
     "begin_attempt",
     "check_target",
     "checkpoint_progress",
@@ -58,11 +62,21 @@ __all__ = [
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
-ADAPTER_FILE = "adapter.safetensors"
+ADAPTER_FILE = "adaptertune_weights.safetensors"
+LEGACY_ADAPTER_FILES = ("adapter.safetensors",)  # earlier name of ADAPTER_FILE; read, never written
 CHECKPOINT_FILE = "checkpoint.safetensors"
 POINT_FILE = "point.json"
 TENSORBOARD_DIR = "tensorboard"
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, ADAPTER_FILE, CHECKPOINT_FILE, POINT_FILE, TENSORBOARD_DIR)
+RUN_FILES = (
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    ADAPTER_FILE,
+    *LEGACY_ADAPTER_FILES,
+    CHECKPOINT_FILE,
+    POINT_FILE,
+    TENSORBOARD_DIR,
+)
 _logger = logging.getLogger(__name__)
 _MARKERS = (SUMMARY_FILE, CONFIG_FILE, METRICS_FILE, POINT_FILE)  # any one makes a folder a run folder
 
@@ -105,6 +119,15 @@ class FolderState:
 def is_run_folder(names: list[str] | set[str]) -> bool:
     """Whether a folder holding ``names`` is a run folder (it has one of the run's files)."""
     return any(m in names for m in _MARKERS)
+
+
+def adapter_file_path(run_dir: str | Path) -> Path:
+    """The run's adapter file: ``ADAPTER_FILE``, else a file under a legacy name, else where ``ADAPTER_FILE`` goes."""
+    run_dir = Path(run_dir)
+    for name in (ADAPTER_FILE, *LEGACY_ADAPTER_FILES):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    return run_dir / ADAPTER_FILE
 
 
 def checkpoint_progress(path: Path) -> tuple[int, int] | None:

@@ -18,7 +18,7 @@ from ..engine.checkpoint import load_trained_tensors
 from ..errors import CheckpointError, ConfigError
 from ..methods import build_method
 from .adapter_file import check_adapter_file, file_metadata, read_adapter_file
-from .folder import ADAPTER_FILE, CONFIG_FILE, SUMMARY_FILE, read_state
+from .folder import CONFIG_FILE, SUMMARY_FILE, adapter_file_path, read_state
 from .loaders import make_loader
 from .summary import RunStatus
 
@@ -37,13 +37,15 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
-    """Rebuild a finished run's best-val model from its backbone and ``adapter.safetensors``.
+    """Rebuild a finished run's best-val model from its backbone and adapter file (``ADAPTER_FILE``, or the
+    legacy ``adapter.safetensors``).
 
     Raises:
         CheckpointError: not a finished run, or the backbone weights differ from the training run's.
     """
     run_dir = Path(run_dir)
-    for f in (CONFIG_FILE, SUMMARY_FILE, ADAPTER_FILE):
+    weights = adapter_file_path(run_dir)
+    for f in (CONFIG_FILE, SUMMARY_FILE, weights.name):
         if not (run_dir / f).is_file():
             raise CheckpointError(f"'{run_dir}' is not a finished run folder: {f} is missing.")
     state = read_state(run_dir, check_lock=False)
@@ -52,13 +54,13 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     if state.summary.status is not RunStatus.SUCCESS:
         raise CheckpointError(f"Run '{run_dir}' did not finish (status {state.summary.status.value!r}).")
     cfg = RunConfig.from_dict(state.config)
-    tensors, meta = read_adapter_file(run_dir / ADAPTER_FILE)
+    tensors, meta = read_adapter_file(weights)
     dev = resolve_device(device)
     built = create_backbone(cfg.backbone, num_classes=len(meta["classes"]), seed=cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
     model = build_method(cfg.method, built.model, cfg.adapter)
-    check_adapter_file(meta, file_metadata(cfg, built, meta["classes"], model), str(run_dir / ADAPTER_FILE))
-    load_trained_tensors(model, tensors, str(run_dir / ADAPTER_FILE))
+    check_adapter_file(meta, file_metadata(cfg, built, meta["classes"], model), str(weights))
+    load_trained_tensors(model, tensors, str(weights))
     return LoadedRun(
         model.to(dev).eval(),
         cfg,

@@ -167,7 +167,7 @@ def make_protocol(
         "mean": [round(float(m), 6) for m in data_config["mean"]],
         "std": [round(float(s), 6) for s in data_config["std"]],
         "crop_pct": float(data_config.get("crop_pct", 0.875)),
-        "augment": "rrc+flip" if cfg.data.augment else "none",
+        "augment": _augment_label(cfg.data),
         "epochs": cfg.train.epochs,
         "budget": budget_label(cfg.train),
         "selection": "best_val_top1" if cfg.data.val_fraction > 0 or cfg.data.val_subset else "last_epoch",
@@ -183,6 +183,19 @@ def make_protocol(
         protocol["data_split"] = cfg.data.split
     if cfg.data.cv_folds is not None:  # k-fold CV: the pooled images, cut into folds fixed by split_seed
         protocol["cv_folds"], protocol["cv_fold"] = cfg.data.cv_folds, cfg.data.cv_fold
+    # timm recipes: recorded only when set (older runs keep their protocol)
+    for key, value, default in (
+        ("mixup", cfg.data.mixup, 0.0),
+        ("cutmix", cfg.data.cutmix, 0.0),
+        ("optimizer", cfg.train.optimizer, "adamw"),
+        ("layer_decay", cfg.train.layer_decay, None),
+        ("ema", cfg.train.ema, None),
+        ("ema_eval", cfg.train.ema_eval, False),
+        ("accum_steps", cfg.train.accum_steps, 1),
+        ("grad_checkpointing", cfg.train.grad_checkpointing, False),
+    ):
+        if value != default:
+            protocol[key] = value
     return protocol
 
 
@@ -193,6 +206,12 @@ def budget_label(train: Any) -> str:
         return "fixed"
     delta = f",min_delta={train.early_stop_min_delta:g}" if train.early_stop_min_delta else ""
     return f"early_stop(patience={train.early_stop}{delta})"
+
+
+def _augment_label(data: Any) -> str:
+    if not data.augment or data.aug == "none":
+        return "none"
+    return "rrc+flip" if data.aug == "basic" else "rrc+flip+rand-m9-mstd0.5+erase0.25"
 
 
 def flatten_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -22,6 +22,7 @@ from ..config import RunConfig, merge_dicts
 from ..data import build_splits, load_raw
 from ..engine import Callback, fit, resolve_device, save_tensors
 from ..engine.distributed import all_true, barrier, current
+from ..engine.recipes import make_mixup
 from ..engine.stopping import check_early_stop
 from ..errors import CheckpointError, ConfigError, DataError
 from ..methods import METHODS, FitContext, build_method
@@ -233,10 +234,13 @@ def _train(
             writers if dist.is_main else [],
             checkpoint_path=work_dir / rf.CHECKPOINT_FILE,
             resume=resume,
+            mix=make_mixup(cfg.data.mixup, cfg.data.cutmix, cfg.train.label_smoothing, len(raw.classes)),
         )
         result = inputs.finish(result)
         if dist.is_main:
             _write_results(work_dir, summary, result, file_metadata(cfg, built, raw.classes, model), device)
+            if tensorboard is not None:
+                tensorboard.write_hparams(resolved, summary.to_dict())
             if staged:
                 rf.swap_in(work_dir, out_dir)
     except BaseException as e:
@@ -282,7 +286,7 @@ def _write_results(
     except BaseException:
         summary.status = RunStatus.FAILED
         raise
-    (out_dir / rf.CHECKPOINT_FILE).unlink(missing_ok=True)  # finished: adapter.safetensors is the result
+    (out_dir / rf.CHECKPOINT_FILE).unlink(missing_ok=True)  # finished: the adapter file is the result
 
 
 def _record_failure(work_dir: Path, summary: RunSummary, e: BaseException, remove: bool, staged: bool) -> None:

@@ -1,0 +1,134 @@
+"""Export folders that timm and PEFT open, each with a model card (``README.md``) for ``huggingface-cli upload``.
+
+``timm``: ``config.json`` (architecture, num_classes, label_names, model_args, pretrained_cfg) +
+``model.safetensors``, written by timm's own ``save_for_hf`` after the method folds its modules into the
+backbone (its registry ``merge``); ``timm.create_model("local-dir:DIR", pretrained=True)`` loads it.
+``peft``: ``adapter_config.json`` + ``adapter_model.safetensors`` written by PEFT's ``save_pretrained`` (the
+method's ``save_peft``); ``PeftModel.from_pretrained(timm.create_model(NAME, pretrained=True, num_classes=C), DIR)``
+loads it. Either folder is loaded back the way a user would and its logits compared with the trained model's
+on seeded inputs before it replaces ``DIR``; a mismatch above ``atol`` leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .backbones import create_backbone
+from .engine import atomic_write_text
+from .errors import AdapterTuneError
+from .methods import METHODS
+from .model_card import card_accuracy, model_card
+from .runs import LoadedRun
+
+__all__ = ["FOLDER_FORMATS", "ExportError", "base_model_id", "export_folder"]
+
+FOLDER_FORMATS = ("timm", "peft")
+
+
+class ExportError(AdapterTuneError):
+    """The exported model does not reproduce the training-time logits."""
+
+
+def base_model_id(loaded: LoadedRun) -> str:
+    """The Hub id of the run's backbone weights (``timm/NAME.TAG``), else the backbone name as configured."""
+    source = loaded.summary.get("weights_source") or {}
+    name = loaded.config.backbone.name
+    if source.get("repo"):
+        return str(source["repo"])
+    hub = getattr(loaded.model, "pretrained_cfg", {}).get("hf_hub_id")
+    return hub if hub and loaded.config.backbone.pretrained else name
+
+
+def _usage(library: str, loaded: LoadedRun, directory: Path) -> str:
+    if library == "timm":
+        return f'import timm\n\nmodel = timm.create_model("local-dir:{directory}", pretrained=True).eval()'
+    b = loaded.config.backbone
+    args = "".join(f", {k}={v!r}" for k, v in b.args.items())
+    return (
+        "import timm\nfrom peft import PeftModel\n\n"
+        f'base = timm.create_model("{b.name}", pretrained={b.pretrained}, num_classes={len(loaded.classes)}{args})\n'
+        f'model = PeftModel.from_pretrained(base, "{directory}").eval()'
+    )
+
+
+def _fresh_backbone(loaded: LoadedRun) -> nn.Module:
+    """The run's backbone as built before training (same weights, fresh head of the run's size)."""
+    cfg = loaded.config
+    return create_backbone(cfg.backbone, num_classes=len(loaded.classes), seed=cfg.train.seed).model
+
+
+def _write_timm(loaded: LoadedRun, tmp: Path) -> tuple[Callable[[], nn.Module], bool]:
+    from timm.models import save_for_hf
+
+    model = loaded.model.cpu().eval()
+    merged = METHODS.get(loaded.config.method).merge(model)
+    save_for_hf(model, str(tmp), model_config={"label_names": list(loaded.classes)}, safe_serialization=True)
+
+    def load() -> nn.Module:
+        import timm
+
+        return timm.create_model(f"local-dir:{tmp}", pretrained=True)
+
+    return load, merged
+
+
+def _write_peft(loaded: LoadedRun, tmp: Path, base_id: str) -> Callable[[], nn.Module]:
+    cfg = loaded.config
+    method = METHODS.get(cfg.method)
+    method.save_peft(loaded.model.cpu(), _fresh_backbone(loaded), method.resolve(cfg.adapter), str(tmp), base_id)
+
+    def load() -> nn.Module:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(_fresh_backbone(loaded), str(tmp))
+
+    return load
+
+
+def export_folder(
+    loaded: LoadedRun, run_dir: Path, fmt: str, out: Path, example: torch.Tensor, ref: torch.Tensor, atol: float
+) -> tuple[float, bool]:
+    """Write run ``loaded`` as a ``fmt`` folder at ``out``; return (max |logit diff| of the folder as loaded
+    back, whether the method merged its modules into the backbone). ``ref``: the trained model's logits on
+    ``example``."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    base_id = base_model_id(loaded)
+    try:
+        load, merged = _write_timm(loaded, tmp) if fmt == "timm" else (_write_peft(loaded, tmp, base_id), False)
+        with torch.no_grad():
+            got = load().eval()(example)
+        diff = float((got.float() - ref.float()).abs().max())
+        if not diff <= atol:
+            raise ExportError(
+                f"The {fmt} folder differs from the trained model: max |logit diff| {diff:.3g} > {atol:g}."
+            )
+        accuracy = card_accuracy(run_dir, loaded.summary)
+        card = model_card(
+            library=fmt,
+            base_model=base_id,
+            config=loaded.config.to_dict(),
+            summary=loaded.summary,
+            classes=list(loaded.classes),
+            accuracy=accuracy,
+            usage=_usage(fmt, loaded, out),
+            max_abs_diff=diff,
+        )
+        atomic_write_text(tmp / "README.md", card)  # replaces PEFT's own template card
+        if out.exists():
+            if not out.is_dir() or any(p.name not in _OWN_FILES for p in out.iterdir()):
+                raise AdapterTuneError(f"'{out}' exists and is not an export folder; choose another --out.")
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return diff, merged
+
+
+_OWN_FILES = {"README.md", "config.json", "model.safetensors", "adapter_config.json", "adapter_model.safetensors"}
