@@ -13,8 +13,8 @@ import sys
 
 import torch
 
+from adaptertune import atomic
 from adaptertune.config import RunConfig
-from adaptertune.engine import checkpoint
 from adaptertune.runs import run
 
 
@@ -51,7 +51,7 @@ def main() -> None:
                     os.kill(os.getpid(), signal.SIGKILL)
             real_replace(src, dst)
 
-        checkpoint.os.replace = replace
+        atomic.os.replace = replace
     run(cfg, callbacks)
     sys.exit(3)  # not killed: the test's kill point was never reached
 

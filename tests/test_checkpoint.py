@@ -113,19 +113,19 @@ def test_non_finite_loss_cli_message(folder, tmp_path, monkeypatch, capsys):
 
 def test_full_disk_is_a_clear_error_and_keeps_checkpoint(folder, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    from adaptertune.engine import checkpoint
+    from adaptertune import atomic
 
-    real = checkpoint.os.replace
+    real = atomic.os.replace
 
     def replace(src, dst):
         if str(dst).endswith(ADAPTER_FILE):
             _enospc()
         real(src, dst)
 
-    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    monkeypatch.setattr(atomic.os, "replace", replace)
     with pytest.raises(OutputError, match=f"Cannot write '.*{ADAPTER_FILE}': No space left on device"):
         run(config(folder, out, epochs=1))
-    monkeypatch.setattr(checkpoint.os, "replace", real)
+    monkeypatch.setattr(atomic.os, "replace", real)
     _, meta = load_checkpoint(out / CHECKPOINT_FILE)  # resumable: training itself had finished
     assert meta["state"]["epochs_done"] == 1
     assert sorted(p.name for p in out.iterdir()) == sorted(

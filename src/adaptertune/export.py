@@ -12,6 +12,7 @@ leaves no file behind. A JSON sidecar records the class names and the input prep
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import warnings
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .engine import atomic_write_text
+from .atomic import atomic_write_bytes, atomic_write_text
 from .errors import ConfigError
 from .hub_export import FOLDER_FORMATS, ExportError, export_folder
 from .methods import METHODS
@@ -50,16 +51,16 @@ def _check_format(fmt: str) -> None:
         raise ConfigError(f"Unknown export format '{fmt}'; use one of: {', '.join(EXPORT_FORMATS)}.")
 
 
-def _run_pt(path: Path, x: torch.Tensor) -> torch.Tensor:
-    return torch.export.load(str(path)).module()(x)
+def _run_pt(src: Path | bytes, x: torch.Tensor) -> torch.Tensor:
+    return torch.export.load(io.BytesIO(src) if isinstance(src, bytes) else str(src)).module()(x)
 
 
-def _run_onnx(path: Path, x: torch.Tensor) -> torch.Tensor:
+def _run_onnx(src: Path | bytes, x: torch.Tensor) -> torch.Tensor:
     try:
         import onnxruntime as ort
     except ImportError:
         raise ConfigError("ONNX export needs onnxruntime: pip install 'adaptertune[onnx]'.") from None
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(src if isinstance(src, bytes) else str(src), providers=["CPUExecutionProvider"])
     return torch.from_numpy(sess.run(["logits"], {"images": x.numpy()})[0])
 
 
@@ -71,33 +72,31 @@ def export_model(model: nn.Module, path: str | Path, fmt: str, example: torch.Te
     model = model.eval().cpu()
     with torch.no_grad():
         ref = model(example)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer / deprecation chatter
-            if fmt == "pt":
-                batch = torch.export.Dim("batch", min=1, max=4096)
-                program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-                torch.export.save(program, str(tmp))
-            else:
-                torch.onnx.export(
-                    model,
-                    (example,),
-                    str(tmp),
-                    dynamo=False,  # the TorchScript exporter: no onnxscript dependency
-                    input_names=["images"],
-                    output_names=["logits"],
-                    dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-                    opset_version=17,
-                )
-        with torch.no_grad():
-            got = (_run_pt if fmt == "pt" else _run_onnx)(tmp, example)
-        diff = float((got.float() - ref.float()).abs().max())
-        if not diff <= atol:
-            raise ExportError(f"The {fmt} export differs from the model: max |logit diff| {diff:.3g} > {atol:g}.")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buf = io.BytesIO()  # built in memory: a full disk then fails in Python (one line), not inside torch's C++ writer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer / deprecation chatter
+        if fmt == "pt":
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+            torch.export.save(program, buf)
+        else:
+            torch.onnx.export(
+                model,
+                (example,),
+                buf,
+                dynamo=False,  # the TorchScript exporter: no onnxscript dependency
+                input_names=["images"],
+                output_names=["logits"],
+                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=17,
+            )
+    data = buf.getvalue()
+    with torch.no_grad():
+        got = (_run_pt if fmt == "pt" else _run_onnx)(data, example)
+    diff = float((got.float() - ref.float()).abs().max())
+    if not diff <= atol:
+        raise ExportError(f"The {fmt} export differs from the model: max |logit diff| {diff:.3g} > {atol:g}.")
+    atomic_write_bytes(path, data)
     return diff
 
 

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..adapters import add_adapters
+from ..atomic import atomic_write_stream
 from ..config import ADAPTER_INITS, AdapterConfig, BackboneConfig, DataConfig
 from ..engine import build_optimizer
 from ..errors import ConfigError, NonFiniteLossError
@@ -309,6 +310,6 @@ def plot_drift(result: DriftResult, path: str | Path) -> Path:
     fig.suptitle(f"{s['backbone']} on {s['dataset']}: rank {s['rank']}, lr {s['lr']:g}, seed {s['seed']}", fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    atomic_write_stream(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
     return path

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..adapters import Adapter
+from ..atomic import atomic_write_stream
 from ..errors import ConfigError, DataError
 from .elbow import ElbowResult, fit_elbow
 
@@ -259,6 +260,6 @@ def plot_toy(result: ToyResult, path: Any) -> Any:
     ax.set_title(f"toy: moons features -> circles, {len(result.seeds)} seeds", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write_stream(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
     return path

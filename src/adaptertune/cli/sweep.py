@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..atomic import check_output_dir
 from ..errors import ConfigError
 from .progress import TqdmProgress, format_table
 
@@ -159,7 +160,7 @@ def run_cli_sweep(spec: Any, results_dir: Path, args: argparse.Namespace) -> Any
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     spec = load_any_spec(args.spec, None, args.set)
-    results_dir = Path(args.results_dir or Path("runs") / spec.name)
+    results_dir = check_output_dir(Path(args.results_dir or Path("runs") / spec.name))
     if not args.dry_run:  # a preset's prepare step (e.g. generated data) writes files: not on a dry run
         spec = load_any_spec(args.spec, results_dir, args.set)
     result = run_cli_sweep(spec, results_dir, args)

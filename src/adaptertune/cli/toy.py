@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..atomic import atomic_write_text, ensure_output_dir
 from .progress import format_table
 
 __all__ = ["add_parser", "cmd_toy"]
@@ -59,8 +60,7 @@ def cmd_toy(args: argparse.Namespace) -> int:
     for d in result.setup["differences_from_reference_code"]:
         print(f"  - {d}")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "toy.json").write_text(json.dumps(result.to_dict(), indent=2))
+    atomic_write_text(ensure_output_dir(out) / "toy.json", json.dumps(result.to_dict(), indent=2))
     plot_toy(result, out / "toy.png")
     print(f"wrote {out / 'toy.json'} and {out / 'toy.png'} ({result.seconds:.1f} s)")
     return 0

@@ -1,4 +1,4 @@
-"""Atomic file writes, safetensors files and the training checkpoint (never unpickles arbitrary objects).
+"""Safetensors files and the training checkpoint (never unpickles arbitrary objects).
 
 A training checkpoint is ONE safetensors file, so one ``rename`` publishes it whole: tensors (the
 trainable parameters ``model.*``, the best-validation copy ``best.*``, the AdamW state ``optim.*`` and
@@ -9,17 +9,15 @@ hyper-parameters, grad-scaler state).
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, OutputError
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..errors import CheckpointError
 from .distributed import DistInfo, gather_tensors
 
 __all__ = [
@@ -39,51 +37,6 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "adaptertune-checkpoint-1"
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
-
-    Raises:
-        OutputError: the folder is missing or read-only, or the disk is full; ``path`` is unchanged.
-    """
-    path = Path(path)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        reason = e.strerror or errno.errorcode.get(e.errno or 0, type(e).__name__)
-        raise OutputError(f"Cannot write '{path}': {reason}; the previous version of the file is intact.") from None
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (best effort: some filesystems refuse to fsync a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text
 from ..errors import AdapterTuneError
 
 __all__ = ["measure_peak_memory", "rss_mb"]
@@ -107,4 +108,4 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
 if __name__ == "__main__":
     spec_file, out_file = sys.argv[1], sys.argv[2]
     result = _child(json.loads(Path(spec_file).read_text()))
-    Path(out_file).write_text(json.dumps(result))
+    atomic_write_text(out_file, json.dumps(result))

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_stream
 from .results import Cell, mean_std
 from .tables import sorted_variants
 
@@ -49,7 +50,7 @@ def _axes(plt: Any, n: int, rows_per: int = 1, width: float = 4.8, height: float
 
 def _save(fig: Any, plt: Any, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    atomic_write_stream(path, lambda f: fig.savefig(f, format="png", dpi=90))
     plt.close(fig)
     return path
 

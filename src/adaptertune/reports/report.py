@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engine import atomic_write_text
+from ..atomic import atomic_write_text, check_output_dir, ensure_output_dir
 from ..errors import AdapterTuneError
 from .ablation import ablation_html, ablation_markdown, init_ablation
 from .placement import placement_html, placement_markdown, placement_rows
@@ -113,7 +113,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
         ProtocolMismatchError: runs with different protocols would share a cell (see ``split_protocols``).
         AdapterTuneError: no finished run was found.
     """
-    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    results_dir, out_dir = Path(results_dir), check_output_dir(out_dir)
     records = collect_runs(results_dir, exclude=out_dir)
     for r in records:
         if r.status != "success":
@@ -123,7 +123,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
         raise AdapterTuneError(
             f"No finished run under '{results_dir}' ({len(records)} run folders, none with status success)."
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_output_dir(out_dir)
     gs, shares = gains(cells), param_shares(cells)
     table = markdown_table(cells)
     fits = rank_elbows(cells)

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..engine import atomic_write_text, read_jsonl
+from ..atomic import atomic_write_text
+from ..engine import read_jsonl
 
 __all__ = ["MetricsWriter", "TensorBoardWriter"]
 

@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from ..engine import atomic_write_text, read_jsonl
+from ..atomic import atomic_write_text
+from ..engine import read_jsonl
 from ..errors import CheckpointError, ConfigError, OutputError
 from .lock import RunLock, lock_path_for
 from .summary import RunStatus, RunSummary
