@@ -58,6 +58,38 @@ def test_csv_bad_rows_are_clear_errors(tmp_path, rows, match):
         load_raw(DataConfig(name="csv", root=str(make_csv(tmp_path, rows))))
 
 
+def test_csv_header_columns_in_any_order(tmp_path):
+    rows = ["SPLIT,label,path", "train,2,img/0.png", "train,10,img/1.png", "test,10,img/3.png"]
+    raw = load_raw(DataConfig(name="csv", root=str(make_csv(tmp_path, rows))))
+    assert raw.classes == ["2", "10"] and raw.train.targets == [0, 1] and raw.test.targets == [1]
+    assert raw.test.paths == [str((tmp_path / "img" / "3.png").resolve())]
+    rows = ["label,path", *[f"{'cat' if i % 2 else 'dog'},img/{i}.png" for i in range(6)]]
+    raw = load_raw(DataConfig(name="csv", root=str(make_csv(tmp_path, rows))))
+    assert raw.classes == ["cat", "dog"] and len(raw.train) + len(raw.test) == 6
+
+
+@pytest.mark.parametrize(
+    "header, match",
+    [
+        ("path,lable,split", r"header 'path,lable,split': unknown column 'lable'; accepted columns: path, label"),
+        ("path,split", r"header 'path,split': no 'label' column; accepted columns"),
+        ("label,split", r"header 'label,split': no 'path' column"),
+        ("path,label,label", r"'label' appears twice"),
+        ("path,label,split,weight", r"unknown column 'weight'"),
+    ],
+)
+def test_csv_header_is_checked_by_name(tmp_path, header, match):
+    with pytest.raises(DataError, match=match) as e:
+        load_raw(DataConfig(name="csv", root=str(make_csv(tmp_path, [header, "img/0.png,a,train"]))))
+    assert "\n" not in str(e.value)
+
+
+def test_csv_row_width_follows_the_header(tmp_path):
+    rows = ["label,path", "a,img/0.png,train"]
+    with pytest.raises(DataError, match=r"line 2: expected 'label,path', got 'a,img/0.png,train'"):
+        load_raw(DataConfig(name="csv", root=str(make_csv(tmp_path, rows))))
+
+
 def test_csv_missing_file_or_root(tmp_path):
     with pytest.raises(DataError, match="needs --data-root FILE.csv"):
         load_raw(DataConfig(name="csv"))

@@ -12,40 +12,75 @@ from .folders import FOLDER_TEST_FRACTION, FOLDER_TEST_SEED
 from .registry import DatasetInfo, register_dataset
 from .splits import train_val_indices
 
-__all__ = ["CSV_SPLITS", "load_csv", "read_label_csv"]
+__all__ = ["CSV_COLUMNS", "CSV_SPLITS", "load_csv", "read_label_csv"]
 
 # third-column values: what each means
 CSV_SPLITS = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val"}
 
 
+CSV_COLUMNS = ("path", "label", "split")  # the header names; "split" is optional
+
+
+def _columns(path: Path, header: list[str]) -> dict[str, int]:
+    """Column name -> index of a header row (names in any order, case-insensitive)."""
+    names = [c.lower() for c in header]
+    accepted = "accepted columns: path, label and optionally split, in any order"
+    unknown = [c for c in header if c.lower() not in CSV_COLUMNS]
+    if unknown:
+        raise DataError(f"CSV '{path}' header {','.join(header)!r}: unknown column '{unknown[0]}'; {accepted}.")
+    duplicated = sorted({c for c in names if names.count(c) > 1})
+    if duplicated:
+        raise DataError(
+            f"CSV '{path}' header {','.join(header)!r}: column '{duplicated[0]}' appears twice; {accepted}."
+        )
+    missing = [c for c in CSV_COLUMNS[:2] if c not in names]
+    if missing:
+        raise DataError(f"CSV '{path}' header {','.join(header)!r}: no '{missing[0]}' column; {accepted}.")
+    return {c: names.index(c) for c in names}
+
+
 def read_label_csv(path: Path) -> list[tuple[Path, str, str | None]]:
-    """Rows ``(absolute path, label, split or None)``; a first row ``path,label[,split]`` is a header.
+    """Rows ``(absolute path, label, split or None)``.
+
+    A first row made of column names (any of ``path``, ``label``, ``split``) is a header, and the columns
+    are matched by name in any order; without one the columns are ``path,label[,split]`` in that order.
 
     Raises:
-        DataError: unreadable file, a row without 2 or 3 fields, an unknown split, or files that do not exist.
+        DataError: unreadable file, a header with an unknown, repeated or missing column, a row with the
+            wrong number of fields, an unknown split, or files that do not exist.
     """
     try:
         with open(path, newline="") as f:
             rows = [(n, [c.strip() for c in r]) for n, r in enumerate(csv.reader(f), 1) if any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"Cannot read CSV '{path}': {e}") from None
-    if rows and [c.lower() for c in rows[0][1][:2]] == ["path", "label"]:
+    columns = None
+    if rows and any(c.lower() in CSV_COLUMNS for c in rows[0][1]):  # a data row never names a column
+        columns = _columns(path, rows[0][1])
         rows = rows[1:]
     if not rows:
         raise DataError(f"CSV '{path}' has no rows; expected lines 'relative/path.png,label[,train|val|test]'.")
+    width = len(columns) if columns else None
     out, missing = [], []
     for n, r in rows:
-        if len(r) not in (2, 3) or not r[0] or not r[1]:
-            raise DataError(f"CSV '{path}' line {n}: expected 'path,label[,split]', got {','.join(r)!r}.")
+        if (width is not None and len(r) != width) or (width is None and len(r) not in (2, 3)):
+            expected = ",".join(sorted(columns, key=columns.get)) if columns else "path,label[,split]"
+            raise DataError(f"CSV '{path}' line {n}: expected {expected!r}, got {','.join(r)!r}.")
+        col = columns or dict(zip(CSV_COLUMNS, range(len(r))))
+        file_name, label = r[col["path"]], r[col["label"]]
+        if not file_name or not label:
+            raise DataError(f"CSV '{path}' line {n}: empty path or label in {','.join(r)!r}.")
         split = None
-        if len(r) == 3:
-            split = CSV_SPLITS.get(r[2].lower())
+        if "split" in col:
+            split = CSV_SPLITS.get(r[col["split"]].lower())
             if split is None:
-                raise DataError(f"CSV '{path}' line {n}: split '{r[2]}' is not one of {', '.join(CSV_SPLITS)}.")
-        file = (path.parent / r[0]).resolve()
+                raise DataError(
+                    f"CSV '{path}' line {n}: split '{r[col['split']]}' is not one of {', '.join(CSV_SPLITS)}."
+                )
+        file = (path.parent / file_name).resolve()
         if not file.is_file():
-            missing.append((n, r[0]))
-        out.append((file, r[1], split))
+            missing.append((n, file_name))
+        out.append((file, label, split))
     if missing:
         n, p = missing[0]
         raise DataError(
