@@ -162,26 +162,22 @@ def _task_name(path: str | Path) -> str:
 
 @torch.no_grad()
 def predict_tasks(model: MultiTaskModel, images: list[str | Path], topk: int = 5) -> list[dict[str, Any]]:
-    """Top-k of every task for every image: ``[{"image", "task", "top": [(class, p), ...]}, ...]``."""
-    from PIL import Image
+    """Top-k of every task for every image: ``[{"image", "task", "top": [(class, p), ...]}, ...]``.
 
-    from .data import build_transforms
+    ``images`` may name files, folders and globs; a file that cannot be decoded gives one ``{"image", "error"}``.
+    """
+    from .data import build_transforms, find_images, read_images
 
     _, tf = build_transforms(model.data_config, augment=False)
     device = next(model.parameters()).device
-    batch = []
-    for path in images:
-        try:
-            with Image.open(path) as img:
-                batch.append(tf(img.convert("RGB")))
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"Cannot read image '{path}': {e}") from None
-    x = torch.stack(batch).to(device)
-    out = []
+    read = read_images(find_images(images), tf)
+    good = [(path, x) for path, x in read if not isinstance(x, str)]
+    x = torch.stack([x for _, x in good]).to(device)
+    out: list[dict[str, Any]] = []
     for name, task in model.tasks.items():
         model.set_active(name)
         probs = model(x).float().softmax(-1)
         p, i = probs.topk(min(topk, probs.shape[1]), dim=1)
-        for path, pr, ix in zip(images, p.tolist(), i.tolist(), strict=True):
+        for (path, _), pr, ix in zip(good, p.tolist(), i.tolist(), strict=True):
             out.append({"image": str(path), "task": name, "top": [(task.classes[j], q) for q, j in zip(pr, ix)]})
-    return out
+    return out + [{"image": str(path), "error": why} for path, why in read if isinstance(why, str)]

@@ -107,11 +107,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return cmd_predict_adapters(args)
     if len(args.paths) < 2:
         raise ConfigError("predict needs RUN_DIR and at least one IMAGE (or --adapters FILE... IMAGE...).")
-    for r in predict(args.paths[0], args.paths[1:], topk=args.topk, device=args.device):
+    results = predict(args.paths[0], args.paths[1:], topk=args.topk, device=args.device)
+    for r in (r for r in results if "top" in r):
         print(r["image"])
         for cls, p in r["top"]:
             print(f"  {p:7.2%}  {cls}")
+    print_skipped([r for r in results if "error" in r], len(results))
     return 0
+
+
+def print_skipped(skipped: list[dict[str, Any]], total: int) -> None:
+    """The images predict could not read, one line each, and their count (on stderr)."""
+    for r in skipped:
+        print(f"skipped {r['image']}: {r['error']}", file=sys.stderr)
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable of {total} images", file=sys.stderr)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ __all__ = ["cmd_predict_adapters"]
 def cmd_predict_adapters(args: argparse.Namespace) -> int:
     from ..engine import resolve_device
     from ..multitask import MultiTaskModel, predict_tasks
+    from .main import print_skipped
 
     given = [*args.adapters, *args.paths]
     files = [p for p in given if p.endswith(".safetensors")]
@@ -22,8 +23,9 @@ def cmd_predict_adapters(args: argparse.Namespace) -> int:
     model.to(resolve_device(args.device))
     print(f"backbone {model.identity['backbone']} loaded once; tasks: {', '.join(model.tasks)}")
     results = predict_tasks(model, images, topk=args.topk)
-    for image in images:
+    for image in dict.fromkeys(r["image"] for r in results if "top" in r):
         print(image)
         for r in (r for r in results if r["image"] == image):
             print(f"  [{r['task']}] " + ", ".join(f"{cls} {p:.1%}" for cls, p in r["top"]))
+    print_skipped([r for r in results if "error" in r], len({r["image"] for r in results}))
     return 0

@@ -1,6 +1,7 @@
 """Datasets: a registry of loaders, seeded splits and the backbone's transforms."""
 
 from .base import ArraySource, ImageFiles, ImageSource, RawDataset, SplitView, collate_skip
+from .images import find_images, open_rgb, read_images, to_rgb
 from .registry import DATASETS, DatasetInfo, DataSplits, build_splits, load_raw, register_dataset
 from .splits import run_split_indices, stratified_order, subset_indices, train_val_indices, val_size
 from .transforms import build_transforms
@@ -17,11 +18,15 @@ __all__ = [
     "build_splits",
     "build_transforms",
     "collate_skip",
+    "find_images",
     "load_raw",
+    "open_rgb",
+    "read_images",
     "register_dataset",
     "run_split_indices",
     "stratified_order",
     "subset_indices",
+    "to_rgb",
     "train_val_indices",
     "val_size",
 ]

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
+from .images import to_rgb
 
 __all__ = ["ArraySource", "ConcatSource", "ImageFiles", "ImageSource", "RawDataset", "SplitView", "collate_skip"]
 
@@ -126,7 +127,11 @@ class SplitView(torch.utils.data.Dataset):
     def __getitem__(self, j: int):
         i = int(self.indices[j])
         try:
-            img = self.source.load(i).convert("RGB")  # grayscale -> 3 channels
+            img = to_rgb(self.source.load(i), self.source.describe(i))  # grey and 16-bit -> 8-bit RGB
+        except DataError:  # a high-depth image outside its accepted range: the message names it
+            if self.strict:
+                raise
+            return None
         except (OSError, ValueError, SyntaxError) as e:
             if self.strict:
                 raise DataError(f"Corrupt image {self.source.describe(i)}: {e}") from None

@@ -12,10 +12,10 @@ from torch import nn
 
 from ..backbones import create_backbone
 from ..config import RunConfig
-from ..data import build_splits, build_transforms
+from ..data import build_splits, build_transforms, find_images, read_images
 from ..engine import evaluate, resolve_device, resolve_precision
 from ..engine.checkpoint import load_trained_tensors
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError
 from ..methods import build_method
 from .adapter_file import check_adapter_file, file_metadata, read_adapter_file
 from .folder import CONFIG_FILE, SUMMARY_FILE, adapter_file_path, read_state
@@ -96,20 +96,22 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict[str, Any]:
 def predict(
     run_dir: str | Path, images: list[str | Path], topk: int = 5, device: str = "auto"
 ) -> list[dict[str, Any]]:
-    """Top-k classes with probabilities for each image file."""
-    from PIL import Image
+    """Top-k classes with probabilities for each image file; ``images`` may name files, folders and globs.
 
+    A file that cannot be decoded gives ``{"image", "error"}`` instead of ``{"image", "top"}``.
+
+    Raises:
+        DataError: a path or pattern that names nothing, or not one of the images could be read.
+    """
     loaded = load_run(run_dir, device)
     _, eval_tf = build_transforms(loaded.data_config, augment=False, resize=loaded.config.data.resize)
     out = []
-    for path in images:
-        try:
-            with Image.open(path) as img:
-                x = eval_tf(img.convert("RGB"))[None].to(loaded.device)
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"Cannot read image '{path}': {e}") from None
+    for path, x in read_images(find_images(images), eval_tf):
+        if isinstance(x, str):
+            out.append({"image": str(path), "error": x})
+            continue
         with torch.no_grad():
-            probs = loaded.model(x).float().softmax(-1)[0]
+            probs = loaded.model(x[None].to(loaded.device)).float().softmax(-1)[0]
         p, i = probs.topk(min(topk, probs.numel()))
         out.append(
             {"image": str(path), "top": [(loaded.classes[j], float(q)) for q, j in zip(p.tolist(), i.tolist())]}
