@@ -60,9 +60,48 @@ def _rank_family(cell: Cell) -> str:
     return " ".join(p for p in cell.variant.split() if not p.startswith("r="))
 
 
-def _rank_axes(ax: Any, dataset: str, backbone: str) -> None:
-    """Log2 rank axis, labels, title, grid and legend of one accuracy-vs-rank subplot."""
+def _chance_line(ax: Any, cells: list[Cell]) -> None:
+    """A dotted line at the accuracy of uniform guessing (100 / classes), when the class count is known."""
+    chance = next((c.chance for c in cells if c.chance is not None), None)
+    if chance is not None:
+        ax.axhline(chance, ls=":", color="0.4", label=f"chance ({chance:.1f}%)")
+
+
+def _human(n: float) -> str:
+    """Tick label of a parameter count: 3.9k, 150k, 21M."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+def _params_axis(ax: Any, counts: list[int]) -> None:
+    """Log axis of parameter counts labelled 2k, 5k, 10k (1-2-5 steps over up to 2 decades, else one per
+    decade), minor ticks unlabelled so labels never overlap."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    positive = [c for c in counts if c > 0]
+    decades = math.log10(max(positive) / min(positive)) if positive else 0.0
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,), numticks=8))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _human(x)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _rank_ticks(ax: Any, ranks: list[int]) -> None:
+    """Log2 rank axis labelled with the ranks themselves (1, 2, 4, ...), not 2^k."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
     ax.set_xscale("log", base=2)
+    if ranks:
+        ax.xaxis.set_major_locator(FixedLocator(sorted(set(ranks))))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def _rank_axes(ax: Any, dataset: str, backbone: str, ranks: list[int] | None = None) -> None:
+    """Log2 rank axis, labels, title, grid and legend of one accuracy-vs-rank subplot."""
+    _rank_ticks(ax, ranks or [])
     ax.set(xlabel="adapter rank r", ylabel="top-1 test accuracy (%)")
     ax.set_title(f"{dataset} / {backbone}", fontsize=9)
     ax.grid(alpha=0.3)
@@ -92,8 +131,9 @@ def plot_accuracy_vs_rank(cells: list[Cell], path: Path) -> Path | None:
         for base, style in (("head", "C3"), ("full", "C2")):
             for c in mine:
                 if c.variant == base:
-                    ax.axhline(c.mean, ls="--", color=style, label=f"{base} ({c.mean:.1f})")
-        _rank_axes(ax, d, b)
+                    ax.axhline(c.mean, ls="--", color=style, label=f"{base} ({c.mean:.2f})")
+        _chance_line(ax, mine)
+        _rank_axes(ax, d, b, [c.rank for c in mine if c.rank is not None])
     for ax in list(axes.flat)[len(pairs) :]:
         ax.axis("off")
     return _save(fig, plt, path)
@@ -143,7 +183,7 @@ def plot_rank_elbows(fits: list[Any], path: Path) -> Path | None:
     fig, axes = _axes(plt, len(fits))
     for ax, row in zip(axes.flat, fits):
         plot_elbow(ax, row.result, label=row.group["variant"])
-        _rank_axes(ax, row.group["dataset"], row.group["backbone"])
+        _rank_axes(ax, row.group["dataset"], row.group["backbone"], [int(r) for r in row.result.ranks])
     for ax in list(axes.flat)[len(fits) :]:
         ax.axis("off")
     return _save(fig, plt, path)
@@ -172,7 +212,8 @@ def plot_accuracy_vs_params(cells: list[Cell], path: Path) -> Path | None:
             ax.errorbar(c.trainable_params, c.mean, yerr=c.std, fmt="o", color=f"C{i % 10}", capsize=3, label=v)
         front = pareto_front([(c.trainable_params, c.mean) for c in mine])
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="k", alpha=0.5, label="Pareto front")
-        ax.set_xscale("log")
+        _chance_line(ax, mine)
+        _params_axis(ax, [c.trainable_params for c in mine])
         ax.set(xlabel="trainable parameters", ylabel="top-1 test accuracy (%)")
         ax.set_title(f"{d} / {b}", fontsize=9)
         ax.grid(alpha=0.3)
@@ -210,6 +251,7 @@ def plot_training_curves(cells: list[Cell], path: Path) -> Path | None:
                 if x:
                     ax.plot(x, m, "o-", color=f"C{i % 10}", label=v)
                     ax.fill_between(x, [a - e for a, e in zip(m, s)], [a + e for a, e in zip(m, s)], alpha=0.2)
+        _chance_line(row[1], mine)
         label = "validation" if has_val else "training"
         row[0].set(xlabel="epoch", ylabel="training loss (cross-entropy)")
         row[1].set(xlabel="epoch", ylabel=f"{label} top-1 (%)")

@@ -22,11 +22,13 @@ from typing import Any
 from ..atomic import atomic_write_text, check_output_dir, ensure_output_dir
 from ..errors import AdapterTuneError
 from .ablation import ablation_html, ablation_markdown, init_ablation
+from .data_table import data_markdown, data_rows
 from .placement import placement_html, placement_markdown, placement_rows
 from .plots import plot_accuracy_vs_params, plot_accuracy_vs_rank, plot_rank_elbows, plot_training_curves, rank_elbows
-from .results import Cell, RunRecord, aggregate, collect_runs, pair_label
+from .results import Cell, RunRecord, aggregate, collect_runs, pair_label, readable
 from .stats import WIN_RULE
 from .tables import (
+    comparison_title,
     gains,
     gains_markdown,
     gains_rows,
@@ -127,12 +129,11 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
     gs, shares = gains(cells), param_shares(cells)
     table = markdown_table(cells)
     fits = rank_elbows(cells)
-    sections = [
-        "## Top-1 test accuracy\n\n" + table,
-        "## AdapterTune vs head-only and full fine-tuning\n\n" + gains_markdown(gs),
-        "## Trainable parameters\n\n" + _shares_markdown(shares),
-        "## Learning rates\n\n" + lr_markdown(cells) + "\n" + tuning_note(cells) + "\n",
-    ]
+    sections = ["## Top-1 test accuracy\n\n" + table, "## Data\n\n" + data_markdown(cells)]
+    if gs:  # a heading only for comparisons that exist
+        sections.append(f"## {comparison_title(gs)}\n\n" + gains_markdown(gs))
+    sections.append("## Trainable parameters\n\n" + _shares_markdown(shares))
+    sections.append("## Learning rates\n\n" + lr_markdown(cells) + "\n" + tuning_note(cells) + "\n")
     elbow_md = _elbow_markdown(fits) if fits else ""
     if fits:
         sections.append("## Rank elbow\n\n" + elbow_md)
@@ -186,6 +187,10 @@ td.best{font-weight:bold;background:#e8f5e9}
 img{max-width:100%;border:1px solid #ddd}.bad{color:#b00}code{background:#f6f6f6;padding:1px 4px}"""
 
 
+def _value(v: Any) -> str:
+    return v if isinstance(v, str) else readable(v)
+
+
 def _protocols_html(cells: list[Cell]) -> str:
     protocols: dict[str, dict[str, Any]] = {}
     for c in cells:
@@ -195,10 +200,20 @@ def _protocols_html(cells: list[Cell]) -> str:
     keys = sorted({k for p in cols for k in p})
     head = "".join(f"<th>protocol {i + 1}</th>" for i in range(len(cols)))
     rows = "".join(
-        f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{html.escape(str(p.get(k)))}</td>" for p in cols) + "</tr>"
+        f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{html.escape(_value(p.get(k)))}</td>" for p in cols) + "</tr>"
         for k in keys
     )
     return f"<table><tr><th>field</th>{head}</tr>{rows}</table>"
+
+
+def _data_html(cells: list[Cell]) -> str:
+    rows = data_rows(cells)
+    head = "".join(f"<th>{html.escape(k.replace('_pct', ' %'))}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
+    return (
+        "<h2>Data</h2><p>Images per split each cell's runs used (after the validation split and subsets); "
+        f"chance = 100 / classes, drawn as a dotted line in the plots.</p><table><tr>{head}</tr>{body}</table>"
+    )
 
 
 def _html(
@@ -222,18 +237,20 @@ def _html(
         f"<h2>Top-1 test accuracy (%)</h2><p>Mean ± std over seeds (checkpoint selection: {esc(selection)}); "
         "best per row in bold.</p>",
         html_table(report.cells),
+        _data_html(report.cells),
     ]
     if gs:
-        parts.append("<h2>AdapterTune vs head-only and full fine-tuning</h2><ul>")
+        parts.append(f"<h2>{esc(comparison_title(gs))}</h2><ul>")
         parts += [f"<li>{esc(line)}</li>" for line in gains_summary(gs, rule=False)]
         parts.append(
             f"</ul><p>{esc(WIN_RULE)}</p><table><tr><th>dataset</th><th>backbone</th><th>variant</th><th>vs</th>"
         )
-        parts.append("<th>gain (points)</th><th>95% CI (t)</th><th>verdict</th><th>seeds won</th></tr>")
+        parts.append("<th>gain (points)</th><th>95% CI (t)</th><th>verdict</th><th>n (paired seeds)</th>")
+        parts.append("<th>seeds won</th></tr>")
         parts += [
             f"<tr><td>{esc(g.dataset)}</td><td>{esc(g.backbone)}</td><td>{esc(g.variant)}</td>"
             f"<td>{esc(g.baseline)}</td><td>{g.delta:+.2f}</td><td>{esc(interval_text(*g.ci))}</td>"
-            f"<td>{esc(g.verdict)}</td><td>{g.seeds_won}/{g.seeds_shared}</td></tr>"
+            f"<td>{esc(g.verdict)}</td><td>{g.seeds_shared}</td><td>{g.seeds_won}/{g.seeds_shared}</td></tr>"
             for g in gs
         ]
         parts.append("</table>")

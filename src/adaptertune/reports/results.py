@@ -34,6 +34,7 @@ __all__ = [
     "collect_runs",
     "mean_std",
     "pair_label",
+    "readable",
     "variant_label",
 ]
 
@@ -65,6 +66,8 @@ class RunRecord:
     train_seconds: float | None = None
     lr: float | None = None  # the learning rate the run trained with (tuned or not)
     tuning: dict[str, Any] | None = None  # how it was selected on validation (summary.json ``tuning``)
+    num_classes: int | None = None
+    split_sizes: dict[str, int] = field(default_factory=dict)  # images per split the run used (train/val/test)
     protocol: dict[str, Any] = field(default_factory=dict)
     setup: dict[str, Any] = field(default_factory=dict)  # protocol + seed-independent config
     setup_id: str = ""
@@ -116,6 +119,15 @@ class Cell:
     @property
     def trainable_params(self) -> int:
         return int(self.runs[0].trainable_params or 0)
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.runs[0].num_classes
+
+    @property
+    def chance(self) -> float | None:
+        """Top-1 % of guessing uniformly (100 / classes), None when the class count is not recorded."""
+        return 100.0 / self.num_classes if self.num_classes else None
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -187,6 +199,8 @@ def _read_run(run_dir: Path, rel: str) -> RunRecord | None:
         train_seconds=s.train_seconds,
         lr=((config or {}).get("train") or {}).get("lr"),
         tuning=s.tuning,
+        num_classes=s.num_classes or len(s.protocol.get("classes") or []) or None,
+        split_sizes=dict(s.split_sizes or {}),
         protocol=s.protocol,
         setup=setup,
         setup_id=hashlib.sha1(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:8],
@@ -254,9 +268,20 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def readable(value: Any) -> str:
+    """A value as a person reads it: floats to 4 significant digits (0.3, not 0.30000000000000004)."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(readable(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {readable(v)}" for k, v in value.items()) + "}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    return [f"{k}: {_clip(repr(a.get(k)), 80)} vs {_clip(repr(b.get(k)), 80)}" for k in keys]
+    return [f"{k}: {_clip(readable(a.get(k)), 80)} vs {_clip(readable(b.get(k)), 80)}" for k in keys]
 
 
 def _short(key: str, value: Any) -> str:
@@ -264,10 +289,10 @@ def _short(key: str, value: Any) -> str:
     if key.endswith("root") and isinstance(value, str):
         return Path(value).name
     if isinstance(value, list):
-        return _clip(",".join(map(str, value)), 24)
+        return _clip(",".join(v if isinstance(v, str) else readable(v) for v in value), 24)
     if isinstance(value, dict):
-        return _clip(",".join(f"{k}:{v}" for k, v in value.items()), 24)
-    return _clip(str(value), 16)
+        return _clip(",".join(f"{k}:{readable(v)}" for k, v in value.items()), 24)
+    return _clip(readable(value) if isinstance(value, float) else str(value), 16)
 
 
 def _setup_label(setup: dict[str, Any], others: list[dict[str, Any]]) -> str:

@@ -20,6 +20,7 @@ __all__ = [
     "REFERENCES",
     "Gain",
     "comparable",
+    "comparison_title",
     "gains",
     "gains_markdown",
     "gains_rows",
@@ -238,13 +239,26 @@ def gains_summary(gs: list[Gain], rule: bool = True) -> list[str]:
         mean = sum(deltas) / len(deltas) if deltas else math.nan
         seeds = sum(g.seeds_won for g in sel), sum(g.seeds_shared for g in sel)
         count = {v: sum(g.verdict == v for g in sel) for v in VERDICTS}
+        one_backbone = len({g.backbone for g in sel}) == 1
+        per_pair = "; ".join(
+            f"{g.dataset if one_backbone else f'{g.dataset}/{g.backbone}'} {g.verdict}: "
+            f"n={g.seeds_shared}, 95% CI {interval_text(*g.ci)}"
+            for g in sel
+        )
         lines.append(
             f"{variant} beats {REFERENCES[base]} on {count['win']}/{len(sel)} pairs "
             f"(ties {count['tie']}, losses {count['loss']}; mean gain {mean:+.2f} points; {seeds[0]}/{seeds[1]} seeds)"
+            f"; {per_pair}"
         )
     if rule and lines:
         lines.append(WIN_RULE)
     return lines
+
+
+def comparison_title(gs: list[Gain]) -> str:
+    """``Variants vs head-only and full fine-tuning``, naming only the references that were compared."""
+    names = [REFERENCES[r] for r in REFERENCES if any(g.baseline == r for g in gs)]
+    return "Variants vs " + (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0])
 
 
 def interval_text(lo: float, hi: float) -> str:

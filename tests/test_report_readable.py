@@ -1,0 +1,131 @@
+"""What a person sees in a report: only comparisons that exist, the data each cell used, chance level,
+n and the interval beside each verdict, rounded numbers, readable ticks."""
+
+import json
+
+import pytest
+import yaml
+
+from adaptertune.reports.data_table import data_rows
+from adaptertune.reports.report import build_report
+from adaptertune.reports.results import ProtocolMismatchError, aggregate, collect_runs, readable
+from adaptertune.reports.tables import comparison_title, gains
+
+PROTOCOL = {"input_size": [3, 32, 32], "epochs": 2, "selection": "best_val_top1", "split_seed": 0,
+            "data_root": "/data/digits", "classes": [str(i) for i in range(10)]}  # fmt: skip
+
+
+def write_run(root, method, seed, acc, rank=None, lr=1e-3, protocol=None, sizes=None):
+    d = root / f"{method}-r{rank}-s{seed}-lr{lr:g}"
+    d.mkdir(parents=True)
+    summary = {
+        "status": "success", "dataset": "digits", "backbone": "vit_t", "method": method, "rank": rank,
+        "placement": "all" if rank else None, "seed": seed, "test_acc": acc, "test_acc_last": acc,
+        "best_val_acc": acc, "trainable_params": {None: 1930, 1: 11_000, 2: 20_000, 4: 38_000, 8: 75_000}[rank],
+        "total_params": 5_500_000, "train_seconds": 1.0, "weights_tag": "w", "weights_sha256": "abc",
+        "num_classes": 10, "split_sizes": sizes or {"train": 180, "val": 20, "test": 50},
+        "protocol": protocol or PROTOCOL,
+    }  # fmt: skip
+    (d / "summary.json").write_text(json.dumps(summary))
+    config = {"method": method, "train": {"seed": seed, "lr": lr}, "backbone": {"name": "vit_t"},
+              "adapter": {"rank": rank, "placement": "all", "init": "zero"} if rank else None}  # fmt: skip
+    (d / "config.yaml").write_text(yaml.safe_dump(config))
+    (d / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 2.0, "val_acc": acc}) + "\n")
+
+
+@pytest.fixture
+def results(tmp_path):
+    """Head-only and an adapter rank sweep, no full fine-tuning: 18.0 vs 11.5 % on 10 classes."""
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        write_run(root, "head", seed, 11.5 + seed)
+        for r, acc in ((1, 14.0), (2, 16.0), (4, 18.0), (8, 18.5)):
+            write_run(root, "adapter", seed, acc + seed * 0.5, rank=r)
+    return root
+
+
+def test_headings_only_for_comparisons_that_exist(results, tmp_path):
+    cells = aggregate(collect_runs(results))
+    assert comparison_title(gains(cells)) == "Variants vs head-only"
+    report = build_report(results, tmp_path / "report")
+    html = (report.out_dir / "report.html").read_text()
+    md = (report.out_dir / "table.md").read_text()
+    for text in (html, md):
+        assert "full fine-tuning" not in text.replace("0.20% of total params", "")
+        assert "Variants vs head-only" in text
+
+
+def test_no_comparison_no_heading(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "adapter", 0, 20.0, rank=4)
+    report = build_report(root, tmp_path / "report")
+    for name in ("report.html", "table.md"):
+        assert "Variants vs" not in (report.out_dir / name).read_text()
+
+
+def test_data_each_cell_used_and_chance(results, tmp_path):
+    rows = data_rows(aggregate(collect_runs(results)))
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["dataset"], row["folder"], row["classes"], row["chance_pct"]) == ("digits", "digits", 10, "10.00")
+    assert (row["train"], row["val"], row["test"]) == (180, 20, 50)
+    assert "vit_t: head" in row["cells"] and "vit_t: adapter r=8" in row["cells"]
+    html = (build_report(results, tmp_path / "report").out_dir / "report.html").read_text()
+    assert "<h2>Data</h2>" in html and "<td>10.00</td>" in html and "<td>180</td>" in html
+
+
+def test_cells_of_other_sizes_get_their_own_data_row(results):
+    write_run(results, "head", 0, 30.0, lr=0.3, sizes={"train": 90, "val": 10, "test": 50})
+    rows = data_rows(aggregate(collect_runs(results), split_protocols=True))
+    assert sorted(r["train"] for r in rows) == [90, 180]
+
+
+def test_every_verdict_has_n_and_its_interval(results, tmp_path):
+    report = build_report(results, tmp_path / "report")
+    assert report.gain_lines[0].startswith("adapter r=1 beats head-only on")
+    for line in report.gain_lines[:-1]:  # the last line states the rule
+        assert "n=2, 95% CI [" in line, line
+    html = (report.out_dir / "report.html").read_text()
+    assert "<th>n (paired seeds)</th>" in html
+
+
+def test_protocol_numbers_are_rounded(results, tmp_path):
+    assert readable(0.1 + 0.2) == "0.3" and readable([0.1 + 0.2, "a"]) == "[0.3, 'a']"
+    write_run(results, "head", 0, 30.0, lr=0.1 + 0.2)
+    with pytest.raises(ProtocolMismatchError) as e:
+        aggregate(collect_runs(results))
+    assert "0.30000000000000004" not in str(e.value) and "0.3" in str(e.value)
+    cells = aggregate(collect_runs(results), split_protocols=True)
+    assert any(c.variant == "head [lr=0.3]" for c in cells)
+    protocol = {**PROTOCOL, "val_fraction": 0.1 + 0.2}
+    root = tmp_path / "other"
+    write_run(root, "head", 0, 30.0, protocol=protocol)
+    html = (build_report(root, tmp_path / "r2").out_dir / "report.html").read_text()
+    assert "0.30000000000000004" not in html and "<td>0.3</td>" in html
+
+
+def test_plots_draw_chance_and_readable_ticks(results, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    seen = []
+    real = Axes.axhline
+    monkeypatch.setattr(
+        Axes, "axhline", lambda ax, y=0, *a, **k: seen.append((y, k.get("label"))) or real(ax, y, *a, **k)
+    )
+    ticks = {}
+    from adaptertune.reports import plots
+
+    real_save = plots._save
+
+    def save(fig, plt, path):
+        fig.canvas.draw()
+        ticks[path.name] = [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes if ax.get_visible()]
+        return real_save(fig, plt, path)
+
+    monkeypatch.setattr(plots, "_save", save)
+    build_report(results, tmp_path / "report")
+    assert (10.0, "chance (10.0%)") in seen
+    assert ticks["accuracy_vs_rank.png"][0] == ["1", "2", "4", "8"]
+    params = [t for t in ticks["accuracy_vs_params.png"][0] if t]
+    assert params and all(t[-1] in "kMG" or t[-1].isdigit() for t in params) and len(params) <= 8
