@@ -1,12 +1,15 @@
 """Bad-input catalogue: each bad input through the CLI exits 2 with one line that names the problem and what
 is accepted, prints no traceback, and leaves no partial run directory."""
 
+import errno
 import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from adaptertune.cli import main
 from adaptertune.runs import ADAPTER_FILE
@@ -24,6 +27,18 @@ def data(tmp_path_factory):
     (corrupt / "train" / "class_0" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     (root / "a_file").write_text("not a folder")
     (root / "bad.yaml").write_text("train: [unclosed\n")
+    (root / "empty").mkdir()
+    (root / "sweep.yaml").write_text(
+        "base: {backbone: {name: vit_tiny_patch16_224, pretrained: false}, data: {name: imagefolder, root: x}}\n"
+        "grid: {method: [head]}\n"
+    )
+    images = sorted((folder / "train" / "class_0").glob("*.png"))
+    rows = ["path,lable,split", *(f"{p.relative_to(root)},a,train" for p in images)]
+    (root / "typo.csv").write_text("\n".join(rows) + "\n")
+    high = make_image_folder(root / "high_depth", n_classes=3, n_train=4, n_test=2, size=36)
+    bad_float = np.full((36, 36), 7.5, np.float32)  # mode F outside [0, 1]
+    Image.fromarray(bad_float).save(high / "train" / "class_0" / "0.tif")
+    (high / "train" / "class_0" / "0.png").unlink()
     run_dir = root / "finished"
     assert main(["train", *TINY, "--no-pretrained", "--data-root", str(folder), "--rank", "4", *FAST,
                  "--out-dir", str(run_dir)]) == 0  # fmt: skip
@@ -124,6 +139,33 @@ CASES = [
      r"(?i)weights differ|width|shape|backbone arguments"),
     ("predict-missing-image", lambda d: ["predict", str(d["run"]), str(d["root"] / "nope.png")],
      r"Cannot read image .*nope.png"),
+    # issue 18: every output path is checked before anything is written
+    ("report-out-is-a-file", lambda d: ["report", str(d["run"]), "--out", str(d["root"] / "a_file")],
+     r"Cannot write into '.*a_file': it exists and is not a folder"),
+    ("report-out-under-a-file", lambda d: ["report", str(d["run"]), "--out", str(d["root"] / "a_file" / "rep")],
+     r"Cannot create output folder '.*a_file/rep': '.*a_file' is a file, not a folder"),
+    ("sweep-results-dir-is-a-file", lambda d: ["sweep", str(d["root"] / "sweep.yaml"), "--results-dir",
+                                               str(d["root"] / "a_file"), "--dry-run"], r"a_file': it exists"),
+    ("sweep-results-dir-under-a-file", lambda d: ["sweep", str(d["root"] / "sweep.yaml"), "--results-dir",
+                                                  str(d["root"] / "a_file" / "s")], r"a_file' is a file, not a"),
+    ("export-out-is-a-folder", lambda d: ["export", str(d["run"]), "--out", str(d["root"] / "empty")],
+     r"Cannot write '.*empty': it is a folder; give a file name"),
+    ("export-out-under-a-file", lambda d: ["export", str(d["run"]), "--out", str(d["root"] / "a_file" / "m.pt")],
+     r"a_file' is a file, not a folder"),
+    # issue 18: images and CSV headers
+    ("predict-empty-folder", lambda d: ["predict", str(d["run"]), str(d["root"] / "empty")],
+     r"Folder '.*empty' holds no image files"),
+    ("predict-glob-matches-nothing", lambda d: ["predict", str(d["run"]), str(d["root"] / "*.gif")],
+     r"Pattern '.*\*.gif' matches no file"),
+    ("predict-nothing-readable", lambda d: ["predict", str(d["run"]),
+                                            str(d["corrupt"] / "train" / "class_0" / "0.png")],
+     r"None of the 1 images could be read; '.*0.png'"),
+    ("high-depth-image-strict", lambda d: ["train", *TINY, "--no-pretrained", "--data-root",
+                                           str(d["root"] / "high_depth"), "--strict", *FAST],
+     r"0.tif has mode 'F' with values 7.5..7.5; accepted"),
+    ("csv-header-typo", lambda d: ["train", *TINY, "--no-pretrained", "--dataset", "csv", "--data-root",
+                                   str(d["root"] / "typo.csv"), *FAST],
+     r"header 'path,lable,split': unknown column 'lable'; accepted columns"),
 ]  # fmt: skip
 
 
@@ -157,6 +199,49 @@ def test_bad_input(case_id, argv, expected, data, tmp_path, capsys, monkeypatch)
     new = {p for p in _snapshot(data["root"]) - before if not p.lstrip(".").startswith(copies)}
     assert not new, new
     assert not [p for p in _snapshot(data["root"]) if p.endswith(".tmp")]
+
+
+def test_predict_skips_unreadable_files_and_counts_them(data, capsys):
+    capsys.readouterr()
+    assert main(["predict", str(data["run"]), str(data["corrupt"] / "train"), "--topk", "1"]) == 0
+    out = capsys.readouterr()
+    assert out.out.count(".png\n") == 11  # 3 classes x 4 images, one of them unreadable
+    assert "class_0/0.png" not in out.out and "skipped 1 unreadable of 12 images" in out.err
+    assert "Traceback" not in out.err
+
+
+def test_predict_takes_a_glob(data, capsys):
+    capsys.readouterr()
+    assert main(["predict", str(data["run"]), str(data["folder"] / "test" / "*" / "*.png"), "--topk", "1"]) == 0
+    out = capsys.readouterr()
+    assert out.out.count(".png\n") == 6 and "skipped" not in out.err
+
+
+def test_run_files_honour_the_umask(data):
+    from adaptertune.atomic import file_mode
+
+    files = [p for p in data["run"].iterdir() if p.is_file() and not p.name.startswith(".")]
+    assert {"config.yaml", "summary.json", "adapter.safetensors"} <= {p.name for p in files}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(file_mode()) for p in files}
+
+
+def test_export_to_a_full_disk_is_one_line_and_keeps_the_old_file(data, tmp_path, capsys, monkeypatch):
+    from adaptertune import atomic
+
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"the earlier export")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    capsys.readouterr()
+    assert main(["export", str(data["run"]), "--out", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert re.search(r"Cannot write '.*model.pt': No space left on device; the previous version .* intact", err)
+    assert target.read_bytes() == b"the earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no temporary file left
 
 
 def test_catalogue_is_large_enough():

@@ -127,5 +127,6 @@ def test_plots_draw_chance_and_readable_ticks(results, tmp_path, monkeypatch):
     build_report(results, tmp_path / "report")
     assert (10.0, "chance (10.0%)") in seen
     assert ticks["accuracy_vs_rank.png"][0] == ["1", "2", "4", "8"]
+    assert ticks["training_curves.png"] == [["1"], ["1"]]  # one epoch: the tick 1, not 0.96 ... 1.04
     params = [t for t in ticks["accuracy_vs_params.png"][0] if t]
     assert params and all(t[-1] in "kMG" or t[-1].isdigit() for t in params) and len(params) <= 8

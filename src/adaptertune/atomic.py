@@ -23,6 +23,7 @@ __all__ = [
     "atomic_write_stream",
     "atomic_write_text",
     "check_output_dir",
+    "check_output_file",
     "ensure_output_dir",
     "file_mode",
 ]
@@ -65,6 +66,21 @@ def check_output_dir(folder: str | Path) -> Path:
     return folder
 
 
+def check_output_file(path: str | Path) -> Path:
+    """Fail early, creating nothing, when ``path`` could never be written as a file.
+
+    Raises:
+        OutputError: ``path`` is a folder, or one of its parents exists and is a file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"Cannot write '{path}': it is a folder; give a file name.")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise OutputError(f"Cannot write '{path}': '{blocker}' is a file, not a folder.")
+    return path
+
+
 def ensure_output_dir(folder: str | Path) -> Path:
     """Create ``folder`` (and its parents) for output.
 
@@ -85,9 +101,7 @@ def atomic_write_stream(path: str | Path, write: Callable[[BinaryIO], object]) -
     Raises:
         OutputError: ``path`` is a folder, its folder cannot be made, or the write fails; ``path`` is unchanged.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"Cannot write '{path}': it is a folder; give a file name.")
+    path = check_output_file(path)
     ensure_output_dir(path.parent)
     existed = path.exists()
     tmp = None

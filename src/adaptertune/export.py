@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .atomic import atomic_write_bytes, atomic_write_text
+from .atomic import atomic_write_bytes, atomic_write_text, check_output_dir, check_output_file
 from .errors import ConfigError
 from .hub_export import FOLDER_FORMATS, ExportError, export_folder
 from .methods import METHODS
@@ -114,6 +114,10 @@ def export_run(
         ExportError: the export does not reproduce the trained model's logits.
     """
     _check_format(fmt)
+    if fmt in FOLDER_FORMATS:  # checked before the slow part
+        path = check_output_dir(Path(out) if out else Path(run_dir) / f"export-{fmt}")
+    else:
+        path = check_output_file(Path(out) if out else Path(run_dir) / f"model.{fmt}")
     loaded = load_run(run_dir, device="cpu")
     method = METHODS.get(loaded.config.method)
     if fmt not in method.export_formats():
@@ -127,14 +131,12 @@ def export_run(
     with torch.no_grad():
         ref = model(example)
     if fmt in FOLDER_FORMATS:
-        folder = Path(out) if out else Path(run_dir) / f"export-{fmt}"
-        diff, merged = export_folder(loaded, Path(run_dir), fmt, folder, example, ref, atol)
-        size_bytes = sum(p.stat().st_size for p in folder.iterdir())
-        result = ExportResult(str(folder), fmt, size_bytes, diff, merged, str(folder / "README.md"))
+        diff, merged = export_folder(loaded, Path(run_dir), fmt, path, example, ref, atol)
+        size_bytes = sum(p.stat().st_size for p in path.iterdir())
+        result = ExportResult(str(path), fmt, size_bytes, diff, merged, str(path / "README.md"))
         _logger.info("exported %s", asdict(result))
         return result
     merged = method.merge(model)
-    path = Path(out) if out else Path(run_dir) / f"model.{fmt}"
     export_model(model, path, fmt, example, atol)
     with torch.no_grad():
         got = (_run_pt if fmt == "pt" else _run_onnx)(path, example)

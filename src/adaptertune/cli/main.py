@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import AdapterTuneError, ConfigError
 from .flags import ArgumentParser, add_config_flags, config_dict
-from .progress import TqdmProgress, format_table
+from .progress import TqdmProgress, format_table, print_skipped
 
 if TYPE_CHECKING:
     from ..engine import Callback
@@ -116,14 +116,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_skipped(skipped: list[dict[str, Any]], total: int) -> None:
-    """The images predict could not read, one line each, and their count (on stderr)."""
-    for r in skipped:
-        print(f"skipped {r['image']}: {r['error']}", file=sys.stderr)
-    if skipped:
-        print(f"skipped {len(skipped)} unreadable of {total} images", file=sys.stderr)
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     from ..backbones import BACKBONES
     from ..data import DATASETS
@@ -187,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON only (no table)")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("predict", help="top-k classes for image files (one run, or many adapter files)")
-    p.add_argument("paths", nargs="*", metavar="RUN_DIR IMAGE", help="a run folder, then image files")
+    p.add_argument(
+        "paths", nargs="*", metavar="RUN_DIR IMAGE", help="a run folder, then image files, folders or globs"
+    )
     p.add_argument(
         "--adapters",
         nargs="+",

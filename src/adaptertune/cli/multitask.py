@@ -12,7 +12,7 @@ __all__ = ["cmd_predict_adapters"]
 def cmd_predict_adapters(args: argparse.Namespace) -> int:
     from ..engine import resolve_device
     from ..multitask import MultiTaskModel, predict_tasks
-    from .main import print_skipped
+    from .progress import print_skipped
 
     given = [*args.adapters, *args.paths]
     files = [p for p in given if p.endswith(".safetensors")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["TqdmProgress", "emit_json", "format_table"]
+__all__ = ["TqdmProgress", "emit_json", "format_table", "print_skipped"]
 
 
 class TqdmProgress:
@@ -70,3 +70,11 @@ def emit_json(target: str, obj: Any, stream: Any = None) -> None:
         return
     atomic_write_text(target, text)
     print(f"wrote {target}")
+
+
+def print_skipped(skipped: list[dict[str, Any]], total: int) -> None:
+    """The images predict could not read, one line each, and their count (on stderr)."""
+    for r in skipped:
+        print(f"skipped {r['image']}: {r['error']}", file=sys.stderr)
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable of {total} images", file=sys.stderr)

@@ -239,6 +239,8 @@ def plot_training_curves(cells: list[Cell], path: Path) -> Path | None:
     if not pairs:
         return None
     plt = _plt()
+    from matplotlib.ticker import FixedLocator, MaxNLocator
+
     fig, axes = plt.subplots(len(pairs), 2, figsize=(10, 3.4 * len(pairs)), squeeze=False)
     for row, (d, b) in zip(axes, pairs):
         mine = [c for c in cells if (c.dataset, c.backbone) == (d, b)]
@@ -257,8 +259,9 @@ def plot_training_curves(cells: list[Cell], path: Path) -> Path | None:
         row[1].set(xlabel="epoch", ylabel=f"{label} top-1 (%)")
         row[0].set_title(f"{d} / {b}", fontsize=9)
         row[1].set_title(f"{d} / {b}", fontsize=9)
-        for ax in row:
-            ax.xaxis.get_major_locator().set_params(integer=True)
+        epochs = sorted({h["epoch"] for c in mine for r in c.runs for h in r.history if "epoch" in h})
+        for ax in row:  # whole epochs only (one epoch: the tick "1", not 0.96 ... 1.04)
+            ax.xaxis.set_major_locator(FixedLocator(epochs) if len(epochs) <= 12 else MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     return _save(fig, plt, path)
