@@ -221,7 +221,7 @@ def test_run_files_honour_the_umask(data):
     from adaptertune.atomic import file_mode
 
     files = [p for p in data["run"].iterdir() if p.is_file() and not p.name.startswith(".")]
-    assert {"config.yaml", "summary.json", "adapter.safetensors"} <= {p.name for p in files}
+    assert {"config.yaml", "summary.json", ADAPTER_FILE} <= {p.name for p in files}
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(file_mode()) for p in files}
 
 
