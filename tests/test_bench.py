@@ -70,7 +70,8 @@ def test_bench_runs_the_preset_then_prints_the_report(tmp_path, capsys, fake_tra
 def test_bench_dry_run_lists_the_preset(tmp_path, capsys):
     assert main(["bench", "--preset", "quick", "--out-dir", str(tmp_path / "q"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "sweep quick: 21 runs" in out and "tuning run: validated, never tested" in out and "estimated cpu minutes" in out and "seed=2,method=adapter,rank=16" in out
+    assert "sweep quick: 21 runs" in out and "tuning run: validated, never tested" in out
+    assert "estimated cpu minutes" in out and "seed=2,method=adapter,rank=16" in out
     assert not (tmp_path / "q").exists()
 
 
