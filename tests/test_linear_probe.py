@@ -26,6 +26,7 @@ from adaptertune.engine.features import feature_loader
 from adaptertune.engine.sampling import ResumableSampler
 from adaptertune.errors import ConfigError
 from adaptertune.runs import CHECKPOINT_FILE, run
+from adaptertune.runs.folder import ADAPTER_FILE
 from conftest import TINY_VIT
 
 HELPER = Path(__file__).with_name("resume_helper.py")
@@ -68,7 +69,7 @@ def _train(method: str, root: Path, out: Path, **kw):
     steps = _Steps()
     summary = run(_cfg(method, root, out, **kw), [steps])
     epochs = _epoch_lines(out / method)
-    weights, _ = load_tensors(out / method / "adapter.safetensors")
+    weights, _ = load_tensors(out / method / ADAPTER_FILE)
     return summary, steps, epochs, weights
 
 
@@ -155,7 +156,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(image_folder, tmp_path):
         sa, sb = x.pop("step_loss"), y.pop("step_loss")
         assert sb and sa[len(sa) - len(sb) :] == sb
     assert ma == mb
-    a, _ = load_tensors(ref_dir / "adapter.safetensors")
-    b, _ = load_tensors(out / "adapter.safetensors")
+    a, _ = load_tensors(ref_dir / ADAPTER_FILE)
+    b, _ = load_tensors(out / ADAPTER_FILE)
     for k in a:
         assert torch.equal(a[k], b[k]), k
