@@ -179,37 +179,43 @@ def _read_run(run_dir: Path, rel: str) -> RunRecord | None:
         history = rf.read_metrics(run_dir)
     except CheckpointError as e:
         return RunRecord(rel, RunStatus.CORRUPT, error=str(e))
-    adapter = _adapter(s, config)
-    setup = _setup(s, config)
     stats = loss_stats(history)
     return RunRecord(
         rel,
         RunStatus.SUCCESS,
-        dataset=s.dataset,
-        backbone=s.backbone,
-        method=s.method,
-        variant=variant_label(s.method, adapter),
-        rank=s.rank,
+        **_identity(s, config),
         seed=int(s.seed),
         test_acc=float(s.test_acc),
         test_acc_last=s.test_acc_last,
         best_val_acc=s.best_val_acc,
-        trainable_params=s.trainable_params,
-        total_params=s.total_params,
         train_seconds=s.train_seconds,
         lr=((config or {}).get("train") or {}).get("lr"),
         tuning=s.tuning,
         num_classes=s.num_classes or len(s.protocol.get("classes") or []) or None,
         split_sizes=dict(s.split_sizes or {}),
-        protocol=s.protocol,
-        setup=setup,
-        setup_id=hashlib.sha1(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:8],
         history=history,
-        fold=s.protocol.get("cv_fold"),
-        adapter=adapter or {},
         loss_auc=stats[0] if stats else None,
         diverged=stats[1] if stats else None,
     )
+
+
+def _identity(s: Any, config: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields that place a run (finished or failed) in a cell: dataset, variant, setup, fold, counts."""
+    adapter, setup = _adapter(s, config), _setup(s, config)
+    return {
+        "dataset": s.dataset,
+        "backbone": s.backbone,
+        "method": s.method,
+        "variant": variant_label(s.method, adapter),
+        "rank": s.rank,
+        "trainable_params": s.trainable_params,
+        "total_params": s.total_params,
+        "protocol": s.protocol,
+        "setup": setup,
+        "setup_id": hashlib.sha1(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:8],
+        "fold": s.protocol.get("cv_fold"),
+        "adapter": adapter or {},
+    }
 
 
 def _adapter(s: Any, config: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -221,24 +227,12 @@ def _adapter(s: Any, config: dict[str, Any] | None) -> dict[str, Any] | None:
 def _failed_run(rel: str, s: Any, config: dict[str, Any] | None, detail: str) -> RunRecord:
     """A run that stopped after its setup was known: identified like a finished one (no results), so the
     init ablation counts a run stopped by a non-finite loss as diverged."""
-    adapter, setup = _adapter(s, config), _setup(s, config)
     return RunRecord(
         rel,
         RunStatus.FAILED,
-        dataset=s.dataset,
-        backbone=s.backbone,
-        method=s.method,
-        variant=variant_label(s.method, adapter),
-        rank=s.rank,
+        **_identity(s, config),
         seed=s.seed,
-        trainable_params=s.trainable_params,
-        total_params=s.total_params,
-        protocol=s.protocol,
-        setup=setup,
-        setup_id=hashlib.sha1(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:8],
         error=detail,
-        fold=s.protocol.get("cv_fold"),
-        adapter=adapter or {},
         diverged=True if (s.error or "").startswith("NonFiniteLossError") else None,
     )
 
