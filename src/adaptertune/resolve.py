@@ -13,16 +13,12 @@ import dataclasses
 
 from .config import RunConfig
 from .engine.device import resolve_device, resolve_precision
+from .engine.optim import default_warmup_epochs
 from .engine.recipes import check_optimizer
 from .errors import ConfigError
 from .methods import METHODS, resolve_adapter_config
 
 __all__ = ["default_warmup_epochs", "resolve_config", "resolve_run_config"]
-
-
-def default_warmup_epochs(epochs: int) -> float:
-    """Linear warm-up length when none is set: min(5, 10% of the epochs)."""
-    return min(5.0, 0.1 * epochs)
 
 
 def resolve_config(cfg: RunConfig) -> RunConfig:

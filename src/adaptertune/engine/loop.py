@@ -30,7 +30,7 @@ from .checkpoint import (
 from .device import autocast_context, cuda_backend_settings, resolve_device, resolve_precision
 from .distributed import current, rank_seed, reduce_min, reduce_sums, wrap_ddp
 from .metrics import topk_hits
-from .optim import warmup_cosine
+from .optim import default_warmup_epochs, warmup_cosine
 from .recipes import StepRunner, TrainableEma, ema_metrics, make_optimizer, prepare_model, use_weights
 from .steplog import StepLog, first_non_finite
 from .stopping import check_early_stop, non_finite_error, patience_step
@@ -222,7 +222,7 @@ def _fit(
         len(train_loader) if not hasattr(sampler, "per_rank") else -(-sampler.per_rank() // sampler.batch_size)
     )
     total_steps = cfg.epochs * steps_per_epoch
-    warmup_epochs = cfg.warmup_epochs if cfg.warmup_epochs is not None else min(5.0, 0.1 * cfg.epochs)
+    warmup_epochs = cfg.warmup_epochs if cfg.warmup_epochs is not None else default_warmup_epochs(cfg.epochs)
     warmup_steps = min(int(round(warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
     trainable = [p for p in model.parameters() if p.requires_grad]
 
