@@ -94,10 +94,14 @@ for _info in (
         "bench/quick.yaml",
     ),
     PresetInfo(
-        "methods", f"every method on the quick protocol ({_D}, Fashion-MNIST), 21 CPU runs", "bench/methods.yaml"
+        "methods",
+        f"every method, untuned (lr 1e-3, full 1e-4; 2 epochs; no validation) ({_D}, Fashion-MNIST), 21 CPU runs",
+        "bench/methods.yaml",
     ),
     PresetInfo(
-        "rank", f"a rank sweep r = 1..256 on the quick protocol ({_D}, Fashion-MNIST), 27 CPU runs", "bench/rank.yaml"
+        "rank",
+        f"a rank sweep r = 1..256, 2 epochs, lr 1e-3, last epoch tested ({_D}, Fashion-MNIST), 27 CPU runs",
+        "bench/rank.yaml",
     ),
     PresetInfo(
         "rank-long",
