@@ -146,3 +146,28 @@ def test_run_folder_with_the_old_file_name_still_loads(tmp_path):
         assert torch.equal(load_run(run_dir, device="cpu").model(X), model(X))
     mt = MultiTaskModel.from_files([run_dir / "adapter.safetensors"])
     assert list(mt.tasks) == ["pets"]
+
+
+@pytest.mark.parametrize("what", ["missing", "incomplete"])
+def test_model_is_rebuilt_from_the_adapter_files_metadata_without_config_yaml(tmp_path, caplog, what):
+    """No config.yaml (or one without backbone/method): the backbone, method and options come from the adapter
+    file's own metadata, exactly, and the warning says so; eval, which needs the data section, is a clear error."""
+    from adaptertune.runs import evaluate_run
+
+    run_dir, model = make_run(tmp_path / what, "adapter", {"rank": 4, "placement": "every:3"})
+    config = run_dir / "config.yaml"
+    if what == "missing":
+        config.unlink()
+    else:
+        d = yaml.safe_load(config.read_text())
+        config.write_text(yaml.safe_dump({k: v for k, v in d.items() if k not in ("backbone", "method")}))
+    with caplog.at_level("WARNING"):
+        loaded = load_run(run_dir, device="cpu")
+    assert "adapter file's metadata" in loaded.config_source and "rebuilt from" in caplog.text
+    options = loaded.config.to_dict()["adapter"]
+    assert options["rank"] == 4 and options["placement"] == "every:3"
+    with torch.no_grad():
+        assert torch.equal(loaded.model(X), model(X))
+    if what == "missing":
+        with pytest.raises(CheckpointError, match="no config.yaml: eval needs its data section"):
+            evaluate_run(run_dir, device="cpu")

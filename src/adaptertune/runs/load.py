@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,9 @@ from .summary import RunStatus
 
 __all__ = ["LoadedRun", "evaluate_run", "load_run", "predict"]
 
+_logger = logging.getLogger(__name__)
+CONFIG_SOURCE = "config.yaml"
+
 
 @dataclass
 class LoadedRun:
@@ -34,6 +38,31 @@ class LoadedRun:
     data_config: dict[str, Any]
     device: torch.device
     precision: str
+    config_source: str = CONFIG_SOURCE  # or what was rebuilt from the adapter file's metadata, and why
+
+
+def _model_config(meta: dict[str, Any]) -> dict[str, Any]:
+    """The model-defining part of a run config, as the adapter file's metadata records it."""
+    backbone = meta.get("backbone_config") or {"name": meta["backbone"], "args": meta.get("backbone_args") or {}}
+    return {"backbone": backbone, "method": meta["method"], "adapter": meta.get("adapter")}
+
+
+def config_for_model(config: dict[str, Any] | None, meta: dict[str, Any]) -> tuple[RunConfig, str]:
+    """The config to rebuild the model with, and a phrase naming its source.
+
+    config.yaml when it names the backbone and the method; when it is missing or incomplete, the backbone,
+    method and adapter options come from the adapter file's metadata (the rest of config.yaml is kept). A
+    config.yaml that disagrees with the file stays an error (:func:`check_adapter_file` names both sides): a
+    swapped adapter file is more often a mistake than an intent.
+    """
+    if config is not None and all(k in config for k in ("backbone", "method")):
+        return RunConfig.from_dict(config), CONFIG_SOURCE
+    model = _model_config(meta)
+    if config is None:
+        seed = {"train": {"seed": meta.get("init_seed", 0)}}
+        return RunConfig.from_dict({**model, **seed}), "the adapter file's metadata (config.yaml is missing)"
+    lacking = ", ".join(k for k in ("backbone", "method") if k not in config)
+    return RunConfig.from_dict({**config, **model}), f"the adapter file's metadata (config.yaml lacks {lacking})"
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
@@ -45,16 +74,18 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     """
     run_dir = Path(run_dir)
     weights = adapter_file_path(run_dir)
-    for f in (CONFIG_FILE, SUMMARY_FILE, weights.name):
+    for f in (SUMMARY_FILE, weights.name):
         if not (run_dir / f).is_file():
             raise CheckpointError(f"'{run_dir}' is not a finished run folder: {f} is missing.")
     state = read_state(run_dir, check_lock=False)
-    if state.summary is None or state.config is None:
+    if state.summary is None:
         raise CheckpointError(f"'{run_dir}' has a corrupt summary.json or config.yaml: {state.detail}")
     if state.summary.status is not RunStatus.SUCCESS:
         raise CheckpointError(f"Run '{run_dir}' did not finish (status {state.summary.status.value!r}).")
-    cfg = RunConfig.from_dict(state.config)
     tensors, meta = read_adapter_file(weights)
+    cfg, source = config_for_model(state.config, meta)
+    if source != CONFIG_SOURCE:
+        _logger.warning("'%s': the model is rebuilt from %s", run_dir, source)
     dev = resolve_device(device)
     built = create_backbone(cfg.backbone, num_classes=len(meta["classes"]), seed=cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
@@ -69,6 +100,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
         built.data_config,
         dev,
         resolve_precision(cfg.train.precision, dev),
+        source,
     )
 
 
@@ -76,6 +108,11 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict[str, Any]:
     """Re-evaluate a finished run on its test split; returns test metrics and the recorded ones."""
     loaded = load_run(run_dir, device)
     cfg = loaded.config
+    if "config.yaml is missing" in loaded.config_source:
+        raise CheckpointError(
+            f"'{run_dir}' has no {CONFIG_FILE}: eval needs its data section to find the test split; "
+            "predict and export work from the adapter file alone."
+        )
     splits = build_splits(cfg.data, loaded.data_config)
     loader = make_loader(
         splits.test, cfg.train.batch_size, cfg.data.num_workers, loaded.device, batched=cfg.data.batched
@@ -89,6 +126,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict[str, Any]:
         "n": metrics["n"],
         "skipped": metrics["skipped"],
         "recorded_test_acc": loaded.summary.get("test_acc"),
+        "model_from": loaded.config_source,
         "seconds": time.perf_counter() - t0,
     }
 
