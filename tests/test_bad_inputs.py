@@ -129,7 +129,7 @@ CASES = [
         d, "foreign", (d["run"] / ADAPTER_FILE).read_bytes()))], r"not an adaptertune training checkpoint"),
     ("resume-not-a-run", lambda d: ["train", "--quiet", "--resume", str(d["folder"])], r"not a run folder"),
     ("resume-finished", lambda d: ["train", "--quiet", "--resume", str(d["run"])], r"already finished"),
-    ("eval-not-a-run", lambda d: ["eval", str(d["folder"])], r"not a finished run folder: config.yaml is missing"),
+    ("eval-not-a-run", lambda d: ["eval", str(d["folder"])], r"not a finished run folder: summary.json is missing"),
     ("eval-truncated-adapter", lambda d: ["eval", str(_truncate(finished_copy(d, "trunc_adapter", lambda c: None)))],
      r"truncated or not a safetensors file"),
     ("eval-adapter-other-rank", lambda d: ["eval", str(finished_copy(d, "rank8", _set("adapter.rank", 8)))],
