@@ -8,21 +8,16 @@ import signal
 import sys
 
 from adaptertune.cli import main
+from adaptertune.engine import Callback
 
 
-class KillAtStep:
+class KillAtStep(Callback):
     def __init__(self, n: int) -> None:
         self.n = n
-
-    def on_train_start(self, total_steps, steps_per_epoch, start_step):
-        pass
 
     def on_step(self, step, loss, lr):
         if step + 1 == self.n:
             os.kill(os.getpid(), signal.SIGKILL)
-
-    def on_epoch_end(self, metrics):
-        pass
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from adaptertune.config import RunConfig, TrainConfig
-from adaptertune.engine import fit
+from adaptertune.engine import Callback, fit
 from adaptertune.engine.stopping import patience_step
 from adaptertune.errors import ConfigError
 from adaptertune.runs import run
@@ -112,15 +112,9 @@ class _StopAtEpoch(Exception):
     pass
 
 
-class _InterruptAt:
+class _InterruptAt(Callback):
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
-
-    def on_train_start(self, total_steps, steps_per_epoch, start_step):
-        pass
-
-    def on_step(self, step, loss, lr):
-        pass
 
     def on_epoch_end(self, metrics):
         if metrics["epoch"] == self.epoch:  # before this epoch's checkpoint: resume redoes it

@@ -21,7 +21,7 @@ import torch
 
 from adaptertune.cli import main
 from adaptertune.config import RunConfig
-from adaptertune.engine import load_tensors
+from adaptertune.engine import Callback, load_tensors
 from adaptertune.engine.features import feature_loader
 from adaptertune.engine.sampling import ResumableSampler
 from adaptertune.errors import ConfigError
@@ -33,7 +33,7 @@ HELPER = Path(__file__).with_name("resume_helper.py")
 TIMING = {"epoch_seconds", "train_images_per_second"}
 
 
-class _Steps:
+class _Steps(Callback):
     def __init__(self) -> None:
         self.losses: list[tuple[int, float, float]] = []
 
@@ -42,9 +42,6 @@ class _Steps:
 
     def on_step(self, step, loss, lr):
         self.losses.append((step, loss, lr))
-
-    def on_epoch_end(self, metrics):
-        pass
 
 
 def _cfg(method: str, root: Path, out: Path, seed: int = 1, **train) -> RunConfig:

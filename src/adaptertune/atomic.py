@@ -51,6 +51,11 @@ def file_mode() -> int:
     return 0o666 & ~_umask()
 
 
+def _file_among_parents(path: Path) -> Path | None:
+    """The first existing parent of ``path`` that is a file, not a folder (``path`` can then never be made)."""
+    return next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+
+
 def check_output_dir(folder: str | Path) -> Path:
     """Fail early, creating nothing, when ``folder`` could never hold output files.
 
@@ -60,7 +65,7 @@ def check_output_dir(folder: str | Path) -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"Cannot write into '{folder}': it exists and is not a folder.")
-    blocker = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
+    blocker = _file_among_parents(folder)
     if blocker is not None:
         raise OutputError(f"Cannot create output folder '{folder}': '{blocker}' is a file, not a folder.")
     return folder
@@ -75,7 +80,7 @@ def check_output_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"Cannot write '{path}': it is a folder; give a file name.")
-    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    blocker = _file_among_parents(path)
     if blocker is not None:
         raise OutputError(f"Cannot write '{path}': '{blocker}' is a file, not a folder.")
     return path
