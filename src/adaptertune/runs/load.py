@@ -27,6 +27,7 @@ __all__ = ["LoadedRun", "evaluate_run", "load_run", "predict"]
 
 _logger = logging.getLogger(__name__)
 CONFIG_SOURCE = "config.yaml"
+NO_CONFIG_SOURCE = "the adapter file's metadata (config.yaml is missing)"
 
 
 @dataclass
@@ -57,12 +58,12 @@ def config_for_model(config: dict[str, Any] | None, meta: dict[str, Any]) -> tup
     """
     if config is not None and all(k in config for k in ("backbone", "method")):
         return RunConfig.from_dict(config), CONFIG_SOURCE
-    model = _model_config(meta)
+    base = {"train": {"seed": meta.get("init_seed", 0)}}  # the seed of a random-init backbone; config.yaml's wins
+    cfg = RunConfig.from_dict({**base, **(config or {}), **_model_config(meta)})
     if config is None:
-        seed = {"train": {"seed": meta.get("init_seed", 0)}}
-        return RunConfig.from_dict({**model, **seed}), "the adapter file's metadata (config.yaml is missing)"
+        return cfg, NO_CONFIG_SOURCE
     lacking = ", ".join(k for k in ("backbone", "method") if k not in config)
-    return RunConfig.from_dict({**config, **model}), f"the adapter file's metadata (config.yaml lacks {lacking})"
+    return cfg, f"the adapter file's metadata (config.yaml lacks {lacking})"
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
@@ -108,7 +109,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict[str, Any]:
     """Re-evaluate a finished run on its test split; returns test metrics and the recorded ones."""
     loaded = load_run(run_dir, device)
     cfg = loaded.config
-    if "config.yaml is missing" in loaded.config_source:
+    if loaded.config_source == NO_CONFIG_SOURCE:
         raise CheckpointError(
             f"'{run_dir}' has no {CONFIG_FILE}: eval needs its data section to find the test split; "
             "predict and export work from the adapter file alone."
