@@ -123,7 +123,7 @@ def run_sweep(
             results.append(_fail(p, p.detail))
     tuning = [p.job for p in planned if p.tuning and p.state not in _NOT_RUN]
     results += executor.run(tuning, on_event) if tuning else []
-    todo, chosen = [], {}
+    todo, chosen, searches = [], {}, {}  # searches: group name -> its choice (read once per group)
     for p in planned:
         if p.tuning or p.state is RunStatus.INVALID:
             continue
@@ -131,7 +131,9 @@ def run_sweep(
             todo += [p.job] if p.state not in _NOT_RUN else []
             continue
         try:
-            values, record = choose(p.group)
+            if p.group.name not in searches:
+                searches[p.group.name] = choose(p.group)
+            values, record = searches[p.group.name]
         except TuningError as e:
             results.append(_fail(p, f"TuningError: {e}", keep_finished=True))
             continue

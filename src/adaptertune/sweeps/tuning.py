@@ -81,9 +81,7 @@ def plan_tuning(points: list[SweepPoint], budget: dict[str, Any] | None, results
             for combo in combinations(grid):
                 for seed in group.seeds:
                     values = {"train.seed": seed, "train.epochs": group.epochs, **combo}
-                    config = copy.deepcopy(point.config)
-                    for key, value in values.items():
-                        set_dotted(config, key, value)
+                    config = apply_choice(point.config, values)
                     run_name = point_name(values)
                     full = {**_group_values(point), **values}
                     sweep_point = SweepPoint(f"{TUNE_DIR}/{name}/{run_name}", full, config)
@@ -129,8 +127,8 @@ def choose(group: TuneGroup) -> tuple[dict[str, float], dict[str, Any]]:
     return chosen, record
 
 
-def apply_choice(config: dict[str, Any], chosen: dict[str, float]) -> dict[str, Any]:
-    """A copy of a point's config with the selected values set."""
+def apply_choice(config: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a point's config with the selected (or a tuning run's) values set."""
     config = copy.deepcopy(config)
     for key, value in chosen.items():
         set_dotted(config, key, value)
