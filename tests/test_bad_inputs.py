@@ -166,6 +166,12 @@ CASES = [
     ("csv-header-typo", lambda d: ["train", *TINY, "--no-pretrained", "--dataset", "csv", "--data-root",
                                    str(d["root"] / "typo.csv"), *FAST],
      r"header 'path,lable,split': unknown column 'lable'; accepted columns"),
+    # issue 16: the pre-resized cache of a folder dataset
+    ("cache-of-an-array-dataset", lambda d: ["train", *TINY, "--no-pretrained", "--dataset", "mnist-5k", "--subset",
+                                             "8", "--cache", str(d["root"] / "cache_x"), *FAST],
+     r"`data.cache` pre-resizes datasets read from image files; 'mnist-5k' is held in memory already"),
+    ("cache-under-a-file", lambda d: _train("--cache", str(d["root"] / "a_file" / "c"))(d),
+     r"a_file' is a file, not a folder"),
 ]  # fmt: skip
 
 

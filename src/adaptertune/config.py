@@ -162,6 +162,10 @@ class DataConfig:
             or ``none`` (the eval transform).
         mixup: timm ``Mixup`` alpha for mixup (0: off); the loss becomes soft-target cross-entropy.
         cutmix: timm ``Mixup`` alpha for cutmix (0: off); with mixup too, each batch uses one of the two.
+        cache: a folder for a pre-resized copy of a dataset read from image files: each image is decoded and
+            resized once (the eval transform's first resize, kept as a centred square) into a uint8 array
+            there, memory-mapped by later runs and transformed in batches on the device (None: decode every
+            image every epoch). Training crops then sample inside that square.
     """
 
     name: str = "imagefolder"
@@ -183,9 +187,11 @@ class DataConfig:
     aug: str = "basic"
     mixup: float = 0.0
     cutmix: float = 0.0
+    cache: str | None = None
 
     def __post_init__(self) -> None:
         self.root = None if self.root in (None, "") else str(self.root)
+        self.cache = None if self.cache in (None, "") else str(self.cache)
         if self.split is not None and (not isinstance(self.split, str) or not self.split.strip()):
             raise ConfigError(f"`data.split` must be a split name of the dataset (or unset), got {self.split!r}.")
         self.resize = _as_choice("data.resize", self.resize, RESIZE_MODES)

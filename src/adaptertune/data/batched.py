@@ -201,6 +201,8 @@ def view_arrays(view: object) -> tuple[torch.Tensor, torch.Tensor] | None:
     parts = view.source.sources if isinstance(view.source, ConcatSource) else [view.source]  # CV pools splits
     if not all(isinstance(s, ArraySource) for s in parts) or len({s.images.shape[1:] for s in parts}) != 1:
         return None
+    if any(getattr(s, "bad", None) for s in parts):  # a cache holding undecodable files: skipped per image
+        return None
     pooled = parts[0].images if len(parts) == 1 else np.concatenate([s.images for s in parts])
     images = pooled[view.indices]
     if images.ndim == 3:

@@ -97,6 +97,10 @@ def build_splits(cfg: DataConfig, data_config: dict[str, Any], raw: RawDataset |
         DataError: the subset and its validation do not fit in the training pool.
     """
     raw = raw if raw is not None else load_raw(cfg)
+    if cfg.cache is not None:
+        from .cache import cache_raw
+
+        raw = cache_raw(raw, cfg.cache, data_config, cfg.resize, cfg.name)
     train_tf, eval_tf = build_transforms(data_config, augment=cfg.augment, resize=cfg.resize, aug=cfg.aug)
     if cfg.cv_folds is not None:
         pool = ConcatSource([s for s in (raw.train, raw.val, raw.test) if s is not None])

@@ -179,6 +179,10 @@ def make_protocol(
     }
     if cfg.data.resize != "crop":  # recorded only when set, so older runs keep their protocol
         protocol["resize"] = cfg.data.resize
+    if cfg.data.cache is not None:  # pre-resized squares of this side (data/cache.py), not the files' pixels
+        from ..data.cache import cache_side
+
+        protocol["pre_resized"] = cache_side(data_config, cfg.data.resize)
     if cfg.data.split is not None:
         protocol["data_split"] = cfg.data.split
     if cfg.data.cv_folds is not None:  # k-fold CV: the pooled images, cut into folds fixed by split_seed
