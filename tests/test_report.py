@@ -294,3 +294,20 @@ def test_cells_with_different_splits_are_not_compared(tmp_path):
         write_run(root, "fashion-mnist", "head", seed, 60.0)
         write_run(root, "fashion-mnist", "adapter", seed, 70.0, rank=4, protocol={**PROTOCOL, "subset": 512})
     assert gains(aggregate(collect_runs(root))) == []
+
+
+def test_tables_name_what_the_runs_replicate_over():
+    from adaptertune.reports.results import Cell, RunRecord
+    from adaptertune.reports.tables import markdown_table, replicates
+    from adaptertune.runs.summary import RunStatus
+
+    def cell(pairs):
+        runs = [RunRecord(f"r{s}{f}", RunStatus.SUCCESS, "d", "b", "head", "head", seed=s, fold=f, test_acc=50.0 + s)
+                for s, f in pairs]  # fmt: skip
+        return Cell("d", "b", "head", "head", None, runs, "x")
+
+    assert replicates([cell([(0, None), (1, None)])]) == "seeds"
+    assert replicates([cell([(0, 0), (0, 1), (0, 2)])]) == "folds"
+    assert replicates([cell([(0, 0), (1, 0)])]) == "(seed, fold) pairs"
+    assert "over 3 folds;" in markdown_table([cell([(0, 0), (0, 1), (0, 2)])])
+    assert "over 2 seeds;" in markdown_table([cell([(0, None), (1, None)])])

@@ -38,6 +38,7 @@ from .tables import (
     latex_table,
     markdown_table,
     param_shares,
+    replicates,
     results_rows,
 )
 from .tuning_table import lr_markdown, lr_rows, tuning_note
@@ -234,7 +235,8 @@ def _html(
         f"<p>Results: <code>{esc(str(results_dir))}</code> &middot; {ok} finished runs in {len(report.cells)} "
         f"cells &middot; {len(report.problems)} skipped &middot; generated "
         f"{datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>",
-        f"<h2>Top-1 test accuracy (%)</h2><p>Mean ± std over seeds (checkpoint selection: {esc(selection)}); "
+        f"<h2>Top-1 test accuracy (%)</h2><p>Mean ± std over {esc(replicates(report.cells))} (checkpoint selection: "
+        f"{esc(selection)}); "
         "best per row in bold.</p>",
         html_table(report.cells),
         _data_html(report.cells),

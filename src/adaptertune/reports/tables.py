@@ -31,6 +31,7 @@ __all__ = [
     "markdown_table",
     "paired_gain",
     "param_shares",
+    "replicates",
     "results_rows",
     "sorted_variants",
 ]
@@ -67,6 +68,17 @@ def _best(row: list[Cell | None]) -> float:
     return max(means) if means else math.nan
 
 
+def replicates(cells: list[Cell]) -> str:
+    """What a cell's runs replicate over: ``seeds``, ``folds`` (cross-validation, one seed) or ``(seed, fold)
+    pairs``."""
+    runs = [r for c in cells for r in c.runs]
+    if all(r.fold is None for r in runs):
+        return "seeds"
+    if all(r.fold is not None for r in runs):
+        return "folds" if len({r.seed for r in runs}) == 1 else "(seed, fold) pairs"
+    return "seeds (folds for cross-validated cells)"
+
+
 def markdown_table(cells: list[Cell]) -> str:
     """One table per backbone: rows datasets, columns variants, ``mean ± std`` top-1 %, best in bold."""
     datasets, backbones, columns, by_key = _grid(cells)
@@ -83,10 +95,11 @@ def markdown_table(cells: list[Cell]) -> str:
             texts = [f"**{_fmt(c, counts)}**" if c is not None and c.mean == best else _fmt(c, counts) for c in row]
             out.append(f"| {d} | " + " | ".join(texts) + " |")
         out.append("")
+    unit = replicates(cells)
     if len(counts) == 1:
-        out.append(f"Top-1 test accuracy (%), mean ± std over {counts.pop()} seeds; best per row in bold.")
+        out.append(f"Top-1 test accuracy (%), mean ± std over {counts.pop()} {unit}; best per row in bold.")
     else:
-        out.append("Top-1 test accuracy (%), mean ± std over seeds (n = seeds per cell); best per row in bold.")
+        out.append(f"Top-1 test accuracy (%), mean ± std over {unit} (n per cell); best per row in bold.")
     return "\n".join(out) + "\n"
 
 
