@@ -122,10 +122,17 @@ def table(results: list[dict]) -> str:
         elbow = r["elbow"] if r["elbow"] is not None else "not reached"
         lines.append(f"| {r['task']} | {elbow} | {r['interval']} | {adv} | {r['energy_rule']} | {r['constant']} |")
     lines.append("")
+    means = {}
     for key, name in (("advice", "advice (null)"), ("energy_rule", "energy rule"), ("constant", "constant")):
         errs = [_log2_err(r[key], r["elbow"]) for r in reached if key != "constant" or r["constant"]]
-        mean = sum(errs) / len(errs) if errs else float("nan")
-        lines.append(f"mean |log2({name} / elbow)| over {len(errs)} tasks with a reached elbow: {mean:.2f}")
+        means[key] = sum(errs) / len(errs) if errs else float("nan")
+        lines.append(f"mean |log2({name} / elbow)| over {len(errs)} tasks with a reached elbow: {means[key]:.2f}")
+    beats = [other for other in ("constant", "energy_rule") if means["advice"] < means[other]]
+    if len(beats) == 2:
+        lines.append("verdict: the null-tested advice beats both the leave-one-task-out constant and the energy rule")
+    else:
+        lost = " and the ".join(o.replace("_", " ") for o in ("constant", "energy_rule") if o not in beats)
+        lines.append(f"verdict: the null-tested advice does not beat the {lost}: use it as a starting point only")
     return "\n".join(lines)
 
 
