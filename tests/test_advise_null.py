@@ -90,6 +90,7 @@ def test_cli_advise_rank_default_is_the_null_test(image_folder, tmp_path, capsys
     assert main([*argv, "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "advised rank:" in text and "reason:" in text and "20 label permutations" in text and "seconds:" in text
+    assert "starting point for a short rank sweep only" in text  # the six-task validation result
     d = json.loads(out.read_text())
     assert d["blocks"] == [10, 11] and d["permutations"] == 20 and d["total_seconds"] > 0
     assert (d["advised_rank"] is None) == (d["verdict"] == "head-only may suffice")

@@ -15,6 +15,12 @@ from .progress import emit_json, format_table
 
 __all__ = ["add_parser", "cmd_advise_rank"]
 
+# What the six-task validation measured (benchmarks/rank_validation.py; README "Rank advice, validated")
+VALIDATION = (
+    "validation: on six offline tasks (DINOv2-S/14, 56 px, 512 images) neither this advice nor the energy rule beat "
+    "a constant rank chosen from the other tasks' elbows; use it as a starting point for a short rank sweep only"
+)
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -69,6 +75,7 @@ def _print_null(advice: Any, total: float) -> None:
     )
     print(f"directions above the null per block (block:count): {counts}")
     print(f"seconds: {total:.1f} total, {advice.seconds:.1f} for the head fits and gradient passes")
+    print(VALIDATION)
 
 
 def cmd_advise_rank(args: argparse.Namespace) -> int:
@@ -126,6 +133,7 @@ def cmd_advise_rank(args: argparse.Namespace) -> int:
             f"most {gap:.3f} above the permuted one (near 0: the spectrum is the backbone's, not this task's)"
         )
     print(f"seconds: {total:.1f} total, {advice.seconds:.1f} for the signal pass")
+    print(VALIDATION)
     if args.json:
         emit_json(args.json, {**advice.to_dict(), "total_seconds": total}, getattr(args, "json_stream", None))
     return 0
