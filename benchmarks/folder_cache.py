@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from datapath import timed  # benchmarks/ is on sys.path when a script in it runs
 
 from adaptertune.config import DataConfig
 from adaptertune.data import build_splits
@@ -48,15 +49,6 @@ def make_jpeg_folder(root: Path, n: int, width: int, height: int, classes: int =
 
 def splits(root: Path, dc: dict, augment: bool, cache: str | None):
     return build_splits(DataConfig(root=str(root), val_fraction=0.0, augment=augment, cache=cache), dc)
-
-
-def rate(loader, epoch: int) -> float:
-    if hasattr(loader.sampler, "set_epoch"):
-        loader.sampler.set_epoch(epoch)
-    n, t0 = 0, time.perf_counter()
-    for _, y, _ in loader:
-        n += len(y)
-    return n / (time.perf_counter() - t0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         rates: dict[str, list[float]] = {k: [] for k in loaders}
         for r in range(args.rounds + 1):  # round 0 warms the workers up and is dropped
             for name, loader in loaders.items():
-                v = rate(loader, r)
+                v = timed(loader, None, r)  # the loader alone
                 if r:
                     rates[name].append(v)
         med = {k: statistics.median(v) for k, v in rates.items()}

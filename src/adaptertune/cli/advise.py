@@ -15,7 +15,8 @@ from .progress import emit_json, format_table
 
 __all__ = ["add_parser", "cmd_advise_rank"]
 
-# What the six-task validation measured (benchmarks/rank_validation.py; README "Rank advice, validated")
+# What the rank-advice validation measured: five of its six tasks finished (benchmarks/rank_validation.py;
+# README "Rank advice, validated")
 VALIDATION = (
     "validation: on five offline tasks (DINOv2-S/14, 56 px, 512 images) the null-tested advice was further from the "
     "measured elbows than a constant rank and the energy rule; use any advice as a starting point for a short rank "

@@ -35,8 +35,8 @@ from PIL import Image
 
 from ..atomic import atomic_write_stream, atomic_write_text, ensure_output_dir
 from ..errors import ConfigError, DataError
-from .base import ArraySource, ConcatSource, ImageFiles, ImageSource, RawDataset
-from .images import open_rgb
+from .base import ArraySource, ImageFiles, ImageSource, RawDataset
+from .images import read_image
 
 __all__ = ["CachedImages", "cache_raw", "cache_side"]
 _logger = logging.getLogger(__name__)
@@ -94,11 +94,10 @@ def _build(src: ImageFiles, npy: Path, side: int, resize: str, interpolation: st
         header = {"descr": "|u1", "fortran_order": False, "shape": (len(src), side, side, 3)}
         np.lib.format.write_array_header_2_0(f, header)
         for i, path in enumerate(src.paths):
-            try:
-                f.write(np.ascontiguousarray(_resize_square(open_rgb(path), side, resize, interpolation)).tobytes())
-            except (OSError, ValueError, SyntaxError) as e:  # DataError (high-depth range) is a ValueError
-                bad[i] = str(e).splitlines()[0] if str(e) else type(e).__name__
-                f.write(blank.tobytes())
+            square = read_image(path, lambda img: _resize_square(img, side, resize, interpolation))
+            if isinstance(square, str):
+                bad[i], square = square, blank
+            f.write(np.ascontiguousarray(square).tobytes())
 
     atomic_write_stream(npy, write)
     return bad
@@ -129,12 +128,6 @@ def _cached(src: ImageFiles, folder: Path, side: int, resize: str, interpolation
     return CachedImages(images, src.targets, src.paths, {int(i): r for i, r in info["bad"].items()})
 
 
-def _file_sources(src: ImageSource | None) -> bool:
-    if isinstance(src, ConcatSource):
-        return any(_file_sources(s) for s in src.sources)
-    return isinstance(src, ImageFiles)
-
-
 def cache_raw(raw: RawDataset, folder: str | Path, data_config: dict[str, Any], resize: str, name: str) -> RawDataset:
     """``raw`` with each :class:`ImageFiles` split replaced by its pre-resized cache under ``folder``.
 
@@ -142,7 +135,7 @@ def cache_raw(raw: RawDataset, folder: str | Path, data_config: dict[str, Any], 
         ConfigError: no split of dataset ``name`` is read from image files (nothing to cache).
         OutputError: ``folder`` cannot hold the cache files.
     """
-    if not any(_file_sources(s) for s in (raw.train, raw.val, raw.test)):
+    if not any(isinstance(s, ImageFiles) for s in (raw.train, raw.val, raw.test)):
         raise ConfigError(
             f"`data.cache` pre-resizes datasets read from image files; '{name}' is held in memory already: "
             "unset `data.cache`."
@@ -151,8 +144,6 @@ def cache_raw(raw: RawDataset, folder: str | Path, data_config: dict[str, Any], 
     side, interpolation = cache_side(data_config, resize), str(data_config.get("interpolation", "bicubic"))
 
     def swap(src: ImageSource | None) -> ImageSource | None:
-        if isinstance(src, ConcatSource):
-            return ConcatSource([swap(s) for s in src.sources])
         return _cached(src, folder, side, resize, interpolation) if isinstance(src, ImageFiles) else src
 
     return RawDataset(swap(raw.train), swap(raw.test), raw.classes, swap(raw.val), raw.require_all_classes)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from ..errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "find_images", "open_rgb", "read_images", "to_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "find_images", "open_rgb", "read_image", "read_images", "to_rgb"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 _16_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -106,18 +106,21 @@ def find_images(items: Sequence[str | Path]) -> list[Path]:
     return out
 
 
+def read_image(path: Path | str, transform: Callable[[Image.Image], T]) -> T | str:
+    """``transform`` of the decoded RGB image ``path``, or a one-line reason it cannot be decoded."""
+    try:
+        return transform(open_rgb(path))
+    except (OSError, ValueError, SyntaxError) as e:  # DataError (out-of-range depth) is a ValueError
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 def read_images(paths: Sequence[Path], transform: Callable[[Image.Image], T]) -> list[tuple[Path, T | str]]:
     """``(path, transformed image)`` per file, or ``(path, reason)`` for one that cannot be decoded.
 
     Raises:
         DataError: none of ``paths`` could be read (names the first and why).
     """
-    out: list[tuple[Path, T | str]] = []
-    for path in paths:
-        try:
-            out.append((path, transform(open_rgb(path))))
-        except (OSError, ValueError, SyntaxError) as e:  # DataError (out-of-range depth) is a ValueError
-            out.append((path, str(e).splitlines()[0] if str(e) else type(e).__name__))
+    out = [(path, read_image(path, transform)) for path in paths]
     bad = [(p, r) for p, r in out if isinstance(r, str)]
     if bad and len(bad) == len(out):
         raise DataError(f"None of the {len(out)} images could be read; '{bad[0][0]}': {bad[0][1]}")
