@@ -121,6 +121,20 @@ def test_cache_folder_that_is_a_file_is_one_line_error(tmp_path):
         build_splits(DataConfig(root=str(_folder(tmp_path)), cache=str(tmp_path / "f" / "c")), DC)
 
 
+def test_cache_folder_that_cannot_be_locked_is_one_line_error(tmp_path, monkeypatch):
+    from filelock import FileLock
+
+    from adaptertune.errors import OutputError
+
+    def refuse(self, *a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(FileLock, "acquire", refuse)
+    with pytest.raises(OutputError, match=r"Cannot lock the cache folder '.*c': Permission denied; give a writable"):
+        build_splits(DataConfig(root=str(_folder(tmp_path)), cache=str(tmp_path / "c")), DC)
+    assert not list((tmp_path / "c").glob("*.npy"))
+
+
 def test_run_with_cache_records_pre_resized_protocol(tmp_path):
     root = _folder(tmp_path, size=36)
     cfg = {

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from ..atomic import atomic_write_stream, atomic_write_text, ensure_output_dir
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, OutputError
 from .base import ArraySource, ImageFiles, ImageSource, RawDataset
 from .images import read_image
 
@@ -108,7 +108,13 @@ def _cached(src: ImageFiles, folder: Path, side: int, resize: str, interpolation
 
     key = _key(src, side, resize, interpolation)
     npy, meta = folder / f"{key}.npy", folder / f"{key}.json"
-    with FileLock(str(folder / f"{key}.lock")):
+    lock = FileLock(str(folder / f"{key}.lock"))
+    try:
+        lock.acquire()
+    except OSError as e:  # e.g. a read-only cache folder: one line, not a traceback
+        why = e.strerror or e
+        raise OutputError(f"Cannot lock the cache folder '{folder}': {why}; give a writable folder.") from None
+    with lock:
         if not (npy.exists() and meta.exists()):
             _logger.info("data.cache: decoding %d images into %s (%d px squares, once)", len(src), npy, side)
             bad = _build(src, npy, side, resize, interpolation)
