@@ -19,11 +19,11 @@ import time
 import numpy as np
 import torch
 
-from adaptertune.config import AdapterConfig
 from adaptertune.data.base import SplitView
 from adaptertune.data.transforms import build_transforms
 from adaptertune.engine.prefix import PrefixTail, TokenLoader, extract_prefix, first_trained_block
 from adaptertune.methods import build_method
+from adaptertune.methods.adapter import AdapterConfig
 from adaptertune.runs.loaders import make_loader
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])

@@ -18,7 +18,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from adaptertune.backbones import create_backbone
-from adaptertune.config import BackboneConfig, parse_placement
+from adaptertune.config import BackboneConfig
+from adaptertune.config_checks import parse_placement
 from adaptertune.perf.step import build_for_speed, make_batch, make_train_step
 
 GROUPS = {

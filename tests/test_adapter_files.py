@@ -7,9 +7,9 @@ import torch
 import yaml
 
 from _taskfiles import TINY, make_run
-from adaptertune.config import AdapterConfig
 from adaptertune.errors import CheckpointError
 from adaptertune.methods import METHODS
+from adaptertune.methods.adapter import AdapterConfig
 from adaptertune.runs import load_run
 from adaptertune.runs.adapter_file import check_adapter_file, read_adapter_file
 

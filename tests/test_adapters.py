@@ -17,8 +17,8 @@ from adaptertune import (
     set_active,
     trainable_parameters,
 )
-from adaptertune.adapters import adapted_blocks
 from adaptertune.methods import METHODS, build_method
+from adaptertune.methods.adapter import adapted_blocks
 from conftest import tiny_vit
 
 PLACEMENTS = ["all", "every:2", "every:5", "first:3", "last:1", "last:6", [0, 5, 11], "3,7"]

@@ -1,7 +1,7 @@
 import pytest
 
 from adaptertune import AdapterConfig, ConfigError, RunConfig, TrainConfig
-from adaptertune.config import parse_placement
+from adaptertune.config_checks import parse_placement
 from adaptertune.config_keys import apply_overrides
 
 

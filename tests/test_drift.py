@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from adaptertune.analysis.drift import linear_cka, measure_drift, relative_change
-from adaptertune.config import AdapterConfig
 from adaptertune.errors import ConfigError
+from adaptertune.methods.adapter import AdapterConfig
 from conftest import tiny_vit
 
 

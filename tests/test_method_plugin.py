@@ -3,8 +3,8 @@ multi-task and export: the registry entry is the whole unit.
 
 The toy is SSF-like scale-shift (Lian et al., 2022): after each placed block, ``h <- h * (1 + gamma) + beta``
 with per-channel ``gamma = beta = 0`` at init (so it starts at the pretrained logits), plus the new head.
-Its weights live in ``block.ssf`` (a slot of named sets, like the adapters' ``block.adapters``), added by a
-forward hook, so the backbone's own keys never change.
+Its weights live in ``block.ssf``, a :class:`~adaptertune.methods.slots.BlockSlot` of named sets (as the
+adapters' ``block.adapters``) run by a forward hook, so the backbone's own keys never change.
 """
 
 from __future__ import annotations
@@ -17,15 +17,16 @@ import torch
 from torch import nn
 
 from _taskfiles import make_run
-from adaptertune.adapters import backbone_blocks, backbone_width, head_parameter_names
 from adaptertune.cli import main
-from adaptertune.config import parse_placement
+from adaptertune.config_checks import parse_placement
 from adaptertune.errors import CheckpointError, ConfigError
 from adaptertune.export import export_run
 from adaptertune.methods import METHODS, Method, build_method, register_method, unregister_method
+from adaptertune.methods.slots import BlockSlot
 from adaptertune.multitask import MultiTaskModel, predict_tasks
 from adaptertune.perf.flops import step_flops, vit_geometry
 from adaptertune.runs import ADAPTER_FILE, evaluate_run, load_run, predict
+from adaptertune.vit import backbone_blocks, backbone_width, head_parameter_names
 from conftest import tiny_vit
 
 X = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -55,14 +56,11 @@ class _ScaleShift(nn.Module):
         return h + self.shift if self.shift is not None else h
 
 
-class _Slot(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sets = nn.ModuleDict()
-        self.active: str | None = None
+class _ScaleShiftSlot(BlockSlot):
+    attr, kind = "ssf", "scale-shift"
 
-    def hook(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-        return self.sets[self.active](out) if self.active in self.sets else out
+    def run(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        return module(out)
 
 
 class ScaleShift(Method):
@@ -72,13 +70,9 @@ class ScaleShift(Method):
     shares_backbone = True
 
     def add(self, model: nn.Module, options: ScaleShiftOptions, task: str) -> nn.Module:
-        blocks = backbone_blocks(model)
-        for i in parse_placement(options.placement, len(blocks)):
-            if not hasattr(blocks[i], "ssf"):
-                blocks[i].ssf = _Slot()
-                blocks[i].register_forward_hook(blocks[i].ssf.hook)
-            blocks[i].ssf.sets[task] = _ScaleShift(backbone_width(model), options.shift)
-        self.activate(model, task)
+        placed = parse_placement(options.placement, len(backbone_blocks(model)))
+        _ScaleShiftSlot.attach(model, task, {i: _ScaleShift(backbone_width(model), options.shift) for i in placed})
+        _ScaleShiftSlot.activate(model, task)
         return model
 
     def build(self, model: nn.Module, options: ScaleShiftOptions) -> nn.Module:
@@ -90,8 +84,8 @@ class ScaleShift(Method):
 
     def attach(self, backbone, task, options, tensors, source) -> None:
         self.add(backbone, options, task)
-        own = {k: p for k, p in backbone.named_parameters() if f".ssf.sets.{task}." in k}
-        renamed = {k.replace(".sets.default.", f".sets.{task}."): v for k, v in tensors.items()}
+        own = {k: p for k, p in backbone.named_parameters() if f".ssf.{task}." in k}
+        renamed = {k.replace(".ssf.default.", f".ssf.{task}."): v for k, v in tensors.items()}
         if set(renamed) != set(own):
             self.detach(backbone, task)
             raise CheckpointError(f"'{source}': its scale-shift tensors do not match the placement.")
@@ -100,14 +94,10 @@ class ScaleShift(Method):
                 own[k].copy_(v)
 
     def activate(self, backbone, task) -> None:
-        for b in backbone_blocks(backbone):
-            if hasattr(b, "ssf"):
-                b.ssf.active = task
+        _ScaleShiftSlot.activate(backbone, task)
 
     def detach(self, backbone, task) -> None:
-        for b in backbone_blocks(backbone):
-            if hasattr(b, "ssf") and task in b.ssf.sets:
-                del b.ssf.sets[task]
+        _ScaleShiftSlot.detach(backbone, task)
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +127,8 @@ def test_toy_method_starts_at_pretrained_logits_and_checks_options(scale_shift):
     assert torch.equal(model(X), base)
     trained = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trained == [
-        "blocks.10.ssf.sets.default.scale",
-        "blocks.11.ssf.sets.default.scale",
+        "blocks.10.ssf.default.scale",
+        "blocks.11.ssf.default.scale",
         *["head.weight", "head.bias"],
     ]
     with pytest.raises(

@@ -5,12 +5,12 @@ import sys
 import pytest
 import torch
 
-from adaptertune.adapters import adapter_param_count
-from adaptertune.config import AdapterConfig, RunConfig
+from adaptertune.config import RunConfig
 from adaptertune.engine import load_tensors
 from adaptertune.engine.features import extract_features
 from adaptertune.errors import ConfigError
 from adaptertune.methods import METHODS, build_method, resolve_adapter_config
+from adaptertune.methods.adapter import AdapterConfig, adapter_param_count
 from adaptertune.methods.lora import LoraOptions
 from adaptertune.runs import run
 from conftest import TINY_VIT, tiny_vit

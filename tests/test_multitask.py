@@ -65,7 +65,7 @@ def test_disable_and_remove(three_tasks):
 def test_serial_and_parallel_cannot_share(three_tasks, tmp_path):
     run_dir, _ = make_run(tmp_path / "par", "parallel", {"rank": 2})
     mt = MultiTaskModel.from_files([three_tasks["pets"][0]], names=["pets"])
-    with pytest.raises(ConfigError, match="serial and parallel"):
+    with pytest.raises(ConfigError, match=r"Task .par.*holds serial adapter sets.*parallel adapter sets cannot share"):
         mt.add_task("par", run_dir / "adaptertune_weights.safetensors")
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from adaptertune.cli import main
-from adaptertune.config import AdapterConfig
 from adaptertune.errors import ConfigError
 from adaptertune.methods import build_method
+from adaptertune.methods.adapter import AdapterConfig
 from adaptertune.perf.flops import StepFlops, ViTGeometry, count_step, inference_flops, step_flops, vit_geometry
 
 # depth 1, d=4, MLP 8, 2 patches + cls = 3 tokens, patch 1x2x3 (6 inputs), 2 classes.
@@ -207,7 +207,7 @@ def test_frozen_parts_get_no_grad_and_build_no_graph():
 
 
 def test_adapter_fast_path_matches_reference_formula():
-    from adaptertune.adapters import Adapter
+    from adaptertune.methods.adapter import Adapter
 
     torch.manual_seed(0)
     h = torch.randn(2, 5, 8)
@@ -230,7 +230,7 @@ def test_train_compile_flag_is_validated():
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
 @pytest.mark.parametrize("input_grad", [True, False])
 def test_fused_residual_adapter_matches_module_path(alpha, input_grad):
-    from adaptertune.adapters import Adapter
+    from adaptertune.methods.adapter import Adapter
 
     torch.manual_seed(0)
     a = Adapter(8, 3, alpha=alpha, init="random")
@@ -251,7 +251,7 @@ def test_fused_residual_adapter_matches_module_path(alpha, input_grad):
 
 
 def test_fused_residual_adapter_gradcheck():
-    from adaptertune.adapters import _ResidualAdapter
+    from adaptertune.methods.adapter.layer import _ResidualAdapter
 
     torch.manual_seed(0)
     args = [torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((2, 3, 4), (2, 4), (2,), (4, 2), (4,))]

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from adaptertune.config import AdapterConfig, RunConfig, TrainConfig
+from adaptertune.config import RunConfig, TrainConfig
 from adaptertune.data.base import ArraySource, SplitView
 from adaptertune.data.transforms import build_transforms
 from adaptertune.engine import fit
 from adaptertune.engine.prefix import PrefixTail, TokenLoader, extract_prefix, first_trained_block, prefix_tokens
 from adaptertune.errors import ConfigError
 from adaptertune.methods import build_method
+from adaptertune.methods.adapter import AdapterConfig
 from adaptertune.runs import run
 from adaptertune.runs.loaders import make_loader
 

@@ -2,21 +2,8 @@
 
 __version__ = "0.1.0"
 
-from .adapters import (  # noqa: E402
-    Adapter,
-    ParamCount,
-    adapter_param_count,
-    adapter_state_dict,
-    add_adapters,
-    disable_adapters,
-    list_adapter_sets,
-    load_adapter_state_dict,
-    remove_adapters,
-    set_active,
-    trainable_parameters,
-)
 from .backbones import BACKBONES, create_backbone  # noqa: E402
-from .config import AdapterConfig, BackboneConfig, DataConfig, RunConfig, TrainConfig  # noqa: E402
+from .config import BackboneConfig, DataConfig, RunConfig, TrainConfig  # noqa: E402
 from .data import DATASETS  # noqa: E402
 from .errors import (  # noqa: E402
     AdapterTuneError,
@@ -28,7 +15,20 @@ from .errors import (  # noqa: E402
     WeightsUnavailableError,
 )
 from .methods import METHODS, build_method  # noqa: E402
+from .methods.adapter import (  # noqa: E402
+    Adapter,
+    AdapterConfig,
+    adapter_param_count,
+    adapter_state_dict,
+    add_adapters,
+    disable_adapters,
+    list_adapter_sets,
+    load_adapter_state_dict,
+    remove_adapters,
+    set_active,
+)
 from .runs import RunSummary, evaluate_run, load_run, predict, run  # noqa: E402
+from .vit import ParamCount, trainable_parameters  # noqa: E402
 
 __all__ = [
     "BACKBONES",

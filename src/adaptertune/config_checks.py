@@ -1,4 +1,5 @@
-"""Field checks of the config dataclasses (they coerce YAML / CLI strings) and placement parsing (pure)."""
+"""Field checks of the config dataclasses and the methods' options classes (they coerce YAML / CLI strings), and
+placement parsing (pure: which blocks a method adapts)."""
 
 from __future__ import annotations
 

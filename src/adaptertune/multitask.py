@@ -21,13 +21,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import adapters as adp
 from .backbones import create_backbone
 from .config import BackboneConfig
 from .errors import CheckpointError, ConfigError
 from .methods import METHODS
 from .runs.adapter_file import check_adapter_file, read_adapter_file
 from .runs.folder import ADAPTER_FILE, LEGACY_ADAPTER_FILES
+from .vit import backbone_width
 
 __all__ = ["MultiTaskModel", "Task", "predict_tasks"]
 
@@ -76,7 +76,7 @@ class MultiTaskModel(nn.Module):
             "backbone_args": bcfg.args,
             "weights_sha256": built.weights_sha256,
             "weights_tag": built.weights_tag,
-            "width": adp.backbone_width(built.model),
+            "width": backbone_width(built.model),
         }
         model = cls(built.model, identity, built.data_config)
         names = names or [_task_name(p) for p in paths]

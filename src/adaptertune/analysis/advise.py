@@ -40,9 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapters import backbone_blocks, backbone_width
-from ..config import BackboneConfig, DataConfig, parse_placement
+from ..config import BackboneConfig, DataConfig
+from ..config_checks import parse_placement
 from ..errors import ConfigError, DataError
+from ..vit import backbone_blocks, backbone_width
 
 __all__ = [
     "SIGNALS",

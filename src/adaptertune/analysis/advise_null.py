@@ -33,9 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapters import adapter_param_count, backbone_blocks, backbone_width
-from ..config import parse_placement
+from ..config_checks import parse_placement
 from ..errors import ConfigError, DataError
+from ..methods.adapter import adapter_param_count
+from ..vit import backbone_blocks, backbone_width
 
 __all__ = ["HEAD_ONLY", "NullAdvice", "advise_rank_null", "crossfit_gradients", "fit_head", "leading_exceedance"]
 

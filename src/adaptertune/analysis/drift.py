@@ -38,11 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapters import add_adapters
 from ..atomic import atomic_write_stream
-from ..config import ADAPTER_INITS, AdapterConfig, BackboneConfig, DataConfig
+from ..config import BackboneConfig, DataConfig
 from ..engine import build_optimizer
 from ..errors import ConfigError, NonFiniteLossError
+from ..methods.adapter import ADAPTER_INITS, AdapterConfig, add_adapters
 
 __all__ = [
     "ZERO_INIT_NOTE",

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapters import Adapter
 from ..atomic import atomic_write_stream
 from ..errors import ConfigError, DataError
+from ..methods.adapter import Adapter
 from .elbow import ElbowResult, fit_elbow
 
 __all__ = [

@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adapters import backbone_blocks, head_parameter_names
 from ..config import BackboneConfig
 from ..errors import CheckpointError, ConfigError, UnknownNameError, WeightsUnavailableError
 from ..registry import Registry
+from ..vit import backbone_blocks, head_parameter_names
 from .sources import file_sha256, parse_source, weights_provenance
 
 __all__ = [

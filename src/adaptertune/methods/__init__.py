@@ -1,9 +1,11 @@
 """Methods registry: ``head``, ``full``, ``adapter``, ``parallel``, ``lora``, ``bitfit``, ``linear-probe-cached``.
 
-A method is one :class:`Method` subclass in one file, registered on import (add the file's import here).
+A method is one :class:`Method` subclass in one file (or one package, as ``adapter/``: AdapterTune itself),
+registered on import (add the file's import here). :mod:`.slots` is the base of the block slots that methods
+with their own modules per task attach to a backbone.
 """
 
-from . import basic  # noqa: E402,F401,I001  (registers head, full, adapter)
+from . import head, full, adapter  # noqa: E402,F401,I001  (the paper's three, registered in this order)
 from . import bitfit, linear_probe, lora, parallel  # noqa: E402,F401  (register the baselines)
 from .registry import (
     METHODS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..adapters import head_parameter_names
+from ..vit import head_parameter_names
 from .registry import Method, register_method
 
 __all__ = ["BitFitMethod"]

@@ -14,13 +14,13 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..adapters import head_parameter_names
 from ..engine import FitResult
 from ..engine.distributed import current
 from ..engine.features import FeatureHead, extract_features, feature_loader, train_mode_layers
 from ..errors import ConfigError
-from .basic import HeadMethod
+from ..vit import head_parameter_names
 from .flops import StepFlops, ViTGeometry
+from .head import HeadMethod
 from .registry import FitContext, FitInputs, register_method
 
 __all__ = ["CachedFitInputs", "LinearProbeMethod", "cached_feature_fit_inputs"]

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adapters import backbone_blocks, head_parameter_names
-from ..config import AdapterConfig, parse_placement
+from ..config_checks import _as_choice, _as_float, _as_int, _check_placement_syntax, parse_placement
 from ..errors import CheckpointError, ConfigError
+from ..vit import backbone_blocks, head_parameter_names
 from .flops import StepFlops, ViTGeometry, count_step
 from .registry import Method, register_method
 
@@ -61,16 +61,13 @@ class LoraOptions:
     targets: str = "qkv"
 
     def __post_init__(self) -> None:
-        # rank, alpha, dropout and placement mean what the adapters' do: the same checks and messages
-        shared = AdapterConfig(rank=self.rank, alpha=self.alpha, dropout=self.dropout, placement=self.placement)
-        self.rank, self.alpha, self.dropout, self.placement = (
-            shared.rank,
-            shared.alpha,
-            shared.dropout,
-            shared.placement,
-        )
-        if self.targets not in LORA_TARGETS:
-            raise ConfigError(f"`adapter.targets` must be one of {', '.join(LORA_TARGETS)}; got {self.targets!r}.")
+        self.rank = _as_int("adapter.rank", self.rank, minimum=1)
+        self.alpha = _as_float("adapter.alpha", self.alpha, minimum=0.0)
+        self.dropout = _as_float("adapter.dropout", self.dropout, minimum=0.0)
+        if self.dropout >= 1:
+            raise ConfigError(f"`adapter.dropout` must be in [0, 1), got {self.dropout:g}.")
+        self.placement = _check_placement_syntax(self.placement)
+        self.targets = _as_choice("adapter.targets", self.targets, LORA_TARGETS)
 
 
 def _peft() -> Any:

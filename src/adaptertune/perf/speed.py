@@ -27,11 +27,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adapters import trainable_parameters
-from ..config import BackboneConfig, parse_placement
+from ..config import BackboneConfig
+from ..config_checks import parse_placement
 from ..engine.loop import autocast_context, resolve_device, resolve_precision
 from ..errors import ConfigError
 from ..methods import METHODS
+from ..vit import trainable_parameters
 from .cpu import tune_malloc
 from .flops import vit_geometry
 from .memory import measure_peak_memory

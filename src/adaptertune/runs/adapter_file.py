@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adapters import adapted_blocks, backbone_width
 from ..engine import load_tensors
 from ..errors import CheckpointError
 from ..methods import METHODS
+from ..methods.adapter import adapted_blocks
+from ..vit import backbone_width
 
 __all__ = [
     "IDENTITY_FIELDS",

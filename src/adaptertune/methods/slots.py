@@ -1,0 +1,166 @@
+"""Named module sets on the blocks of a backbone, run by forward hooks: the base of every method that adds its own
+modules per task (AdapterTune's serial adapters, AdaptFormer's parallel adapters, a plugin's scale-shift).
+
+A placed block gets one child ``block.<attr>``, a :class:`BlockSlot` (a ``ModuleDict`` of named sets, one
+module per set), and one forward hook on the block or on a child of it (:meth:`BlockSlot.hook_target`) that runs
+the active set. The backbone's own ``state_dict`` keys never change (a set's tensors appear under
+``blocks.{i}.{attr}.{name}.``), and timm's ``forward_features`` / ``reset_classifier`` / grad checkpointing keep
+working because no block is replaced. The slot keeps its hook's handle: removing the last set of a block removes
+the hook and the child, and the block is the plain block again.
+
+A subclass sets ``attr`` and ``kind`` and says what the active set does (:meth:`BlockSlot.run`); the backbone-level
+operations are class methods of the subclass:
+
+    >>> class ScaleSlot(BlockSlot):
+    ...     attr, kind = "scales", "scale"
+    ...     def run(self, module, args, output):
+    ...         return module(output)
+    >>> ScaleSlot.attach(model, "pets", {i: Scale(d) for i in (10, 11)})   # slots and hooks made on first use
+    >>> ScaleSlot.activate(model, "pets")          # None: every set off, the plain backbone
+    >>> ScaleSlot.detach(model, "pets")            # blocks left empty lose their slot and hook
+    >>> ScaleSlot.remove(model)                    # every set
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..vit import backbone_blocks
+
+__all__ = ["BlockSlot"]
+
+
+class BlockSlot(nn.ModuleDict):
+    """The named sets of one block; a forward hook on :meth:`hook_target` applies the active one.
+
+    Attributes:
+        attr: the block attribute that holds the slot (part of the sets' parameter names).
+        kind: what a set is, for messages (``serial adapter``).
+        active: the name of the set the hook runs (None: the hooked module's output passes unchanged).
+    """
+
+    attr: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.active: str | None = None
+        self._handle = self.hook_target(block).register_forward_hook(self._hook)
+
+    # ------------------------------------------------------------ what a subclass says
+    @classmethod
+    def hook_target(cls, block: nn.Module) -> nn.Module:
+        """The module whose output the active set changes (default: the block); raise ConfigError if it has none."""
+        return block
+
+    def run(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        """The hooked module's ``output`` (its inputs ``args``) changed by the active set's ``module``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement run().")
+
+    def _hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return output if self.active is None else self.run(self[self.active], args, output)
+
+    # ------------------------------------------------------------ the backbone's slots
+    @classmethod
+    def slots(cls, model: nn.Module) -> dict[int, BlockSlot]:
+        """Block index -> the block's slot under ``attr`` (of whatever kind: kinds sharing ``attr`` exclude each
+        other on one backbone)."""
+        return {
+            i: slot
+            for i, b in enumerate(backbone_blocks(model))
+            if isinstance(slot := getattr(b, cls.attr, None), BlockSlot)
+        }
+
+    @classmethod
+    def set_names(cls, model: nn.Module) -> list[str]:
+        """Names of the sets on ``model``, sorted."""
+        return sorted({n for s in cls.slots(model).values() for n in s})
+
+    @classmethod
+    def blocks_of(cls, model: nn.Module, name: str | None) -> list[int]:
+        """Indices of the blocks that hold set ``name``."""
+        return [i for i, s in cls.slots(model).items() if name in s]
+
+    @classmethod
+    def active_set(cls, model: nn.Module) -> str | None:
+        """The set the backbone runs (None: none, or the slots disagree)."""
+        actives = {s.active for s in cls.slots(model).values()} - {None}
+        return actives.pop() if len(actives) == 1 else None
+
+    # ------------------------------------------------------------ attach / activate / detach / remove
+    @classmethod
+    def attach(cls, model: nn.Module, name: str, modules: Mapping[int, nn.Module]) -> None:
+        """Put ``modules[i]`` into block ``i``'s slot as set ``name`` (inactive; see :meth:`activate`).
+
+        Raises:
+            ConfigError: ``name`` is taken or not a usable key; a block holds a slot of another kind under
+                ``attr``; a block has no :meth:`hook_target`. Nothing is changed then.
+        """
+        if not isinstance(name, str) or not name or "." in name:
+            raise ConfigError(f"A {cls.kind} set name must be a non-empty string without dots, got {name!r}.")
+        if name in cls.set_names(model):
+            raise ConfigError(
+                f"A set named '{name}' already exists in `block.{cls.attr}`; remove it first or pick another name."
+            )
+        if hasattr(cls, name) or name in ("active", "_handle", *vars(nn.Module())):
+            raise ConfigError(f"'{name}' cannot name a {cls.kind} set: it is an attribute of the slot; pick another.")
+        blocks = backbone_blocks(model)
+        for i in modules:
+            held = getattr(blocks[i], cls.attr, None)
+            if held is not None and type(held) is not cls:
+                held_kind = held.kind if isinstance(held, BlockSlot) else type(held).__name__
+                raise ConfigError(
+                    f"Block {i} already holds {held_kind} sets in `.{cls.attr}`; {cls.kind} sets cannot share a "
+                    "backbone with them."
+                )
+            cls.hook_target(blocks[i])
+        for i, module in modules.items():
+            slot = getattr(blocks[i], cls.attr, None)
+            if slot is None:
+                slot = cls(blocks[i])
+                setattr(blocks[i], cls.attr, slot)
+            slot[name] = module
+
+    @classmethod
+    def activate(cls, model: nn.Module, name: str | None) -> None:
+        """Run set ``name`` on every block that holds it, no set elsewhere (``None``: no set anywhere)."""
+        slots = cls.slots(model)
+        if name is not None and not any(name in s for s in slots.values()):
+            raise ConfigError(
+                f"No set named '{name}' in `block.{cls.attr}`; this model has: "
+                f"{', '.join(cls.set_names(model)) or 'none'}."
+            )
+        for slot in slots.values():
+            slot.active = name if name in slot else None
+
+    @classmethod
+    def detach(cls, model: nn.Module, name: str) -> None:
+        """Delete set ``name``; a block left with no set loses its slot and the slot's hook."""
+        if name not in cls.set_names(model):
+            raise ConfigError(
+                f"No set named '{name}' in `block.{cls.attr}`; this model has: "
+                f"{', '.join(cls.set_names(model)) or 'none'}."
+            )
+        for i, slot in cls.slots(model).items():
+            if name not in slot:
+                continue
+            del slot[name]
+            if slot.active == name:
+                slot.active = None
+            if len(slot) == 0:
+                slot._handle.remove()
+                delattr(backbone_blocks(model)[i], cls.attr)
+
+    @classmethod
+    def remove(cls, model: nn.Module) -> None:
+        """Delete every set: no slot and no hook of ``attr`` is left."""
+        for name in cls.set_names(model):
+            cls.detach(model, name)
+
+    def extra_repr(self) -> str:
+        return f"active={self.active!r}"
