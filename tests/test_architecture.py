@@ -8,6 +8,17 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "adaptertune"
 MAX_LINES = 420
+# the bottom rows of ARCHITECTURE.md's table: what each may import (the layers above are kept in order by the
+# cycle tests below)
+LAYERS = {
+    "errors": set(),
+    "registry": {"errors"},
+    "atomic": {"errors"},
+    "config_checks": {"errors"},
+    "config": {"errors", "config_checks"},
+    "vit": {"errors"},
+    "backbones": {"errors", "registry", "atomic", "config", "config_checks", "vit"},
+}
 
 
 def _module_name(path: Path) -> str:
@@ -87,6 +98,17 @@ def test_no_folder_import_cycle():
         src = _folder(m)
         folders.setdefault(src, set()).update(_folder(d) for d in deps if _folder(d) not in (src, "adaptertune"))
     assert _find_cycle(folders) is None, " -> ".join(_find_cycle(folders))
+
+
+def test_bottom_layers_import_only_above():
+    wrong = {
+        f"{m} -> {d}"
+        for m, deps in _graph().items()
+        if _folder(m) in LAYERS
+        for d in deps
+        if _folder(d) not in LAYERS[_folder(m)] | {_folder(m)}
+    }
+    assert not wrong, f"imports against ARCHITECTURE.md's layers: {sorted(wrong)}"
 
 
 def test_modules_stay_small():

@@ -61,9 +61,7 @@ def add_adapters(model: nn.Module, config: AdapterConfig | None = None, name: st
     return attach_adapter_set(model, config, name, AdapterSlot)
 
 
-def attach_adapter_set(
-    model: nn.Module, config: AdapterConfig | None, name: str, slot: type[BlockSlot]
-) -> nn.Module:
+def attach_adapter_set(model: nn.Module, config: AdapterConfig | None, name: str, slot: type[BlockSlot]) -> nn.Module:
     """Put an ``Adapter`` named ``name`` into the ``slot`` of every placed block; make the set active and trainable
     (with the head) and freeze everything else. Shared by serial and parallel adapters."""
     config = config or AdapterConfig()

@@ -1,0 +1,112 @@
+"""The slot base (methods/slots.py): named module sets on a backbone's blocks, their hooks kept and removed in one
+place, the backbone's own keys untouched."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from adaptertune.errors import ConfigError
+from adaptertune.methods.adapter import AdapterConfig, AdapterSlot, add_adapters
+from adaptertune.methods.parallel import ParallelSlot, add_parallel_adapters
+from adaptertune.methods.slots import BlockSlot
+from conftest import tiny_vit
+
+X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+class _Scale(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.s = nn.Parameter(torch.randn(dim) * 0.1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h * (1 + self.s)
+
+
+class _ScaleSlot(BlockSlot):
+    attr, kind = "scales", "scale"
+
+    def run(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return module(output)
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+def test_two_sets_activate_detach_remove():
+    torch.manual_seed(0)
+    model = tiny_vit()
+    keys, base = set(model.state_dict()), model(X)
+    _ScaleSlot.attach(model, "a", {i: _Scale(192) for i in range(12)})
+    _ScaleSlot.attach(model, "b", {i: _Scale(192) for i in (10, 11)})
+    assert _ScaleSlot.set_names(model) == ["a", "b"] and _ScaleSlot.blocks_of(model, "b") == [10, 11]
+    assert _hooks(model) == 12  # one hook per slot, not per set
+    assert torch.equal(model(X), base)  # attached sets are inactive
+    _ScaleSlot.activate(model, "a")
+    out_a = model(X)
+    _ScaleSlot.activate(model, "b")
+    out_b = model(X)
+    assert _ScaleSlot.active_set(model) == "b"
+    assert not torch.equal(out_a, base) and not torch.equal(out_b, base) and not torch.equal(out_a, out_b)
+    want_b = model.blocks[11].scales["b"].s
+    assert {k for k in model.state_dict() if k not in keys} == {
+        *(f"blocks.{i}.scales.a.s" for i in range(12)),
+        "blocks.10.scales.b.s",
+        "blocks.11.scales.b.s",
+    }
+
+    _ScaleSlot.detach(model, "a")  # blocks 0..9 held only "a": they lose their slot and hook
+    assert _ScaleSlot.set_names(model) == ["b"] and _hooks(model) == 2
+    assert all(not hasattr(b, "scales") for b in model.blocks[:10])
+    assert torch.equal(model(X), out_b) and model.blocks[11].scales["b"].s is want_b
+    _ScaleSlot.activate(model, None)
+    assert torch.equal(model(X), base)
+
+    _ScaleSlot.remove(model)
+    assert _ScaleSlot.set_names(model) == [] and _hooks(model) == 0
+    assert set(model.state_dict()) == keys and torch.equal(model(X), base)
+    with pytest.raises(ConfigError, match=r"No set named 'a' in `block.scales`; this model has: none"):
+        _ScaleSlot.activate(model, "a")
+
+
+@pytest.mark.parametrize("add", [add_adapters, add_parallel_adapters])
+def test_adapter_slots_remove_their_hooks_wherever_they_are(add):
+    """Serial slots hook the block, parallel slots its MLP; removing the last set removes either hook."""
+    model = tiny_vit()
+    keys, base = set(model.state_dict()), model(X)
+    add(model, AdapterConfig(rank=4, init="random"), name="a")
+    add(model, AdapterConfig(rank=2, placement="last:2", init="random"), name="b")
+    assert _hooks(model) == 12
+    AdapterSlot.remove(model)
+    assert _hooks(model) == 0 and set(model.state_dict()) == keys and torch.equal(model(X), base)
+
+
+def test_kinds_sharing_an_attribute_exclude_each_other_and_nothing_changes():
+    model = add_adapters(tiny_vit(), AdapterConfig(rank=4, placement="last:2"))
+    before = (set(model.state_dict()), _hooks(model))
+    with pytest.raises(ConfigError, match=r"Block 10 already holds serial adapter sets in `.adapters`; parallel"):
+        ParallelSlot.attach(model, "p", {i: nn.Identity() for i in range(12)})
+    assert (set(model.state_dict()), _hooks(model)) == before
+
+
+@pytest.mark.parametrize("name", ["a", "train", "active", "x.y", ""])
+def test_set_names_that_cannot_be_keys_are_refused(name):
+    model = tiny_vit()
+    _ScaleSlot.attach(model, "a", {0: _Scale(192)})
+    with pytest.raises(ConfigError, match="already exists|cannot name|without dots"):
+        _ScaleSlot.attach(model, name, {1: _Scale(192)})
+    assert _ScaleSlot.set_names(model) == ["a"]
+
+
+def test_a_deep_copy_has_its_own_slots_and_hooks():
+    model = tiny_vit()
+    _ScaleSlot.attach(model, "a", {3: _Scale(192)})
+    _ScaleSlot.activate(model, "a")
+    out = model(X)
+    clone = copy.deepcopy(model)
+    _ScaleSlot.remove(clone)
+    assert _hooks(clone) == 0 and _hooks(model) == 1
+    assert torch.equal(model(X), out) and not torch.equal(clone(X), out)
