@@ -39,6 +39,23 @@ def test_lora_trains_only_lora_and_head_and_starts_at_pretrained_logits():
     assert torch.count_nonzero(layer.lora_B["default"].weight) == 0
 
 
+@pytest.mark.parametrize(
+    ("option", "match"),
+    [
+        ({"rank": 0}, r"`adapter.rank` must be an integer >= 1, got 0"),
+        ({"alpha": -1}, r"`adapter.alpha` must be >= 0, got -1"),
+        ({"dropout": 1.0}, r"`adapter.dropout` must be in \[0, 1\), got 1"),
+        ({"placement": "most"}, r"Unknown placement 'most'"),
+        ({"targets": "mlp"}, r"`adapter.targets` must be one of qkv, qkv\+mlp; got 'mlp'"),
+    ],
+)
+def test_lora_options_check_their_own_fields(option, match):
+    """LoRA's options validate themselves, with the messages the adapter options give for the shared names."""
+    with pytest.raises(ConfigError, match=match):
+        LoraOptions(**option)
+    assert LoraOptions(rank="4", alpha="0.5", placement=(0, 3)) == LoraOptions(rank=4, alpha=0.5, placement=[0, 3])
+
+
 def test_lora_mlp_targets_and_placement():
     model = build_method("lora", tiny_vit(), LoraOptions(rank=2, targets="qkv+mlp", placement="last:2"))
     lora = {n.split(".lora_")[0] for n in trainable(model) if ".lora_" in n}
