@@ -32,8 +32,8 @@ from ..config import BackboneConfig, parse_placement
 from ..engine.loop import autocast_context, resolve_device, resolve_precision
 from ..errors import ConfigError
 from ..methods import METHODS
+from ..methods.flops import vit_geometry
 from .cpu import tune_malloc
-from .flops import vit_geometry
 from .memory import measure_peak_memory
 from .step import REFERENCE, build_for_speed, make_batch, make_train_step, speed_options
 
