@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapters import backbone_blocks, backbone_width
-from ..config import BackboneConfig, DataConfig, parse_placement
+from ..adapters import backbone_width
+from ..config import BackboneConfig, DataConfig
 from ..errors import ConfigError, DataError
 from .block_grads import block_outputs, freeze, pooled_features
 
@@ -303,9 +303,7 @@ def advise_rank(
         raise ConfigError(f"The energy threshold must be in (0, 1], got {threshold:g}.")
     t0 = time.perf_counter()
     device = torch.device(device)
-    model = freeze(model, device)
-    blocks = parse_placement(placement, len(backbone_blocks(model)))
-    d = backbone_width(model)
+    model, blocks, d = freeze(model, placement, device)
     batches = _two_folds([(x.to(device), y.to(device)) for x, y in batches])
     head = _head(model)
     with torch.no_grad():

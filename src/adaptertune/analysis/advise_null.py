@@ -33,8 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapters import adapter_param_count, backbone_blocks, backbone_width
-from ..config import parse_placement
+from ..adapters import adapter_param_count
 from ..errors import ConfigError, DataError
 from .advise import L2_GRID
 from .block_grads import block_outputs, freeze, pooled_features
@@ -231,9 +230,7 @@ def advise_rank_null(
     _check_null(permutations, quantile, labels)
     t0 = time.perf_counter()
     device = torch.device(device)
-    model = freeze(model, device)
-    blocks = parse_placement(placement, len(backbone_blocks(model)))
-    d = backbone_width(model)
+    model, blocks, d = freeze(model, placement, device)
     with torch.no_grad():
         feats = torch.cat([pooled_features(model, x.to(device)).double().cpu() for x in images.split(batch_size)])
     y = labels.long().cpu()

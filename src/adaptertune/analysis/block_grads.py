@@ -14,17 +14,23 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..adapters import backbone_blocks
+from ..adapters import backbone_blocks, backbone_width
+from ..config import parse_placement
 
 __all__ = ["block_outputs", "freeze", "pooled_features"]
 
 
-def freeze(model: nn.Module, device: torch.device) -> nn.Module:
-    """``model`` on ``device`` in eval mode with no parameter requiring a gradient (in place)."""
+def freeze(model: nn.Module, placement: str | list[int], device: torch.device) -> tuple[nn.Module, list[int], int]:
+    """``model`` on ``device`` in eval mode with no parameter requiring a gradient (in place), the indices of
+    the blocks ``placement`` names and the token width d.
+
+    Raises:
+        ConfigError: a bad placement.
+    """
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model
+    return model, parse_placement(placement, len(backbone_blocks(model))), backbone_width(model)
 
 
 def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
