@@ -21,7 +21,8 @@ import torch
 
 from adaptertune.data.base import SplitView
 from adaptertune.data.transforms import build_transforms
-from adaptertune.engine.prefix import PrefixTail, TokenLoader, extract_prefix, first_trained_block
+from adaptertune.engine.cached import TensorLoader
+from adaptertune.engine.prefix import PrefixTail, extract_prefix, first_trained_block
 from adaptertune.methods import build_method
 from adaptertune.methods.adapter import AdapterConfig
 from adaptertune.runs.loaders import make_loader
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     tokens, labels, _, _ = extract_prefix(cached, k, make_loader(view, args.batch_size, 0, CPU), CPU)
     extract = time.perf_counter() - t0
-    token_loader = TokenLoader(tokens, labels, args.batch_size, shuffle=True, seed=0)
+    token_loader = TensorLoader(tokens, labels, args.batch_size, shuffle=True, seed=0)
     tail = PrefixTail(cached, k).train()
     plain.train()
     steps = {"uncached": (image_loader, stepper(plain)), "cached": (token_loader, stepper(tail))}

@@ -103,7 +103,7 @@ def test_cv_settings_from_strings_and_in_the_protocol():
 
 @pytest.mark.slow
 def test_a_cross_validated_run_records_its_fold_and_every_step_loss(image_folder, tmp_path):
-    from adaptertune.reports.results import collect_runs
+    from adaptertune.reports.collect import collect_runs
     from adaptertune.runs import run
     from adaptertune.runs.folder import read_metrics
     from conftest import TINY_VIT

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adaptertune.reports.report import build_report
+from adaptertune.reports.builder import build_report
 from test_report import PARAMS, write_run
 
 

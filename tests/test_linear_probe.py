@@ -22,7 +22,8 @@ import torch
 from adaptertune.cli import main
 from adaptertune.config import RunConfig
 from adaptertune.engine import Callback, load_tensors
-from adaptertune.engine.features import feature_loader
+from adaptertune.engine.cached import TensorLoader
+from adaptertune.engine.distributed import DistInfo
 from adaptertune.engine.sampling import ResumableSampler
 from adaptertune.errors import ConfigError
 from adaptertune.runs import CHECKPOINT_FILE, run
@@ -111,16 +112,16 @@ def test_feature_loader_reads_the_image_loaders_order_and_shard():
     n, seed, bs = 23, 5, 4
     labels = torch.arange(n)
     for rank, world in ((0, 1), (0, 2), (1, 2)):
-        loader = feature_loader(torch.zeros(n, 3), labels, bs, True, seed, rank, world)
+        loader = TensorLoader(torch.zeros(n, 3), labels, bs, True, seed, DistInfo(rank, world))
         sampler = ResumableSampler(n, seed, bs, rank, world)  # what runs.loaders.make_loader shuffles with
         for epoch in (1, 2):
             loader.sampler.set_epoch(epoch)
             sampler.set_epoch(epoch)
-            assert [int(v) for _, y in loader for v in y] == [i for _, i in sampler]
-    shard = feature_loader(torch.zeros(n, 3), labels, bs, rank=1, world_size=2)  # evaluation: its share
-    assert [int(v) for _, y in shard for v in y] == list(range(1, n, 2))
+            assert [int(v) for _, y, _ in loader for v in y] == [i for _, i in sampler]
+    shard = TensorLoader(torch.zeros(n, 3), labels, bs, dist=DistInfo(1, 2))  # evaluation: its share
+    assert [int(v) for _, y, _ in shard for v in y] == list(range(1, n, 2))
     state = torch.get_rng_state()
-    list(feature_loader(torch.zeros(n, 3), labels, bs, True, seed))
+    list(TensorLoader(torch.zeros(n, 3), labels, bs, True, seed))
     assert torch.equal(state, torch.get_rng_state())  # iterating does not move the global RNG (dropout's)
 
 

@@ -22,9 +22,9 @@ from adaptertune.config_checks import parse_placement
 from adaptertune.errors import CheckpointError, ConfigError
 from adaptertune.export import export_run
 from adaptertune.methods import METHODS, Method, build_method, register_method, unregister_method
+from adaptertune.methods.flops import step_flops, vit_geometry
 from adaptertune.methods.slots import BlockSlot
 from adaptertune.multitask import MultiTaskModel, predict_tasks
-from adaptertune.perf.flops import step_flops, vit_geometry
 from adaptertune.runs import ADAPTER_FILE, evaluate_run, load_run, predict
 from adaptertune.vit import backbone_blocks, backbone_width, head_parameter_names
 from conftest import tiny_vit

@@ -11,7 +11,7 @@ from adaptertune.cli import main
 from adaptertune.errors import ConfigError
 from adaptertune.methods import build_method
 from adaptertune.methods.adapter import AdapterConfig
-from adaptertune.perf.flops import StepFlops, ViTGeometry, count_step, inference_flops, step_flops, vit_geometry
+from adaptertune.methods.flops import StepFlops, ViTGeometry, count_step, inference_flops, step_flops, vit_geometry
 
 # depth 1, d=4, MLP 8, 2 patches + cls = 3 tokens, patch 1x2x3 (6 inputs), 2 classes.
 # Forward (2mkn each): patch 2*2*6*4=96, qkv 2*3*4*12=288, QK^T+AV 2*2*3*3*4=144, proj 2*3*4*4=96,

@@ -11,7 +11,8 @@ from adaptertune.config import RunConfig, TrainConfig
 from adaptertune.data.base import ArraySource, SplitView
 from adaptertune.data.transforms import build_transforms
 from adaptertune.engine import fit
-from adaptertune.engine.prefix import PrefixTail, TokenLoader, extract_prefix, first_trained_block, prefix_tokens
+from adaptertune.engine.cached import TensorLoader
+from adaptertune.engine.prefix import PrefixTail, extract_prefix, first_trained_block, prefix_tokens
 from adaptertune.errors import ConfigError
 from adaptertune.methods import build_method
 from adaptertune.methods.adapter import AdapterConfig
@@ -65,7 +66,7 @@ def test_cached_prefix_trains_like_the_uncached_model():
 
     model = adapted("last:2")
     tok = {name: extract_prefix(model, 2, make_loader(v, 4, 0, CPU), CPU) for name, v in (("tr", train), ("te", test))}
-    loaders = TokenLoader(*tok["tr"][:2], 4, shuffle=True, seed=1), None, TokenLoader(*tok["te"][:2], 4)
+    loaders = TensorLoader(*tok["tr"][:2], 4, shuffle=True, seed=1), None, TensorLoader(*tok["te"][:2], 4)
     got = fit(PrefixTail(model, 2), *loaders, cfg, CPU)
     for a, b in zip(ref.history, got.history, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5, abs=1e-6)

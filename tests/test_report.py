@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from adaptertune.cli import main
+from adaptertune.reports.builder import build_report
+from adaptertune.reports.collect import ProtocolMismatchError, aggregate, collect_runs, mean_std, variant_label
 from adaptertune.reports.plots import pareto_front
-from adaptertune.reports.report import build_report
-from adaptertune.reports.results import ProtocolMismatchError, aggregate, collect_runs, mean_std, variant_label
 from adaptertune.reports.tables import gains, gains_summary, markdown_table
 
 PROTOCOL = {"input_size": [3, 56, 56], "epochs": 2, "selection": "best_val_top1", "split_seed": 0, "augment": "none"}
@@ -297,7 +297,7 @@ def test_cells_with_different_splits_are_not_compared(tmp_path):
 
 
 def test_tables_name_what_the_runs_replicate_over():
-    from adaptertune.reports.results import Cell, RunRecord
+    from adaptertune.reports.collect import Cell, RunRecord
     from adaptertune.reports.tables import markdown_table, replicates
     from adaptertune.runs.summary import RunStatus
 

@@ -6,9 +6,9 @@ import json
 import pytest
 import yaml
 
+from adaptertune.reports.builder import build_report
+from adaptertune.reports.collect import ProtocolMismatchError, aggregate, collect_runs, readable
 from adaptertune.reports.data_table import data_rows
-from adaptertune.reports.report import build_report
-from adaptertune.reports.results import ProtocolMismatchError, aggregate, collect_runs, readable
 from adaptertune.reports.tables import comparison_title, gains
 
 PROTOCOL = {"input_size": [3, 32, 32], "epochs": 2, "selection": "best_val_top1", "split_seed": 0,

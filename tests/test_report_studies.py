@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from adaptertune.reports.ablation import init_ablation
+from adaptertune.reports.builder import build_report
+from adaptertune.reports.collect import ProtocolMismatchError, aggregate, collect_runs
 from adaptertune.reports.loss_curve import is_diverged, loss_auc, loss_stats
 from adaptertune.reports.placement import placement_rows
-from adaptertune.reports.report import build_report
-from adaptertune.reports.results import ProtocolMismatchError, aggregate, collect_runs
 from adaptertune.reports.tables import gains
 from adaptertune.runs.callbacks import MetricsWriter
 from adaptertune.runs.folder import read_metrics, step_losses

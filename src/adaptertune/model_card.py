@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .reports.results import aggregate, collect_runs
+from .reports.collect import aggregate, collect_runs
 from .runs import folder as rf
 
 __all__ = ["CardAccuracy", "card_accuracy", "model_card"]

@@ -41,9 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import BackboneConfig, DataConfig
-from ..config_checks import parse_placement
 from ..errors import ConfigError, DataError
-from ..vit import backbone_blocks, backbone_width
+from ..vit import backbone_width
+from .block_grads import block_outputs, freeze, pooled_features
 
 __all__ = [
     "SIGNALS",
@@ -87,10 +87,6 @@ def table_ranks(width: int, top: int = 256) -> list[int]:
     return out
 
 
-def _pooled(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model.forward_head(model.forward_features(x), pre_logits=True)  # (B, d)
-
-
 def _head(model: nn.Module) -> nn.Linear:
     head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "head", None)
     if not isinstance(head, nn.Linear):
@@ -132,43 +128,25 @@ def task_shift_grams(
     """
     head = _head(model)
     saved = (head.weight.detach().clone(), head.bias.detach().clone())
-    all_blocks = backbone_blocks(model)
     d = backbone_width(model)
     upd = {i: torch.zeros(d, d, dtype=torch.float64) for i in blocks}
     gram = {i: torch.zeros(d, d, dtype=torch.float64) for i in blocks}
-    outs: dict[int, torch.Tensor] = {}
-
-    def grad_in(module: nn.Module, args: tuple) -> tuple:  # make the graph start at block 0's input
-        return (args[0].detach().requires_grad_(True), *args[1:])
-
-    def keep(i: int):
-        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            out.retain_grad()
-            outs[i] = out
-
-        return hook
-
-    handles = [all_blocks[0].register_forward_pre_hook(grad_in)]
-    handles += [all_blocks[i].register_forward_hook(keep(i)) for i in blocks]
     n_tokens = 0
     try:
-        with torch.enable_grad():
+        with block_outputs(model, blocks) as outs, torch.enable_grad():
             for j, (x, y) in enumerate(batches):
                 if heads is not None:
                     with torch.no_grad():
                         head.weight.copy_(heads[j][0])
                         head.bias.copy_(heads[j][1])
-                outs.clear()
-                F.cross_entropy(model(x), y).backward()
-                for i in blocks:
+                grads = torch.autograd.grad(F.cross_entropy(model(x), y), [outs[i] for i in blocks])
+                for i, grad in zip(blocks, grads):
                     h = outs[i].detach().reshape(-1, d).double()  # (B*N, d)
-                    g = outs[i].grad.reshape(-1, d).double()  # (B*N, d)
+                    g = grad.reshape(-1, d).double()  # (B*N, d)
                     upd[i] += (g.T @ h).cpu()  # the (d, d) sums live on the CPU, whatever the device
                     gram[i] += (g.T @ g).cpu()
                 n_tokens += h.shape[0]
     finally:
-        for hd in handles:
-            hd.remove()
         with torch.no_grad():
             head.weight.copy_(saved[0])
             head.bias.copy_(saved[1])
@@ -245,6 +223,47 @@ def _energy_curves(upd: dict[int, torch.Tensor], gram: dict[int, torch.Tensor]) 
     }
 
 
+def _block_means(curves: dict[str, dict[int, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Per signal, the mean over blocks of ``E_l(r)`` (every adapter gets the same rank)."""
+    return {k: torch.stack(list(v.values())).mean(0) for k, v in curves.items()}
+
+
+def _two_folds(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches, a single one halved: the cross-fit needs two folds of batches.
+
+    Raises:
+        DataError: no image, or a single image.
+    """
+    if not batches or sum(len(y) for _, y in batches) == 0:
+        raise DataError("Rank advice needs at least one non-empty training batch.")
+    if len(batches) == 1:
+        x, y = batches[0]
+        h = len(y) // 2
+        batches = [(x[:h], y[:h]), (x[h:], y[h:])]
+    if min(len(y) for _, y in batches) == 0:
+        raise DataError("Rank advice needs at least two images.")
+    return batches
+
+
+def _permuted_label_curves(
+    model: nn.Module,
+    head: nn.Linear,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    feats: list[torch.Tensor],
+    blocks: list[int],
+    head_steps: int,
+) -> dict[str, torch.Tensor]:
+    """The block-mean curves of the same pass with the labels randomly permuted (seeded) and the heads refitted
+    on them: what the spectrum owes to the backbone alone."""
+    labels = [y for _, y in batches]
+    perm = torch.randperm(sum(len(y) for y in labels), generator=torch.Generator().manual_seed(0))
+    null_labels = list(torch.split(torch.cat(labels)[perm.to(labels[0].device)], [len(y) for y in labels]))
+    null_heads = _crossfit_heads(head, feats, null_labels, head_steps)[2]
+    null_batches = [(x, y) for (x, _), y in zip(batches, null_labels)]
+    upd, gram, _ = task_shift_grams(model, null_batches, blocks, null_heads)
+    return _block_means(_energy_curves(upd, gram))
+
+
 def advise_rank(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -284,40 +303,20 @@ def advise_rank(
         raise ConfigError(f"The energy threshold must be in (0, 1], got {threshold:g}.")
     t0 = time.perf_counter()
     device = torch.device(device)
-    model = model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    blocks = parse_placement(placement, len(backbone_blocks(model)))
-    d = backbone_width(model)
-    batches = [(x.to(device), y.to(device)) for x, y in batches]
-    if not batches or sum(len(y) for _, y in batches) == 0:
-        raise DataError("Rank advice needs at least one non-empty training batch.")
-
-    if len(batches) == 1:  # two folds need two batches: halve the one
-        x, y = batches[0]
-        h = len(y) // 2
-        batches = [(x[:h], y[:h]), (x[h:], y[h:])]
-    if min(len(y) for _, y in batches) == 0:
-        raise DataError("Rank advice needs at least two images.")
+    model, blocks, d = freeze(model, placement, device)
+    batches = _two_folds([(x.to(device), y.to(device)) for x, y in batches])
     head = _head(model)
     with torch.no_grad():
-        feats = [_pooled(model, x).float() for x, _ in batches]
+        feats = [pooled_features(model, x).float() for x, _ in batches]
     labels = [y for _, y in batches]
     loss1, loss0, heads, l2 = _crossfit_heads(head, feats, labels, head_steps)
     _logger.info("head-only fit: train loss %.4f, held-out loss %.4f", loss0, loss1)
 
     upd, gram, n_tokens = task_shift_grams(model, batches, blocks, heads)
     curves = _energy_curves(upd, gram)
-    mean = {k: torch.stack(list(v.values())).mean(0) for k, v in curves.items()}
+    mean = _block_means(curves)
     other = "output" if signal == "update" else "update"
-    null_mean = None
-    if null:  # the same pass on randomly permuted labels: what the spectrum owes to the backbone alone
-        perm = torch.randperm(sum(len(y) for y in labels), generator=torch.Generator().manual_seed(0))
-        null_labels = list(torch.split(torch.cat(labels)[perm.to(labels[0].device)], [len(y) for y in labels]))
-        null_heads = _crossfit_heads(head, feats, null_labels, head_steps)[2]
-        null_batches = [(x, y) for (x, _), y in zip(batches, null_labels)]
-        n_upd, n_gram, _ = task_shift_grams(model, null_batches, blocks, null_heads)
-        null_mean = torch.stack(list(_energy_curves(n_upd, n_gram)[signal].values())).mean(0)
+    null_mean = _permuted_label_curves(model, head, batches, feats, blocks, head_steps)[signal] if null else None
     return RankAdvice(
         advised_rank=rank_for_energy(mean[signal], threshold),
         threshold=threshold,

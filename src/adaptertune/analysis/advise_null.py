@@ -33,16 +33,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config_checks import parse_placement
 from ..errors import ConfigError, DataError
 from ..methods.adapter import adapter_param_count
-from ..vit import backbone_blocks, backbone_width
+from .advise import L2_GRID
+from .block_grads import block_outputs, freeze, pooled_features
 
 __all__ = ["HEAD_ONLY", "NullAdvice", "advise_rank_null", "crossfit_gradients", "fit_head", "leading_exceedance"]
 
 _logger = logging.getLogger(__name__)
 HEAD_ONLY = "head-only may suffice"
-L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
 def fit_head(feats: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, steps: int = 300) -> tuple:
@@ -228,91 +227,30 @@ def advise_rank_null(
         ConfigError: fewer than 20 permutations or a quantile outside (0, 1).
         DataError: fewer than 8 images or a single class.
     """
-    if permutations < 20:
-        raise ConfigError(f"The permutation null needs at least 20 permutations, got {permutations}.")
-    if not 0 < quantile < 1:
-        raise ConfigError(f"The null quantile must be in (0, 1), got {quantile:g}.")
-    if len(labels) < 8 or len(torch.unique(labels)) < 2:
-        raise DataError(f"Rank advice needs at least 8 images of 2 or more classes, got {len(labels)} images.")
+    _check_null(permutations, quantile, labels)
     t0 = time.perf_counter()
     device = torch.device(device)
-    model = model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    all_blocks = backbone_blocks(model)
-    blocks = parse_placement(placement, len(all_blocks))
-    d = backbone_width(model)
+    model, blocks, d = freeze(model, placement, device)
     with torch.no_grad():
-        feats = torch.cat(
-            [
-                model.forward_head(model.forward_features(x.to(device)), pre_logits=True).double().cpu()
-                for x in images.split(batch_size)
-            ]
-        )  # (n, d)
+        feats = torch.cat([pooled_features(model, x.to(device)).double().cpu() for x in images.split(batch_size)])
     y = labels.long().cpu()
-    # L2 on the true labels' held-out loss, then fixed for the permutations
-    fits = {l2: crossfit_gradients(feats, y[None], num_classes, l2) for l2 in L2_GRID}
-    l2 = min(fits, key=lambda v: float(fits[v][1][0]))
-    gen = torch.Generator().manual_seed(seed)
-    perms = torch.stack([y[torch.randperm(len(y), generator=gen)] for _ in range(permutations)])
-    g_null, null_loss, _, _ = crossfit_gradients(feats, perms, num_classes, l2)
-    g_true, ho_loss, ho_acc, tr_loss = (
-        fits[l2][0][0],
-        float(fits[l2][1][0]),
-        float(fits[l2][2][0]),
-        float(fits[l2][3][0]),
+    heads = _crossfit_true_and_permuted(feats, y, num_classes, permutations, seed)  # (n, d) -> per labelling
+    _logger.info(
+        "head: held-out loss %.3f (acc %.3f), permuted %.3f",
+        heads.heldout_loss,
+        heads.heldout_acc,
+        float(heads.null_loss.mean()),
     )
-    _logger.info("head: held-out loss %.3f (acc %.3f), permuted %.3f", ho_loss, ho_acc, float(null_loss.mean()))
-
     m = min(grad_images, len(y))
-    outs: dict[int, torch.Tensor] = {}
-
-    def grad_in(module: nn.Module, args: tuple) -> tuple:  # the graph starts at block 0's input
-        return (args[0].detach().requires_grad_(True), *args[1:])
-
-    def keep(i: int):
-        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            outs[i] = out
-
-        return hook
-
-    handles = [all_blocks[0].register_forward_pre_hook(grad_in)]
-    handles += [all_blocks[i].register_forward_hook(keep(i)) for i in blocks]
-    k = min(64, d)
-    grams: list[dict[int, torch.Tensor]] = []
-    try:
-        with torch.enable_grad():
-            pooled = model.forward_head(model.forward_features(images[:m].to(device)), pre_logits=True)  # (m, d)
-            for g in [g_true, *g_null]:
-                grads = torch.autograd.grad(
-                    pooled, [outs[i] for i in blocks], grad_outputs=g[:m].to(pooled), retain_graph=True
-                )
-                grams.append({i: _gram(gr) for i, gr in zip(blocks, grads)})
-    finally:
-        for h in handles:
-            h.remove()
-    tests = {i: task_directions(grams[0][i], [gm[i] for gm in grams[1:]], quantile, k) for i in blocks}
+    grams = _block_grams(model, images[:m].to(device), blocks, [heads.g_true, *heads.g_null])
+    tests = {i: task_directions(grams[0][i], [gm[i] for gm in grams[1:]], quantile, min(64, d)) for i in blocks}
     counts = {i: t[0] for i, t in tests.items()}
-    median = float(torch.tensor(list(counts.values()), dtype=torch.float64).median())
-    rank = int(math.ceil(median))
-    q_pct = f"{quantile:.0%}"
-    if rank == 0:
-        verdict, advised, params = HEAD_ONLY, None, None
-        reason = (
-            f"in the median block the true labels concentrate the gradient no more than the {q_pct} quantile of "
-            f"{permutations} label permutations"
-        )
-    else:
-        verdict, advised, params = "rank", rank, adapter_param_count(len(blocks), d, rank)
-        reason = (
-            f"the true labels put more gradient energy than {q_pct} of {permutations} label permutations into "
-            f"the leading {rank} directions (median over {len(blocks)} blocks)"
-        )
+    verdict, advised, reason = _verdict(counts, quantile, permutations)
     return NullAdvice(
         advised_rank=advised,
         verdict=verdict,
         reason=reason,
-        adapter_params=params,
+        adapter_params=None if advised is None else adapter_param_count(len(blocks), d, advised),
         block_counts=counts,
         permutations=permutations,
         quantile=quantile,
@@ -320,15 +258,84 @@ def advise_rank_null(
         width=d,
         n_images=len(y),
         n_grad_images=m,
-        head_l2=l2,
-        head_train_loss=tr_loss,
-        head_heldout_loss=ho_loss,
-        head_heldout_acc=ho_acc,
-        null_heldout_loss=float(null_loss.mean()),
+        head_l2=heads.l2,
+        head_train_loss=heads.train_loss,
+        head_heldout_loss=heads.heldout_loss,
+        head_heldout_acc=heads.heldout_acc,
+        null_heldout_loss=float(heads.null_loss.mean()),
         true_spectrum={i: [float(v) for v in t[1]] for i, t in tests.items()},
         null_q={i: [float(v) for v in t[2]] for i, t in tests.items()},
         seconds=time.perf_counter() - t0,
     )
+
+
+def _check_null(permutations: int, quantile: float, labels: torch.Tensor) -> None:
+    if permutations < 20:
+        raise ConfigError(f"The permutation null needs at least 20 permutations, got {permutations}.")
+    if not 0 < quantile < 1:
+        raise ConfigError(f"The null quantile must be in (0, 1), got {quantile:g}.")
+    if len(labels) < 8 or len(torch.unique(labels)) < 2:
+        raise DataError(f"Rank advice needs at least 8 images of 2 or more classes, got {len(labels)} images.")
+
+
+@dataclass
+class _Heads:
+    """The cross-fitted heads' held-out gradients at the features, for the true labels and the permutations."""
+
+    l2: float  # chosen on the true labels' held-out loss
+    g_true: torch.Tensor  # (n, d)
+    g_null: torch.Tensor  # (P, n, d)
+    heldout_loss: float
+    heldout_acc: float
+    train_loss: float
+    null_loss: torch.Tensor  # (P,) held-out loss per permutation
+
+
+def _crossfit_true_and_permuted(
+    feats: torch.Tensor, y: torch.Tensor, num_classes: int, permutations: int, seed: int
+) -> _Heads:
+    """Cross-fitted heads on the true labels for each L2 of :data:`L2_GRID`; the L2 with the lowest held-out loss
+    is then fixed for ``permutations`` seeded relabellings."""
+    fits = {l2: crossfit_gradients(feats, y[None], num_classes, l2) for l2 in L2_GRID}
+    l2 = min(fits, key=lambda v: float(fits[v][1][0]))
+    gen = torch.Generator().manual_seed(seed)
+    perms = torch.stack([y[torch.randperm(len(y), generator=gen)] for _ in range(permutations)])
+    g_null, null_loss, _, _ = crossfit_gradients(feats, perms, num_classes, l2)
+    g, ho_loss, ho_acc, tr_loss = fits[l2]
+    return _Heads(l2, g[0], g_null, float(ho_loss[0]), float(ho_acc[0]), float(tr_loss[0]), null_loss)
+
+
+def _block_grams(
+    model: nn.Module, images: torch.Tensor, blocks: list[int], feature_grads: list[torch.Tensor]
+) -> list[dict[int, torch.Tensor]]:
+    """Per labelling, per placed block: :func:`_gram` of the gradient its held-out feature gradient (m, d) pushes
+    back to the block's output tokens, from one shared forward graph over ``images``."""
+    grams: list[dict[int, torch.Tensor]] = []
+    with block_outputs(model, blocks) as outs, torch.enable_grad():
+        pooled = pooled_features(model, images)  # (m, d)
+        for g in feature_grads:
+            grads = torch.autograd.grad(
+                pooled, [outs[i] for i in blocks], grad_outputs=g[: len(images)].to(pooled), retain_graph=True
+            )
+            grams.append({i: _gram(gr) for i, gr in zip(blocks, grads)})
+    return grams
+
+
+def _verdict(counts: dict[int, int], quantile: float, permutations: int) -> tuple[str, int | None, str]:
+    """The median block count as the advice: (verdict, advised rank or None for head-only, the reason)."""
+    rank = int(math.ceil(float(torch.tensor(list(counts.values()), dtype=torch.float64).median())))
+    q_pct = f"{quantile:.0%}"
+    if rank == 0:
+        reason = (
+            f"in the median block the true labels concentrate the gradient no more than the {q_pct} quantile of "
+            f"{permutations} label permutations"
+        )
+        return HEAD_ONLY, None, reason
+    reason = (
+        f"the true labels put more gradient energy than {q_pct} of {permutations} label permutations into "
+        f"the leading {rank} directions (median over {len(counts)} blocks)"
+    )
+    return "rank", rank, reason
 
 
 def advise_null_from_config(

@@ -32,7 +32,7 @@ def print_report(report) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..reports.report import build_report
+    from ..reports.builder import build_report
 
     out = Path(args.out) if args.out else Path(args.results_dir) / "report"
     print_report(build_report(args.results_dir, out, split_protocols=args.split_protocols))

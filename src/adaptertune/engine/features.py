@@ -1,48 +1,24 @@
-"""Frozen-backbone features, computed once, and loaders over them (for head-only training on a tensor).
+"""Frozen-backbone features, computed once (for head-only training on a tensor).
 
 Head-only training on cached features is head-only training on images without augmentation, step for step,
-when three things hold, and this module provides them: the feature loader draws the image loader's seeded
-order (same :class:`ResumableSampler`, same shard per rank, its own generator so neither moves the global
-RNG); the classifier sees the model's own dropout before it (``head_drop``: same masks from the same RNG
-stream); and nothing else in the backbone behaves differently in training mode (:func:`train_mode_layers`
-lists what would: dropout, drop-path, batch norm), since features are computed once in eval mode.
+when three things hold: the feature loader draws the image loader's seeded order
+(:class:`~adaptertune.engine.cached.TensorLoader`: same :class:`ResumableSampler`, same shard per rank, no
+draw from the global RNG); the classifier sees the model's own dropout before it (``head_drop``: same masks
+from the same RNG stream, :class:`FeatureHead`); and nothing else in the backbone behaves differently in
+training mode (:func:`train_mode_layers` lists what would: dropout, drop-path, batch norm), since features
+are computed once in eval mode.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
-from .loop import autocast_context
-from .sampling import ResumableSampler, ShardedEvalSampler
+from .cached import run_frozen
 
-__all__ = ["FeatureHead", "extract_features", "feature_loader", "train_mode_layers"]
-
-
-@torch.no_grad()
-def run_frozen(
-    model: nn.Module, fn, loader: Iterable, device: torch.device, precision: str = "fp32"
-) -> tuple[list[torch.Tensor], list[torch.Tensor], int, float]:
-    """``fn(x)`` of every labelled batch of ``loader`` with ``model`` in eval mode on ``device``, under autocast.
-
-    Returns (outputs, labels (on the loader's device), skipped images, seconds, synchronised on CUDA).
-    """
-    model.eval().to(device)
-    outs, labels, skipped = [], [], 0
-    t0 = time.perf_counter()
-    for batch in loader:
-        skipped += batch[2] if len(batch) > 2 else 0
-        if batch[1].numel() == 0:
-            continue
-        with autocast_context(precision, device):
-            outs.append(fn(batch[0].to(device)))
-        labels.append(batch[1])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return outs, labels, skipped, time.perf_counter() - t0
+__all__ = ["FeatureHead", "extract_features", "train_mode_layers"]
 
 
 def extract_features(
@@ -92,42 +68,3 @@ class FeatureHead(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.head(self.drop(f))
-
-
-class _EpochKeyed(torch.utils.data.Dataset):
-    """Item ``(epoch, i)``, as :class:`ResumableSampler` yields keys, is item ``i`` (no per-epoch draw)."""
-
-    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]):
-        return self.dataset[key[1]]
-
-
-def feature_loader(
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int,
-    shuffle: bool = False,
-    seed: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-) -> torch.utils.data.DataLoader:
-    """Batches of (features, labels); with ``shuffle``, the order of epoch e is the image loader's (seed, e) order.
-
-    The same :class:`ResumableSampler` as the image loader (``runs.loaders.make_loader``) draws the order and
-    this rank's shard, so a probe on cached features sees the batches head-only training sees at the same
-    seed, epoch by epoch, and resumes inside an epoch exactly. Without ``shuffle``: dataset order (this rank's
-    share under torchrun). The loader's own generator keeps iterator creation off the global RNG.
-    """
-    data: torch.utils.data.Dataset = torch.utils.data.TensorDataset(features, labels)
-    if shuffle:
-        data, sampler = _EpochKeyed(data), ResumableSampler(len(data), seed, batch_size, rank, world_size)
-    else:
-        sampler = ShardedEvalSampler(len(data), rank, world_size) if world_size > 1 else None
-    return torch.utils.data.DataLoader(
-        data, batch_size=batch_size, sampler=sampler, generator=torch.Generator().manual_seed(seed)
-    )

@@ -3,22 +3,20 @@
 For a timm ViT whose trained parts (adapters, LoRA, the head) start at block ``k > 0``, the tokens after
 block ``k - 1`` of an unaugmented image are the same every epoch. :func:`extract_prefix` computes them
 once per image, and :class:`PrefixTail` runs blocks ``k..`` + norm + head on them, so an epoch costs the
-tail's forward and backward only.
+tail's forward and backward only (the loaders over the tokens: :mod:`adaptertune.engine.cached`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .distributed import DistInfo
-from .features import run_frozen
-from .sampling import ResumableSampler, ShardedEvalSampler
+from .cached import run_frozen
 
-__all__ = ["PrefixTail", "TokenLoader", "extract_prefix", "first_trained_block", "prefix_tokens"]
+__all__ = ["PrefixTail", "extract_prefix", "first_trained_block", "prefix_tokens"]
 
 _EMBED = ("patch_embed", "patch_drop", "norm_pre", "pos_drop")  # modules before the blocks (timm ViT)
 _EMBED_PARAMS = ("cls_token", "reg_token", "pos_embed")
@@ -89,41 +87,3 @@ def extract_prefix(
     if not tokens:
         return torch.empty(0, device=device), torch.empty(0, dtype=torch.long, device=device), skipped, 0.0
     return torch.cat(tokens), torch.cat(labels).to(device), skipped, seconds
-
-
-class TokenLoader:
-    """Batches ``(tokens, labels, 0)`` of cached tensors in a sampler's order (the image loader's, same seed).
-
-    ``shuffle``: a :class:`ResumableSampler` (order of epoch e from (seed, e); :meth:`set_epoch` /
-    ``skip_batches`` through ``.sampler``); else dataset order, sharded over ranks like the eval loaders.
-    """
-
-    def __init__(
-        self,
-        tokens: torch.Tensor,
-        labels: torch.Tensor,
-        batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
-        dist: DistInfo | None = None,
-    ) -> None:
-        dist = dist or DistInfo()
-        self.tokens, self.labels, self.batch_size = tokens, labels, batch_size
-        n = len(labels)
-        if shuffle:
-            self.sampler: torch.utils.data.Sampler | None = ResumableSampler(
-                n, seed, batch_size, dist.rank, dist.world_size
-            )
-        else:
-            self.sampler = ShardedEvalSampler(n, dist.rank, dist.world_size) if dist.enabled else None
-
-    def __len__(self) -> int:
-        n = len(self.sampler) if self.sampler is not None else len(self.labels)
-        return -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
-        keys = list(self.sampler) if self.sampler is not None else list(range(len(self.labels)))
-        idx = [k[1] if isinstance(k, tuple) else k for k in keys]
-        for s in range(0, len(idx), self.batch_size):
-            index = torch.tensor(idx[s : s + self.batch_size], device=self.labels.device)
-            yield self.tokens[index], self.labels[index], 0

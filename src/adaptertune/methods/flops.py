@@ -1,7 +1,7 @@
 """Analytic matmul FLOPs of one training step of a timm ViT (pure arithmetic): what a method's formula uses.
 
 Each registered method states its FLOP formula (:meth:`~adaptertune.methods.registry.Method.step_flops`) as a
-call of :func:`count_step` that says what it trains; :func:`adaptertune.perf.flops.step_flops` looks it up.
+call of :func:`count_step` that says what it trains; :func:`step_flops` looks it up by method name.
 
 Only matrix products are counted (2 FLOPs per multiply-add), as in the PaLM / nanoGPT estimates: the patch
 embedding, q/k/v, the two attention products, the output projection, the two MLP layers, adapters / LoRA and
@@ -22,12 +22,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["LINEARS", "StepFlops", "ViTGeometry", "count_step", "inference_flops", "vit_geometry"]
+__all__ = [
+    "LINEARS",
+    "StepFlops",
+    "ViTGeometry",
+    "count_step",
+    "flop_methods",
+    "inference_flops",
+    "step_flops",
+    "vit_geometry",
+]
 
 LINEARS = ("qkv", "proj", "fc1", "fc2")
 
@@ -168,3 +178,27 @@ def count_step(
 def inference_flops(geom: ViTGeometry) -> StepFlops:
     """Matmul FLOPs of one forward of the plain backbone (and head) for one image."""
     return StepFlops(count_step(geom).forward, 0, 0)  # forward FLOPs do not depend on what trains
+
+
+def flop_methods() -> list[str]:
+    """Names of the registered methods that have a FLOP formula."""
+    from . import METHODS  # the registry's Method.step_flops is typed with this module's dataclasses
+
+    probe = ViTGeometry(depth=1, dim=4, mlp_hidden=4, tokens=2, patches=1, patch_dim=3, num_classes=2)
+    return [m.name for m in METHODS if m.step_flops(probe, m.resolve(None)) is not None]
+
+
+def step_flops(geom: ViTGeometry, method: str, options: Any = None) -> StepFlops:
+    """Matmul FLOPs of one training step of registered ``method`` (with ``options``: None, a mapping or its
+    dataclass): the method's own formula, :meth:`~adaptertune.methods.registry.Method.step_flops`.
+
+    Raises:
+        ConfigError: the method has no FLOP formula, or an option is bad.
+    """
+    from . import METHODS
+
+    info = METHODS.get(method)
+    flops = info.step_flops(geom, info.resolve(options))
+    if flops is None:
+        raise ConfigError(f"No FLOP formula for method '{method}'; known: {', '.join(flop_methods())}.")
+    return flops

@@ -7,51 +7,24 @@ the eval transform (no augmentation), and the head trains for many epochs on tho
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
-from ..engine import FitResult
+from ..engine.cached import cache_views
 from ..engine.distributed import current
-from ..engine.features import FeatureHead, extract_features, feature_loader, train_mode_layers
+from ..engine.features import FeatureHead, extract_features, train_mode_layers
 from ..errors import ConfigError
 from ..vit import head_parameter_names
 from .flops import StepFlops, ViTGeometry
 from .head import HeadMethod
 from .registry import FitContext, FitInputs, register_method
 
-__all__ = ["CachedFitInputs", "LinearProbeMethod", "cached_feature_fit_inputs"]
+__all__ = ["LinearProbeMethod", "cached_feature_fit_inputs"]
 
 _logger = logging.getLogger(__name__)
-
-
-class CachedFitInputs:
-    """What ``fit`` trains on for a cached-features method, and how to map its results back."""
-
-    def __init__(
-        self, model: nn.Module, loaders: tuple, names: dict[str, str], skipped: tuple[int, int, int], seconds: float
-    ):
-        self.model, self.loaders, self.names, self.skipped, self.seconds = model, loaders, names, skipped, seconds
-
-    def full_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``fit``'s best state (names of the head module) under the full model's parameter names."""
-        return {self.names[k]: v for k, v in state.items()}
-
-    def full_result(self, result: FitResult) -> FitResult:
-        """``fit``'s result with full-model tensor names; the feature pass counts as training time."""
-        seconds = result.train_seconds + self.seconds
-        return dataclasses.replace(
-            result,
-            best_state=self.full_state(result.best_state),
-            train_seconds=seconds,
-            images_per_second=result.images_per_second * result.train_seconds / max(seconds, 1e-9),
-            skipped_images=result.skipped_images + self.skipped[0],  # corrupt images of the (train, val, test) pass
-            test={**result.test, "skipped": self.skipped[2]},
-            test_last={**result.test_last, "skipped": self.skipped[2]},
-        )
 
 
 def cached_feature_fit_inputs(
@@ -61,12 +34,13 @@ def cached_feature_fit_inputs(
     seed: int,
     device: torch.device,
     precision: str = "fp32",
-) -> CachedFitInputs:
+) -> FitInputs:
     """Extract features once over the (unaugmented, dataset-order) image ``loaders`` (train, val, test).
 
-    Returns the head (with the model's ``head_drop``) and loaders of the features; the train one's seeded
-    shuffle is the order of an image loader of the same length and seed, and under torchrun each rank's
-    loaders read that rank's shard, as the image loaders do.
+    Returns the head (with the model's ``head_drop``), loaders of the features and the map of ``fit``'s
+    result back to the full model's tensor names (:mod:`adaptertune.engine.cached`); the train loader's
+    seeded shuffle is the order of an image loader of the same length and seed, and under torchrun each
+    rank's loaders read that rank's shard, as the image loaders do.
 
     Raises:
         ConfigError: the classifier is not the model's only head, or the backbone holds layers that act
@@ -85,18 +59,11 @@ def cached_feature_fit_inputs(
             f"({len(layers)} layers) act differently in training; set backbone.args drop_path_rate / "
             "attn_drop_rate / proj_drop_rate / pos_drop_rate / patch_drop_rate to 0, or use --method head."
         )
-    dist = current()
-    feature_loaders, skipped, seconds = [], [0, 0, 0], 0.0
-    for i, loader in enumerate(loaders):
-        if loader is None:
-            feature_loaders.append(None)
-            continue
-        x, y, s, t = extract_features(model, loader, device, precision)
-        skipped[i], seconds = s, seconds + t
-        feature_loaders.append(feature_loader(x, y, batch_size, i == 0, seed, dist.rank, dist.world_size))
-    n = sum(len(lo.dataset) for lo in feature_loaders if lo)
-    _logger.info("cached features of %d images in %.1f s", n, seconds)
-    return CachedFitInputs(fit_model, tuple(feature_loaders), names, tuple(skipped), seconds)
+    cached = cache_views(
+        lambda loader: extract_features(model, loader, device, precision), loaders, batch_size, seed, current()
+    )
+    _logger.info("cached features of %d images in %.1f s", cached.images, cached.seconds)
+    return FitInputs(fit_model, cached.loaders, lambda result: cached.result(result, names.__getitem__))
 
 
 class LinearProbeMethod(HeadMethod):
@@ -111,8 +78,7 @@ class LinearProbeMethod(HeadMethod):
 
     def prepare_fit(self, model: nn.Module, loaders: tuple, ctx: FitContext) -> FitInputs:
         plain = tuple(None if view is None else ctx.loader(view) for view in ctx.views)  # one pass, dataset order
-        cached = cached_feature_fit_inputs(model, plain, ctx.batch_size, ctx.seed, ctx.device, ctx.precision)
-        return FitInputs(cached.model, cached.loaders, cached.full_result)
+        return cached_feature_fit_inputs(model, plain, ctx.batch_size, ctx.seed, ctx.device, ctx.precision)
 
 
 register_method(LinearProbeMethod())

@@ -84,7 +84,7 @@ class Method:
         options: the options dataclass (YAML/CLI ``adapter.*`` keys); None: the method takes no options.
         defaults: the method's own hyper-parameter defaults (``lr``, ``weight_decay``).
         lr_grid: the learning rates a sweep's ``tune: {train.lr: default}`` searches for this method (on
-            validation, :mod:`adaptertune.sweeps.tune`).
+            validation, :mod:`adaptertune.sweeps.tuning_spec`).
         shares_backbone: its trained tensors (besides the head) can sit next to other tasks' on one frozen
             backbone (:class:`adaptertune.multitask.MultiTaskModel`); then ``attach``/``activate``/``detach``
             say how.

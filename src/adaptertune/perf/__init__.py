@@ -1,15 +1,5 @@
-"""Cost of the methods: analytic FLOPs, interleaved step timing, peak memory."""
+"""Cost of the methods: interleaved step timing and peak memory (analytic FLOPs: :mod:`adaptertune.methods.flops`)."""
 
-from .flops import StepFlops, ViTGeometry, step_flops, vit_geometry
 from .speed import MethodSpeed, SpeedConfig, SpeedReport, run_speed
 
-__all__ = [
-    "MethodSpeed",
-    "SpeedConfig",
-    "SpeedReport",
-    "StepFlops",
-    "ViTGeometry",
-    "run_speed",
-    "step_flops",
-    "vit_geometry",
-]
+__all__ = ["MethodSpeed", "SpeedConfig", "SpeedReport", "run_speed"]

@@ -32,9 +32,9 @@ from ..config_checks import parse_placement
 from ..engine.loop import autocast_context, resolve_device, resolve_precision
 from ..errors import ConfigError
 from ..methods import METHODS
+from ..methods.flops import vit_geometry
 from ..vit import trainable_parameters
 from .cpu import tune_malloc
-from .flops import vit_geometry
 from .memory import measure_peak_memory
 from .step import REFERENCE, build_for_speed, make_batch, make_train_step, speed_options
 

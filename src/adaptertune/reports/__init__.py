@@ -1,6 +1,6 @@
 """Reports: collect run folders, aggregate seeds, tables, plots and report.html."""
 
-from .report import Report, build_report
-from .results import Cell, RunRecord, aggregate, collect_runs
+from .builder import Report, build_report
+from .collect import Cell, RunRecord, aggregate, collect_runs
 
 __all__ = ["Cell", "Report", "RunRecord", "aggregate", "build_report", "collect_runs"]

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..runs.summary import RunStatus
+from .collect import RunRecord, mean_std, variant_label
 from .loss_curve import DIVERGENCE_RULE, LOSS_AUC_RULE
-from .results import RunRecord, mean_std, variant_label
 
 __all__ = ["AblationRow", "ablation_html", "ablation_markdown", "init_ablation"]
 

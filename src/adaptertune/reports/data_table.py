@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .results import Cell
+from .collect import Cell
 
 __all__ = ["data_markdown", "data_rows"]
 

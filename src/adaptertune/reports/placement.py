@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .results import Cell
+from .collect import Cell
 from .stats import WIN_RULE
 from .tables import Gain, comparable, interval_text, paired_gain
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_stream
-from .results import Cell, mean_std
+from .collect import Cell, mean_std
 from .tables import sorted_variants
 
 __all__ = [

@@ -4,7 +4,7 @@ Seeds are paired: at one seed every method sees the same split, subset, data ord
 the comparison is made on per-seed differences ``d_s = acc_variant(s) - acc_reference(s)`` over the
 seeds both methods ran (a seed present for one method only is left out and counted). Under k-fold
 cross-validation the pairing unit is ``(seed, fold)``: the same seed on the same test fold (the key is
-whatever the maps are keyed by, :attr:`adaptertune.reports.results.RunRecord.pair`). Then
+whatever the maps are keyed by, :attr:`adaptertune.reports.collect.RunRecord.pair`). Then
 
 - the mean difference and its two-sided t-interval ``mean(d) ± t_{1-a/2, n-1} sd(d) / sqrt(n)``
   (Student's paired t-interval; exact coverage when the differences are normal);

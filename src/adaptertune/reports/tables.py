@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..runs.summary import RunStatus
-from .results import Cell, RunRecord
+from .collect import Cell, RunRecord
 from .stats import VERDICTS, WIN_RULE, paired_comparison
 from .tuning_table import lr_selection
 

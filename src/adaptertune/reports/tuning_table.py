@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .results import Cell
+from .collect import Cell
 
 __all__ = ["lr_markdown", "lr_rows", "lr_selection", "tuning_note"]
 

@@ -81,7 +81,7 @@ class RunSummary:
     versions: dict[str, str] = field(default_factory=dict)
     # a run of a learning-rate search: trained and validated only, the test set never evaluated (reports skip it)
     tuning_run: bool = False
-    # how this run's hyper-parameters were chosen on validation (sweeps.tuning): keys, grid, val_acc per
+    # how this run's hyper-parameters were chosen on validation (sweeps.tuning_runs): keys, grid, val_acc per
     # value, chosen, budget, rule; None: not tuned
     tuning: dict[str, Any] | None = None
     error: str | None = None

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..reports.report import Report, build_report
+from ..reports.builder import Report, build_report
 from ..runs.summary import RunStatus
 from .executors import Executor, PointEvent
 from .runner import SweepResult, plan_sweep, run_sweep

@@ -18,7 +18,7 @@ from ..runs import folder as rf
 from ..runs.summary import RunStatus, RunSummary
 from .executors import Executor, PointEvent, PointJob, PointResult
 from .sweep import SweepPoint, SweepSpec, expand_grid
-from .tuning import TuneGroup, apply_choice, choose, plan_tuning
+from .tuning_runs import TuneGroup, apply_choice, choose, plan_tuning
 
 __all__ = ["PlannedPoint", "SweepResult", "plan_sweep", "run_sweep", "validate_config"]
 

@@ -13,7 +13,7 @@ A spec (YAML)::
 
 A spec may also select ``train.lr`` (and ``train.weight_decay``) per point on validation: a ``tune`` block
 at spec level, or in a grid bundle for that entry's points, plus an optional ``tune_budget``
-(:mod:`adaptertune.sweeps.tune`). A bundle's ``tune`` is not a config key: it is kept on the point
+(:mod:`adaptertune.sweeps.tuning_spec`). A bundle's ``tune`` is not a config key: it is kept on the point
 (:attr:`SweepPoint.tune`) and left out of its name.
 
 Each grid point is the product of one value per axis, in axis order (the last axis varies fastest). Its run
@@ -35,7 +35,7 @@ from typing import Any
 from ..config import load_yaml
 from ..config_keys import check_key, set_dotted
 from ..errors import ConfigError
-from .tune import check_block, parse_budget
+from .tuning_spec import check_block, parse_budget
 
 __all__ = [
     "SweepPoint",

@@ -14,7 +14,7 @@ A sweep spec may tune the learning rate (and weight decay) of its points::
 Each value (each combination, when both keys are tuned) is trained for the budget and scored by the mean,
 over the budget's seeds, of its best checkpoint's validation top-1 (:data:`RULE`). :func:`select` sees
 those scores and nothing else; the tuning runs never evaluate the test set
-(:mod:`adaptertune.sweeps.tuning` runs them).
+(:mod:`adaptertune.sweeps.tuning_runs` runs them).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from adaptertune.methods import METHODS
 from adaptertune.reports import build_report
 from adaptertune.runs import RunStatus, RunSummary, run
 from adaptertune.sweeps import InProcessExecutor, SweepSpec, expand_grid, plan_sweep, run_sweep
-from adaptertune.sweeps.tune import check_block, combinations, parse_budget, resolve_grid, select
-from adaptertune.sweeps.tuning import choose, plan_tuning
+from adaptertune.sweeps.tuning_runs import choose, plan_tuning
+from adaptertune.sweeps.tuning_spec import check_block, combinations, parse_budget, resolve_grid, select
 from conftest import TINY_VIT, make_image_folder
 
 BASE = {

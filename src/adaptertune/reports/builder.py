@@ -22,10 +22,10 @@ from typing import Any
 from ..atomic import atomic_write_text, check_output_dir, ensure_output_dir
 from ..errors import AdapterTuneError
 from .ablation import ablation_html, ablation_markdown, init_ablation
+from .collect import Cell, RunRecord, aggregate, collect_runs, pair_label, readable
 from .data_table import data_markdown, data_rows
 from .placement import placement_html, placement_markdown, placement_rows
 from .plots import plot_accuracy_vs_params, plot_accuracy_vs_rank, plot_rank_elbows, plot_training_curves, rank_elbows
-from .results import Cell, RunRecord, aggregate, collect_runs, pair_label, readable
 from .stats import WIN_RULE
 from .tables import (
     comparison_title,

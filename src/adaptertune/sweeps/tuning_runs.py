@@ -20,7 +20,7 @@ from ..methods import METHODS
 from ..runs import folder as rf
 from ..runs.summary import RunStatus
 from .sweep import SweepPoint, point_name, set_dotted
-from .tune import RULE, TuneBudget, combinations, parse_budget, resolve_grid, select
+from .tuning_spec import RULE, TuneBudget, combinations, parse_budget, resolve_grid, select
 
 __all__ = ["TUNE_DIR", "TuneGroup", "TuneRun", "apply_choice", "choose", "plan_tuning"]
 
