@@ -219,13 +219,8 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> i
             with contextlib.redirect_stdout(sys.stderr):
                 return args.func(args)
         return args.func(args)
-    except AdapterTuneError as e:
+    except AdapterTuneError as e:  # bad input, or a missing optional extra (MissingExtraError)
         if debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ImportError as e:
-        if debug or "pip install" not in str(e):  # only a missing optional extra is a user error
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ from torch import nn
 from ..adapters import backbone_blocks, head_parameter_names
 from ..config import AdapterConfig, parse_placement
 from ..errors import CheckpointError, ConfigError
+from ..extras import require
 from .flops import StepFlops, ViTGeometry, count_step
 from .registry import Method, register_method
 
@@ -74,13 +75,7 @@ class LoraOptions:
 
 
 def _peft() -> Any:
-    try:
-        import peft
-    except ImportError:
-        raise ConfigError(
-            "Method 'lora' needs Hugging Face PEFT: pip install 'adaptertune[peft]' (or pip install peft)."
-        ) from None
-    return peft
+    return require("peft", "Method 'lora'")
 
 
 def lora_config(model: nn.Module, adapter: LoraOptions) -> Any:
