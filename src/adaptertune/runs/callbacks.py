@@ -72,7 +72,7 @@ class TensorBoardWriter:
     def write_hparams(self, config: dict[str, Any], summary: dict[str, Any]) -> None:
         """The run's config and results for TensorBoard's HParams view (``tensorboard/hparams``), so a sweep's
         runs compare side by side."""
-        from .summary import flatten_config
+        from ..config_keys import flatten_config
 
         hparams = {
             k: v if isinstance(v, (int, float, str, bool)) else str(v)
