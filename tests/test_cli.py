@@ -213,7 +213,7 @@ def test_tensorboard_events_mirror_the_metrics(image_folder, tmp_path):
 
 
 def test_tensorboard_missing_is_one_line_error_and_no_run_dir(image_folder, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if tensorboard were not installed
     out = tmp_path / "tb"
     assert train(image_folder, out, "--method", "head", "train.tensorboard=true") == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -8,6 +8,7 @@ import yaml
 
 from adaptertune.cli import build_parser, main
 from adaptertune.cli.flags import GROUPS, add_config_flags, config_dict, field_help
+from adaptertune.cli.main import COMMANDS
 from adaptertune.config_keys import key_infos
 
 
@@ -55,6 +56,33 @@ def test_flags_are_typed_and_set_as_values():
     assert type(d["train"]["epochs"]) is int
     d = config_dict(_parse("--placement", "0,5", "--backbone-arg", "img_size=32", "--no-pretrained"))
     assert d == {"adapter": {"placement": "0,5"}, "backbone": {"args": {"img_size": 32}, "pretrained": False}}
+
+
+def test_backbone_arg_is_read_once_into_a_typed_value(tmp_path, capsys):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"backbone": {"args": {"patch_size": 4, "img_size": 224}}}))
+    argv = ["--config", str(f), "--backbone-arg", "img_size=32", "--backbone-arg", "drop_rate=0.1"]
+    args = _parse(*argv, "--backbone-arg", "global_pool=token", "--backbone-arg", "class_token=false")
+    assert args.__dict__["cfg:backbone.args"] == [
+        ("img_size", 32),
+        ("drop_rate", 0.1),
+        ("global_pool", "token"),
+        ("class_token", False),
+    ]
+    args_d = config_dict(args)["backbone"]["args"]
+    assert args_d == {"patch_size": 4, "img_size": 32, "drop_rate": 0.1, "global_pool": "token", "class_token": False}
+    with pytest.raises(SystemExit) as e:
+        _parse("--backbone-arg", "img_size")
+    assert e.value.code == 2 and "'img_size' must look like NAME=VALUE" in capsys.readouterr().err
+
+
+def test_only_the_command_run_gets_its_arguments(capsys):
+    subs = build_parser(["eval"])._subparsers._group_actions[0].choices
+    assert list(subs) == list(COMMANDS)
+    assert {"run_dir", "device", "json"} <= {a.dest for a in subs["eval"]._actions}
+    assert [a.dest for a in subs["train"]._actions] == ["help"]  # name and help line only
+    assert main(["--debug", "list", "methods"]) == 0  # the command is the first word that is not an option
+    assert "linear-probe-cached" in capsys.readouterr().out
 
 
 def test_precedence_defaults_config_flags_set(tmp_path):

@@ -1,4 +1,5 @@
-"""Every ``--json`` output is pure JSON on stdout (``--json -`` for the commands that also write a file)."""
+"""One ``--json FILE|-`` on every command that has it: FILE gets the JSON, ``-`` puts it alone on stdout (the
+tables go to stderr)."""
 
 import csv
 import json
@@ -7,13 +8,27 @@ from adaptertune.cli import main
 from test_cli import train
 
 
-def test_eval_json_is_pure(image_folder, tmp_path, capsys):
+def test_eval_json_to_stdout_or_file(image_folder, tmp_path, capsys):
     run = tmp_path / "run"
     assert train(image_folder, run, "--method", "head") == 0
     capsys.readouterr()
-    assert main(["eval", str(run), "--json", "--device", "cpu"]) == 0
-    r = json.loads(capsys.readouterr().out)
-    assert r["test_acc"] == r["recorded_test_acc"]
+    assert main(["eval", str(run), "--json", "-", "--device", "cpu"]) == 0
+    cap = capsys.readouterr()
+    r = json.loads(cap.out)
+    assert r["test_acc"] == r["recorded_test_acc"] and "recorded_test_acc" in cap.err  # the table went to stderr
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(run), "--json", str(out), "--device", "cpu"]) == 0
+    assert json.loads(out.read_text()).keys() == r.keys()
+    assert "recorded_test_acc" in capsys.readouterr().out  # with a file, the table stays on stdout
+
+
+def test_every_json_option_is_file_or_stdout():
+    from adaptertune.cli import build_parser
+
+    for name, sub in build_parser()._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if "--json" in action.option_strings:
+                assert (action.metavar, action.default, action.nargs) == ("FILE|-", None, None), name
 
 
 def test_speed_json_to_stdout(capsys):

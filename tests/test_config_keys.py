@@ -10,8 +10,11 @@ from adaptertune.config_keys import (
     apply_values,
     canonical_key,
     check_key,
+    flatten_config,
     get_dotted,
     key_infos,
+    parse_override,
+    parse_value,
     set_dotted,
 )
 from adaptertune.errors import ConfigError
@@ -61,10 +64,46 @@ def test_a_plugin_methods_option_is_a_key():
     class Toy(Method):
         name, description, options = "toy-keys", "test", Opts
 
+    before = key_infos()
+    assert key_infos() is before  # read once, not per key
+    with pytest.raises(ConfigError):
+        canonical_key("gamma_scale")
     register_method(Toy())
     try:
         assert canonical_key("gamma_scale") == "adapter.gamma_scale"
+        assert key_infos()["adapter.gamma_scale"].owner is Opts
+        check_key("adapter.gamma_scale")
     finally:
         unregister_method("toy-keys")
     with pytest.raises(ConfigError):
         canonical_key("gamma_scale")
+    assert key_infos() == before
+
+
+def test_flatten_is_the_inverse_of_set_dotted():
+    d = {"train": {"lr": 0.1, "epochs": 2}, "backbone": {"name": "x", "args": {"img_size": 32}}, "method": "head"}
+    flat = flatten_config(d)
+    assert flat == {
+        "train.lr": 0.1,
+        "train.epochs": 2,
+        "backbone.name": "x",
+        "backbone.args": {"img_size": 32},  # timm kwargs stay one value
+        "method": "head",
+    }
+    back: dict = {}
+    for key, value in flat.items():
+        set_dotted(back, key, value)
+    assert back == d
+
+
+def test_values_are_read_as_yaml():
+    assert [parse_value(v) for v in ("0.001", "8", "true", "none", "", "qkv+mlp", "[1, 2")] == [
+        0.001,
+        8,
+        True,
+        "none",
+        None,
+        "qkv+mlp",
+        "[1, 2",  # not YAML: stays text
+    ]
+    assert parse_override("backbone.args.img_size=32") == ("backbone.args.img_size", 32)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from adaptertune.config import DataConfig
 from adaptertune.data import build_splits, load_raw
-from adaptertune.errors import DataError
+from adaptertune.errors import DataError, MissingExtraError
 
 DATA_CONFIG = {"input_size": (3, 16, 16), "mean": (0.5,) * 3, "std": (0.5,) * 3, "interpolation": "bilinear"}
 
@@ -123,7 +123,7 @@ def test_hf_without_datasets_installed_says_how_to_install(tmp_path, monkeypatch
     import sys
 
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
-    with pytest.raises(DataError, match=r"pip install 'adaptertune\[hf\]'"):
+    with pytest.raises(MissingExtraError, match=r"pip install 'adaptertune\[hf\]'"):
         load_raw(DataConfig(name="hf", root=str(tmp_path)))
 
 

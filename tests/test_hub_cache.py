@@ -205,8 +205,8 @@ def test_cli_train_and_eval_from_the_hub_cache(hub_cache, exported, source_vit, 
     assert s["weights_source"]["kind"] == "hf-hub" and s["weights_source"]["revision"] == REV
     assert s["weights_source"]["file_sha256"] == sha256(exported / "model.safetensors")
     capsys.readouterr()
-    assert main(["eval", str(out), "--json"]) == 0  # rebuilt from the same cache, hash checked
-    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["eval", str(out), "--json", "-"]) == 0  # rebuilt from the same cache, hash checked
+    r = json.loads(capsys.readouterr().out)
     assert r["test_acc"] == pytest.approx(s["test_acc"]) == pytest.approx(r["recorded_test_acc"])
 
 

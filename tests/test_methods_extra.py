@@ -8,7 +8,7 @@ import torch
 from adaptertune.config import RunConfig
 from adaptertune.engine import load_tensors
 from adaptertune.engine.features import extract_features
-from adaptertune.errors import ConfigError
+from adaptertune.errors import ConfigError, MissingExtraError
 from adaptertune.methods import METHODS, build_method, resolve_adapter_config
 from adaptertune.methods.adapter import AdapterConfig, adapter_param_count
 from adaptertune.methods.lora import LoraOptions
@@ -64,7 +64,7 @@ def test_lora_mlp_targets_and_placement():
 
 def test_lora_without_peft_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)
-    with pytest.raises(ConfigError, match=r"pip install 'adaptertune\[peft\]'"):
+    with pytest.raises(MissingExtraError, match=r"pip install 'adaptertune\[peft\]'"):
         build_method("lora", tiny_vit(), AdapterConfig(rank=2))
 
 

@@ -2,33 +2,73 @@
 
 __version__ = "0.1.0"
 
-from .backbones import BACKBONES, create_backbone  # noqa: E402
-from .config import BackboneConfig, DataConfig, RunConfig, TrainConfig  # noqa: E402
-from .data import DATASETS  # noqa: E402
-from .errors import (  # noqa: E402
-    AdapterTuneError,
-    CheckpointError,
-    ConfigError,
-    DataError,
-    NonFiniteLossError,
-    UnknownNameError,
-    WeightsUnavailableError,
-)
-from .methods import METHODS, build_method  # noqa: E402
-from .methods.adapter import (  # noqa: E402
-    Adapter,
-    AdapterConfig,
-    adapter_param_count,
-    adapter_state_dict,
-    add_adapters,
-    disable_adapters,
-    list_adapter_sets,
-    load_adapter_state_dict,
-    remove_adapters,
-    set_active,
-)
-from .runs import RunSummary, evaluate_run, load_run, predict, run  # noqa: E402
-from .vit import ParamCount, trainable_parameters  # noqa: E402
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .methods.adapter import (
+        Adapter,
+        AdapterConfig,
+        adapter_param_count,
+        adapter_state_dict,
+        add_adapters,
+        disable_adapters,
+        list_adapter_sets,
+        load_adapter_state_dict,
+        remove_adapters,
+        set_active,
+    )
+    from .backbones import BACKBONES, create_backbone
+    from .config import BackboneConfig, DataConfig, RunConfig, TrainConfig
+    from .data import DATASETS
+    from .errors import (
+        AdapterTuneError,
+        CheckpointError,
+        ConfigError,
+        DataError,
+        MissingExtraError,
+        NonFiniteLossError,
+        UnknownNameError,
+        WeightsUnavailableError,
+    )
+    from .methods import METHODS, build_method
+    from .runs import RunSummary, evaluate_run, load_run, predict, run
+    from .vit import ParamCount, trainable_parameters
+
+# the public names, by the module that defines them; each is imported on first use (PEP 562), so
+# `import adaptertune` and its torch-free modules (errors, config, config_keys, the CLI's parser) load without
+# torch. The TYPE_CHECKING imports above say the same for type checkers (tests/test_startup.py compares them).
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    ".methods.adapter": (
+        "Adapter",
+        "AdapterConfig",
+        "adapter_param_count",
+        "adapter_state_dict",
+        "add_adapters",
+        "disable_adapters",
+        "list_adapter_sets",
+        "load_adapter_state_dict",
+        "remove_adapters",
+        "set_active",
+    ),
+    ".backbones": ("BACKBONES", "create_backbone"),
+    ".config": ("BackboneConfig", "DataConfig", "RunConfig", "TrainConfig"),
+    ".data": ("DATASETS",),
+    ".errors": (
+        "AdapterTuneError",
+        "CheckpointError",
+        "ConfigError",
+        "DataError",
+        "MissingExtraError",
+        "NonFiniteLossError",
+        "UnknownNameError",
+        "WeightsUnavailableError",
+    ),
+    ".methods": ("METHODS", "build_method"),
+    ".runs": ("RunSummary", "evaluate_run", "load_run", "predict", "run"),
+    ".vit": ("ParamCount", "trainable_parameters"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "BACKBONES",
@@ -42,6 +82,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DataError",
+    "MissingExtraError",
     "NonFiniteLossError",
     "ParamCount",
     "RunConfig",
@@ -66,3 +107,15 @@ __all__ = [
     "set_active",
     "trainable_parameters",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'adaptertune' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_MODULE_OF[name], __name__), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF})

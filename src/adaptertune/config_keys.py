@@ -4,7 +4,8 @@ Every key is read off the dataclasses themselves: the sections of :class:`~adapt
 (``backbone``, ``data``, ``train``), its plain fields (``method``, ``out_dir``) and, under ``adapter.``, the
 options classes of the registered methods (:data:`~adaptertune.methods.METHODS`), so a new field or a new
 method's option is a valid key with no table to update. ``backbone.args.NAME`` takes any model kwarg. A leaf
-name that is unique across all of them is accepted alone (``lr`` means ``train.lr``).
+name that is unique across all of them is accepted alone (``lr`` means ``train.lr``). The keys are read once per
+set of registered methods (a plugin that registers or unregisters a method changes them).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import dataclasses
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import yaml
 
 from .config import RunConfig
 from .errors import ConfigError
-from .methods import METHODS
 
 __all__ = [
     "ARGS_PREFIX",
@@ -28,11 +29,12 @@ __all__ = [
     "apply_values",
     "canonical_key",
     "check_key",
+    "flatten_config",
     "get_dotted",
     "key_infos",
     "parse_override",
+    "parse_value",
     "set_dotted",
-    "valid_keys",
 ]
 
 ARGS_PREFIX = "backbone.args."  # free-form model kwargs: any name, any YAML value
@@ -57,51 +59,57 @@ class KeyInfo:
         return self.field.name
 
 
-def _sections() -> dict[str, type]:
-    """RunConfig's nested dataclass sections (``backbone``, ``data``, ``train``), from its own annotations."""
+@dataclass(frozen=True)
+class _Keys:
+    infos: Mapping[str, KeyInfo]
+    aliases: Mapping[str, str]  # leaf name -> its dotted key, for leaves that name one key only
+
+
+_cache: dict[tuple, _Keys] = {}  # one entry: keyed on the registered methods' (name, options class)
+
+
+def _read_keys(methods: Iterable[Any]) -> _Keys:
+    """Every key of RunConfig's fields, its nested dataclass sections and ``methods``' options classes."""
+    infos: dict[str, KeyInfo] = {}
     hints = typing.get_type_hints(RunConfig)
-    return {
-        f.name: hints[f.name]
-        for f in dataclasses.fields(RunConfig)
-        if isinstance(hints[f.name], type) and dataclasses.is_dataclass(hints[f.name])
-    }
-
-
-def key_infos() -> dict[str, KeyInfo]:
-    """Every dotted key of a run config, in declaration order (``adapter.*``: the registered methods' options;
-    an option several methods share is described by the first method that declares it)."""
-    out: dict[str, KeyInfo] = {}
-    sections = _sections()
-    top_hints = typing.get_type_hints(RunConfig)
     for f in dataclasses.fields(RunConfig):
-        if f.name in sections:
-            cls = sections[f.name]
-            hints = typing.get_type_hints(cls)
-            for sf in dataclasses.fields(cls):
-                out[f"{f.name}.{sf.name}"] = KeyInfo(f"{f.name}.{sf.name}", cls, sf, hints[sf.name])
+        tp = hints[f.name]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):  # backbone, data, train
+            section_hints = typing.get_type_hints(tp)
+            for sf in dataclasses.fields(tp):
+                infos[f"{f.name}.{sf.name}"] = KeyInfo(f"{f.name}.{sf.name}", tp, sf, section_hints[sf.name])
         elif f.name == "adapter":
-            for method in METHODS:
+            for method in methods:
                 if method.options is None:
                     continue
-                hints = typing.get_type_hints(method.options)
+                option_hints = typing.get_type_hints(method.options)
                 for of in dataclasses.fields(method.options):
                     key = f"adapter.{of.name}"
-                    out.setdefault(key, KeyInfo(key, method.options, of, hints[of.name]))
+                    infos.setdefault(key, KeyInfo(key, method.options, of, option_hints[of.name]))
         else:
-            out[f.name] = KeyInfo(f.name, RunConfig, f, top_hints[f.name])
-    return out
-
-
-def valid_keys() -> set[str]:
-    """Every dotted key (``backbone.args`` stands for ``backbone.args.NAME``)."""
-    return set(key_infos())
-
-
-def _aliases(infos: Mapping[str, KeyInfo]) -> dict[str, str]:
+            infos[f.name] = KeyInfo(f.name, RunConfig, f, tp)
     owners: dict[str, list[str]] = {}
     for key, info in infos.items():
         owners.setdefault(info.leaf, []).append(key)
-    return {leaf: keys[0] for leaf, keys in owners.items() if len(keys) == 1 and leaf not in infos}
+    aliases = {leaf: keys[0] for leaf, keys in owners.items() if len(keys) == 1 and leaf not in infos}
+    return _Keys(MappingProxyType(infos), MappingProxyType(aliases))
+
+
+def _keys() -> _Keys:
+    from .methods import METHODS  # imports torch: only when a key is looked up, not on `adaptertune --help`
+
+    methods = list(METHODS)
+    signature = tuple((m.name, m.options) for m in methods)
+    if signature not in _cache:
+        _cache.clear()
+        _cache[signature] = _read_keys(methods)
+    return _cache[signature]
+
+
+def key_infos() -> Mapping[str, KeyInfo]:
+    """Every dotted key of a run config, in declaration order (``adapter.*``: the registered methods' options;
+    an option several methods share is described by the first method that declares it)."""
+    return _keys().infos
 
 
 def canonical_key(key: Any, where: str = "") -> str:
@@ -110,16 +118,16 @@ def canonical_key(key: Any, where: str = "") -> str:
     Raises:
         ConfigError: no config key has that name (the message lists the valid ones).
     """
-    infos = key_infos()
+    keys = _keys()
     if isinstance(key, str):
         norm = key.strip().replace("-", "_")
         if norm.startswith(ARGS_PREFIX) and len(norm) > len(ARGS_PREFIX):
             return norm
-        if norm in infos:
+        if norm in keys.infos:
             return norm
-        if (alias := _aliases(infos).get(norm)) is not None:
+        if (alias := keys.aliases.get(norm)) is not None:
             return alias
-    _unknown(key, where, infos)
+    _unknown(key, where, keys.infos)
 
 
 def check_key(key: Any, where: str = "") -> None:
@@ -158,6 +166,18 @@ def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
+def flatten_config(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}`` (the inverse of :func:`set_dotted`); ``backbone.args``
+    stays one value (timm kwargs)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and k != "args":
+            out.update(flatten_config(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
 def apply_values(d: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of the nested config ``d`` with ``{key: value}`` set (keys as :func:`canonical_key` accepts,
     values already typed); the input's sections are not modified."""
@@ -167,8 +187,17 @@ def apply_values(d: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, A
     return out
 
 
+def parse_value(raw: str) -> Any:
+    """A value typed by a person, read as YAML (``"0.001"`` -> 0.001, ``"true"`` -> True, ``""`` -> None); text
+    that is not valid YAML stays text (the config dataclasses coerce strings such as ``"1e-3"`` themselves)."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return raw
+
+
 def parse_override(item: str) -> tuple[str, Any]:
-    """``"train.lr=1e-3"`` -> ``("train.lr", 0.001)``: a typed ``KEY=VALUE`` (the value read as YAML).
+    """``"train.lr=0.001"`` -> ``("train.lr", 0.001)``: a typed ``KEY=VALUE`` (the value: :func:`parse_value`).
 
     Raises:
         ConfigError: not ``key=value``, or an unknown key.
@@ -176,11 +205,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"Override '{item}' must look like key=value (e.g. train.lr=0.001).")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return canonical_key(key), value
+    return canonical_key(key), parse_value(raw)
 
 
 def apply_overrides(d: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "MissingExtraError",
     "NonFiniteLossError",
     "OutputError",
     "TuningError",
@@ -50,6 +51,18 @@ class NonFiniteLossError(AdapterTuneError, RuntimeError):
 
 class OutputError(AdapterTuneError, OSError):
     """A result file cannot be written (disk full, read-only or missing folder); earlier files stay intact."""
+
+
+class MissingExtraError(AdapterTuneError, ImportError):
+    """An optional extra is not installed; ``extra`` names it (``pip install 'adaptertune[EXTRA]'``) and ``name``
+    the module that could not be imported. Raised by :func:`adaptertune.extras.require`."""
+
+    def __init__(self, message: str, extra: str, name: str | None = None) -> None:
+        super().__init__(message, name=name)
+        self.extra = extra
+
+    def __reduce__(self) -> tuple:  # pickles whole (a sweep point's error crosses processes)
+        return type(self), (str(self), self.extra, self.name)
 
 
 class TuningError(AdapterTuneError, RuntimeError):

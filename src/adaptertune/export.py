@@ -25,6 +25,7 @@ from torch import nn
 
 from .atomic import atomic_write_bytes, atomic_write_text, check_output_dir, check_output_file
 from .errors import ConfigError
+from .extras import require
 from .hub_export import FOLDER_FORMATS, ExportError, export_folder
 from .methods import METHODS
 from .runs import load_run
@@ -56,10 +57,7 @@ def _run_pt(src: Path | bytes, x: torch.Tensor) -> torch.Tensor:
 
 
 def _run_onnx(src: Path | bytes, x: torch.Tensor) -> torch.Tensor:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ConfigError("ONNX export needs onnxruntime: pip install 'adaptertune[onnx]'.") from None
+    ort = require("onnxruntime", "ONNX export")
     sess = ort.InferenceSession(src if isinstance(src, bytes) else str(src), providers=["CPUExecutionProvider"])
     return torch.from_numpy(sess.run(["logits"], {"images": x.numpy()})[0])
 

@@ -21,6 +21,7 @@ from torch import nn
 from .backbones import create_backbone
 from .engine import atomic_write_text
 from .errors import AdapterTuneError
+from .extras import require
 from .methods import METHODS
 from .model_card import card_accuracy, model_card
 from .runs import LoadedRun
@@ -83,9 +84,8 @@ def _write_peft(loaded: LoadedRun, tmp: Path, base_id: str) -> Callable[[], nn.M
     method.save_peft(loaded.model.cpu(), _fresh_backbone(loaded), method.resolve(cfg.adapter), str(tmp), base_id)
 
     def load() -> nn.Module:
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(_fresh_backbone(loaded), str(tmp))
+        peft = require("peft", "Loading the PEFT folder back")
+        return peft.PeftModel.from_pretrained(_fresh_backbone(loaded), str(tmp))
 
     return load
 

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from ..extras import require
+
 __all__ = ["FAMILIES", "CurveFamily", "CurveFit", "akaike_weights", "fit_curve", "fit_curves", "predicted_elbow"]
 
 
@@ -210,7 +212,7 @@ def fit_curve(family: str, r: Sequence[float], y: Sequence[float], n_nuisance: i
     Raises:
         KeyError: an unknown family.
     """
-    from scipy.optimize import curve_fit
+    curve_fit = require("scipy.optimize", "The curve fits").curve_fit
 
     fam = FAMILIES[family]
     r_a, y_a = np.asarray(r, dtype=float), np.asarray(y, dtype=float)

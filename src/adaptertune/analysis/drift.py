@@ -42,6 +42,7 @@ from ..atomic import atomic_write_stream
 from ..config import BackboneConfig, DataConfig
 from ..engine import build_optimizer
 from ..errors import ConfigError, NonFiniteLossError
+from ..extras import require
 from ..methods.adapter import ADAPTER_INITS, AdapterConfig, add_adapters
 
 __all__ = [
@@ -287,13 +288,9 @@ def drift_from_config(
 
 def plot_drift(result: DriftResult, path: str | Path) -> Path:
     """Three panels (CKA, relative change, training loss vs step), one line per init; writes a PNG."""
-    try:
-        import matplotlib
+    require("matplotlib", "The drift figure").use("Agg")
+    import matplotlib.pyplot as plt
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError("The drift figure needs matplotlib: pip install 'adaptertune[report]'") from None
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for c in result.curves:
         axes[0].plot(c.steps, c.cka, marker=".", label=c.init)

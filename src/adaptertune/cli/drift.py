@@ -10,14 +10,13 @@ from ..atomic import atomic_write_text, ensure_output_dir
 from .flags import add_config_flags, run_config
 from .progress import format_table
 
-__all__ = ["add_parser", "cmd_drift"]
+__all__ = ["HELP", "add_arguments", "cmd_drift"]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "drift",
-        help="representation drift (CKA, relative change) and loss of the first steps, per adapter init",
-    )
+HELP = "representation drift (CKA, relative change) and loss of the first steps, per adapter init"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_flags(p, ("backbone", "data"))
     p.add_argument("--inits", default="zero,small,random", help="comma-separated: zero, small, random")
     p.add_argument("--rank", type=int, default=16)

@@ -6,19 +6,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .progress import emit_json, format_table
+from .progress import add_json_option, emit_json, format_table
 
-__all__ = ["add_parser", "cmd_elbow"]
+__all__ = ["HELP", "add_arguments", "cmd_elbow"]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "elbow",
-        help="the rank elbow of every sweep in a CSV (paired seeds, bootstrap interval, curve fits)",
-        description="Elbow = the smallest swept rank that no larger swept rank beats with a paired gain "
+HELP = "the rank elbow of every sweep in a CSV (paired seeds, bootstrap interval, curve fits)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Elbow = the smallest swept rank that no larger swept rank beats with a paired gain "
         "(same seed) significantly above 0 (Holm over the comparisons); 'not reached' when the largest rank "
         "still beats the one below it. Reads the report's results.csv or any CSV with rank, seed and accuracy "
-        "columns.",
+        "columns."
     )
     p.add_argument("csv", metavar="FILE.csv")
     p.add_argument(
@@ -40,12 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples of whole seeds")
     p.add_argument("--level", type=float, default=0.9, help="coverage of the bootstrap interval")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument(
-        "--json",
-        default=None,
-        metavar="OUT",
-        help="write every group's elbow, interval, rule and fits (-: to stdout, tables to stderr)",
-    )
+    add_json_option(p, "every group's elbow, interval, rule and fits")
     p.set_defaults(func=cmd_elbow)
 
 

@@ -6,7 +6,7 @@ import argparse
 
 from .progress import format_table
 
-__all__ = ["FORMATS", "add_parser", "cmd_export"]
+__all__ = ["FORMATS", "HELP", "add_arguments", "cmd_export"]
 
 FORMATS = ("pt", "onnx", "timm", "peft")  # export.EXPORT_FORMATS, spelled here so the CLI starts without torch
 
@@ -32,12 +32,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "export",
-        help="write a finished run as a standalone .pt (torch.export) or ONNX model, or a timm / PEFT folder with "
-        "a model card",
-    )
+HELP = (
+    "write a finished run as a standalone .pt (torch.export) or ONNX model, or a timm / PEFT folder with a model card"
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir")
     p.add_argument("--format", choices=FORMATS, default="pt")
     p.add_argument(

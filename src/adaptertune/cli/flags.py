@@ -5,8 +5,9 @@ options classes (``adapter.*``), is one flag: ``--{leaf}`` (``--lr``, ``--rank``
 the field's annotation (``bool``: ``--x/--no-x``; ``int``, ``float``, ``str``; ``X | None`` also takes
 ``none``), its help text the field's entry in the dataclass docstring's ``Args:``. A new field or a new method's
 option becomes a flag with nothing to add here. Parsed values are set on the config dict as they are (no
-``key=value`` text parsed again). Precedence: the dataclass defaults, a command's own defaults, ``--config``
-files (in order), flags, then ``--set KEY=VALUE`` (and ``train``'s positional overrides).
+``key=value`` text parsed again; ``--backbone-arg K=V`` is read once, into ``("K", value)``). Precedence: the
+dataclass defaults, a command's own defaults, ``--config`` files (in order), flags, then ``--set KEY=VALUE``
+(and ``train``'s positional overrides).
 """
 
 from __future__ import annotations
@@ -16,13 +17,23 @@ import inspect
 import re
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any
 
 from ..config import RunConfig, load_yaml, merge_dicts
-from ..config_keys import ARGS_PREFIX, KeyInfo, apply_overrides, apply_values, get_dotted, key_infos, parse_override
+from ..config_keys import ARGS_PREFIX, KeyInfo, apply_overrides, apply_values, get_dotted, key_infos, parse_value
 from ..errors import ConfigError
 
-__all__ = ["GROUPS", "ArgumentParser", "add_config_flags", "config_dict", "field_help", "flag_name", "run_config"]
+__all__ = [
+    "GROUPS",
+    "ArgumentParser",
+    "add_config_flags",
+    "config_dict",
+    "field_help",
+    "flag_name",
+    "model_arg",
+    "run_config",
+]
 
 # flag names that are not the field's leaf name (kept as users, the README and the tests know them)
 _RENAMES = {
@@ -78,7 +89,7 @@ def field_help(cls: type) -> dict[str, str]:
     return out
 
 
-def flag_name(info: KeyInfo, infos: dict[str, KeyInfo]) -> str:
+def flag_name(info: KeyInfo, infos: Mapping[str, KeyInfo]) -> str:
     """``--lr`` for ``train.lr``; ``--SECTION-LEAF`` when another key has the same leaf name."""
     if info.key in _RENAMES:
         return "--" + _RENAMES[info.key]
@@ -103,6 +114,14 @@ def _converter(name: str, bases: tuple[type, ...], optional: bool) -> Any:
 
     convert.__name__ = name
     return convert
+
+
+def model_arg(item: str) -> tuple[str, Any]:
+    """``--backbone-arg img_size=32`` -> ``("img_size", 32)`` (the value read as YAML)."""
+    name, sep, raw = item.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"'{item}' must look like NAME=VALUE (e.g. img_size=32)")
+    return name.strip(), parse_value(raw)
 
 
 def _type_kwargs(tp: Any) -> dict[str, Any]:
@@ -153,6 +172,7 @@ def add_config_flags(p: argparse.ArgumentParser, groups: tuple[str, ...] = tuple
                 g.add_argument(
                     flag_name(info, infos),
                     action="append",
+                    type=model_arg,
                     dest=dest,
                     default=argparse.SUPPRESS,
                     metavar="K=V",
@@ -180,14 +200,8 @@ def config_dict(
     for path in args.config:
         d = merge_dicts(d, load_yaml(path))
     values = {k[len(_DEST) :]: v for k, v in vars(args).items() if k.startswith(_DEST)}
-    model_args = values.pop("backbone.args", [])
-    d = apply_values(d, values)
-    for item in model_args:
-        name, sep, raw = item.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(f"--backbone-arg '{item}' must look like NAME=VALUE (e.g. img_size=32).")
-        d = apply_values(d, dict([parse_override(f"{ARGS_PREFIX}{name.strip()}={raw}")]))
-    return apply_overrides(d, [*args.set, *overrides])
+    values.update({ARGS_PREFIX + name: value for name, value in values.pop("backbone.args", [])})
+    return apply_overrides(apply_values(d, values), [*args.set, *overrides])
 
 
 def run_config(

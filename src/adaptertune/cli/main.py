@@ -1,29 +1,40 @@
-"""Argument parsing and the subcommands."""
+"""Argument parsing and the subcommands.
+
+``adaptertune --help`` and the commands without config flags start without torch: the top-level parser knows
+every command by its name and one-line help only, and only the command being run gets its arguments (the
+config flags of ``train``, ``advise-rank``, ``drift`` and ``speed`` read the registered methods' options,
+which imports torch and every method).
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
-import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import AdapterTuneError, ConfigError
+from . import advise, bench, drift, elbow, export, report, speed, sweep, toy
 from .flags import ArgumentParser, add_config_flags, config_dict
-from .progress import TqdmProgress, format_table, print_skipped
+from .progress import TqdmProgress, add_json_option, emit_json, format_table, print_skipped
 
 if TYPE_CHECKING:
     from ..engine import Callback
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=0.001 rank=8")
     add_config_flags(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out-dir")
+    p.add_argument(
+        "--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -79,13 +90,17 @@ def _interrupted_hint(out_dir: str) -> str:
     return "interrupted"
 
 
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir")
+    p.add_argument("--device", default="auto")
+    add_json_option(p, "the result")
+    p.set_defaults(func=cmd_eval)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..runs import evaluate_run
 
     r = evaluate_run(args.run_dir, device=args.device)
-    if args.json:  # pure JSON on stdout
-        print(json.dumps(r))
-        return 0
     row = {
         "run": args.run_dir,
         "test_acc": f"{r['test_acc']:.2f}",
@@ -95,7 +110,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "skipped": r["skipped"],
     }
     print(format_table([row]))
+    if args.json:
+        emit_json(args.json, r, getattr(args, "json_stream", None))
     return 0
+
+
+def _add_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "paths", nargs="*", metavar="RUN_DIR IMAGE", help="a run folder, then image files, folders or globs"
+    )
+    p.add_argument(
+        "--adapters",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="adapter files (.safetensors) sharing one backbone, then image files: each file is a task",
+    )
+    p.add_argument("--weights", default=None, metavar="FILE", help="with --adapters: the backbone weights file")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_predict)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -116,17 +150,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    from ..backbones import BACKBONES
-    from ..data import DATASETS
-    from ..methods import METHODS
+def _add_list(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["backbones", "datasets", "methods", "presets"])
+    p.add_argument("--filter", default=None, help="shell pattern, e.g. 'vit_*'")
+    p.set_defaults(func=cmd_list)
 
+
+def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "backbones":
+        from ..backbones import BACKBONES
+
         rows = [
             {"name": b.name, "timm model": b.model_name, "description": b.description}
             for b in BACKBONES.list(args.filter)
         ]
     elif args.what == "datasets":
+        from ..data import DATASETS
+
         rows = [
             {
                 "name": d.name,
@@ -143,6 +183,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         rows = [{"name": p.name, "spec": p.spec, "description": p.description} for p in PRESETS.list(args.filter)]
     else:
+        from ..methods import METHODS
+
         rows = [
             {
                 "name": m.name,
@@ -156,50 +198,42 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-# Subcommands that live in their own module ``cli/<name>.py``, each exposing ``add_parser(subparsers)``
-# (which sets ``func``). Add a module name here to add a command.
-EXTRA_COMMANDS: tuple[str, ...] = ("export", "sweep", "report", "bench", "advise", "drift", "toy", "speed", "elbow")
+# Every command, in the order `adaptertune --help` lists them: its one-line help and the function that adds its
+# arguments (and sets ``func``), called only for the command being run. Add a line here to add a command.
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "train": ("train one run", _add_train),
+    "eval": ("re-evaluate a finished run on its test split", _add_eval),
+    "predict": ("top-k classes for image files (one run, or many adapter files)", _add_predict),
+    "list": ("list registered backbones, datasets, methods or presets", _add_list),
+    "export": (export.HELP, export.add_arguments),
+    "sweep": (sweep.HELP, sweep.add_arguments),
+    "report": (report.HELP, report.add_arguments),
+    "bench": (bench.HELP, bench.add_arguments),
+    "advise-rank": (advise.HELP, advise.add_arguments),
+    "drift": (drift.HELP, drift.add_arguments),
+    "toy": (toy.HELP, toy.add_arguments),
+    "speed": (speed.HELP, speed.add_arguments),
+    "elbow": (elbow.HELP, elbow.add_arguments),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The ``adaptertune`` parser; only ``commands`` (default: all) get their arguments, the others their name
+    and help line."""
     parser = ArgumentParser(prog="adaptertune", description="Zero-initialized low-rank adapters for frozen ViTs.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train one run")
-    _add_run_options(p)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out-dir")
-    p.add_argument(
-        "--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train)
-    p = sub.add_parser("eval", help="re-evaluate a finished run on its test split")
-    p.add_argument("run_dir")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="print the result as JSON only (no table)")
-    p.set_defaults(func=cmd_eval)
-    p = sub.add_parser("predict", help="top-k classes for image files (one run, or many adapter files)")
-    p.add_argument(
-        "paths", nargs="*", metavar="RUN_DIR IMAGE", help="a run folder, then image files, folders or globs"
-    )
-    p.add_argument(
-        "--adapters",
-        nargs="+",
-        default=None,
-        metavar="FILE",
-        help="adapter files (.safetensors) sharing one backbone, then image files: each file is a task",
-    )
-    p.add_argument("--weights", default=None, metavar="FILE", help="with --adapters: the backbone weights file")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("list", help="list registered backbones, datasets, methods or presets")
-    p.add_argument("what", choices=["backbones", "datasets", "methods", "presets"])
-    p.add_argument("--filter", default=None, help="shell pattern, e.g. 'vit_*'")
-    p.set_defaults(func=cmd_list)
-    for name in EXTRA_COMMANDS:
-        importlib.import_module(f"{__package__}.{name}").add_parser(sub)
+    for name, (line, add_arguments) in COMMANDS.items():
+        p = sub.add_parser(name, help=line)
+        if commands is None or name in commands:
+            add_arguments(p)
     return parser
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names: its first word that is not an option (the top level's options take no
+    value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> int:
@@ -212,20 +246,15 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> i
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv or os.environ.get("ADAPTERTUNE_DEBUG") == "1"
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser([c] if (c := _command(argv)) else []).parse_args(argv)
         args.callbacks = list(callbacks)
         if getattr(args, "json", None) == "-":  # JSON alone on stdout; tables and notes go to stderr
             args.json_stream = sys.stdout
             with contextlib.redirect_stdout(sys.stderr):
                 return args.func(args)
         return args.func(args)
-    except AdapterTuneError as e:
+    except AdapterTuneError as e:  # bad input, or a missing optional extra (MissingExtraError)
         if debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ImportError as e:
-        if debug or "pip install" not in str(e):  # only a missing optional extra is a user error
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["TqdmProgress", "emit_json", "format_table", "print_skipped"]
+__all__ = ["TqdmProgress", "add_json_option", "emit_json", "format_table", "print_skipped"]
 
 
 class TqdmProgress:
@@ -55,6 +55,14 @@ def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
+
+
+def add_json_option(p: Any, what: str) -> None:
+    """``--json FILE|-``, the same on every command that has it: ``what`` as JSON to FILE, or with ``-`` alone on
+    stdout (the command's tables and notes then go to stderr; see :func:`emit_json`)."""
+    p.add_argument(
+        "--json", default=None, metavar="FILE|-", help=f"write {what} as JSON to FILE (-: to stdout, tables to stderr)"
+    )
 
 
 def emit_json(target: str, obj: Any, stream: Any = None) -> None:

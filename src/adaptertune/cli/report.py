@@ -6,11 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["add_parser", "print_report"]
+__all__ = ["HELP", "add_arguments", "print_report"]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="aggregate run folders over seeds: tables, plots, report.html")
+HELP = "aggregate run folders over seeds: tables, plots, report.html"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results_dir", help="folder holding run folders (any depth)")
     p.add_argument("--out", default=None, metavar="DIR", help="report folder (default RESULTS_DIR/report)")
     p.add_argument(

@@ -7,13 +7,15 @@ from typing import Any
 
 from ..errors import ConfigError
 from .flags import add_config_flags, run_config
-from .progress import emit_json, format_table
+from .progress import add_json_option, emit_json, format_table
 
-__all__ = ["add_parser", "cmd_speed", "speed_table"]
+__all__ = ["HELP", "add_arguments", "cmd_speed", "speed_table"]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("speed", help="compare the methods' train-step time, memory and FLOP/s on one backbone")
+HELP = "compare the methods' train-step time, memory and FLOP/s on one backbone"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_flags(p, ("backbone",))  # default: test_vit, random init (speed needs no trained weights)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--methods", default="head,full,adapter,lora", help="comma list of registered methods")
@@ -46,9 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=["wall", "cpu"],
         help="wall time, or CPU time of this process (with --threads 1: ignores time other processes hold the core)",
     )
-    p.add_argument(
-        "--json", default=None, metavar="FILE", help="also write the figures as JSON (-: to stdout, tables to stderr)"
-    )
+    add_json_option(p, "the figures")
     p.set_defaults(func=cmd_speed)
 
 

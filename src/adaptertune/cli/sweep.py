@@ -12,11 +12,21 @@ from ..atomic import check_output_dir
 from ..errors import ConfigError
 from .progress import TqdmProgress, format_table
 
-__all__ = ["ProgressPrinter", "add_parser", "executor_from_args", "load_any_spec", "make_cli_executor", "print_plan"]
+__all__ = [
+    "HELP",
+    "ProgressPrinter",
+    "add_arguments",
+    "executor_from_args",
+    "load_any_spec",
+    "make_cli_executor",
+    "print_plan",
+]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="run a grid of configs (a sweep spec YAML or a preset name)")
+HELP = "run a grid of configs (a sweep spec YAML or a preset name)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="sweep spec YAML, or a preset name (see: adaptertune list presets)")
     p.add_argument("--results-dir", default=None, metavar="DIR", help="where the run folders go (default runs/NAME)")
     add_sweep_options(p)

@@ -9,14 +9,13 @@ from pathlib import Path
 from ..atomic import atomic_write_text, ensure_output_dir
 from .progress import format_table
 
-__all__ = ["add_parser", "cmd_toy"]
+__all__ = ["HELP", "add_arguments", "cmd_toy"]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "toy",
-        help="2-D toy: frozen moons feature map, rank-r zero-init adapters learn circles (accuracy vs rank)",
-    )
+HELP = "2-D toy: frozen moons feature map, rank-r zero-init adapters learn circles (accuracy vs rank)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ranks", default="1,2,4,8,16,32", help="comma-separated ranks in 1..32")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
     p.add_argument("--steps", type=int, default=500, help="full-batch Adam steps per training")

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
+from ..extras import require
 from .base import ImageFiles, RawDataset
 from .registry import DatasetInfo, register_dataset
 
@@ -162,12 +163,9 @@ def _cub_name(raw: str) -> str:  # "001.Black_footed_Albatross" -> "Black footed
 
 # --- Stanford Dogs: Images/<synset>-<breed>/, train_list.mat / test_list.mat (file_list, labels 1..120)
 def _loadmat(path: Path) -> dict:
+    io = require("scipy.io", f"Reading '{path.name}'")
     try:
-        import scipy.io
-    except ImportError:
-        raise DataError(f"Reading '{path.name}' needs scipy: pip install scipy.") from None
-    try:
-        return scipy.io.loadmat(str(path), squeeze_me=True)
+        return io.loadmat(str(path), squeeze_me=True)
     except (OSError, ValueError, TypeError) as e:
         raise DataError(f"Cannot read '{path}': {type(e).__name__}: {e}") from None
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
+from ..extras import require
 from .base import ImageFiles, RawDataset
 from .locate import dataset_dir, download, require_files
 from .registry import DatasetInfo, register_dataset
@@ -107,13 +108,10 @@ def load_flowers102(cfg: DataConfig) -> RawDataset:
     download(cfg, "flowers102", lambda r: Flowers102(r, split="train", download=True))
     base = dataset_dir(cfg.root, _FLOWERS_DIR)
     require_files("flowers102", base, _FLOWERS_FILES)
+    io = require("scipy.io", "Reading Flowers102's .mat files")
     try:
-        import scipy.io
-    except ImportError:
-        raise DataError("Reading Flowers102's .mat files needs scipy: pip install scipy.") from None
-    try:
-        labels = scipy.io.loadmat(str(base / "imagelabels.mat"))["labels"].reshape(-1).astype(np.int64)
-        setid = scipy.io.loadmat(str(base / "setid.mat"))
+        labels = io.loadmat(str(base / "imagelabels.mat"))["labels"].reshape(-1).astype(np.int64)
+        setid = io.loadmat(str(base / "setid.mat"))
         ids = {k: setid[k].reshape(-1).astype(np.int64) for k in ("trnid", "valid", "tstid")}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"Cannot read Flowers102 labels under '{base}': {type(e).__name__}: {e}") from None

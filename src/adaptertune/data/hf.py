@@ -13,6 +13,7 @@ from PIL import Image
 
 from ..config import DataConfig
 from ..errors import DataError
+from ..extras import require
 from .base import ImageSource, RawDataset
 from .folders import FOLDER_TEST_FRACTION, FOLDER_TEST_SEED
 from .registry import DatasetInfo, register_dataset
@@ -20,7 +21,6 @@ from .splits import train_val_indices
 
 __all__ = ["HFImages", "load_hf"]
 
-INSTALL_HINT = "pip install 'adaptertune[hf]' (or pip install datasets)"
 _IMAGE_NAMES = ("image", "img", "pixel_values", "picture")
 _LABEL_NAMES = ("label", "labels", "fine_label", "class", "target")
 _VAL_NAMES = ("validation", "val", "valid")
@@ -65,10 +65,7 @@ def _columns(ds: Any) -> tuple[str, str, list[str] | None]:
 
 
 def _open(cfg: DataConfig) -> Any:
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(f"Dataset 'hf' needs the datasets package: {INSTALL_HINT}.") from None
+    datasets = require("datasets", "Dataset 'hf'")
     if cfg.root is None:
         raise DataError(
             "Dataset 'hf' needs --data-root: a datasets save_to_disk folder (or a hub name with --download)."

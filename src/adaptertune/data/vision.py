@@ -14,6 +14,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
+from ..extras import require
 from .base import ArraySource, RawDataset
 from .locate import dataset_dir, download, require_files
 from .registry import DatasetInfo, register_dataset
@@ -77,14 +78,9 @@ def load_cifar100(cfg: DataConfig) -> RawDataset:
 
 
 def _read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    io = require("scipy.io", "Reading SVHN's .mat files")
     try:
-        import scipy.io
-    except ImportError:
-        raise DataError(
-            "Reading SVHN's .mat files needs scipy: pip install scipy (or 'adaptertune[report]')."
-        ) from None
-    try:
-        mat = scipy.io.loadmat(str(path))
+        mat = io.loadmat(str(path))
     except (OSError, ValueError, TypeError) as e:
         raise DataError(f"Cannot read SVHN file '{path}': {e}") from None
     if "X" not in mat or "y" not in mat:

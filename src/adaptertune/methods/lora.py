@@ -23,6 +23,7 @@ from torch import nn
 
 from ..config_checks import _as_choice, _as_float, _as_int, _check_placement_syntax, parse_placement
 from ..errors import CheckpointError, ConfigError
+from ..extras import require
 from ..vit import backbone_blocks, head_parameter_names
 from .flops import StepFlops, ViTGeometry, count_step
 from .registry import Method, register_method
@@ -71,13 +72,7 @@ class LoraOptions:
 
 
 def _peft() -> Any:
-    try:
-        import peft
-    except ImportError:
-        raise ConfigError(
-            "Method 'lora' needs Hugging Face PEFT: pip install 'adaptertune[peft]' (or pip install peft)."
-        ) from None
-    return peft
+    return require("peft", "Method 'lora'")
 
 
 def lora_config(model: nn.Module, adapter: LoraOptions) -> Any:

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config_keys import flatten_config
 from ..errors import AdapterTuneError, CheckpointError
 from ..runs import folder as rf
-from ..runs.summary import CELL_FREE_KEYS, RunStatus, flatten_config
+from ..runs.summary import CELL_FREE_KEYS, RunStatus
 from .loss_curve import loss_stats
 
 __all__ = [

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_stream
+from ..extras import require
 from .collect import Cell, mean_std
 from .tables import sorted_variants
 
@@ -27,10 +28,7 @@ _MAX_PAIRS = 12
 
 
 def _plt() -> Any:
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError("Report plots need matplotlib: pip install 'adaptertune[report]'") from None
+    matplotlib = require("matplotlib", "Report plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

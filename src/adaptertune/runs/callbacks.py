@@ -8,6 +8,7 @@ from typing import Any
 
 from ..atomic import atomic_write_text
 from ..engine import read_jsonl
+from ..extras import require
 
 __all__ = ["MetricsWriter", "TensorBoardWriter"]
 
@@ -46,12 +47,9 @@ class TensorBoardWriter:
     """
 
     def __init__(self, log_dir: Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ImportError(
-                "train.tensorboard needs the tensorboard package: pip install 'adaptertune[tensorboard]'"
-            ) from None
+        require("tensorboard", "train.tensorboard")  # torch.utils.tensorboard needs it
+        from torch.utils.tensorboard import SummaryWriter
+
         self.log_dir, self.make, self.writer = log_dir, SummaryWriter, None
 
     def on_train_start(self, total_steps: int, steps_per_epoch: int, start_step: int) -> None:
@@ -74,7 +72,7 @@ class TensorBoardWriter:
     def write_hparams(self, config: dict[str, Any], summary: dict[str, Any]) -> None:
         """The run's config and results for TensorBoard's HParams view (``tensorboard/hparams``), so a sweep's
         runs compare side by side."""
-        from .summary import flatten_config
+        from ..config_keys import flatten_config
 
         hparams = {
             k: v if isinstance(v, (int, float, str, bool)) else str(v)

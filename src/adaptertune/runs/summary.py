@@ -15,6 +15,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ..config_keys import flatten_config
+
 __all__ = [
     "CELL_FREE_KEYS",
     "NON_NUMERIC_KEYS",
@@ -23,7 +25,6 @@ __all__ = [
     "RunSummary",
     "budget_label",
     "config_differences",
-    "flatten_config",
     "make_protocol",
 ]
 
@@ -216,17 +217,6 @@ def _augment_label(data: Any) -> str:
     if not data.augment or data.aug == "none":
         return "none"
     return "rrc+flip" if data.aug == "basic" else "rrc+flip+rand-m9-mstd0.5+erase0.25"
-
-
-def flatten_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``; ``backbone.args`` stays one value (timm kwargs)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "args":
-            out.update(flatten_config(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
 
 
 def config_differences(

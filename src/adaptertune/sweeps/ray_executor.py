@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..extras import require
 from ..runs.summary import RunStatus
 from .executors import PointEvent, PointJob, PointResult, record_point_failure, run_point
 
@@ -23,11 +24,7 @@ _logger = logging.getLogger(__name__)
 
 
 def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise ImportError("The Ray executor needs ray: pip install 'adaptertune[ray]'") from None
-    return ray
+    return require("ray", "The Ray executor")
 
 
 class RayExecutor:
