@@ -6,18 +6,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .methods.adapter import (
-        Adapter,
-        AdapterConfig,
-        adapter_param_count,
-        adapter_state_dict,
-        add_adapters,
-        disable_adapters,
-        list_adapter_sets,
-        load_adapter_state_dict,
-        remove_adapters,
-        set_active,
-    )
     from .backbones import BACKBONES, create_backbone
     from .config import BackboneConfig, DataConfig, RunConfig, TrainConfig
     from .data import DATASETS
@@ -32,6 +20,18 @@ if TYPE_CHECKING:
         WeightsUnavailableError,
     )
     from .methods import METHODS, build_method
+    from .methods.adapter import (
+        Adapter,
+        AdapterConfig,
+        adapter_param_count,
+        adapter_state_dict,
+        add_adapters,
+        disable_adapters,
+        list_adapter_sets,
+        load_adapter_state_dict,
+        remove_adapters,
+        set_active,
+    )
     from .runs import RunSummary, evaluate_run, load_run, predict, run
     from .vit import ParamCount, trainable_parameters
 
