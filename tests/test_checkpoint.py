@@ -7,12 +7,14 @@ import os
 import pytest
 import torch
 
+from adaptertune.atomic import atomic_write_text
 from adaptertune.cli import main
 from adaptertune.config import RunConfig
-from adaptertune.engine import atomic_write_text, load_checkpoint, read_jsonl, save_tensors
+from adaptertune.engine import TrainState, load_checkpoint, save_tensors
 from adaptertune.engine import recipes as step_module  # computes the training loss
 from adaptertune.errors import CheckpointError, NonFiniteLossError, OutputError
 from adaptertune.runs import ADAPTER_FILE, CHECKPOINT_FILE, run
+from adaptertune.runs.folder import read_jsonl
 from conftest import TINY_VIT, make_image_folder
 
 
@@ -157,7 +159,7 @@ def test_each_rank_restores_its_own_rng_state(tmp_path):
         torch.manual_seed(seed)
         states.append(rank_rng_state()["torch_cpu"])
     rank_rng = {f"rng.rank{r}.torch_cpu": s for r, s in enumerate(states)}
-    save_checkpoint(tmp_path / "c.safetensors", model, opt, scaler, {}, {"step": 0}, rank_rng)
+    save_checkpoint(tmp_path / "c.safetensors", model, opt, scaler, TrainState(1, "fp32", 0.1), rank_rng)
     tensors, meta = load_checkpoint(tmp_path / "c.safetensors")
     for r in (1, 0):
         torch.manual_seed(99)

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..adapters import trainable_parameters
 from ..config import BackboneConfig, parse_placement
-from ..engine.loop import autocast_context, resolve_device, resolve_precision
+from ..engine.device import autocast_context, resolve_device, resolve_precision
 from ..errors import ConfigError
 from ..methods import METHODS
 from .cpu import tune_malloc

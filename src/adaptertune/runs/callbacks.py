@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text
-from ..engine import read_jsonl
+from .folder import read_jsonl
 
 __all__ = ["MetricsWriter", "TensorBoardWriter"]
 
