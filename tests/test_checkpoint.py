@@ -165,3 +165,17 @@ def test_each_rank_restores_its_own_rng_state(tmp_path):
         torch.manual_seed(99)
         restore_training_state(tensors, meta, model, opt, scaler, "c", rank=r)
         assert torch.equal(torch.get_rng_state(), states[r])
+
+
+def test_train_state_round_trips_and_refuses_another_versions_state():
+    state = TrainState(4, "bf16", 0.01, epochs_done=2, best_val=55.0, history=[{"epoch": 1}], best_state={})
+    meta = json.loads(json.dumps(state.to_meta()))  # as a checkpoint stores it
+    assert TrainState.from_meta(meta, {}, "c") == state
+    with pytest.raises(CheckpointError, match=r"c: the loop state lacks stale_epochs \(written by another"):
+        TrainState.from_meta({k: v for k, v in meta.items() if k != "stale_epochs"}, {}, "c")
+    with pytest.raises(CheckpointError, match="has unknown swa_state"):
+        TrainState.from_meta({**meta, "swa_state": 1}, {}, "c")
+    with pytest.raises(CheckpointError, match="written with 4 steps per epoch, this run has 5"):
+        state.check_fits("c", 5, "bf16")
+    with pytest.raises(CheckpointError, match="trained in bf16, this run would continue in fp32"):
+        state.check_fits("c", 4, "fp32")

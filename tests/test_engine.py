@@ -195,3 +195,24 @@ def test_stand_in_batch_for_an_all_corrupt_first_batch():
     assert _stand_in_batch(_mlp(), torch.Size((3, 2, 2)), torch.device("cpu")).shape == (1, 3, 2, 2)
     with pytest.raises(DataError, match="first batch is corrupt"):
         _stand_in_batch(_mlp(), None, torch.device("cpu"))
+
+
+def test_the_loop_steps_run_one_by_one(tmp_path):
+    from adaptertune.engine.checkpoint import load_checkpoint
+    from adaptertune.engine.epoch import make_trainer, train_one_epoch
+    from adaptertune.engine.loop import end_epoch, final_test, start_state, validate_and_select
+
+    cpu, train, val = torch.device("cpu"), _batches(3), _batches(1, seed=1)
+    tr = make_trainer(_mlp(), train, _cfg(epochs=2), cpu, checkpoint_path=tmp_path / "c.safetensors")
+    state = start_state(tr, resume=False)
+    assert (state.step, state.epochs_done, state.best_epoch, tr.steps_per_epoch) == (0, 0, 0, 3)
+    metrics = train_one_epoch(tr, state, train, epoch=1)
+    assert state.step == metrics["step"] == 3 and state.seen == 12 and state.lr == metrics["lr"]
+    validate_and_select(tr, state, val, 1, metrics, Selection.BEST_VAL)
+    assert state.best_epoch == 1 and state.best_val == metrics["val_acc"] and state.stale_epochs == 0
+    end_epoch(tr, state, metrics)
+    assert state.epochs_done == 1 and state.history == [metrics]
+    _, meta = load_checkpoint(tmp_path / "c.safetensors")
+    assert meta["state"] == state.to_meta()  # the checkpoint holds exactly the loop state
+    test, test_last = final_test(tr, state, val)
+    assert test == test_last  # the last epoch is the selected one

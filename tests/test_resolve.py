@@ -10,7 +10,7 @@ import yaml
 from adaptertune.config import RunConfig, TrainConfig
 from adaptertune.engine import Selection, fit
 from adaptertune.errors import ConfigError
-from adaptertune.resolve import resolve_config, resolve_run, resolve_run_config, resolve_train_config
+from adaptertune.resolve import resolve_config, resolve_run, resolve_train_config
 from adaptertune.runs import run
 
 TINY_ARGS = {"img_size": 32, "patch_size": 4}
@@ -35,13 +35,13 @@ def _cfg(root, out, data=None, **train):
 
 def test_resolving_leaves_no_default_open_and_is_idempotent(tmp_path):
     cfg = _cfg(tmp_path, tmp_path / "x")  # lr, weight_decay, warmup_epochs None; device, precision auto
-    r = resolve_run_config(cfg)
+    r = resolve_run(cfg).config
     t = r.train
     assert None not in (t.lr, t.weight_decay, t.warmup_epochs)
     assert t.device in ("cpu", "cuda") and t.precision in ("fp32", "bf16", "fp16")
-    assert resolve_run_config(r).to_dict() == r.to_dict() == resolve_config(r).to_dict()
+    assert resolve_run(r).config.to_dict() == r.to_dict() == resolve_config(r).to_dict()
     assert r.adapter.rank == 2 and r.adapter.init == "zero"  # the method's options class, defaults filled
-    assert resolve_run_config(_cfg(tmp_path, "x", device="cpu", precision="bf16")).train.precision == "bf16"
+    assert resolve_run(_cfg(tmp_path, "x", device="cpu", precision="bf16")).precision == "bf16"
 
 
 def test_the_resolved_run_carries_every_decided_value(tmp_path):
@@ -80,12 +80,12 @@ def test_config_yaml_is_the_config_that_ran(image_folder, tmp_path):
     run(cfg)
     saved = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
     # data.batched is decided from the data: image files go through PIL per image
-    assert saved == {**resolve_run_config(cfg).to_dict(), "data": {**saved["data"], "batched": "off"}}
+    assert saved == {**resolve_run(cfg).config.to_dict(), "data": {**saved["data"], "batched": "off"}}
     assert saved["data"]["batched"] == "off"
     assert "auto" not in (saved["train"]["device"], saved["train"]["precision"], saved["data"]["batched"])
     # a run from the reloaded file resolves to the same config and trains to the same numbers
     reloaded = RunConfig.from_dict({**saved, "out_dir": str(tmp_path / "b")})
-    assert resolve_run_config(reloaded).to_dict() == reloaded.to_dict()
+    assert resolve_run(reloaded).config.to_dict() == reloaded.to_dict()
     run(reloaded)
     again = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())
     assert {**again, "out_dir": None} == {**saved, "out_dir": None}

@@ -36,7 +36,6 @@ __all__ = [
     "default_warmup_epochs",
     "resolve_config",
     "resolve_run",
-    "resolve_run_config",
     "resolve_train_config",
 ]
 
@@ -117,11 +116,6 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
         ConfigError: an option the method does not take, or a bad value.
     """
     return _resolve(cfg)[0]
-
-
-def resolve_run_config(cfg: RunConfig) -> RunConfig:
-    """:func:`resolve_config`, then the device and precision of this machine (``auto`` never remains)."""
-    return resolve_run(cfg).config
 
 
 def resolve_train_config(train: TrainConfig, device: torch.device | None = None) -> TrainConfig:

@@ -181,30 +181,7 @@ def _train(rr: ResolvedRun, callbacks: list, overwrite: bool, resume: bool, tuni
     if dist.is_main:
         rf.begin_attempt(work_dir, resolved, resume)
     barrier()
-    counts = {"train": len(raw.train), "test": len(raw.test)} | ({"val": len(raw.val)} if raw.val else {})
-    params = trainable_parameters(model)
-    summary = RunSummary(
-        status=RunStatus.FAILED,
-        method=cfg.method,
-        backbone=cfg.backbone.name,
-        dataset=cfg.data.name,
-        rank=getattr(rr.options, "rank", None),
-        placement=getattr(rr.options, "placement", None),
-        seed=cfg.train.seed,
-        trainable_params=params.trainable,
-        total_params=params.total,
-        num_classes=len(raw.classes),
-        classes=list(raw.classes),
-        split_sizes=splits.sizes(),
-        weights_tag=built.weights_tag,
-        weights_sha256=built.weights_sha256,
-        weights_source=built.weights_source,
-        protocol=make_protocol(cfg, built.data_config, raw.classes, counts, selection=rr.selection),
-        device=str(device),
-        precision=rr.precision,
-        versions=versions(),
-        tuning_run=tuning,
-    )
+    summary = _new_summary(rr, raw, built, splits, model, tuning)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     writers = [MetricsWriter(work_dir / rf.METRICS_FILE), *([tensorboard] if tensorboard else []), *callbacks]
@@ -252,6 +229,38 @@ def _train(rr: ResolvedRun, callbacks: list, overwrite: bool, resume: bool, tuni
     return summary
 
 
+def _new_summary(
+    rr: ResolvedRun, raw: Any, built: Any, splits: Any, model: torch.nn.Module, tuning: bool
+) -> RunSummary:
+    """The summary of the run as it starts (status ``failed`` until it has finished)."""
+    cfg = rr.config
+    counts = {"train": len(raw.train), "test": len(raw.test)} | ({"val": len(raw.val)} if raw.val else {})
+    params = trainable_parameters(model)
+    return RunSummary(
+        status=RunStatus.FAILED,
+        method=cfg.method,
+        backbone=cfg.backbone.name,
+        dataset=cfg.data.name,
+        rank=getattr(rr.options, "rank", None),
+        placement=getattr(rr.options, "placement", None),
+        seed=cfg.train.seed,
+        trainable_params=params.trainable,
+        total_params=params.total,
+        num_classes=len(raw.classes),
+        classes=list(raw.classes),
+        split_sizes=splits.sizes(),
+        weights_tag=built.weights_tag,
+        weights_sha256=built.weights_sha256,
+        weights_source=built.weights_source,
+        protocol=make_protocol(cfg, built.data_config, raw.classes, counts, selection=rr.selection),
+        selection=str(rr.selection),
+        device=str(rr.device),
+        precision=rr.precision,
+        versions=versions(),
+        tuning_run=tuning,
+    )
+
+
 def _make_loaders(views: tuple, cfg: RunConfig, device: torch.device) -> tuple[tuple, str]:
     """The (train, val, test) loaders of ``views`` (None: a split the run lacks) and the ``data.batched`` value
     they were built with: ``auto`` becomes ``on`` when every split is transformed in batches, else ``off``."""
@@ -288,11 +297,7 @@ def _write_results(
     if not summary.tuning_run:  # a tuning run's test loader is empty: it has no test metrics
         summary.test_acc, summary.test_top5 = result.test["acc"], result.test["top5"]
         summary.test_acc_last = result.test_last["acc"]
-    summary.best_val_acc, summary.best_epoch, summary.selection = (
-        result.best_val_acc,
-        result.best_epoch,
-        result.selection,
-    )
+    summary.best_val_acc, summary.best_epoch = result.best_val_acc, result.best_epoch
     summary.stopped_epoch = result.stopped_epoch
     summary.train_seconds, summary.train_images_per_second = result.train_seconds, result.images_per_second
     summary.peak_memory_mb = _peak_memory_mb(device)
