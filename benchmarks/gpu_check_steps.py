@@ -113,8 +113,9 @@ def cmd_syncs(device: str, precision: str, backbone_json: str, size: str, batch:
     """Host syncs per training step of ``fit`` (adapter method, log every ``steps`` steps: 1 read per epoch)."""
     from adaptertune.backbones import create_backbone
     from adaptertune.config import BackboneConfig, TrainConfig
-    from adaptertune.engine import fit
+    from adaptertune.engine import Selection, fit
     from adaptertune.methods import build_method
+    from adaptertune.resolve import resolve_train_config
 
     dev, n, bs = torch.device(device), int(steps), int(batch)
     model = build_method("adapter", create_backbone(BackboneConfig(**json.loads(backbone_json)), 4).model, None)
@@ -127,8 +128,9 @@ def cmd_syncs(device: str, precision: str, backbone_json: str, size: str, batch:
     cfg = TrainConfig(
         epochs=1, batch_size=bs, lr=1e-3, weight_decay=0.0, precision=precision, device=device, log_every_steps=n
     )
-    fit(model, batches[:2], None, batches[:1], cfg, dev)  # warm-up (cudnn.benchmark, allocator)
-    syncs = _count_syncs(dev, lambda: fit(model, batches, None, batches[:1], cfg, dev))
+    cfg, last = resolve_train_config(cfg, dev), Selection.LAST_EPOCH
+    fit(model, batches[:2], None, batches[:1], cfg, dev, selection=last)  # warm-up (cudnn.benchmark, allocator)
+    syncs = _count_syncs(dev, lambda: fit(model, batches, None, batches[:1], cfg, dev, selection=last))
     # one read of the step log at the epoch end, one of the test sums, plus checkpoint-free epoch bookkeeping
     print(f"host syncs: {syncs} in {n} steps + 1 evaluation = {syncs / n:.2f} per step")
     if syncs > max(4, n // 2):

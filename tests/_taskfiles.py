@@ -9,11 +9,10 @@ import torch
 import yaml
 from torch import nn
 
-from adaptertune.backbones import create_backbone
 from adaptertune.config import RunConfig
 from adaptertune.engine import save_tensors
-from adaptertune.methods import build_method
-from adaptertune.runs import RunStatus, RunSummary, resolve_config
+from adaptertune.resolve import resolve_run
+from adaptertune.runs import RunStatus, RunSummary
 from adaptertune.runs.adapter_file import file_metadata
 
 TINY = {"name": "vit_tiny_patch16_224", "args": {"img_size": 32, "patch_size": 4}, "pretrained": False}
@@ -23,7 +22,7 @@ def make_run(
     out_dir: Path, method: str, adapter: dict | None = None, n_classes: int = 4, seed: int = 0, backbone: dict = TINY
 ) -> tuple[Path, nn.Module]:
     """Write config.yaml, summary.json and the adapter file as ``run()`` does; return (folder, model)."""
-    cfg = resolve_config(
+    rr = resolve_run(
         RunConfig.from_dict(
             {
                 "backbone": backbone,
@@ -35,9 +34,8 @@ def make_run(
             }
         )
     )
-    built = create_backbone(cfg.backbone, num_classes=n_classes, seed=seed)
-    torch.manual_seed(seed)
-    model = build_method(method, built.model, cfg.adapter)
+    cfg = rr.config
+    built, model = rr.build_model(n_classes)
     gen = torch.Generator().manual_seed(100 + seed)
     trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
     with torch.no_grad():  # "training": every trainable tensor moves, zero-init ones included

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from adaptertune.config import TrainConfig
-from adaptertune.engine import fit
+from adaptertune.engine import Selection, fit
 from adaptertune.engine.distributed import shutdown
+from adaptertune.resolve import resolve_train_config
 
 
 def main() -> None:
@@ -31,10 +32,13 @@ def main() -> None:
     if rank == 1:  # every image of this rank's second batch was corrupt and skipped by the collate
         batches[1] = (torch.empty(0), torch.empty(0, dtype=torch.long), 4)
     cfg = TrainConfig(epochs=1, batch_size=4, lr=0.05, weight_decay=0.0, device="cpu", checkpoint_every_steps=1)
+    cfg, last = resolve_train_config(cfg), Selection.LAST_EPOCH
     ckpt = out / "checkpoint.safetensors"
-    result = fit(model, batches, None, batches[:1], cfg, torch.device("cpu"), checkpoint_path=ckpt)
+    result = fit(model, batches, None, batches[:1], cfg, torch.device("cpu"), checkpoint_path=ckpt, selection=last)
     draw = torch.rand(3).tolist()  # this rank's dropout stream after training
-    resumed = fit(model, batches, None, batches[:1], cfg, torch.device("cpu"), checkpoint_path=ckpt, resume=True)
+    resumed = fit(
+        model, batches, None, batches[:1], cfg, torch.device("cpu"), checkpoint_path=ckpt, resume=True, selection=last
+    )
     params = [p.detach().flatten().tolist() for p in model.parameters()]
     (out / f"rank{rank}.json").write_text(
         json.dumps(

@@ -7,12 +7,14 @@ import os
 import pytest
 import torch
 
+from adaptertune.atomic import atomic_write_text
 from adaptertune.cli import main
 from adaptertune.config import RunConfig
-from adaptertune.engine import atomic_write_text, load_checkpoint, read_jsonl, save_tensors
+from adaptertune.engine import TrainState, load_checkpoint, save_tensors
 from adaptertune.engine import recipes as step_module  # computes the training loss
 from adaptertune.errors import CheckpointError, NonFiniteLossError, OutputError
 from adaptertune.runs import ADAPTER_FILE, CHECKPOINT_FILE, run
+from adaptertune.runs.folder import read_jsonl
 from conftest import TINY_VIT, make_image_folder
 
 
@@ -157,9 +159,23 @@ def test_each_rank_restores_its_own_rng_state(tmp_path):
         torch.manual_seed(seed)
         states.append(rank_rng_state()["torch_cpu"])
     rank_rng = {f"rng.rank{r}.torch_cpu": s for r, s in enumerate(states)}
-    save_checkpoint(tmp_path / "c.safetensors", model, opt, scaler, {}, {"step": 0}, rank_rng)
+    save_checkpoint(tmp_path / "c.safetensors", model, opt, scaler, TrainState(1, "fp32", 0.1), rank_rng)
     tensors, meta = load_checkpoint(tmp_path / "c.safetensors")
     for r in (1, 0):
         torch.manual_seed(99)
         restore_training_state(tensors, meta, model, opt, scaler, "c", rank=r)
         assert torch.equal(torch.get_rng_state(), states[r])
+
+
+def test_train_state_round_trips_and_refuses_another_versions_state():
+    state = TrainState(4, "bf16", 0.01, epochs_done=2, best_val=55.0, history=[{"epoch": 1}], best_state={})
+    meta = json.loads(json.dumps(state.to_meta()))  # as a checkpoint stores it
+    assert TrainState.from_meta(meta, {}, "c") == state
+    with pytest.raises(CheckpointError, match=r"c: the loop state lacks stale_epochs \(written by another"):
+        TrainState.from_meta({k: v for k, v in meta.items() if k != "stale_epochs"}, {}, "c")
+    with pytest.raises(CheckpointError, match="has unknown swa_state"):
+        TrainState.from_meta({**meta, "swa_state": 1}, {}, "c")
+    with pytest.raises(CheckpointError, match="written with 4 steps per epoch, this run has 5"):
+        state.check_fits("c", 5, "bf16")
+    with pytest.raises(CheckpointError, match="trained in bf16, this run would continue in fp32"):
+        state.check_fits("c", 4, "fp32")

@@ -95,9 +95,9 @@ def test_cv_settings_from_strings_and_in_the_protocol():
     cfg = RunConfig.from_dict({"data": {"name": "lfw", "cv_folds": "5", "cv_fold": "3"}})
     assert (cfg.data.cv_folds, cfg.data.cv_fold) == (5, 3)
     dc = {"input_size": (3, 8, 8), "mean": (0.5,) * 3, "std": (0.5,) * 3}
-    p = make_protocol(cfg, dc, ["face", "non-face"], {"train": 150, "test": 50})
+    p = make_protocol(cfg, dc, ["face", "non-face"], {"train": 150, "test": 50}, selection="best_val_top1")
     assert (p["cv_folds"], p["cv_fold"]) == (5, 3)
-    plain = make_protocol(RunConfig.from_dict({"data": {"name": "lfw"}}), dc, ["a"], {})
+    plain = make_protocol(RunConfig.from_dict({"data": {"name": "lfw"}}), dc, ["a"], {}, selection="last_epoch")
     assert "cv_folds" not in plain and "cv_fold" not in plain  # older runs keep their protocol
 
 

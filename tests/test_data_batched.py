@@ -15,9 +15,10 @@ from adaptertune.config import TrainConfig
 from adaptertune.data.base import ArraySource, ImageFiles, SplitView
 from adaptertune.data.batched import _crop_box, batch_pipeline
 from adaptertune.data.transforms import build_transforms
-from adaptertune.engine import fit
+from adaptertune.engine import Selection, fit
 from adaptertune.engine.sampling import mix_seed
 from adaptertune.errors import ConfigError
+from adaptertune.resolve import resolve_train_config
 from adaptertune.runs.loaders import ArrayLoader, default_workers, make_loader
 
 STD = (0.229, 0.224, 0.225)
@@ -136,12 +137,13 @@ def test_fit_interrupted_mid_epoch_resumes_bitwise(tmp_path):
 
     cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-3, weight_decay=0.0, seed=4, log_every_steps=1,
                       checkpoint_every_steps=4, device="cpu")  # fmt: skip
-    ref = fit(small_vit(4), *loaders(), cfg, CPU)
+    cfg, last = resolve_train_config(cfg), Selection.LAST_EPOCH
+    ref = fit(small_vit(4), *loaders(), cfg, CPU, selection=last)
     ckpt = tmp_path / "ckpt.safetensors"
     with pytest.raises(KeyboardInterrupt):
-        fit(small_vit(4), *loaders(), cfg, CPU, callbacks=[_StopAt(5)], checkpoint_path=ckpt)
+        fit(small_vit(4), *loaders(), cfg, CPU, callbacks=[_StopAt(5)], checkpoint_path=ckpt, selection=last)
     torch.manual_seed(123)  # the resumed run restores the RNG from the checkpoint
-    resumed = fit(small_vit(4), *loaders(), cfg, CPU, checkpoint_path=ckpt, resume=True)
+    resumed = fit(small_vit(4), *loaders(), cfg, CPU, checkpoint_path=ckpt, resume=True, selection=last)
     timing = {"epoch_seconds", "train_images_per_second"}
     strip = [{k: v for k, v in m.items() if k not in timing} for m in ref.history]
     assert [{k: v for k, v in m.items() if k not in timing} for m in resumed.history] == strip

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from adaptertune.config import RunConfig, TrainConfig
-from adaptertune.engine import Callback, fit
+from adaptertune.engine import Callback, Selection, fit
 from adaptertune.engine.stopping import patience_step
 from adaptertune.errors import ConfigError
+from adaptertune.resolve import resolve_train_config
 from adaptertune.runs import run
 from conftest import TINY_VIT
 
@@ -59,12 +60,13 @@ def _model() -> torch.nn.Module:
 
 def _cfg(**kw) -> TrainConfig:
     base = {"epochs": 40, "batch_size": 8, "lr": 0.05, "weight_decay": 0.0, "device": "cpu", "early_stop": 2}
-    return TrainConfig(**{**base, **kw})
+    return resolve_train_config(TrainConfig(**{**base, **kw}))
 
 
 def _fit(cfg: TrainConfig, val=True, **kw):
     train, val_b, test = _data(3, 0), _data(2, 1), _data(2, 2)  # random labels: validation soon stops improving
-    return fit(_model(), train, val_b if val else None, test, cfg, torch.device("cpu"), **kw)
+    selection = Selection.BEST_VAL if val else Selection.LAST_EPOCH
+    return fit(_model(), train, val_b if val else None, test, cfg, torch.device("cpu"), **kw, selection=selection)
 
 
 def _same(a, b) -> None:

@@ -7,6 +7,7 @@ import torch
 from adaptertune import AdapterConfig, add_adapters
 from adaptertune.config import TrainConfig
 from adaptertune.engine import (
+    Selection,
     cuda_backend_settings,
     evaluate,
     fit,
@@ -17,6 +18,7 @@ from adaptertune.engine import (
 )
 from adaptertune.engine import loop as loop_module
 from adaptertune.errors import CheckpointError, DataError, NonFiniteLossError
+from adaptertune.resolve import resolve_train_config
 from conftest import tiny_vit
 
 
@@ -68,7 +70,11 @@ def _batches(n: int, seed: int = 0) -> list:
 
 
 def _cfg(**kw) -> TrainConfig:
-    return TrainConfig(**{"epochs": 1, "batch_size": 4, "lr": 0.01, "weight_decay": 0.0, "device": "cpu", **kw})
+    base = {"epochs": 1, "batch_size": 4, "lr": 0.01, "weight_decay": 0.0, "device": "cpu"}
+    return resolve_train_config(TrainConfig(**{**base, **kw}))
+
+
+LAST = Selection.LAST_EPOCH  # these fits have no validation loader
 
 
 class _SyncCounter:
@@ -94,7 +100,7 @@ class _SyncCounter:
 def test_fit_reads_the_device_only_at_log_points(monkeypatch, log_every):
     data = _batches(12)
     counter = _SyncCounter(monkeypatch)
-    fit(_mlp(), data, None, data[:2], _cfg(log_every_steps=log_every), torch.device("cpu"))
+    fit(_mlp(), data, None, data[:2], _cfg(log_every_steps=log_every), torch.device("cpu"), selection=LAST)
     reads = -(-12 // log_every)  # one per log point; the epoch end is the 12th step (a log point or the last)
     assert counter.count == reads + 1  # + the test evaluation: its sums are read once for 2 batches
 
@@ -125,7 +131,8 @@ def test_non_finite_loss_found_later_still_names_its_step(monkeypatch):
             pass
 
     with pytest.raises(NonFiniteLossError, match=r"Loss became inf at step 2 \(epoch 1\).*checked at step 5"):
-        fit(_mlp(), _batches(8), None, _batches(1), _cfg(log_every_steps=5), torch.device("cpu"), [Steps()])
+        cfg = _cfg(log_every_steps=5)
+        fit(_mlp(), _batches(8), None, _batches(1), cfg, torch.device("cpu"), [Steps()], selection=LAST)
     assert seen == [0, 1]  # the steps before the bad one reach the callbacks, none after it
 
 
@@ -157,7 +164,16 @@ def test_auto_precision_and_cuda_settings(monkeypatch):
 
 def test_resume_in_another_precision_is_refused(tmp_path):
     ckpt = tmp_path / "checkpoint.safetensors"
-    fit(_mlp(), _batches(2), None, _batches(1), _cfg(epochs=2), torch.device("cpu"), checkpoint_path=ckpt)
+    fit(
+        _mlp(),
+        _batches(2),
+        None,
+        _batches(1),
+        _cfg(epochs=2),
+        torch.device("cpu"),
+        checkpoint_path=ckpt,
+        selection=LAST,
+    )
     with pytest.raises(CheckpointError, match="trained in fp32, this run would continue in bf16"):
         fit(
             _mlp(),
@@ -168,13 +184,35 @@ def test_resume_in_another_precision_is_refused(tmp_path):
             torch.device("cpu"),
             checkpoint_path=ckpt,
             resume=True,
+            selection=LAST,
         )
 
 
 def test_stand_in_batch_for_an_all_corrupt_first_batch():
-    from adaptertune.engine.loop import _stand_in_batch
+    from adaptertune.engine.epoch import _stand_in_batch
 
     assert _stand_in_batch(tiny_vit(), None, torch.device("cpu")).shape == (1, 3, 32, 32)
     assert _stand_in_batch(_mlp(), torch.Size((3, 2, 2)), torch.device("cpu")).shape == (1, 3, 2, 2)
     with pytest.raises(DataError, match="first batch is corrupt"):
         _stand_in_batch(_mlp(), None, torch.device("cpu"))
+
+
+def test_the_loop_steps_run_one_by_one(tmp_path):
+    from adaptertune.engine.checkpoint import load_checkpoint
+    from adaptertune.engine.epoch import make_trainer, train_one_epoch
+    from adaptertune.engine.loop import end_epoch, final_test, start_state, validate_and_select
+
+    cpu, train, val = torch.device("cpu"), _batches(3), _batches(1, seed=1)
+    tr = make_trainer(_mlp(), train, _cfg(epochs=2), cpu, checkpoint_path=tmp_path / "c.safetensors")
+    state = start_state(tr, resume=False)
+    assert (state.step, state.epochs_done, state.best_epoch, tr.steps_per_epoch) == (0, 0, 0, 3)
+    metrics = train_one_epoch(tr, state, train, epoch=1)
+    assert state.step == metrics["step"] == 3 and state.seen == 12 and state.lr == metrics["lr"]
+    validate_and_select(tr, state, val, 1, metrics, Selection.BEST_VAL)
+    assert state.best_epoch == 1 and state.best_val == metrics["val_acc"] and state.stale_epochs == 0
+    end_epoch(tr, state, metrics)
+    assert state.epochs_done == 1 and state.history == [metrics]
+    _, meta = load_checkpoint(tmp_path / "c.safetensors")
+    assert meta["state"] == state.to_meta()  # the checkpoint holds exactly the loop state
+    test, test_last = final_test(tr, state, val)
+    assert test == test_last  # the last epoch is the selected one

@@ -10,12 +10,13 @@ import torch
 from adaptertune.config import RunConfig, TrainConfig
 from adaptertune.data.base import ArraySource, SplitView
 from adaptertune.data.transforms import build_transforms
-from adaptertune.engine import fit
+from adaptertune.engine import Selection, fit
 from adaptertune.engine.cached import TensorLoader
 from adaptertune.engine.prefix import PrefixTail, extract_prefix, first_trained_block, prefix_tokens
 from adaptertune.errors import ConfigError
 from adaptertune.methods import build_method
 from adaptertune.methods.adapter import AdapterConfig
+from adaptertune.resolve import resolve_train_config
 from adaptertune.runs import run
 from adaptertune.runs.loaders import make_loader
 
@@ -60,14 +61,17 @@ def test_cached_prefix_trains_like_the_uncached_model():
     eval_tf = build_transforms(DC, augment=False)[1]
     train, test = SplitView(src, np.arange(16), eval_tf), SplitView(src, np.arange(16, 20), eval_tf)
     cfg = TrainConfig(epochs=2, batch_size=4, lr=1e-2, weight_decay=0.0, seed=1, log_every_steps=1, device="cpu")
+    cfg, last = resolve_train_config(cfg), Selection.LAST_EPOCH
 
     plain = adapted("last:2")
-    ref = fit(plain, make_loader(train, 4, 0, CPU, True, 1), None, make_loader(test, 4, 0, CPU), cfg, CPU)
+    ref = fit(
+        plain, make_loader(train, 4, 0, CPU, True, 1), None, make_loader(test, 4, 0, CPU), cfg, CPU, selection=last
+    )
 
     model = adapted("last:2")
     tok = {name: extract_prefix(model, 2, make_loader(v, 4, 0, CPU), CPU) for name, v in (("tr", train), ("te", test))}
     loaders = TensorLoader(*tok["tr"][:2], 4, shuffle=True, seed=1), None, TensorLoader(*tok["te"][:2], 4)
-    got = fit(PrefixTail(model, 2), *loaders, cfg, CPU)
+    got = fit(PrefixTail(model, 2), *loaders, cfg, CPU, selection=last)
     for a, b in zip(ref.history, got.history, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5, abs=1e-6)
         assert a["train_acc"] == b["train_acc"]

@@ -10,11 +10,12 @@ from adaptertune import AdapterConfig, add_adapters
 from adaptertune.config import DataConfig, RunConfig, TrainConfig
 from adaptertune.config_keys import apply_overrides
 from adaptertune.data import build_transforms
-from adaptertune.engine import fit
-from adaptertune.engine import loop as loop_module
+from adaptertune.engine import Selection, fit
+from adaptertune.engine import epoch as epoch_module
 from adaptertune.engine.optim import build_optimizer
 from adaptertune.engine.recipes import StepRunner, TrainableEma, check_optimizer, make_mixup, make_optimizer
 from adaptertune.errors import ConfigError
+from adaptertune.resolve import resolve_train_config
 from adaptertune.runs.summary import make_protocol
 from conftest import tiny_vit
 
@@ -23,7 +24,10 @@ DATA_CONFIG = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3,
 
 def _cfg(**kw) -> TrainConfig:
     base = dict(epochs=1, lr=1e-2, weight_decay=0.05, warmup_epochs=0, device="cpu", log_every_steps=1)
-    return TrainConfig(**{**base, **kw})
+    return resolve_train_config(TrainConfig(**{**base, **kw}))
+
+
+LAST = Selection.LAST_EPOCH  # the fits without a validation loader
 
 
 def _batches(n: int, size: int, seed: int = 0, classes: int = 4) -> list:
@@ -60,8 +64,10 @@ def test_timm_optimizer_by_name_and_unknown_name():
 def test_layer_decay_groups_and_the_loop_scales_their_lr(monkeypatch):
     model = tiny_vit(num_classes=4)
     made = []
-    monkeypatch.setattr(loop_module, "make_optimizer", lambda m, c: made.append(make_optimizer(m, c)) or made[-1])
-    fit(model, _batches(1, 4), None, _batches(1, 4, seed=1), _cfg(layer_decay=0.5), torch.device("cpu"))
+    monkeypatch.setattr(epoch_module, "make_optimizer", lambda m, c: made.append(make_optimizer(m, c)) or made[-1])
+    fit(
+        model, _batches(1, 4), None, _batches(1, 4, seed=1), _cfg(layer_decay=0.5), torch.device("cpu"), selection=LAST
+    )
     groups = made[0].param_groups
     scales = sorted({g["lr_scale"] for g in groups})
     assert scales[-1] == 1.0 and scales[0] == pytest.approx(0.5**13)  # embeddings: layer 0 of 12 blocks + head
@@ -74,7 +80,8 @@ def test_accum_2_of_8_equals_one_batch_of_16():
     runs = []
     for accum in (1, 2):
         model = _adapted()
-        fit(model, _batches(3, 16), None, _batches(1, 4, seed=1), _cfg(accum_steps=accum), torch.device("cpu"))
+        cfg = _cfg(accum_steps=accum)
+        fit(model, _batches(3, 16), None, _batches(1, 4, seed=1), cfg, torch.device("cpu"), selection=LAST)
         runs.append(_trained(model))
     for n in runs[0]:
         torch.testing.assert_close(runs[1][n], runs[0][n], rtol=1e-4, atol=1e-6)
@@ -92,7 +99,15 @@ def test_grad_checkpointing_gives_the_same_grads():
     for n in grads[0]:
         torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-7)
     m = _adapted()
-    fit(m, _batches(1, 4), None, _batches(1, 4, seed=1), _cfg(grad_checkpointing=True), torch.device("cpu"))
+    fit(
+        m,
+        _batches(1, 4),
+        None,
+        _batches(1, 4, seed=1),
+        _cfg(grad_checkpointing=True),
+        torch.device("cpu"),
+        selection=LAST,
+    )
     assert m.grad_checkpointing  # the option reached timm's switch
 
 
@@ -117,7 +132,7 @@ def test_ema_of_the_trained_tensors_is_selected_and_tested_with_ema_eval():
     model = _adapted()
     start, traj, decay = _trained(model), _Trajectory(model), 0.8
     cfg = _cfg(epochs=2, ema=decay, ema_eval=True)
-    result = fit(model, _batches(3, 4), None, _batches(1, 4, seed=1), cfg, torch.device("cpu"), [traj])
+    result = fit(model, _batches(3, 4), None, _batches(1, 4, seed=1), cfg, torch.device("cpu"), [traj], selection=LAST)
     ema = dict(start)
     for state in traj.states:
         ema = {n: decay * ema[n] + (1 - decay) * state[n] for n in ema}
@@ -130,9 +145,8 @@ def test_ema_of_the_trained_tensors_is_selected_and_tested_with_ema_eval():
 
 def test_ema_without_ema_eval_is_reported_next_to_the_live_weights():
     model = _adapted()
-    result = fit(
-        model, _batches(2, 4), _batches(1, 4, seed=2), _batches(1, 4, seed=1), _cfg(ema=0.9), torch.device("cpu")
-    )
+    data = _batches(2, 4), _batches(1, 4, seed=2), _batches(1, 4, seed=1)
+    result = fit(model, *data, _cfg(ema=0.9), torch.device("cpu"), selection=Selection.BEST_VAL)
     assert "val_acc_ema" in result.history[0] and "val_acc" in result.history[0]
 
 
@@ -171,12 +185,12 @@ def test_resume_with_ema_and_mixup_is_exact(tmp_path):
     cfg = _cfg(epochs=2, ema=0.9, ema_eval=True)
     data, dev = (_batches(2, 4), None, _batches(1, 4, seed=1)), torch.device("cpu")
     mix = make_mixup(0.8, 1.0, 0.0, num_classes=4)
-    whole = fit(_adapted(), *data, cfg, dev, mix=mix)
+    whole = fit(_adapted(), *data, cfg, dev, mix=mix, selection=LAST)
     ckpt = tmp_path / "ckpt.safetensors"
     with pytest.raises(KeyboardInterrupt):
-        fit(_adapted(), *data, cfg, dev, [_StopAt(2)], checkpoint_path=ckpt, mix=mix)
+        fit(_adapted(), *data, cfg, dev, [_StopAt(2)], checkpoint_path=ckpt, mix=mix, selection=LAST)
     np.random.rand(7)  # numpy's global stream moved on: the mixing does not depend on it
-    resumed = fit(_adapted(), *data, cfg, dev, checkpoint_path=ckpt, resume=True, mix=mix)
+    resumed = fit(_adapted(), *data, cfg, dev, checkpoint_path=ckpt, resume=True, mix=mix, selection=LAST)
     for n, v in whole.best_state.items():
         assert torch.equal(resumed.best_state[n], v), n
 
@@ -191,7 +205,9 @@ def test_mixup_soft_targets_and_odd_batches():
     torch.testing.assert_close(target.sum(1), torch.ones(5))
     assert make_mixup(0.0, 0.0, 0.1, 4) is None
     model = _adapted()
-    result = fit(model, _batches(2, 5), None, _batches(1, 4, seed=1), _cfg(), torch.device("cpu"), mix=mix)
+    result = fit(
+        model, _batches(2, 5), None, _batches(1, 4, seed=1), _cfg(), torch.device("cpu"), mix=mix, selection=LAST
+    )
     assert result.history[0]["train_loss"] > 0
 
 
@@ -228,10 +244,10 @@ def test_overrides_reach_the_recipe_fields_and_checks_name_them():
     cfg = RunConfig.from_dict(d)
     assert (cfg.train.ema, cfg.train.ema_eval, cfg.data.aug, cfg.data.mixup) == (0.999, True, "randaug", 0.8)
     assert (cfg.train.layer_decay, cfg.train.optimizer, cfg.train.accum_steps) == (0.75, "sgd", 2)
-    protocol = make_protocol(cfg, DATA_CONFIG, ["a"], {"train": 1})
+    protocol = make_protocol(cfg, DATA_CONFIG, ["a"], {"train": 1}, selection="best_val_top1")
     assert protocol["ema"] == 0.999 and protocol["layer_decay"] == 0.75 and protocol["accum_steps"] == 2
     assert protocol["augment"] == "rrc+flip+rand-m9-mstd0.5+erase0.25" and protocol["mixup"] == 0.8
-    plain = make_protocol(RunConfig(), DATA_CONFIG, ["a"], {"train": 1})
+    plain = make_protocol(RunConfig(), DATA_CONFIG, ["a"], {"train": 1}, selection="best_val_top1")
     assert not {"ema", "layer_decay", "optimizer", "accum_steps", "mixup", "grad_checkpointing"} & set(plain)
     for bad, match in [
         ({"ema": 1.0}, r"`train.ema` \(the EMA decay\) must be in \(0, 1\), got 1"),

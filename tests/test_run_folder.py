@@ -122,7 +122,7 @@ def test_protocol_names_the_data(folder, tmp_path, monkeypatch):
     monkeypatch.chdir(folder.parent)
     cfg = RunConfig.from_dict({"data": {"name": "imagefolder", "root": folder.name}, "out_dir": "x"})
     data_config = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3}
-    p = make_protocol(cfg, data_config, ["a", "b"], {"train": 20, "test": 4})
+    p = make_protocol(cfg, data_config, ["a", "b"], {"train": 20, "test": 4}, selection="best_val_top1")
     assert p["data_root"] == str(folder.resolve()) and p["dataset"] == "imagefolder"  # resolved, not as typed
     assert p["classes"] == ["a", "b"] and p["image_counts"] == {"train": 20, "test": 4}
 

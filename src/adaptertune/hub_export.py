@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .atomic import atomic_write_text
 from .backbones import create_backbone
-from .engine import atomic_write_text
 from .errors import AdapterTuneError
 from .extras import require
 from .methods import METHODS

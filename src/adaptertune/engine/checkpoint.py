@@ -1,10 +1,9 @@
 """Safetensors files and the training checkpoint (never unpickles arbitrary objects).
 
 A training checkpoint is ONE safetensors file, so one ``rename`` publishes it whole: tensors (the
-trainable parameters ``model.*``, the best-validation copy ``best.*``, the AdamW state ``optim.*`` and
-the RNG states ``rng.*``) plus a JSON document in the metadata (step, epoch, batches done in the epoch,
-partial-epoch sums, best validation accuracy, the early-stopping counter and stop epoch, history, optimizer
-hyper-parameters, grad-scaler state).
+trainable parameters ``model.*``, the selected model's copy ``best.*``, the AdamW state ``optim.*``, the RNG
+states ``rng.*`` and the EMA's ``ema.*``) plus a JSON document in the metadata: the loop state
+(:class:`~adaptertune.engine.state.TrainState`), the optimizer's hyper-parameters and the grad-scaler state.
 """
 
 from __future__ import annotations
@@ -16,46 +15,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..atomic import atomic_write_bytes, atomic_write_text
+from ..atomic import atomic_write_bytes
 from ..errors import CheckpointError
 from .distributed import DistInfo, gather_tensors
+from .state import TrainState
 
 __all__ = [
     "CHECKPOINT_FORMAT",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "check_checkpoint_fits",
     "gather_rank_rng",
     "load_checkpoint",
     "load_tensors",
     "load_trained_tensors",
     "rank_rng_state",
-    "read_jsonl",
     "restore_training_state",
     "save_checkpoint",
     "save_tensors",
 ]
 
 CHECKPOINT_FORMAT = "adaptertune-checkpoint-1"
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines file; a torn (unterminated, unparsable) last line is dropped."""
-    p = Path(path)
-    if not p.is_file():
-        return []
-    lines = p.read_text().split("\n")
-    out = []
-    for k, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if k == len(lines) - 1:  # the last line, not newline-terminated: an interrupted append
-                break
-            raise CheckpointError(f"'{path}' line {k + 1} is not valid JSON.") from None
-    return out
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
@@ -92,15 +69,14 @@ def save_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
-    best_state: dict[str, torch.Tensor],
-    state: dict[str, Any],
+    state: TrainState,
     rank_rng: dict[str, torch.Tensor] | None = None,
     extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write the full resume state of a training loop to ``path`` (one atomic file).
 
     Args:
-        state: JSON-able loop state (step, epoch, batch_in_epoch, sums, best_val, history, ...).
+        state: the loop state (its ``best_state`` tensors as ``best.*``, the rest as the ``state`` document).
         rank_rng: under torchrun, every rank's RNG state (:func:`rank_rng_state` of each rank, keys
             ``rng.rank{r}.*``); without it only this process's RNG is kept.
         extra: more resume tensors under their own prefix (the EMA's ``ema.*``), read back by the caller.
@@ -109,7 +85,7 @@ def save_checkpoint(
     for n, p in model.named_parameters():
         if p.requires_grad:
             tensors[f"model.{n}"] = p.detach()
-    for n, v in best_state.items():
+    for n, v in state.best_state.items():
         tensors[f"best.{n}"] = v
     opt = optimizer.state_dict()
     plain_state: dict[str, dict[str, Any]] = {}
@@ -127,7 +103,7 @@ def save_checkpoint(
     tensors.update(extra or {})
     meta = {
         "format": CHECKPOINT_FORMAT,
-        "state": state,
+        "state": state.to_meta(),
         "optimizer": {"param_groups": opt["param_groups"], "plain_state": plain_state},
         "scaler": scaler.state_dict(),
     }
@@ -181,17 +157,20 @@ def restore_training_state(
     scaler: torch.amp.GradScaler,
     source: str,
     rank: int = 0,
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load parameters, optimizer, scaler and RNG state from a checkpoint; returns (best_state, loop state).
+) -> TrainState:
+    """Load parameters, optimizer, scaler and RNG state from a checkpoint; returns the loop state.
 
     ``rank``: under torchrun, the process's rank; it gets its own saved RNG state where the checkpoint has one.
 
     Raises:
-        CheckpointError: the checkpoint's tensors do not match the model's trainable parameters.
+        CheckpointError: the checkpoint's tensors do not match the model's trainable parameters, or its loop
+            state is not this version's.
     """
+    device = next(p for p in model.parameters() if p.requires_grad).device
+    best = {k[len("best.") :]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
+    loop_state = TrainState.from_meta(meta["state"], best, source)
     saved = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     load_trained_tensors(model, saved, source)
-    device = next(p for p in model.parameters() if p.requires_grad).device
     opt_meta = meta["optimizer"]
     state: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():
@@ -207,36 +186,17 @@ def restore_training_state(
         raise CheckpointError(f"{source}: optimizer state does not match the model ({e}).") from None
     if meta.get("scaler"):
         scaler.load_state_dict(meta["scaler"])
-    best = {k[len("best.") :]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
     if f"rng.rank{rank}.torch_cpu" in tensors:  # written by a multi-process run: this rank's own streams
         torch.set_rng_state(tensors[f"rng.rank{rank}.torch_cpu"])
         if f"rng.rank{rank}.cuda" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors[f"rng.rank{rank}.cuda"])
-        return best, meta["state"]
+        return loop_state
     torch.set_rng_state(tensors["rng.torch_cpu"])
     cuda_keys = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
     cuda_states = [tensors[k] for k in cuda_keys]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
-    return best, meta["state"]
-
-
-def check_checkpoint_fits(saved: dict[str, Any], source: str, steps_per_epoch: int, precision: str) -> None:
-    """The loop state ``saved`` (from ``source``) was written by a run with these steps per epoch and precision.
-
-    Raises:
-        CheckpointError: it was not.
-    """
-    if saved.get("steps_per_epoch") != steps_per_epoch:
-        raise CheckpointError(
-            f"{source} was written with {saved.get('steps_per_epoch')} steps per epoch, this run has "
-            f"{steps_per_epoch}; resume with the same data, batch size and number of processes."
-        )
-    if saved.get("precision", precision) != precision:
-        raise CheckpointError(
-            f"{source} was trained in {saved['precision']}, this run would continue in {precision}; resume with "
-            f"--precision {saved['precision']} (the precision changes the numbers)."
-        )
+    return loop_state
 
 
 def gather_rank_rng(dist: DistInfo) -> dict[str, torch.Tensor] | None:

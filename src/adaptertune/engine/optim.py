@@ -7,12 +7,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["build_optimizer", "default_warmup_epochs", "param_groups", "warmup_cosine"]
-
-
-def default_warmup_epochs(epochs: int) -> float:
-    """Linear warm-up length when none is set: min(5, 10% of the epochs)."""
-    return min(5.0, 0.1 * epochs)
+__all__ = ["build_optimizer", "param_groups", "warmup_cosine"]
 
 
 _NO_DECAY_TOKENS = ("cls_token", "pos_embed", "dist_token", "reg_token", "mask_token")

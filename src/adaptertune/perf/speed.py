@@ -29,7 +29,7 @@ from torch import nn
 
 from ..config import BackboneConfig
 from ..config_checks import parse_placement
-from ..engine.loop import autocast_context, resolve_device, resolve_precision
+from ..engine.device import autocast_context, resolve_device, resolve_precision
 from ..errors import ConfigError
 from ..methods import METHODS
 from ..methods.flops import vit_geometry

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.loop import autocast_context
+from ..engine.device import autocast_context
 from ..engine.optim import build_optimizer
 from ..methods import METHODS, build_method
 

@@ -13,7 +13,7 @@ from .folder import ADAPTER_FILE, CHECKPOINT_FILE, FolderLockedError, FolderStat
 from .load import LoadedRun, evaluate_run, load_run, predict
 from .loaders import make_loader
 from .summary import CELL_FREE_KEYS, RESUME_FREE_KEYS, RunStatus, RunSummary
-from .train import resolve_config, resume_config, resume_run, run
+from .train import resume_config, resume_run, run
 
 __all__ = [
     "ADAPTER_FILE",
@@ -30,7 +30,6 @@ __all__ = [
     "make_loader",
     "predict",
     "read_state",
-    "resolve_config",
     "resume_config",
     "resume_run",
     "run",

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text
-from ..engine import read_jsonl
 from ..extras import require
+from .folder import read_jsonl
 
 __all__ = ["MetricsWriter", "TensorBoardWriter"]
 

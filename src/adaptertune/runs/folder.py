@@ -24,7 +24,6 @@ from typing import Any
 import yaml
 
 from ..atomic import atomic_write_text
-from ..engine import read_jsonl
 from ..errors import CheckpointError, ConfigError, OutputError
 from .lock import RunLock, lock_path_for
 from .summary import RunStatus, RunSummary
@@ -49,6 +48,7 @@ __all__ = [
     "is_run_folder",
     "lock_folder",
     "read_config_file",
+    "read_jsonl",
     "read_metrics",
     "read_state",
     "record_failure",
@@ -193,6 +193,25 @@ def read_state(run_dir: str | Path, check_lock: bool = True) -> FolderState:
     if summary.status not in (RunStatus.FAILED, RunStatus.INTERRUPTED):
         return FolderState(RunStatus.CORRUPT, f"{SUMMARY_FILE} has status {summary.status.value!r}", summary, config)
     return FolderState(summary.status, summary.error or "", summary, config, progress)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file; a torn (unterminated, unparsable) last line is dropped."""
+    p = Path(path)
+    if not p.is_file():
+        return []
+    lines = p.read_text().split("\n")
+    out = []
+    for k, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if k == len(lines) - 1:  # the last line, not newline-terminated: an interrupted append
+                break
+            raise CheckpointError(f"'{path}' line {k + 1} is not valid JSON.") from None
+    return out
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

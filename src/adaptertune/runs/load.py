@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -11,13 +12,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..backbones import create_backbone
 from ..config import RunConfig
 from ..data import build_splits, build_transforms, find_images, read_images
-from ..engine import evaluate, resolve_device, resolve_precision
+from ..engine import evaluate
 from ..engine.checkpoint import load_trained_tensors
 from ..errors import CheckpointError
-from ..methods import build_method
+from ..resolve import resolve_run
 from .adapter_file import check_adapter_file, file_metadata, read_adapter_file
 from .folder import CONFIG_FILE, SUMMARY_FILE, adapter_file_path, read_state
 from .loaders import make_loader
@@ -33,7 +33,7 @@ NO_CONFIG_SOURCE = "the adapter file's metadata (config.yaml is missing)"
 @dataclass
 class LoadedRun:
     model: nn.Module
-    config: RunConfig
+    config: RunConfig  # resolved (:class:`~adaptertune.resolve.ResolvedRun`) for ``device``
     summary: dict[str, Any]
     classes: list[str]
     data_config: dict[str, Any]
@@ -87,20 +87,18 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     cfg, source = config_for_model(state.config, meta)
     if source != CONFIG_SOURCE:
         _logger.warning("'%s': the model is rebuilt from %s", run_dir, source)
-    dev = resolve_device(device)
-    built = create_backbone(cfg.backbone, num_classes=len(meta["classes"]), seed=cfg.train.seed)
-    torch.manual_seed(cfg.train.seed)
-    model = build_method(cfg.method, built.model, cfg.adapter)
-    check_adapter_file(meta, file_metadata(cfg, built, meta["classes"], model), str(weights))
+    rr = resolve_run(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device)))
+    built, model = rr.build_model(len(meta["classes"]))
+    check_adapter_file(meta, file_metadata(rr.config, built, meta["classes"], model), str(weights))
     load_trained_tensors(model, tensors, str(weights))
     return LoadedRun(
-        model.to(dev).eval(),
-        cfg,
+        model.to(rr.device).eval(),
+        rr.config,
         state.summary.to_dict(),
         meta["classes"],
         built.data_config,
-        dev,
-        resolve_precision(cfg.train.precision, dev),
+        rr.device,
+        rr.precision,
         source,
     )
 

@@ -147,7 +147,7 @@ CELL_FREE_KEYS = NON_NUMERIC_KEYS | {"train.seed", "data.cv_fold", "data.root"}
 
 
 def make_protocol(
-    cfg: Any, data_config: dict[str, Any], classes: list[str], image_counts: dict[str, int]
+    cfg: Any, data_config: dict[str, Any], classes: list[str], image_counts: dict[str, int], *, selection: str
 ) -> dict[str, Any]:
     """What must match for two runs to share a cell of a results table: the data and how it is used.
 
@@ -156,6 +156,8 @@ def make_protocol(
         data_config: the backbone's input config (size, mean, std, crop).
         classes: the dataset's class names.
         image_counts: images per split of the dataset as loaded (before validation split and subsets).
+        selection: the selection rule the run trains with
+            (:attr:`~adaptertune.resolve.ResolvedRun.selection`, decided from its splits).
     """
     root = cfg.data.root
     protocol = {
@@ -171,7 +173,7 @@ def make_protocol(
         "augment": _augment_label(cfg.data),
         "epochs": cfg.train.epochs,
         "budget": budget_label(cfg.train),
-        "selection": "best_val_top1" if cfg.data.val_fraction > 0 or cfg.data.val_subset else "last_epoch",
+        "selection": str(selection),
         "val_fraction": cfg.data.val_fraction,
         "val_subset": cfg.data.val_subset,
         "split_seed": cfg.data.split_seed,

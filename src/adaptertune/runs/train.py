@@ -17,25 +17,24 @@ from typing import Any
 
 import torch
 
-from ..backbones import create_backbone
 from ..config import RunConfig, merge_dicts
 from ..data import build_splits, load_raw
-from ..engine import Callback, fit, resolve_device, save_tensors
+from ..engine import Callback, fit, save_tensors
 from ..engine.distributed import all_true, barrier, current
 from ..engine.recipes import make_mixup
-from ..engine.stopping import check_early_stop
 from ..errors import CheckpointError, ConfigError, DataError
-from ..methods import METHODS, FitContext, build_method
-from ..resolve import resolve_config, resolve_run_config
+from ..methods import FitContext
+from ..resolve import ResolvedRun, resolve_run
+from ..vit import trainable_parameters
 from . import folder as rf
 from .adapter_file import file_metadata
 from .callbacks import MetricsWriter, TensorBoardWriter
-from .loaders import make_loader
+from .loaders import ArrayLoader, make_loader
 from .lock import RunLock, lock_path_for
 from .prefix_cache import prefix_fit_inputs
 from .summary import RESUME_FREE_KEYS, RunStatus, RunSummary, config_differences, make_protocol
 
-__all__ = ["check_resumable", "resolve_config", "resume_config", "resume_run", "run"]
+__all__ = ["check_resumable", "resume_config", "resume_run", "run"]
 
 _logger = logging.getLogger(__name__)
 
@@ -74,6 +73,9 @@ def resume_run(
 def check_resumable(out_dir: Path, resolved: dict[str, Any]) -> None:
     """``out_dir`` holds an unfinished run whose config equals ``resolved`` up to RESUME_FREE_KEYS.
 
+    ``data.batched: auto`` on either side matches ``on`` and ``off``: it is decided from the data (before the
+    data is loaded, or in a run folder written before config.yaml held the decision).
+
     Raises:
         CheckpointError: not a run folder, or its config.yaml is corrupt.
         ConfigError: the run has finished, or a key that changes the numbers differs.
@@ -86,7 +88,8 @@ def check_resumable(out_dir: Path, resolved: dict[str, Any]) -> None:
         saved = RunConfig.from_dict(saved).to_dict()
     except ConfigError as e:
         raise CheckpointError(f"Cannot resume '{out_dir}': its config.yaml is corrupt ({e}).") from None
-    if diff := config_differences(saved, resolved, RESUME_FREE_KEYS):
+    diff = config_differences(saved, resolved, RESUME_FREE_KEYS)
+    if diff := [d for d in diff if not (d[0] == "data.batched" and "auto" in d[1:])]:
         key, a, b = diff[0]
         raise ConfigError(f"Cannot resume '{out_dir}': `{key}` is {b!r} here but {a!r} in the run; resume unchanged.")
 
@@ -123,14 +126,11 @@ def run(
         ...                            "data": {"name": "imagefolder", "root": "data/"}, "out_dir": "runs/x"})
         >>> summary = run(cfg)
     """
-    cfg = resolve_run_config(cfg)  # every default filled: what trains is what config.yaml says
-    out_dir = Path(cfg.out_dir)
+    rr = resolve_run(cfg)  # every default filled: what trains is what config.yaml says
+    out_dir = Path(rr.config.out_dir)
     if lock is not None and lock.path != lock_path_for(out_dir):
         raise ValueError(f"the lock {lock.path} is not the lock of {out_dir}")
-    device = resolve_device(cfg.train.device)
-    if current().enabled and device.type == "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())  # set per rank by init_distributed
-    resolved = cfg.to_dict()
+    resolved = rr.config.to_dict()
     _check_folder(out_dir, resolved, overwrite, resume)  # fail fast, before creating a lock file
     own, error = None, None
     if current().is_main and lock is None:
@@ -142,7 +142,7 @@ def run(
         raise error or ConfigError(f"Run folder '{out_dir}' is being written by another process.")
     try:
         _check_folder(out_dir, resolved, overwrite, resume)  # again, now that no one else can change it
-        return _train(cfg, resolved, device, list(callbacks), overwrite, resume, tuning)
+        return _train(rr, list(callbacks), overwrite, resume, tuning)
     finally:
         if own is not None:
             own.release()
@@ -160,81 +160,55 @@ def _check_folder(out_dir: Path, resolved: dict[str, Any], overwrite: bool, resu
         )
 
 
-def _train(
-    cfg: RunConfig,
-    resolved: dict[str, Any],
-    device: torch.device,
-    callbacks: list,
-    overwrite: bool,
-    resume: bool,
-    tuning: bool = False,
-) -> RunSummary:
-    out_dir, dist, precision = Path(cfg.out_dir), current(), resolved["train"]["precision"]
+def _train(rr: ResolvedRun, callbacks: list, overwrite: bool, resume: bool, tuning: bool = False) -> RunSummary:
+    cfg, device, out_dir, dist = rr.config, rr.device, Path(rr.config.out_dir), current()
     staged = not resume and out_dir.is_dir() and any(out_dir.iterdir())  # --overwrite of an earlier run
     work_dir = rf.staging_dir(out_dir) if staged else out_dir
     tensorboard = TensorBoardWriter(work_dir / rf.TENSORBOARD_DIR) if cfg.train.tensorboard else None  # every rank
     tensorboard = tensorboard if dist.is_main else None  # checks the package; rank 0 writes
     raw = load_raw(cfg.data)
-    built = create_backbone(cfg.backbone, num_classes=len(raw.classes), seed=cfg.train.seed)
+    built, model = rr.build_model(len(raw.classes))
     splits = build_splits(cfg.data, built.data_config, raw)
-    check_early_stop(cfg.train, splits.val is not None)  # before the folder exists
-    torch.manual_seed(cfg.train.seed)  # adapter init (W_down), dropout
-    model = build_method(cfg.method, built.model, cfg.adapter)
-    bs, nw, batched = cfg.train.batch_size // dist.world_size, cfg.data.num_workers, cfg.data.batched
-    train_loader = make_loader(splits.train, bs, nw, device, True, cfg.train.seed, dist, batched)
-    val_loader = make_loader(splits.val, bs, nw, device, dist=dist, batched=batched) if splits.val else None
     test_view = None if tuning else splits.test  # a tuning run is selected on validation: no test image read
-    test_loader = make_loader(test_view, bs, nw, device, dist=dist, batched=batched) if test_view is not None else ()
+    views = (splits.train, splits.val, test_view)
+    loaders, batched = _make_loaders(views, cfg, device)
+    rr = rr.with_data(splits.val is not None, batched)  # the selection rule and data.batched: before the folder
+    cfg, resolved = rr.config, rr.config.to_dict()
+    if resume:
+        check_resumable(out_dir, resolved)  # data.batched decided: it must match the run's
 
     created = not out_dir.exists()
     if dist.is_main:
         rf.begin_attempt(work_dir, resolved, resume)
     barrier()
-    counts = {"train": len(raw.train), "test": len(raw.test)} | ({"val": len(raw.val)} if raw.val else {})
-    params = {id(p): p for p in model.parameters()}.values()
-    summary = RunSummary(
-        status=RunStatus.FAILED,
-        method=cfg.method,
-        backbone=cfg.backbone.name,
-        dataset=cfg.data.name,
-        rank=getattr(cfg.adapter, "rank", None),
-        placement=getattr(cfg.adapter, "placement", None),
-        seed=cfg.train.seed,
-        trainable_params=sum(p.numel() for p in params if p.requires_grad),
-        total_params=sum(p.numel() for p in params),
-        num_classes=len(raw.classes),
-        classes=list(raw.classes),
-        split_sizes=splits.sizes(),
-        weights_tag=built.weights_tag,
-        weights_sha256=built.weights_sha256,
-        weights_source=built.weights_source,
-        protocol=make_protocol(cfg, built.data_config, raw.classes, counts),
-        device=str(device),
-        precision=precision,
-        versions=versions(),
-        tuning_run=tuning,
-    )
+    summary = _new_summary(rr, raw, built, splits, model, tuning)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     writers = [MetricsWriter(work_dir / rf.METRICS_FILE), *([tensorboard] if tensorboard else []), *callbacks]
     try:
-        views = (splits.train, splits.val, test_view)
+        bs = cfg.train.batch_size // dist.world_size
         ctx = FitContext(
-            views, lambda v: make_loader(v, bs, nw, device, batched=batched), bs, cfg.train.seed, device, precision
+            views,
+            lambda v: make_loader(v, bs, cfg.data.num_workers, device, batched=batched),
+            bs,
+            cfg.train.seed,
+            device,
+            rr.precision,
         )
-        inputs = METHODS.get(cfg.method).prepare_fit(model, (train_loader, val_loader, test_loader), ctx)
+        inputs = rr.method.prepare_fit(model, loaders, ctx)
         if cfg.train.cache_prefix:
             inputs = prefix_fit_inputs(model, inputs, ctx, dist, cfg.method)
-        loaders = inputs.loaders if not tuning else (*inputs.loaders[:2], ())  # `fit` tests an empty loader
+        fit_loaders = inputs.loaders if not tuning else (*inputs.loaders[:2], ())  # `fit` tests an empty loader
         result = fit(
             inputs.model,
-            *loaders,
+            *fit_loaders,
             cfg.train,
             device,
             writers if dist.is_main else [],
             checkpoint_path=work_dir / rf.CHECKPOINT_FILE,
             resume=resume,
             mix=make_mixup(cfg.data.mixup, cfg.data.cutmix, cfg.train.label_smoothing, len(raw.classes)),
+            selection=rr.selection,
         )
         result = inputs.finish(result)
         if dist.is_main:
@@ -255,6 +229,61 @@ def _train(
     return summary
 
 
+def _new_summary(
+    rr: ResolvedRun, raw: Any, built: Any, splits: Any, model: torch.nn.Module, tuning: bool
+) -> RunSummary:
+    """The summary of the run as it starts (status ``failed`` until it has finished)."""
+    cfg = rr.config
+    counts = {"train": len(raw.train), "test": len(raw.test)} | ({"val": len(raw.val)} if raw.val else {})
+    params = trainable_parameters(model)
+    return RunSummary(
+        status=RunStatus.FAILED,
+        method=cfg.method,
+        backbone=cfg.backbone.name,
+        dataset=cfg.data.name,
+        rank=getattr(rr.options, "rank", None),
+        placement=getattr(rr.options, "placement", None),
+        seed=cfg.train.seed,
+        trainable_params=params.trainable,
+        total_params=params.total,
+        num_classes=len(raw.classes),
+        classes=list(raw.classes),
+        split_sizes=splits.sizes(),
+        weights_tag=built.weights_tag,
+        weights_sha256=built.weights_sha256,
+        weights_source=built.weights_source,
+        protocol=make_protocol(cfg, built.data_config, raw.classes, counts, selection=rr.selection),
+        selection=str(rr.selection),
+        device=str(rr.device),
+        precision=rr.precision,
+        versions=versions(),
+        tuning_run=tuning,
+    )
+
+
+def _make_loaders(views: tuple, cfg: RunConfig, device: torch.device) -> tuple[tuple, str]:
+    """The (train, val, test) loaders of ``views`` (None: a split the run lacks) and the ``data.batched`` value
+    they were built with: ``auto`` becomes ``on`` when every split is transformed in batches, else ``off``."""
+    dist, nw, seed = current(), cfg.data.num_workers, cfg.train.seed
+    bs = cfg.train.batch_size // dist.world_size
+
+    def build(batched: str) -> tuple:
+        train, val, test = views
+        return (
+            make_loader(train, bs, nw, device, True, seed, dist, batched),
+            make_loader(val, bs, nw, device, dist=dist, batched=batched) if val is not None else None,
+            make_loader(test, bs, nw, device, dist=dist, batched=batched) if test is not None else (),
+        )
+
+    loaders = build(cfg.data.batched)
+    if cfg.data.batched != "auto":
+        return loaders, cfg.data.batched
+    kinds = {isinstance(lo, ArrayLoader) for lo, v in zip(loaders, views, strict=True) if v is not None}
+    if kinds == {True}:
+        return loaders, "on"
+    return (build("off") if True in kinds else loaders), "off"  # some splits cannot: every split per image
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -268,11 +297,7 @@ def _write_results(
     if not summary.tuning_run:  # a tuning run's test loader is empty: it has no test metrics
         summary.test_acc, summary.test_top5 = result.test["acc"], result.test["top5"]
         summary.test_acc_last = result.test_last["acc"]
-    summary.best_val_acc, summary.best_epoch, summary.selection = (
-        result.best_val_acc,
-        result.best_epoch,
-        result.selection,
-    )
+    summary.best_val_acc, summary.best_epoch = result.best_val_acc, result.best_epoch
     summary.stopped_epoch = result.stopped_epoch
     summary.train_seconds, summary.train_images_per_second = result.train_seconds, result.images_per_second
     summary.peak_memory_mb = _peak_memory_mb(device)

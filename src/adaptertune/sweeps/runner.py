@@ -59,7 +59,7 @@ def validate_config(config: dict[str, Any]) -> str | None:
     from ..backbones import resolve_backbone
     from ..config import RunConfig
     from ..data import DATASETS
-    from ..runs import resolve_config
+    from ..resolve import resolve_config
 
     try:
         cfg = resolve_config(RunConfig.from_dict(config))
