@@ -109,15 +109,15 @@ class BlockSlot(nn.ModuleDict):
             )
         if hasattr(cls, name) or name in ("active", "_handle", *vars(nn.Module())):
             raise ConfigError(f"'{name}' cannot name a {cls.kind} set: it is an attribute of the slot; pick another.")
+        if other := {s.kind for s in cls.slots(model).values() if type(s) is not cls}:
+            raise ConfigError(
+                f"The backbone already holds {', '.join(sorted(other))} sets in `block.{cls.attr}`; {cls.kind} sets "
+                "cannot share a backbone with them."
+            )
         blocks = backbone_blocks(model)
         for i in modules:
-            held = getattr(blocks[i], cls.attr, None)
-            if held is not None and type(held) is not cls:
-                held_kind = held.kind if isinstance(held, BlockSlot) else type(held).__name__
-                raise ConfigError(
-                    f"Block {i} already holds {held_kind} sets in `.{cls.attr}`; {cls.kind} sets cannot share a "
-                    "backbone with them."
-                )
+            if not isinstance(getattr(blocks[i], cls.attr, None), BlockSlot | None):
+                raise ConfigError(f"Block {i} already has an attribute `{cls.attr}` that is not a {cls.kind} slot.")
             cls.hook_target(blocks[i])
         for i, module in modules.items():
             slot = getattr(blocks[i], cls.attr, None)
