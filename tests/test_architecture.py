@@ -14,10 +14,11 @@ LAYERS = {
     "errors": set(),
     "registry": {"errors"},
     "atomic": {"errors"},
+    "extras": {"errors"},
     "config_checks": {"errors"},
     "config": {"errors", "config_checks"},
     "vit": {"errors"},
-    "backbones": {"errors", "registry", "atomic", "config", "config_checks", "vit"},
+    "backbones": {"errors", "registry", "atomic", "extras", "config", "config_checks", "vit"},
 }
 
 
