@@ -107,3 +107,24 @@ def test_values_are_read_as_yaml():
         "[1, 2",  # not YAML: stays text
     ]
     assert parse_override("backbone.args.img_size=32") == ("backbone.args.img_size", 32)
+
+
+@pytest.mark.parametrize(
+    "typo, suggested",
+    [
+        ("train.learning_rate", "train.lr"),  # Hugging Face's name
+        ("train.num_epochs", "train.epochs"),
+        ("train.epoch", "train.epochs"),  # a near miss
+        ("adapter.rnk", "adapter.rank"),
+        ("weight_decy", "train.weight_decay"),  # no section given
+    ],
+)
+def test_unknown_key_suggests_the_closest_valid_key(typo, suggested):
+    with pytest.raises(ConfigError, match=rf"Unknown config key '{typo}'\. Did you mean `{suggested}`"):
+        canonical_key(typo)
+
+
+def test_unknown_key_without_a_close_key_lists_the_valid_ones_only():
+    with pytest.raises(ConfigError) as e:
+        canonical_key("foo.bar")
+    assert "Did you mean" not in str(e.value) and "train.lr" in str(e.value)

@@ -11,6 +11,7 @@ set of registered methods (a plugin that registers or unregisters a method chang
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -137,9 +138,48 @@ def check_key(key: Any, where: str = "") -> None:
         _unknown(key, where, infos)
 
 
+# names other trainers use for our keys (Hugging Face TrainingArguments, timm's train.py, common shorthands)
+_SYNONYMS = {
+    "learning_rate": "lr",
+    "wd": "weight_decay",
+    "num_epochs": "epochs",
+    "num_train_epochs": "epochs",
+    "max_epochs": "epochs",
+    "bs": "batch_size",
+    "per_device_train_batch_size": "batch_size",
+    "warmup": "warmup_epochs",
+    "clip_grad": "grad_clip",
+    "max_grad_norm": "grad_clip",
+    "smoothing": "label_smoothing",
+    "model": "name",
+    "r": "rank",
+    "lora_alpha": "alpha",
+}
+
+
+def suggest_keys(key: str, valid: Iterable[str], n: int = 3) -> list[str]:
+    """The valid dotted keys closest to ``key``: a known synonym of its last part in the same section (or any
+    section), else difflib's close matches on the whole key and on the last part alone."""
+    valid = sorted(valid)
+    norm = key.strip().replace("-", "_")
+    section, _, leaf = norm.rpartition(".")
+    leaves: dict[str, list[str]] = {}
+    for k in valid:
+        leaves.setdefault(k.rpartition(".")[2], []).append(k)
+    if (target := _SYNONYMS.get(leaf)) in leaves:
+        same = [k for k in leaves[target] if k.rpartition(".")[0] == section]
+        return same or leaves[target][:n]
+    out = difflib.get_close_matches(norm, valid, n=n, cutoff=0.75)
+    for close in difflib.get_close_matches(leaf, list(leaves), n=n, cutoff=0.75):
+        out += [k for k in leaves[close] if k not in out]
+    return out[:n]
+
+
 def _unknown(key: Any, where: str, infos: Mapping[str, KeyInfo]) -> typing.NoReturn:
+    close = suggest_keys(key, infos) if isinstance(key, str) else []
+    hint = f" Did you mean {' or '.join(f'`{c}`' for c in close)}?" if close else ""
     shown = sorted(infos) + [f"{ARGS_PREFIX}NAME"]
-    raise ConfigError(f"Unknown config key '{key}'{where}. Valid keys: {', '.join(shown)}.")
+    raise ConfigError(f"Unknown config key '{key}'{where}.{hint} Valid keys: {', '.join(shown)}.")
 
 
 def get_dotted(d: Mapping[str, Any], key: str, default: Any = _MISSING) -> Any:
