@@ -20,11 +20,12 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..errors import DataError
+from .backward import StepRunner, prepare_model
 from .checkpoint import gather_rank_rng, save_checkpoint
 from .device import autocast_context
 from .distributed import DistInfo, current, rank_seed, reduce_min, reduce_sums, wrap_ddp
-from .optim import warmup_cosine
-from .recipes import StepRunner, TrainableEma, make_optimizer, prepare_model
+from .ema import TrainableEma
+from .optim import build_optimizer, warmup_cosine
 from .state import TrainState
 from .steplog import StepLog, first_non_finite
 from .stopping import non_finite_error
@@ -98,7 +99,9 @@ def make_trainer(
         model=model,
         net=net,
         forward=torch.compile(net) if cfg.compile else net,
-        optimizer=make_optimizer(model, cfg),
+        optimizer=build_optimizer(
+            model, cfg.lr, cfg.weight_decay, cfg.decay_all, optimizer=cfg.optimizer, layer_decay=cfg.layer_decay
+        ),
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
         ema=TrainableEma(model, cfg.ema) if cfg.ema else None,
         runner=StepRunner(cfg, cfg.precision, device, mix, seed=rank_seed(cfg.seed, dist.rank)),

@@ -20,8 +20,8 @@ import torch
 from ..config import RunConfig, merge_dicts
 from ..data import build_splits, load_raw
 from ..engine import Callback, fit, save_tensors
+from ..engine.backward import make_mixup
 from ..engine.distributed import all_true, barrier, current
-from ..engine.recipes import make_mixup
 from ..errors import CheckpointError, ConfigError, DataError
 from ..methods import FitContext
 from ..resolve import ResolvedRun, resolve_run
