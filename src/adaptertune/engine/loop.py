@@ -93,7 +93,7 @@ def fit(
         checkpoint_path: where to keep the resume checkpoint (written at the end of every epoch and every
             ``cfg.checkpoint_every_steps`` steps; rank 0 only). None: no checkpoints.
         resume: continue from ``checkpoint_path`` if it exists. With the seeded
-            :class:`~adaptertune.engine.sampling.ResumableSampler` the result is bitwise the same as an
+            :class:`~adaptertune.data.sampling.ResumableSampler` the result is bitwise the same as an
             uninterrupted run's (same device, precision and thread count).
         mix: timm ``Mixup`` for the training batches (:func:`~adaptertune.engine.backward.make_mixup`), or None.
 
