@@ -20,6 +20,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..errors import DataError
+from ..vit import input_shape
 from .backward import StepRunner, prepare_model
 from .checkpoint import gather_rank_rng, save_checkpoint
 from .device import autocast_context
@@ -255,13 +256,10 @@ def _stand_in_batch(model: nn.Module, shape: torch.Size | None, device: torch.de
     Raises:
         DataError: no batch seen yet and the model does not tell its input size.
     """
+    shape = input_shape(model) if shape is None else shape
     if shape is None:
-        pe = getattr(model, "patch_embed", None)
-        size, chans = getattr(pe, "img_size", None), getattr(getattr(pe, "proj", None), "in_channels", None)
-        if size is None or chans is None:
-            raise DataError(
-                "Every image of this process's first batch is corrupt and the model does not tell its input size; "
-                "remove the corrupt images (adaptertune check-data) or train with one process."
-            )
-        shape = torch.Size((chans, *size))
+        raise DataError(
+            "Every image of this process's first batch is corrupt and the model does not tell its input size; "
+            "remove the corrupt images (adaptertune check-data) or train with one process."
+        )
     return torch.zeros((1, *shape), device=device)
