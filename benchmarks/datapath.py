@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from adaptertune.config import DataConfig
 from adaptertune.data import load_raw
 from adaptertune.data.base import ArraySource, SplitView
+from adaptertune.data.loaders import make_loader
 from adaptertune.data.transforms import build_transforms
 from adaptertune.engine.optim import build_optimizer
 from adaptertune.methods import build_method
 from adaptertune.methods.adapter import AdapterConfig
-from adaptertune.runs.loaders import make_loader
 
 CPU = torch.device("cpu")
 

@@ -25,7 +25,7 @@ from datapath import timed  # benchmarks/ is on sys.path when a script in it run
 
 from adaptertune.config import DataConfig
 from adaptertune.data import build_splits
-from adaptertune.runs.loaders import make_loader
+from adaptertune.data.loaders import make_loader
 
 CPU = torch.device("cpu")
 

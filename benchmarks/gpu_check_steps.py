@@ -142,7 +142,7 @@ def cmd_datarate(config_json: str, speed_json: str) -> None:
     from adaptertune.backbones import create_backbone
     from adaptertune.config import RunConfig
     from adaptertune.data import build_splits, load_raw
-    from adaptertune.runs import make_loader
+    from adaptertune.data.loaders import make_loader
 
     cfg = RunConfig.from_dict(json.loads(config_json))
     raw = load_raw(cfg.data)

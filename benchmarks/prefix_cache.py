@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from adaptertune.data.base import SplitView
+from adaptertune.data.loaders import make_loader
 from adaptertune.data.transforms import build_transforms
 from adaptertune.engine.cached import TensorLoader
 from adaptertune.engine.prefix import PrefixTail, extract_prefix, first_trained_block
 from adaptertune.methods import build_method
 from adaptertune.methods.adapter import AdapterConfig
-from adaptertune.runs.loaders import make_loader
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from datapath import CPU, images, stepper  # noqa: E402

@@ -115,3 +115,59 @@ def test_bottom_layers_import_only_above():
 def test_modules_stay_small():
     big = {str(p.relative_to(PKG)): n for p in PKG.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not big, f"modules over {MAX_LINES} lines: {big}"
+
+
+def _defined(body: list[ast.stmt]) -> set[str]:
+    """Names a module's top level defines (functions, classes, assignments, also under ``if`` / ``try``)."""
+    out: set[str] = set()
+    for node in body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            out |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.If | ast.Try):
+            out |= _defined(node.body + node.orelse)
+    return out
+
+
+def test_an_imported_name_comes_from_the_module_that_defines_it():
+    """No re-export chains: ``from adaptertune.x import y`` names the module that defines ``y`` (or the
+    submodule ``x.y``); a package's ``__init__`` (its face) may gather its modules' names, so it is excepted."""
+    files = {_module_name(p): p for p in PKG.rglob("*.py")}
+    faces = {m for m, p in files.items() if p.name == "__init__.py"}
+    defined = {m: _defined(ast.parse(p.read_text()).body) for m, p in files.items()}
+    root = PKG.parents[1]
+    readers = [*PKG.rglob("*.py"), *(p for d in ("tests", "benchmarks", "scripts") for p in (root / d).rglob("*.py"))]
+    wrong = []
+    for path in readers:
+        name = _module_name(path) if path.is_relative_to(PKG) else ""
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            mod = node.module
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            if mod not in files or mod in faces:
+                continue
+            wrong += [
+                f"{path.relative_to(root)}:{node.lineno} takes {a.name} from {mod}"
+                for a in node.names
+                if a.name not in defined[mod] and f"{mod}.{a.name}" not in files
+            ]
+    assert not wrong, wrong
+
+
+def test_all_lists_what_the_module_defines():
+    """A module's ``__all__`` names its own definitions (a package's ``__init__`` gathers its modules')."""
+    wrong = []
+    for path in PKG.rglob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        body = ast.parse(path.read_text()).body
+        for node in body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+                wrong += [f"{_module_name(path)}: {e.value}" for e in node.value.elts if e.value not in _defined(body)]
+    assert not wrong, wrong

@@ -11,7 +11,7 @@ from adaptertune.atomic import atomic_write_text
 from adaptertune.cli import main
 from adaptertune.config import RunConfig
 from adaptertune.engine import TrainState, load_checkpoint, save_tensors
-from adaptertune.engine import recipes as step_module  # computes the training loss
+from adaptertune.engine import backward as step_module  # computes the training loss
 from adaptertune.errors import CheckpointError, NonFiniteLossError, OutputError
 from adaptertune.runs import ADAPTER_FILE, CHECKPOINT_FILE, run
 from adaptertune.runs.folder import read_jsonl

@@ -1,4 +1,4 @@
-"""Array datasets transformed in batches (data/batched.py, runs/loaders.ArrayLoader) against the PIL path.
+"""Array datasets transformed in batches (data/batched.py, data/loaders.ArrayLoader) against the PIL path.
 
 Tolerance of the eval view: every pixel within two uint8 levels of PIL's (|dx| * std <= 2/255 after
 normalisation), fewer than 1e-3 of them more than one level off, fewer than 5% off at all (measured: ~1e-5
@@ -11,15 +11,15 @@ import pytest
 import torch
 import torchvision.transforms as T
 
-from adaptertune.config import TrainConfig
+from adaptertune.config import DataConfig, TrainConfig
 from adaptertune.data.base import ArraySource, ImageFiles, SplitView
 from adaptertune.data.batched import _crop_box, batch_pipeline
+from adaptertune.data.loaders import ArrayLoader, default_workers, make_loader, split_loaders
+from adaptertune.data.sampling import mix_seed
 from adaptertune.data.transforms import build_transforms
 from adaptertune.engine import Selection, fit
-from adaptertune.engine.sampling import mix_seed
 from adaptertune.errors import ConfigError
 from adaptertune.resolve import resolve_train_config
-from adaptertune.runs.loaders import ArrayLoader, default_workers, make_loader
 
 STD = (0.229, 0.224, 0.225)
 DC = {"input_size": (3, 32, 32), "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": STD}
@@ -213,3 +213,21 @@ def test_pooled_array_sources_are_batched():
     (xb, yb, _), (xp, yp, _) = next(iter(batched)), next(iter(make_loader(view, 8, 0, CPU, batched="off")))
     assert torch.equal(yb, yp)
     _assert_close_to_pil(xb, xp)
+
+
+def test_split_loaders_decide_auto_for_every_split(tmp_path):
+    train, ev = _views((28, 28), augment=True)
+    files = SplitView(ImageFiles([tmp_path / "a.png"], [0]), [0], build_transforms(DC)[1])
+    data = DataConfig(name="x", num_workers=0)  # batched: auto
+    loaders, batched = split_loaders((train, ev, ev), data, 8, CPU, seed=3)
+    assert batched == "on" and all(isinstance(lo, ArrayLoader) for lo in loaders)
+    loaders, batched = split_loaders((train, None, None), data, 8, CPU, seed=3)
+    assert batched == "on" and loaders[1:] == (None, ())  # no val split: None; no test split: an empty loader
+    loaders, batched = split_loaders((train, ev, files), data, 8, CPU, seed=3)  # one split cannot: all per image
+    assert batched == "off" and all(isinstance(lo, torch.utils.data.DataLoader) for lo in loaders)
+    off = DataConfig(name="x", num_workers=0, batched="off")
+    loaders, batched = split_loaders((train, ev, ev), off, 8, CPU, seed=3)
+    assert batched == "off" and not any(isinstance(lo, ArrayLoader) for lo in loaders)
+    xa, ya, _ = next(iter(loaders[0]))  # the train loader: shuffled, seeded
+    xb, yb, _ = next(iter(make_loader(train, 8, 0, CPU, True, 3, batched="off")))
+    assert torch.equal(xa, xb) and torch.equal(ya, yb)

@@ -109,6 +109,12 @@ def _curve_fit(tmp_path):
     fit_curve("power", [1, 2, 4, 8], [70.0, 72.0, 73.0, 73.5])
 
 
+def _paired_stats(tmp_path):
+    from adaptertune.reports.stats import paired_comparison
+
+    paired_comparison({0: 80.0, 1: 81.0}, {0: 70.0, 1: 70.5})
+
+
 def _ray(tmp_path):
     from adaptertune.sweeps.ray_executor import RayExecutor
 
@@ -134,6 +140,7 @@ GUARDS = [  # (what, package hidden, its extra, the call that needs it)
     ("toy-figure", "matplotlib", "report", _toy_figure),
     ("elbow-rule", "scipy", "report", _elbow_rule),
     ("curve-fit", "scipy", "report", _curve_fit),
+    ("paired-stats", "scipy", "report", _paired_stats),
     ("ray-executor", "ray", "ray", _ray),
     ("tensorboard", "tensorboard", "tensorboard", _tensorboard),
 ]

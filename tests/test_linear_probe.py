@@ -21,10 +21,10 @@ import torch
 
 from adaptertune.cli import main
 from adaptertune.config import RunConfig
+from adaptertune.data.sampling import ResumableSampler
 from adaptertune.engine import Callback, load_tensors
 from adaptertune.engine.cached import TensorLoader
 from adaptertune.engine.distributed import DistInfo
-from adaptertune.engine.sampling import ResumableSampler
 from adaptertune.errors import ConfigError
 from adaptertune.runs import CHECKPOINT_FILE, run
 from adaptertune.runs.folder import ADAPTER_FILE
@@ -113,7 +113,7 @@ def test_feature_loader_reads_the_image_loaders_order_and_shard():
     labels = torch.arange(n)
     for rank, world in ((0, 1), (0, 2), (1, 2)):
         loader = TensorLoader(torch.zeros(n, 3), labels, bs, True, seed, DistInfo(rank, world))
-        sampler = ResumableSampler(n, seed, bs, rank, world)  # what runs.loaders.make_loader shuffles with
+        sampler = ResumableSampler(n, seed, bs, rank, world)  # what data.loaders.make_loader shuffles with
         for epoch in (1, 2):
             loader.sampler.set_epoch(epoch)
             sampler.set_epoch(epoch)

@@ -9,6 +9,7 @@ import torch
 
 from adaptertune.config import RunConfig, TrainConfig
 from adaptertune.data.base import ArraySource, SplitView
+from adaptertune.data.loaders import make_loader
 from adaptertune.data.transforms import build_transforms
 from adaptertune.engine import Selection, fit
 from adaptertune.engine.cached import TensorLoader
@@ -18,7 +19,6 @@ from adaptertune.methods import build_method
 from adaptertune.methods.adapter import AdapterConfig
 from adaptertune.resolve import resolve_train_config
 from adaptertune.runs import run
-from adaptertune.runs.loaders import make_loader
 
 CPU = torch.device("cpu")
 SMALL = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 4, "num_heads": 2}

@@ -12,8 +12,10 @@ from adaptertune.config_keys import apply_overrides
 from adaptertune.data import build_transforms
 from adaptertune.engine import Selection, fit
 from adaptertune.engine import epoch as epoch_module
-from adaptertune.engine.optim import build_optimizer
-from adaptertune.engine.recipes import StepRunner, TrainableEma, check_optimizer, make_mixup, make_optimizer
+from adaptertune.engine.backward import StepRunner, make_mixup
+from adaptertune.engine.ema import TrainableEma
+from adaptertune.engine.epoch import make_trainer
+from adaptertune.engine.optim import build_optimizer, check_optimizer
 from adaptertune.errors import ConfigError
 from adaptertune.resolve import resolve_train_config
 from adaptertune.runs.summary import make_protocol
@@ -50,12 +52,13 @@ def _trained(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------- optimizer, layer decay
 def test_default_optimizer_is_the_two_group_adamw():
     model = _adapted()
-    a, b = make_optimizer(model, _cfg()), build_optimizer(model, 1e-2, 0.05)
+    a = make_trainer(model, _batches(1, 4), _cfg(), torch.device("cpu")).optimizer  # what the loop builds
+    b = build_optimizer(model, 1e-2, 0.05)
     assert type(a) is torch.optim.AdamW and a.state_dict() == b.state_dict()
 
 
 def test_timm_optimizer_by_name_and_unknown_name():
-    opt = make_optimizer(_adapted(), _cfg(optimizer="sgd"))
+    opt = build_optimizer(_adapted(), 1e-2, 0.05, optimizer="sgd")
     assert isinstance(opt, torch.optim.SGD)
     with pytest.raises(ConfigError, match=r"`train.optimizer` 'nope' is not a timm optimizer; use one of: .*adamw"):
         check_optimizer("nope")
@@ -64,7 +67,9 @@ def test_timm_optimizer_by_name_and_unknown_name():
 def test_layer_decay_groups_and_the_loop_scales_their_lr(monkeypatch):
     model = tiny_vit(num_classes=4)
     made = []
-    monkeypatch.setattr(epoch_module, "make_optimizer", lambda m, c: made.append(make_optimizer(m, c)) or made[-1])
+    monkeypatch.setattr(
+        epoch_module, "build_optimizer", lambda *a, **k: made.append(build_optimizer(*a, **k)) or made[-1]
+    )
     fit(
         model, _batches(1, 4), None, _batches(1, 4, seed=1), _cfg(layer_decay=0.5), torch.device("cpu"), selection=LAST
     )

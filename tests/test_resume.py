@@ -12,8 +12,8 @@ import torch
 
 from adaptertune.cli import main
 from adaptertune.config import RunConfig
+from adaptertune.data.sampling import ResumableSampler, ShardedEvalSampler, split_sampler
 from adaptertune.engine import load_tensors
-from adaptertune.engine.sampling import ResumableSampler
 from adaptertune.runs import CHECKPOINT_FILE, run
 from conftest import TINY_VIT, make_image_folder
 
@@ -177,7 +177,7 @@ def test_sampler_order_resumes_and_shards():
 def test_batches_do_not_depend_on_worker_count(folder):
     """The order and the random crops come from (seed, epoch, index): 0 and 2 workers read the same batches."""
     from adaptertune.data import build_splits, load_raw
-    from adaptertune.runs import make_loader
+    from adaptertune.data.loaders import make_loader
 
     cfg = RunConfig.from_dict(config(folder, folder / "unused"))
     data_config = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.9}
@@ -217,3 +217,11 @@ def test_tensorboard_curves_continue_from_the_checkpoint(folder, reference, tmp_
             run(cfg, [_Stop(stop_after)])
         run(cfg, resume=True)
     assert losses(out) == losses(ref_out) and [s for s, _ in losses(out)] == list(range(1, 9))
+
+
+def test_split_sampler_is_the_order_of_both_loaders():
+    train = split_sampler(10, 3, shuffle=True, seed=1, rank=1, world_size=2)
+    assert isinstance(train, ResumableSampler) and (train.seed, train.batch_size, train.rank) == (1, 3, 1)
+    assert split_sampler(10, 3, shuffle=False) is None  # one process evaluates in dataset order
+    shard = split_sampler(10, 3, shuffle=False, rank=1, world_size=4)
+    assert isinstance(shard, ShardedEvalSampler) and list(shard) == [1, 5, 9]

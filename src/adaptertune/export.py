@@ -30,7 +30,7 @@ from .hub_export import FOLDER_FORMATS, ExportError, export_folder
 from .methods import METHODS
 from .runs import load_run
 
-__all__ = ["EXPORT_FORMATS", "ExportError", "ExportResult", "export_model", "export_run"]
+__all__ = ["EXPORT_FORMATS", "ExportResult", "export_model", "export_run"]
 
 _logger = logging.getLogger(__name__)
 FILE_FORMATS = ("pt", "onnx")

@@ -27,7 +27,7 @@ from .errors import CheckpointError, ConfigError
 from .methods import METHODS
 from .runs.adapter_file import check_adapter_file, read_adapter_file
 from .runs.folder import ADAPTER_FILE, LEGACY_ADAPTER_FILES
-from .vit import backbone_width
+from .vit import backbone_width, feature_width
 
 __all__ = ["MultiTaskModel", "Task", "predict_tasks"]
 
@@ -116,10 +116,9 @@ class MultiTaskModel(nn.Module):
         if set(sd) != {"weight", "bias"} or sd["weight"].ndim != 2:
             raise CheckpointError(f"'{path}' has no linear head 'head.weight'/'head.bias' (keys {sorted(sd)}).")
         n, d = sd["weight"].shape
-        if n != len(meta["classes"]) or d != self.backbone.num_features:
-            raise CheckpointError(
-                f"'{path}': head is {n}x{d}, expected {len(meta['classes'])} classes x {self.backbone.num_features}."
-            )
+        width = feature_width(self.backbone)
+        if n != len(meta["classes"]) or d != width:
+            raise CheckpointError(f"'{path}': head is {n}x{d}, expected {len(meta['classes'])} classes x {width}.")
         head = nn.Linear(d, n)
         head.load_state_dict(sd)
         return head.requires_grad_(False)

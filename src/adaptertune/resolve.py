@@ -26,7 +26,7 @@ from .backbones import BuiltBackbone, create_backbone
 from .config import RunConfig, TrainConfig
 from .engine.device import resolve_device, resolve_precision
 from .engine.distributed import current
-from .engine.recipes import check_optimizer
+from .engine.optim import check_optimizer
 from .engine.stopping import Selection, check_selection
 from .errors import ConfigError
 from .methods import METHODS, Method

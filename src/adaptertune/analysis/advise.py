@@ -42,7 +42,7 @@ from torch import nn
 
 from ..config import BackboneConfig, DataConfig
 from ..errors import ConfigError, DataError
-from ..vit import backbone_width
+from ..vit import backbone_width, classifier
 from .block_grads import block_outputs, freeze, pooled_features
 
 __all__ = [
@@ -88,7 +88,7 @@ def table_ranks(width: int, top: int = 256) -> list[int]:
 
 
 def _head(model: nn.Module) -> nn.Linear:
-    head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "head", None)
+    head = classifier(model)
     if not isinstance(head, nn.Linear):
         raise ConfigError(f"Rank advice needs a linear classifier head, {type(model).__name__} has {head!r}.")
     return head

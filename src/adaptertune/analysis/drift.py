@@ -234,8 +234,8 @@ def drift_from_config(
     """
     from ..backbones import create_backbone
     from ..data import build_splits, load_raw
+    from ..data.loaders import make_loader
     from ..engine import resolve_device
-    from ..runs import make_loader
 
     inits = list(inits)
     bad = [i for i in inits if i not in ADAPTER_INITS]

@@ -22,7 +22,7 @@ def first_training_batches(
     """
     from ..backbones import create_backbone
     from ..data import build_splits, load_raw
-    from ..runs import make_loader
+    from ..data.loaders import make_loader
 
     data = type(data)(**{**asdict(data), "augment": False})
     raw = load_raw(data)

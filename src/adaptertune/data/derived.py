@@ -19,9 +19,9 @@ from .base import ArraySource, RawDataset
 from .offline import (
     FASHION_MNIST_CLASSES,
     _fixed_test_split,
-    find_package_file,
     load_fashion_mnist,
     load_mnist_5k,
+    packaged_file,
 )
 from .registry import DATASETS, DatasetInfo, register_dataset
 
@@ -79,11 +79,7 @@ _DIGITS_REL = "datasets/data/digits.csv.gz"
 
 
 def _digits_path(root: str | None) -> Path | None:
-    if root:
-        p = Path(root).expanduser()
-        p = p / "digits.csv.gz" if p.is_dir() else p
-        return p if p.is_file() else None
-    return find_package_file("sklearn", _DIGITS_REL)
+    return packaged_file(root, "digits.csv.gz", "sklearn", _DIGITS_REL)
 
 
 def load_digits(cfg: DataConfig) -> RawDataset:

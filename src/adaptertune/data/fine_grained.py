@@ -15,7 +15,7 @@ from ..config import DataConfig
 from ..errors import DataError
 from ..extras import require
 from .base import ImageFiles, RawDataset
-from .locate import dataset_dir, download, require_files
+from .locate import dataset_dir, download, files_present, require_files
 from .registry import DatasetInfo, register_dataset
 
 __all__ = ["load_fgvc_aircraft", "load_flowers102", "load_food101", "load_pets"]
@@ -161,10 +161,6 @@ def load_fgvc_aircraft(cfg: DataConfig) -> RawDataset:
     return RawDataset(files("trainval"), files("test"), classes)
 
 
-def _present(folder: str, files: list[str]):
-    return lambda root: all((dataset_dir(root, folder) / f).exists() for f in files)
-
-
 for _info in (
     DatasetInfo(
         "pets",
@@ -173,7 +169,7 @@ for _info in (
         num_classes=37,
         source=f"--data-root DIR holding {_PETS_DIR}/ (images/, annotations/), or --download",
         splits="trainval 3680 / test 3669",
-        present=_present(_PETS_DIR, _PETS_FILES),
+        present=files_present(_PETS_DIR, _PETS_FILES),
     ),
     DatasetInfo(
         "food101",
@@ -182,7 +178,7 @@ for _info in (
         num_classes=101,
         source=f"--data-root DIR holding {_FOOD_DIR}/ (images/, meta/), or --download",
         splits="train 75750 / test 25250",
-        present=_present(_FOOD_DIR, _FOOD_FILES),
+        present=files_present(_FOOD_DIR, _FOOD_FILES),
     ),
     DatasetInfo(
         "flowers102",
@@ -191,7 +187,7 @@ for _info in (
         num_classes=102,
         source=f"--data-root DIR holding {_FLOWERS_DIR}/ (jpg/, imagelabels.mat, setid.mat), or --download",
         splits="train+val 2040 / test 6149",
-        present=_present(_FLOWERS_DIR, _FLOWERS_FILES),
+        present=files_present(_FLOWERS_DIR, _FLOWERS_FILES),
         split_choices=("official", "vpt", "vpt-trainval"),
     ),
     DatasetInfo(
@@ -201,7 +197,7 @@ for _info in (
         num_classes=100,
         source=f"--data-root DIR holding {_AIRCRAFT_DIR}/ (data/), or --download",
         splits="trainval 6667 / test 3333",
-        present=_present(_AIRCRAFT_DIR, _AIRCRAFT_FILES),
+        present=files_present(_AIRCRAFT_DIR, _AIRCRAFT_FILES),
     ),
 ):
     register_dataset(_info)

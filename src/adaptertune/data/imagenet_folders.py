@@ -10,7 +10,7 @@ from ..config import DataConfig
 from ..errors import DataError
 from .base import ImageFiles, RawDataset
 from .folders import scan_image_folder
-from .locate import dataset_dir, download, require_files
+from .locate import dataset_dir, download, files_present, require_files
 from .registry import DatasetInfo, register_dataset
 from .splits import train_val_indices
 
@@ -98,7 +98,7 @@ register_dataset(
         num_classes=200,
         source=f"--data-root DIR holding {_TINY_DIR}/, or --download",
         splits="train 100000 / test 10000",
-        present=lambda root: all((dataset_dir(root, _TINY_DIR) / f).exists() for f in _TINY_FILES),
+        present=files_present(_TINY_DIR, _TINY_FILES),
     )
 )
 register_dataset(

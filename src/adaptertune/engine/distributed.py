@@ -2,7 +2,7 @@
 
 ``torchrun --nproc-per-node N -m adaptertune train ...`` starts N processes that each read RANK,
 WORLD_SIZE and LOCAL_RANK. Each rank trains on its shard of every global batch (see
-:class:`~adaptertune.engine.sampling.ResumableSampler`), DDP averages the gradients, metric sums are
+:class:`~adaptertune.data.sampling.ResumableSampler`), DDP averages the gradients, metric sums are
 all-reduced, and only rank 0 writes files. Backend: NCCL on CUDA, gloo on CPU.
 """
 

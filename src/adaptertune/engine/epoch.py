@@ -20,11 +20,13 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..errors import DataError
+from ..vit import input_shape
+from .backward import StepRunner, prepare_model
 from .checkpoint import gather_rank_rng, save_checkpoint
 from .device import autocast_context
 from .distributed import DistInfo, current, rank_seed, reduce_min, reduce_sums, wrap_ddp
-from .optim import warmup_cosine
-from .recipes import StepRunner, TrainableEma, make_optimizer, prepare_model
+from .ema import TrainableEma
+from .optim import build_optimizer, warmup_cosine
 from .state import TrainState
 from .steplog import StepLog, first_non_finite
 from .stopping import non_finite_error
@@ -98,7 +100,9 @@ def make_trainer(
         model=model,
         net=net,
         forward=torch.compile(net) if cfg.compile else net,
-        optimizer=make_optimizer(model, cfg),
+        optimizer=build_optimizer(
+            model, cfg.lr, cfg.weight_decay, cfg.decay_all, optimizer=cfg.optimizer, layer_decay=cfg.layer_decay
+        ),
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
         ema=TrainableEma(model, cfg.ema) if cfg.ema else None,
         runner=StepRunner(cfg, cfg.precision, device, mix, seed=rank_seed(cfg.seed, dist.rank)),
@@ -252,13 +256,10 @@ def _stand_in_batch(model: nn.Module, shape: torch.Size | None, device: torch.de
     Raises:
         DataError: no batch seen yet and the model does not tell its input size.
     """
+    shape = input_shape(model) if shape is None else shape
     if shape is None:
-        pe = getattr(model, "patch_embed", None)
-        size, chans = getattr(pe, "img_size", None), getattr(getattr(pe, "proj", None), "in_channels", None)
-        if size is None or chans is None:
-            raise DataError(
-                "Every image of this process's first batch is corrupt and the model does not tell its input size; "
-                "remove the corrupt images (adaptertune check-data) or train with one process."
-            )
-        shape = torch.Size((chans, *size))
+        raise DataError(
+            "Every image of this process's first batch is corrupt and the model does not tell its input size; "
+            "remove the corrupt images (adaptertune check-data) or train with one process."
+        )
     return torch.zeros((1, *shape), device=device)

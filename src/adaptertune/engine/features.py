@@ -2,7 +2,7 @@
 
 Head-only training on cached features is head-only training on images without augmentation, step for step,
 when three things hold: the feature loader draws the image loader's seeded order
-(:class:`~adaptertune.engine.cached.TensorLoader`: same :class:`ResumableSampler`, same shard per rank, no
+(:class:`~adaptertune.engine.cached.TensorLoader`: same seeded order, same shard per rank, no
 draw from the global RNG); the classifier sees the model's own dropout before it (``head_drop``: same masks
 from the same RNG stream, :class:`FeatureHead`); and nothing else in the backbone behaves differently in
 training mode (:func:`train_mode_layers` lists what would: dropout, drop-path, batch norm), since features
@@ -16,6 +16,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ..vit import feature_width, pre_logits
 from .cached import run_frozen
 
 __all__ = ["FeatureHead", "extract_features", "train_mode_layers"]
@@ -30,11 +31,10 @@ def extract_features(
     """
 
     def features(x: torch.Tensor) -> torch.Tensor:
-        return model.forward_head(model.forward_features(x), pre_logits=True).float().cpu()
+        return pre_logits(model, x).float().cpu()
 
     feats, labels, skipped, seconds = run_frozen(model, features, loader, device, precision)
-    width = getattr(model, "num_features", 0)
-    x = torch.cat(feats) if feats else torch.empty(0, width)
+    x = torch.cat(feats) if feats else torch.empty(0, feature_width(model))
     y = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
     return x, y, skipped, seconds
 

@@ -29,9 +29,9 @@ from ..errors import ConfigError
 from .checkpoint import load_checkpoint, restore_training_state
 from .device import autocast_context, cuda_backend_settings
 from .distributed import rank_seed, reduce_sums
+from .ema import ema_metrics, use_weights
 from .epoch import Callback, Trainer, make_trainer, save_state, train_one_epoch, trainable_state
 from .metrics import topk_hits
-from .recipes import ema_metrics, use_weights
 from .state import TrainState
 from .stopping import Selection, check_selection, patience_step
 
@@ -93,9 +93,9 @@ def fit(
         checkpoint_path: where to keep the resume checkpoint (written at the end of every epoch and every
             ``cfg.checkpoint_every_steps`` steps; rank 0 only). None: no checkpoints.
         resume: continue from ``checkpoint_path`` if it exists. With the seeded
-            :class:`~adaptertune.engine.sampling.ResumableSampler` the result is bitwise the same as an
+            :class:`~adaptertune.data.sampling.ResumableSampler` the result is bitwise the same as an
             uninterrupted run's (same device, precision and thread count).
-        mix: timm ``Mixup`` for the training batches (:func:`~adaptertune.engine.recipes.make_mixup`), or None.
+        mix: timm ``Mixup`` for the training batches (:func:`~adaptertune.engine.backward.make_mixup`), or None.
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf (names the step); the last checkpoint is kept.

@@ -14,12 +14,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..vit import backbone_blocks, embed_tokens, embedding_parts, logits_from_tokens, runs_in_stages
 from .cached import run_frozen
 
 __all__ = ["PrefixTail", "extract_prefix", "first_trained_block", "prefix_tokens"]
-
-_EMBED = ("patch_embed", "patch_drop", "norm_pre", "pos_drop")  # modules before the blocks (timm ViT)
-_EMBED_PARAMS = ("cls_token", "reg_token", "pos_embed")
 
 
 def _active(module: nn.Module) -> bool:
@@ -39,22 +37,21 @@ def first_trained_block(model: nn.Module) -> int:
     Raises:
         ConfigError: ``model`` is not a timm ``VisionTransformer`` (no ``blocks`` / ``_pos_embed``).
     """
-    blocks = getattr(model, "blocks", None)
-    if not isinstance(blocks, nn.Sequential) or not hasattr(model, "_pos_embed"):
+    if not runs_in_stages(model):
         raise ConfigError(
             f"`train.cache_prefix` needs a timm VisionTransformer, got {type(model).__name__}; turn it off."
         )
-    embed = [getattr(model, n) for n in _EMBED if isinstance(getattr(model, n, None), nn.Module)]
-    params = [getattr(model, n) for n in _EMBED_PARAMS if isinstance(getattr(model, n, None), torch.Tensor)]
-    if any(_active(m) for m in embed) or any(p.requires_grad for p in params):
+    embed, tensors = embedding_parts(model)
+    if any(_active(m) for m in embed) or any(p.requires_grad for p in tensors):
         return 0
+    blocks = backbone_blocks(model)
     return next((i for i, blk in enumerate(blocks) if _active(blk)), len(blocks))
 
 
 def prefix_tokens(model: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
     """Images (B, 3, H, W) -> tokens (B, T, D) after block ``k - 1``, as ``forward_features`` computes them."""
-    x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
-    for blk in model.blocks[:k]:
+    x = embed_tokens(model, x)
+    for blk in backbone_blocks(model)[:k]:
         x = blk(x)
     return x
 
@@ -71,9 +68,9 @@ class PrefixTail(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = tokens
-        for blk in self.model.blocks[self.k :]:
+        for blk in backbone_blocks(self.model)[self.k :]:
             x = blk(x)
-        return self.model.forward_head(self.model.norm(x))
+        return logits_from_tokens(self.model, x)
 
 
 @torch.no_grad()

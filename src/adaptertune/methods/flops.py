@@ -27,6 +27,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import ConfigError
+from ..vit import backbone_blocks, backbone_width, classifier, mlp_hidden_width, patch_tokens
 
 __all__ = [
     "LINEARS",
@@ -83,23 +84,20 @@ class StepFlops:
 
 def vit_geometry(model: nn.Module) -> ViTGeometry:
     """Read the geometry of a timm ``VisionTransformer`` (attention + MLP blocks, conv patch embedding)."""
-    pe = getattr(model, "patch_embed", None)
-    blocks = getattr(model, "blocks", None)
-    if pe is None or blocks is None or not hasattr(blocks[0], "mlp") or not hasattr(blocks[0].mlp, "fc1"):
+    tokens, mlp_hidden = patch_tokens(model), mlp_hidden_width(model)
+    if tokens is None or mlp_hidden is None:
         raise ConfigError(
             f"Cannot count FLOPs of {type(model).__name__}: expected a timm VisionTransformer (patch_embed, "
             "blocks with attn.qkv and mlp.fc1/fc2)."
         )
-    proj = pe.proj
-    patch_dim = proj.in_channels * proj.kernel_size[0] * proj.kernel_size[1]
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    head = classifier(model)
     return ViTGeometry(
-        depth=len(blocks),
-        dim=model.embed_dim,
-        mlp_hidden=blocks[0].mlp.fc1.out_features,
-        tokens=pe.num_patches + getattr(model, "num_prefix_tokens", 1),
-        patches=pe.num_patches,
-        patch_dim=patch_dim,
+        depth=len(backbone_blocks(model)),
+        dim=backbone_width(model),
+        mlp_hidden=mlp_hidden,
+        tokens=tokens.patches + tokens.prefix,
+        patches=tokens.patches,
+        patch_dim=tokens.patch_dim,
         num_classes=head.out_features if isinstance(head, nn.Linear) else 0,
     )
 

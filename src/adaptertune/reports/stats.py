@@ -23,7 +23,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.stats
+
+from ..extras import require
 
 __all__ = [
     "MIN_BOOTSTRAP_N",
@@ -52,8 +53,9 @@ def t_interval(diffs: Sequence[float], level: float = 0.95) -> tuple[float, floa
     n = len(d)
     if n < 2:
         return -math.inf, math.inf
+    stats = require("scipy.stats", "The paired t-interval")
     mean = float(d.mean())
-    half = float(scipy.stats.t.ppf(0.5 + level / 2, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
     return mean - half, mean + half
 
 
@@ -66,7 +68,7 @@ def bootstrap_interval(
         return -math.inf, math.inf
     if np.all(d == d[0]):  # every resample has the same mean
         return float(d[0]), float(d[0])
-    res = scipy.stats.bootstrap(
+    res = require("scipy.stats", "The paired bootstrap").bootstrap(
         (d,),
         np.mean,
         n_resamples=n_resamples,

@@ -6,12 +6,11 @@
 * :mod:`.lock`: the OS lock primitive (shared with sweeps).
 * :mod:`.adapter_file`: the adapter file's (``ADAPTER_FILE``) metadata, produced and checked.
 * :mod:`.train`: :func:`run`, :func:`resume_run`; :mod:`.load`: :func:`load_run`, :func:`evaluate_run`,
-  :func:`predict`; :mod:`.callbacks`: metrics and TensorBoard writers; :mod:`.loaders`: :func:`make_loader`.
+  :func:`predict`; :mod:`.callbacks`: metrics and TensorBoard writers.
 """
 
 from .folder import ADAPTER_FILE, CHECKPOINT_FILE, FolderLockedError, FolderState, read_state
 from .load import LoadedRun, evaluate_run, load_run, predict
-from .loaders import make_loader
 from .summary import CELL_FREE_KEYS, RESUME_FREE_KEYS, RunStatus, RunSummary
 from .train import resume_config, resume_run, run
 
@@ -27,7 +26,6 @@ __all__ = [
     "RunSummary",
     "evaluate_run",
     "load_run",
-    "make_loader",
     "predict",
     "read_state",
     "resume_config",

@@ -14,13 +14,13 @@ from torch import nn
 
 from ..config import RunConfig
 from ..data import build_splits, build_transforms, find_images, read_images
+from ..data.loaders import make_loader
 from ..engine import evaluate
 from ..engine.checkpoint import load_trained_tensors
 from ..errors import CheckpointError
 from ..resolve import resolve_run
 from .adapter_file import check_adapter_file, file_metadata, read_adapter_file
 from .folder import CONFIG_FILE, SUMMARY_FILE, adapter_file_path, read_state
-from .loaders import make_loader
 from .summary import RunStatus
 
 __all__ = ["LoadedRun", "evaluate_run", "load_run", "predict"]

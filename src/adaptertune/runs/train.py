@@ -19,9 +19,10 @@ import torch
 
 from ..config import RunConfig, merge_dicts
 from ..data import build_splits, load_raw
+from ..data.loaders import make_loader, split_loaders
 from ..engine import Callback, fit, save_tensors
+from ..engine.backward import make_mixup
 from ..engine.distributed import all_true, barrier, current
-from ..engine.recipes import make_mixup
 from ..errors import CheckpointError, ConfigError, DataError
 from ..methods import FitContext
 from ..resolve import ResolvedRun, resolve_run
@@ -29,7 +30,6 @@ from ..vit import trainable_parameters
 from . import folder as rf
 from .adapter_file import file_metadata
 from .callbacks import MetricsWriter, TensorBoardWriter
-from .loaders import ArrayLoader, make_loader
 from .lock import RunLock, lock_path_for
 from .prefix_cache import prefix_fit_inputs
 from .summary import RESUME_FREE_KEYS, RunStatus, RunSummary, config_differences, make_protocol
@@ -171,7 +171,10 @@ def _train(rr: ResolvedRun, callbacks: list, overwrite: bool, resume: bool, tuni
     splits = build_splits(cfg.data, built.data_config, raw)
     test_view = None if tuning else splits.test  # a tuning run is selected on validation: no test image read
     views = (splits.train, splits.val, test_view)
-    loaders, batched = _make_loaders(views, cfg, device)
+    bs = cfg.train.batch_size // dist.world_size  # the per-rank batch
+    loaders, batched = split_loaders(
+        views, cfg.data, bs, device, cfg.train.seed, rank=dist.rank, world_size=dist.world_size
+    )
     rr = rr.with_data(splits.val is not None, batched)  # the selection rule and data.batched: before the folder
     cfg, resolved = rr.config, rr.config.to_dict()
     if resume:
@@ -186,7 +189,6 @@ def _train(rr: ResolvedRun, callbacks: list, overwrite: bool, resume: bool, tuni
         torch.cuda.reset_peak_memory_stats(device)
     writers = [MetricsWriter(work_dir / rf.METRICS_FILE), *([tensorboard] if tensorboard else []), *callbacks]
     try:
-        bs = cfg.train.batch_size // dist.world_size
         ctx = FitContext(
             views,
             lambda v: make_loader(v, bs, cfg.data.num_workers, device, batched=batched),
@@ -259,29 +261,6 @@ def _new_summary(
         versions=versions(),
         tuning_run=tuning,
     )
-
-
-def _make_loaders(views: tuple, cfg: RunConfig, device: torch.device) -> tuple[tuple, str]:
-    """The (train, val, test) loaders of ``views`` (None: a split the run lacks) and the ``data.batched`` value
-    they were built with: ``auto`` becomes ``on`` when every split is transformed in batches, else ``off``."""
-    dist, nw, seed = current(), cfg.data.num_workers, cfg.train.seed
-    bs = cfg.train.batch_size // dist.world_size
-
-    def build(batched: str) -> tuple:
-        train, val, test = views
-        return (
-            make_loader(train, bs, nw, device, True, seed, dist, batched),
-            make_loader(val, bs, nw, device, dist=dist, batched=batched) if val is not None else None,
-            make_loader(test, bs, nw, device, dist=dist, batched=batched) if test is not None else (),
-        )
-
-    loaders = build(cfg.data.batched)
-    if cfg.data.batched != "auto":
-        return loaders, cfg.data.batched
-    kinds = {isinstance(lo, ArrayLoader) for lo, v in zip(loaders, views, strict=True) if v is not None}
-    if kinds == {True}:
-        return loaders, "on"
-    return (build("off") if True in kinds else loaders), "off"  # some splits cannot: every split per image
 
 
 def _peak_memory_mb(device: torch.device) -> float:

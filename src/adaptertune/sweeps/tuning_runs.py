@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
+from ..config_keys import set_dotted
 from ..errors import ConfigError, TuningError
 from ..methods import METHODS
 from ..runs import folder as rf
 from ..runs.summary import RunStatus
-from .sweep import SweepPoint, point_name, set_dotted
+from .sweep import SweepPoint, point_name
 from .tuning_spec import RULE, TuneBudget, combinations, parse_budget, resolve_grid, select
 
 __all__ = ["TUNE_DIR", "TuneGroup", "TuneRun", "apply_choice", "choose", "plan_tuning"]

@@ -3,7 +3,8 @@
 An array dataset (Fashion-MNIST, MNIST, CIFAR, SVHN, lfw, digits) whose transforms translate
 (:func:`~adaptertune.data.batched.batch_pipeline`) is held once as a uint8 tensor on the training device and
 transformed a batch at a time there (:class:`ArrayLoader`); anything else goes through a DataLoader with
-per-image PIL transforms in worker processes. Both read the same seeded, resumable order.
+per-image PIL transforms in worker processes. Both read the same seeded, resumable order (:mod:`.sampling`).
+:func:`split_loaders` builds a run's (train, val, test) loaders and decides ``data.batched: auto`` for them.
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ from collections.abc import Iterator
 
 import torch
 
-from ..config import BATCHED_MODES
-from ..data import collate_skip
-from ..data.base import SplitView
-from ..data.batched import BatchPipeline, batch_pipeline, draw_params, view_arrays
-from ..engine.distributed import DistInfo
-from ..engine.sampling import ResumableSampler, SeededAugmentView, ShardedEvalSampler, mix_seed
+from ..config import BATCHED_MODES, DataConfig
 from ..errors import ConfigError
+from .base import SplitView, collate_skip
+from .batched import BatchPipeline, batch_pipeline, draw_params, view_arrays
+from .sampling import SeededAugmentView, mix_seed, split_sampler
 
-__all__ = ["ArrayLoader", "default_workers", "make_loader"]
+__all__ = ["ArrayLoader", "default_workers", "make_loader", "split_loaders"]
 # An eval view's resized uint8 levels are kept on the device up to this size; a larger one is resized per batch
 EVAL_CACHE_BYTES = 2 * 2**30
 
@@ -106,32 +105,30 @@ def make_loader(
     device: torch.device,
     shuffle: bool = False,
     seed: int = 0,
-    dist: DistInfo | None = None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
     batched: str = "auto",
 ) -> torch.utils.data.DataLoader | ArrayLoader:
     """A loader with a seeded, resumable order, yielding ``(images, labels, n_skipped)``.
 
     ``shuffle``: the order of epoch e comes from (seed, e) and the augmentation of item i from
-    (seed, e, i), whatever the worker count (:class:`ResumableSampler`). Under torchrun each rank reads its
-    shard: ``batch_size`` is then the per-rank batch. The loader's own generator keeps iterator creation
-    off the global RNG.
+    (seed, e, i), whatever the worker count (:class:`~.sampling.ResumableSampler`). Under torchrun each rank
+    (``rank`` of ``world_size``) reads its shard: ``batch_size`` is then the per-rank batch. The loader's own
+    generator keeps iterator creation off the global RNG.
 
     Args:
         num_workers: DataLoader worker processes; None: :func:`default_workers` of this machine's cores.
         batched: ``auto``: an array view whose transforms translate is transformed in batches on ``device``
             (:class:`ArrayLoader`); ``on``: that, or a ConfigError; ``off``: always per image.
     """
-    dist = dist or DistInfo()
     if batched not in BATCHED_MODES:
         raise ConfigError(f"`data.batched` must be one of {', '.join(BATCHED_MODES)}, got {batched!r}.")
-    if shuffle:
-        sampler = ResumableSampler(len(view), seed, batch_size, dist.rank, dist.world_size)
-    else:
-        sampler = ShardedEvalSampler(len(view), dist.rank, dist.world_size) if dist.enabled else None
+    sampler = split_sampler(len(view), batch_size, shuffle, seed, rank, world_size)
     if batched != "off" and (arrays := _array_loader(view, batch_size, device, sampler, seed, batched)) is not None:
         return arrays
     if num_workers is None:
-        num_workers = default_workers(len(os.sched_getaffinity(0)), dist.world_size)
+        num_workers = default_workers(len(os.sched_getaffinity(0)), world_size)
     return torch.utils.data.DataLoader(
         SeededAugmentView(view, seed) if shuffle else view,
         batch_size=batch_size,
@@ -143,3 +140,39 @@ def make_loader(
         pin_memory=device.type == "cuda",
         collate_fn=collate_skip,
     )
+
+
+def split_loaders(
+    views: tuple[SplitView, SplitView | None, SplitView | None],
+    data: DataConfig,
+    batch_size: int,
+    device: torch.device,
+    seed: int = 0,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[tuple, str]:
+    """The (train, val, test) loaders of a run's ``views`` (``data.num_workers``, ``data.batched``) and the
+    ``data.batched`` value they were built with.
+
+    The train loader shuffles (seeded by ``seed``); a missing val split gives None, a missing test split ``()``
+    (an empty loader). ``batched: auto`` becomes ``on`` when every split is transformed in batches, else
+    ``off``, and then every split goes per image, so the splits of one run share one input path.
+    """
+    train, val, test = views
+
+    def build(mode: str) -> tuple:
+        nw, shard = data.num_workers, {"rank": rank, "world_size": world_size, "batched": mode}
+        return (
+            make_loader(train, batch_size, nw, device, True, seed, **shard),
+            make_loader(val, batch_size, nw, device, **shard) if val is not None else None,
+            make_loader(test, batch_size, nw, device, **shard) if test is not None else (),
+        )
+
+    loaders = build(data.batched)
+    if data.batched != "auto":
+        return loaders, data.batched
+    kinds = {isinstance(lo, ArrayLoader) for lo, v in zip(loaders, views, strict=True) if v is not None}
+    if kinds == {True}:
+        return loaders, "on"
+    return (build("off") if True in kinds else loaders), "off"  # some splits cannot: every split per image

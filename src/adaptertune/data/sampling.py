@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-__all__ = ["ResumableSampler", "SeededAugmentView", "ShardedEvalSampler", "mix_seed"]
+__all__ = ["ResumableSampler", "SeededAugmentView", "ShardedEvalSampler", "mix_seed", "split_sampler"]
 
 
 def mix_seed(*values: int) -> int:
@@ -98,3 +98,14 @@ class SeededAugmentView(torch.utils.data.Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(mix_seed(self.seed, epoch, i))
             return self.dataset[i]
+
+
+def split_sampler(
+    n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1
+) -> ResumableSampler | ShardedEvalSampler | None:
+    """The order a loader reads ``n`` items in: ``shuffle``, a :class:`ResumableSampler` (this rank's shard of
+    the seeded order); else this rank's :class:`ShardedEvalSampler` shard under several processes, or None
+    (dataset order) in one."""
+    if shuffle:
+        return ResumableSampler(n, seed, batch_size, rank, world_size)
+    return ShardedEvalSampler(n, rank, world_size) if world_size > 1 else None
