@@ -2,7 +2,8 @@
 run folder (eval, predict, export in every format, multi-task serving) checks it against the folder's summary.
 
 The case of issue 27: two tasks on the same images (a 4-class folder and its even/odd relabelling), same
-method and rank; the even/odd file swapped into the 4-class run folder.
+method and rank; the even/odd file swapped into the 4-class run folder. The commands on a swapped folder
+(exit 2, one line, nothing written) are in the bad-input catalogue (test_bad_inputs.py).
 """
 
 from __future__ import annotations
@@ -55,20 +56,10 @@ def tasks(tmp_path_factory):
     return {"root": root, "digits_folder": digits, "parity_folder": parity, "swapped": swapped, **runs}
 
 
-def snapshot(folder: Path) -> dict[str, int]:
-    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
-
-
 def run_cli(args: list[str], capsys) -> tuple[int, str]:
     capsys.readouterr()
     code = main(args)
     return code, capsys.readouterr().err.strip()
-
-
-def assert_names_both_sides(err: str, run_dir: Path) -> None:
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert re.search(r"trained on imagefolder at '.*parity' \(2 classes: even, odd\)", err), err
-    assert re.search(rf"run folder '{re.escape(str(run_dir))}' is imagefolder at '.*digits' \(4 classes: class_0", err)
 
 
 def test_adapter_file_records_its_task(tasks):
@@ -76,43 +67,15 @@ def test_adapter_file_records_its_task(tasks):
     summary = json.loads((tasks["parity"] / "summary.json").read_text())
     assert meta["classes"] == ["even", "odd"]
     assert meta["task"] == {k: summary["protocol"][k] for k in TASK_KEYS if k in summary["protocol"]}
-    assert meta["task"]["dataset"] == "imagefolder" and meta["task"]["data_root"] == str(tasks["parity_folder"].resolve())
+    assert meta["task"]["dataset"] == "imagefolder"
+    assert meta["task"]["data_root"] == str(tasks["parity_folder"].resolve())
     assert meta["task"]["image_counts"] == {"train": 16, "test": 8}
-
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["eval", "{run}"],
-        ["predict", "{run}", "{image}"],
-        ["export", "{run}", "--format", "pt"],
-        ["export", "{run}", "--format", "onnx"],
-        ["export", "{run}", "--format", "timm"],
-    ],
-    ids=["eval", "predict", "export-pt", "export-onnx", "export-timm"],
-)
-def test_swapped_task_file_is_one_line_and_writes_nothing(tasks, capsys, command):
-    run_dir = tasks["swapped"]
-    image = next((tasks["digits_folder"] / "test" / "class_1").glob("*.png"))
-    before = snapshot(tasks["root"])
-    code, err = run_cli([a.format(run=run_dir, image=image) for a in command], capsys)
-    assert code == 2, err
-    assert_names_both_sides(err, run_dir)
-    assert snapshot(tasks["root"]) == before
 
 
 def test_the_runs_own_files_still_work(tasks, capsys):
     image = str(next((tasks["digits_folder"] / "test" / "class_1").glob("*.png")))
     assert run_cli(["eval", str(tasks["digits"])], capsys)[0] == 0
     assert run_cli(["predict", str(tasks["parity"]), image, "--topk", "1"], capsys)[0] == 0
-
-
-def test_multitask_checks_a_file_inside_a_run_folder(tasks, capsys):
-    image = str(next((tasks["digits_folder"] / "test" / "class_1").glob("*.png")))
-    swapped = str(tasks["swapped"] / ADAPTER_FILE)
-    code, err = run_cli(["predict", "--adapters", str(tasks["digits"] / ADAPTER_FILE), swapped, image], capsys)
-    assert code == 2, err
-    assert_names_both_sides(err, tasks["swapped"])
 
 
 def test_a_bare_file_serves_its_own_classes(tasks, capsys, tmp_path):
@@ -148,7 +111,8 @@ def test_old_file_of_another_task_is_still_caught_by_its_classes(tasks, tmp_path
     run_dir = tmp_path / "old-swapped"
     shutil.copytree(tasks["swapped"], run_dir)
     strip_task(run_dir / ADAPTER_FILE)
-    with pytest.raises(CheckpointError, match=r"trained on an unrecorded dataset \(2 classes: even, odd\) but run folder .* \(4 classes"):
+    expected = r"trained on an unrecorded dataset \(2 classes: even, odd\) but run folder .* \(4 classes"
+    with pytest.raises(CheckpointError, match=expected):
         load_run(run_dir, device="cpu")
 
 
@@ -189,4 +153,6 @@ def test_many_classes_are_shortened():
     meta = {"classes": ["even", "odd"], "task": {"dataset": "mnist-parity", "data_root": None}}
     with pytest.raises(CheckpointError) as e:
         check_task(meta, summary, "F", "R")
-    assert "trained on mnist-parity (2 classes: even, odd) but run folder 'R' is mnist-5k (10 classes: 0, 1, 2, ..., 9)" in str(e.value)
+    assert (
+        "trained on mnist-parity (2 classes: even, odd) but run folder 'R' is mnist-5k (10 classes: 0, 1, 2, ..., 9)"
+    ) in str(e.value)
