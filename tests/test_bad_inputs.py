@@ -257,3 +257,55 @@ def test_catalogue_is_large_enough():
 def test_debug_shows_the_traceback(data):
     with pytest.raises(Exception, match="adapter.rank"):
         main(["--debug", "train", "--rank", "0", "--data-root", str(data["folder"])])
+
+
+# issue 27: an adapter file of another task (same method and rank) swapped into a run folder
+@pytest.fixture(scope="module")
+def swapped_task(data):
+    """``data``'s 3-class run folder holding the adapter file of a 2-class task trained on the same images."""
+    root = data["root"]
+    two = root / "two_classes"
+    for split in ("train", "test"):
+        for c in range(3):
+            dst = two / split / ("first" if c == 0 else "rest")
+            dst.mkdir(parents=True, exist_ok=True)
+            for f in (data["folder"] / split / f"class_{c}").glob("*.png"):
+                shutil.copy(f, dst / f"{c}_{f.name}")
+    other = root / "two_class_run"
+    assert main(["train", *TINY, "--no-pretrained", "--data-root", str(two), "--rank", "4", *FAST,
+                 "--out-dir", str(other)]) == 0  # fmt: skip
+    run_dir = root / "swapped_task"
+    shutil.copytree(data["run"], run_dir)
+    shutil.copy(other / ADAPTER_FILE, run_dir / ADAPTER_FILE)
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        lambda run, image: ["eval", run],
+        lambda run, image: ["predict", run, image],
+        lambda run, image: ["export", run, "--format", "pt"],
+        lambda run, image: ["export", run, "--format", "onnx"],
+        lambda run, image: ["export", run, "--format", "timm"],
+        lambda run, image: ["predict", "--adapters", f"{run}/{ADAPTER_FILE}", image],
+    ],
+    ids=["eval", "predict", "export-pt", "export-onnx", "export-timm", "predict-adapters"],
+)
+def test_adapter_file_of_another_task(argv, swapped_task, data, capsys):
+    image = str(next((data["folder"] / "test" / "class_1").glob("*.png")))
+    before = {p: p.read_bytes() for p in swapped_task.iterdir()}
+    names = _snapshot(data["root"])
+    capsys.readouterr()
+    code = main(argv(str(swapped_task), image))
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert re.search(
+        r"^error: adaptertune_weights.safetensors was trained on imagefolder at '.*two_classes' \(2 classes: "
+        r"first, rest\) but run folder '.*swapped_task' is imagefolder at '.*folder' \(3 classes: class_0, class_1, "
+        r"class_2\); put the run's own adapter file back",
+        err,
+    ), err
+    assert _snapshot(data["root"]) == names  # nothing written
+    assert {p: p.read_bytes() for p in swapped_task.iterdir()} == before  # nothing lost

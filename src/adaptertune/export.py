@@ -7,7 +7,7 @@ Which formats a method's runs accept is the method's (its registry entry's ``exp
 onnxruntime. A method that can fold its modules into the base weights does so first (its ``merge``: LoRA;
 no extra matmuls at inference). Each export is
 checked against the training-time model on a batch of inputs; a mismatch above ``atol`` is an error and
-leaves no file behind. A JSON sidecar records the class names and the input preprocessing.
+leaves no file behind. A JSON sidecar records the class names, the input preprocessing and the backbone weights.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch import nn
 from .atomic import atomic_write_bytes, atomic_write_text, check_output_dir, check_output_file
 from .errors import ConfigError
 from .extras import require
-from .hub_export import FOLDER_FORMATS, ExportError, export_folder
+from .hub_export import FOLDER_FORMATS, ExportError, export_folder, run_weights
 from .methods import METHODS
 from .runs import load_run
 
@@ -150,6 +150,7 @@ def export_run(
         "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in loaded.data_config.items()},
         "method": loaded.config.method,
         "backbone": loaded.config.backbone.name,
+        "weights": run_weights(loaded),  # which backbone weights, by name and hash
         "max_abs_diff": diff,
     }
     atomic_write_text(sidecar, json.dumps(info, indent=2))

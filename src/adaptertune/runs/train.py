@@ -214,7 +214,8 @@ def _train(rr: ResolvedRun, callbacks: list, overwrite: bool, resume: bool, tuni
         )
         result = inputs.finish(result)
         if dist.is_main:
-            _write_results(work_dir, summary, result, file_metadata(cfg, built, raw.classes, model), device)
+            meta = file_metadata(cfg, built, raw.classes, model, summary.protocol)
+            _write_results(work_dir, summary, result, meta, device)
             if tensorboard is not None:
                 tensorboard.write_hparams(resolved, summary.to_dict())
             if staged:
