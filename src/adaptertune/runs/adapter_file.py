@@ -52,6 +52,15 @@ IDENTITY_FIELDS = {
     "width": "backbone width",
 }
 
+# The protocol's data identity (runs/summary.py make_protocol) an adapter file records as its ``task``; the
+# class names are the file's own ``classes``. ``data_split`` is in a protocol only when set.
+TASK_KEYS = ("dataset", "data_root", "data_split", "image_counts")
+_TASK_LABELS = {"data_split": "data split", "image_counts": "image counts"}
+_FIX = (
+    "put the run's own adapter file back, or copy this file out of the run folder and serve it alone with "
+    "`predict --adapters FILE IMAGE...`"
+)
+
 
 def file_metadata(
     cfg: Any, built: Any, classes: list[str], model: nn.Module, protocol: dict[str, Any] | None = None
@@ -136,13 +145,6 @@ def read_adapter_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     return tensors, meta
 
 
-# The protocol's data identity (runs/summary.py make_protocol) an adapter file records as its ``task``; the
-# class names are the file's own ``classes``. ``data_split`` is in a protocol only when set.
-TASK_KEYS = ("dataset", "data_root", "data_split", "image_counts")
-_TASK_LABELS = {"data_split": "data split", "image_counts": "image counts"}
-_FIX = "put the run's own adapter file back, or serve this file alone with `predict --adapters FILE IMAGE...`"
-
-
 def _file_task(meta: dict[str, Any]) -> dict[str, Any]:
     if "task" not in meta:  # written before files recorded their task: the class names alone
         return {"classes": meta.get("classes")}
@@ -161,7 +163,7 @@ def _run_task(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _describe(task: dict[str, Any]) -> str:
-    """``imagefolder at '/data/x' (2 classes: even, odd)``; ten or more classes as ``0, 1, 2, ..., 9``."""
+    """``imagefolder at '/data/x' (2 classes: even, odd)``; more than six classes as ``0, 1, 2, ..., 9``."""
     where = f"{task['dataset']}" if task.get("dataset") else "an unrecorded dataset"
     if task.get("data_root"):
         where += f" at '{task['data_root']}'"
