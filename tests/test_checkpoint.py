@@ -15,7 +15,7 @@ from adaptertune.engine import recipes as step_module  # computes the training l
 from adaptertune.errors import CheckpointError, NonFiniteLossError, OutputError
 from adaptertune.runs import ADAPTER_FILE, CHECKPOINT_FILE, run
 from adaptertune.runs.folder import read_jsonl
-from conftest import TINY_VIT, make_image_folder
+from helpers import TINY_VIT, TINY_VIT_ARGS, make_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +105,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_checkpoint(folder, tmp_
 
 def test_non_finite_loss_cli_message(folder, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(step_module, "F", _NaNAtStep(0))
-    args = ["train", "--backbone", "vit_tiny_patch16_224", "--backbone-arg", "img_size=32"]
-    args += ["--backbone-arg", "patch_size=4", "--no-pretrained", "--data-root", str(folder), "--epochs", "1"]
+    args = ["train", *TINY_VIT_ARGS, "--data-root", str(folder), "--epochs", "1"]
     args += ["--batch-size", "8", "--num-workers", "0", "--quiet", "--out-dir", str(tmp_path / "run")]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()

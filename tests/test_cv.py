@@ -102,21 +102,20 @@ def test_cv_settings_from_strings_and_in_the_protocol():
 
 
 @pytest.mark.slow
-def test_a_cross_validated_run_records_its_fold_and_every_step_loss(image_folder, tmp_path):
+def test_a_cross_validated_run_records_its_fold_and_every_step_loss(run_config, image_folder, tmp_path):
     from adaptertune.reports.collect import collect_runs
     from adaptertune.runs import run
     from adaptertune.runs.folder import read_metrics
-    from conftest import TINY_VIT
 
-    cfg = RunConfig.from_dict(
-        {
-            "backbone": TINY_VIT,
-            "data": {"name": "imagefolder", "root": str(image_folder), "num_workers": 0, "cv_folds": 4, "cv_fold": 2},
-            "method": "adapter",
-            "adapter": {"rank": 2, "placement": "last:1"},
-            "train": {"epochs": 2, "batch_size": 8, "seed": 0, "log_every_steps": 4},
-            "out_dir": str(tmp_path / "runs" / "fold2"),
-        }
+    cfg = run_config(
+        image_folder,
+        tmp_path / "runs" / "fold2",
+        adapter={"rank": 2, "placement": "last:1"},
+        data={"cv_folds": 4, "cv_fold": 2},
+        epochs=2,
+        batch_size=8,
+        seed=0,
+        log_every_steps=4,
     )
     s = run(cfg)
     assert s.split_sizes == {"train": 43, "val": 5, "test": 16}  # 64 pooled images, 4 folds, 10% validation

@@ -11,8 +11,7 @@ from PIL import Image
 from adaptertune.config import DataConfig
 from adaptertune.data import build_splits, load_raw
 from adaptertune.errors import DataError, MissingExtraError
-
-DATA_CONFIG = {"input_size": (3, 16, 16), "mean": (0.5,) * 3, "std": (0.5,) * 3, "interpolation": "bilinear"}
+from helpers import DATA_CONFIG
 
 
 def make_csv(root: Path, rows: list[str], n_images: int = 6) -> Path:

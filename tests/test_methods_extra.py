@@ -5,7 +5,6 @@ import sys
 import pytest
 import torch
 
-from adaptertune.config import RunConfig
 from adaptertune.engine import load_tensors
 from adaptertune.engine.features import extract_features
 from adaptertune.errors import ConfigError, MissingExtraError
@@ -13,7 +12,6 @@ from adaptertune.methods import METHODS, build_method, resolve_adapter_config
 from adaptertune.methods.adapter import AdapterConfig, adapter_param_count
 from adaptertune.methods.lora import LoraOptions
 from adaptertune.runs import run
-from conftest import TINY_VIT, tiny_vit
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -26,7 +24,7 @@ def test_all_methods_registered():
     assert {"head", "full", "adapter", "lora", "parallel", "bitfit", "linear-probe-cached"} <= set(METHODS.names())
 
 
-def test_lora_trains_only_lora_and_head_and_starts_at_pretrained_logits():
+def test_lora_trains_only_lora_and_head_and_starts_at_pretrained_logits(tiny_vit):
     ref = tiny_vit()(X)
     model = build_method("lora", tiny_vit(), AdapterConfig(rank=4, alpha=2.0))
     names = trainable(model)
@@ -56,19 +54,19 @@ def test_lora_options_check_their_own_fields(option, match):
     assert LoraOptions(rank="4", alpha="0.5", placement=(0, 3)) == LoraOptions(rank=4, alpha=0.5, placement=[0, 3])
 
 
-def test_lora_mlp_targets_and_placement():
+def test_lora_mlp_targets_and_placement(tiny_vit):
     model = build_method("lora", tiny_vit(), LoraOptions(rank=2, targets="qkv+mlp", placement="last:2"))
     lora = {n.split(".lora_")[0] for n in trainable(model) if ".lora_" in n}
     assert lora == {f"blocks.{i}.{m}" for i in (10, 11) for m in ("attn.qkv", "mlp.fc1", "mlp.fc2")}
 
 
-def test_lora_without_peft_gives_install_hint(monkeypatch):
+def test_lora_without_peft_gives_install_hint(tiny_vit, monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)
     with pytest.raises(MissingExtraError, match=r"pip install 'adaptertune\[peft\]'"):
         build_method("lora", tiny_vit(), AdapterConfig(rank=2))
 
 
-def test_parallel_starts_bitwise_and_keeps_backbone_keys():
+def test_parallel_starts_bitwise_and_keeps_backbone_keys(tiny_vit):
     plain = tiny_vit()
     keys, ref = set(plain.state_dict()), plain(X)
     model = build_method("parallel", tiny_vit(), AdapterConfig(rank=8))
@@ -81,7 +79,7 @@ def test_parallel_starts_bitwise_and_keeps_backbone_keys():
     assert not torch.allclose(model(X), ref)
 
 
-def test_parallel_adapter_sees_the_mlp_input():
+def test_parallel_adapter_sees_the_mlp_input(tiny_vit):
     model = build_method("parallel", tiny_vit(), AdapterConfig(rank=4, placement=[0]))
     blk, ad = model.blocks[0], model.blocks[0].adapters["default"]
     with torch.no_grad():
@@ -93,7 +91,7 @@ def test_parallel_adapter_sees_the_mlp_input():
         torch.testing.assert_close(blk(x), want)
 
 
-def test_bitfit_trains_biases_and_head():
+def test_bitfit_trains_biases_and_head(tiny_vit):
     model = build_method("bitfit", tiny_vit(), None)
     names = trainable(model)
     assert names and all(n.endswith(".bias") or n.startswith("head.") for n in names)
@@ -119,7 +117,7 @@ def test_methods_without_adapter_options_reject_them():
             resolve_adapter_config(method, AdapterConfig(rank=4))
 
 
-def test_extract_features_are_the_classifier_input():
+def test_extract_features_are_the_classifier_input(tiny_vit):
     model = tiny_vit()
     loader = [(X, torch.tensor([0, 1]), 0)]
     f, y, skipped, _ = extract_features(model, loader, torch.device("cpu"))
@@ -127,20 +125,13 @@ def test_extract_features_are_the_classifier_input():
     torch.testing.assert_close(model.head(f), model(X))
 
 
-def test_linear_probe_cached_equals_head_without_augmentation(image_folder, tmp_path):
-    def cfg(method, **data):
-        return RunConfig.from_dict(
-            {
-                "backbone": TINY_VIT,
-                "data": {"name": "imagefolder", "root": str(image_folder), "num_workers": 0, "subset": 16, **data},
-                "method": method,
-                "train": {"epochs": 2, "batch_size": 16, "seed": 0},
-                "out_dir": str(tmp_path / method),
-            }
-        )
-
-    head = run(cfg("head", augment=False))
-    cached = run(cfg("linear-probe-cached"))  # augmentation is off by definition of the method
+def test_linear_probe_cached_equals_head_without_augmentation(run_config, image_folder, tmp_path):
+    train = {"epochs": 2, "batch_size": 16, "seed": 0}
+    head = run(run_config(image_folder, tmp_path / "head", "head", data={"subset": 16, "augment": False}, **train))
+    # augmentation is off by definition of the method
+    cached = run(
+        run_config(image_folder, tmp_path / "linear-probe-cached", "linear-probe-cached", data={"subset": 16}, **train)
+    )
     assert cached.protocol["augment"] == "none" and cached.trainable_params == head.trainable_params
     assert cached.test_acc == head.test_acc and cached.best_val_acc == head.best_val_acc
     a, _ = load_tensors(tmp_path / "head" / "adaptertune_weights.safetensors")
@@ -153,9 +144,8 @@ def test_linear_probe_cached_equals_head_without_augmentation(image_folder, tmp_
 class _Wrapped(torch.nn.Module):
     """A ViT whose blocks are named ``encoder.layers`` first (``.blocks`` is an alias): a dotted LoRA prefix."""
 
-    def __init__(self) -> None:
+    def __init__(self, vit: torch.nn.Module) -> None:
         super().__init__()
-        vit = tiny_vit()
         self.encoder = torch.nn.Module()
         self.encoder.layers = vit.blocks
         self.blocks = vit.blocks
@@ -164,13 +154,13 @@ class _Wrapped(torch.nn.Module):
         self.encoder_layers[0].attn.qkv = torch.nn.Linear(192, 576)
 
 
-def test_lora_target_regex_escapes_the_blocks_prefix():
+def test_lora_target_regex_escapes_the_blocks_prefix(tiny_vit):
     import re
 
     pytest.importorskip("peft")
     from adaptertune.methods.lora import lora_config
 
-    pattern = lora_config(_Wrapped(), LoraOptions(rank=2, placement=[0])).target_modules
+    pattern = lora_config(_Wrapped(tiny_vit()), LoraOptions(rank=2, placement=[0])).target_modules
     assert re.fullmatch(pattern, "encoder.layers.0.attn.qkv")
     assert not re.fullmatch(pattern, "encoder_layers.0.attn.qkv")  # '.' is literal, not "any character"
     assert not re.fullmatch(pattern, "encoder.layers.0.attnXqkv")

@@ -13,7 +13,7 @@ from adaptertune.config import RunConfig
 from adaptertune.engine import load_tensors
 from adaptertune.methods import METHODS
 from adaptertune.runs import run
-from conftest import TINY_VIT
+from helpers import TINY_VIT
 
 
 class _Stop(Exception):
@@ -112,22 +112,15 @@ def test_under_cross_validation_methods_pair_by_seed_and_fold(image_folder, tmp_
 
 
 @pytest.mark.slow
-def test_linear_probe_cached_equals_head_without_augmentation_over_multi_batch_epochs(image_folder, tmp_path):
+def test_linear_probe_cached_equals_head_without_augmentation_over_multi_batch_epochs(
+    run_config, image_folder, tmp_path
+):
     """Same seed, 4 batches per epoch, 3 epochs: the probe on cached features is head --no-augment, step by step."""
-
-    def cfg(method, **data):
-        return RunConfig.from_dict(
-            {
-                "backbone": TINY_VIT,
-                "data": {"name": "imagefolder", "root": str(image_folder), "num_workers": 0, "subset": 16, **data},
-                "method": method,
-                "train": {"epochs": 3, "batch_size": 4, "seed": 1},
-                "out_dir": str(tmp_path / method),
-            }
-        )
-
-    head = run(cfg("head", augment=False))
-    cached = run(cfg("linear-probe-cached"))
+    train = {"epochs": 3, "batch_size": 4, "seed": 1}
+    head = run(run_config(image_folder, tmp_path / "head", "head", data={"subset": 16, "augment": False}, **train))
+    cached = run(
+        run_config(image_folder, tmp_path / "linear-probe-cached", "linear-probe-cached", data={"subset": 16}, **train)
+    )
     assert cached.test_acc == head.test_acc and cached.best_val_acc == head.best_val_acc
     a, _ = load_tensors(tmp_path / "head" / "adaptertune_weights.safetensors")
     b, _ = load_tensors(tmp_path / "linear-probe-cached" / "adaptertune_weights.safetensors")

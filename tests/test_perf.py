@@ -12,6 +12,7 @@ from adaptertune.errors import ConfigError
 from adaptertune.methods import build_method
 from adaptertune.methods.adapter import AdapterConfig
 from adaptertune.methods.flops import StepFlops, ViTGeometry, count_step, inference_flops, step_flops, vit_geometry
+from helpers import TINY_VIT_ARGS
 
 # depth 1, d=4, MLP 8, 2 patches + cls = 3 tokens, patch 1x2x3 (6 inputs), 2 classes.
 # Forward (2mkn each): patch 2*2*6*4=96, qkv 2*3*4*12=288, QK^T+AV 2*2*3*3*4=144, proj 2*3*4*4=96,
@@ -121,7 +122,7 @@ REQUIRED = {
 
 def test_speed_cli_writes_json(tmp_path, capsys):
     out = tmp_path / "speed.json"
-    args = ["speed", "--backbone", "test_vit", "--batch-size", "2", "--methods", "head,full,adapter,lora"]
+    args = ["speed", *TINY_VIT_ARGS, "--batch-size", "2", "--methods", "head,full,adapter,lora"]
     args += ["--steps", "1", "--warmup", "0", "--no-memory", "--matmul-size", "64", "--json", str(out)]
     assert main(args) == 0
     table = capsys.readouterr().out
@@ -143,9 +144,8 @@ def test_speed_cli_writes_json(tmp_path, capsys):
     assert rows["lora"]["gflops_per_step"] > rows["head"]["gflops_per_step"]
 
 
-def test_speed_times_the_registered_lora_with_its_options():
+def test_speed_times_the_registered_lora_with_its_options(tiny_vit):
     from adaptertune.perf.step import build_for_speed
-    from conftest import tiny_vit
 
     a = build_for_speed("lora", tiny_vit(), 4, "last:2", "qkv+mlp")
     b = build_method("lora", tiny_vit(), {"rank": 4, "placement": "last:2", "targets": "qkv+mlp"})

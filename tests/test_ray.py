@@ -8,7 +8,7 @@ import pytest
 
 from adaptertune.runs import ADAPTER_FILE
 from adaptertune.sweeps import SweepSpec, plan_sweep, run_sweep
-from conftest import make_image_folder
+from helpers import TINY_VIT, make_image_folder
 
 pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray")
@@ -29,7 +29,7 @@ def local_ray():
 
 def _spec(folder):
     base = {
-        "backbone": {"name": "test_vit", "pretrained": False},
+        "backbone": TINY_VIT,
         "data": {"name": "imagefolder", "root": str(folder), "num_workers": 0},
         "method": "head",
         "train": {"epochs": 2, "batch_size": 8, "device": "cpu", "checkpoint_every_steps": 1},

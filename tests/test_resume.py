@@ -15,10 +15,9 @@ from adaptertune.config import RunConfig
 from adaptertune.engine import load_tensors
 from adaptertune.engine.sampling import ResumableSampler
 from adaptertune.runs import CHECKPOINT_FILE, run
-from conftest import TINY_VIT, make_image_folder
+from helpers import TIMING, TINY_VIT, make_image_folder
 
 HELPER = Path(__file__).with_name("resume_helper.py")
-TIMING = {"epoch_seconds", "train_images_per_second"}
 THREADS = 1
 
 

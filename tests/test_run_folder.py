@@ -16,7 +16,7 @@ from adaptertune.runs import ADAPTER_FILE, CHECKPOINT_FILE, FolderLockedError, R
 from adaptertune.runs import folder as rf
 from adaptertune.runs.lock import RunLock, lock_path_for
 from adaptertune.runs.summary import CELL_FREE_KEYS, RESUME_FREE_KEYS, config_differences, make_protocol
-from conftest import TINY_VIT, make_image_folder
+from helpers import TINY_VIT, TINY_VIT_ARGS, make_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +157,7 @@ def test_cli_ctrl_c_prints_the_resume_command(folder, tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(progress.TqdmProgress, "on_step", interrupt)
     out = tmp_path / "my run"
-    args = ["train", "--backbone", "vit_tiny_patch16_224", "--backbone-arg", "img_size=32", "--backbone-arg"]
-    args += ["patch_size=4", "--no-pretrained", "--data-root", str(folder), "--epochs", "1", "--batch-size", "8"]
+    args = ["train", *TINY_VIT_ARGS, "--data-root", str(folder), "--epochs", "1", "--batch-size", "8"]
     args += ["--num-workers", "0", "--rank", "2", "--quiet", "--out-dir", str(out), "checkpoint_every_steps=1"]
     assert main(args) == 130
     err = capsys.readouterr().err.strip()
@@ -204,8 +203,7 @@ def test_a_locked_folder_is_refused_and_left_alone(folder, tmp_path):
 def test_two_train_processes_on_one_out_dir(folder, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "adaptertune", "train", "--backbone", "vit_tiny_patch16_224", "--backbone-arg"]
-    cmd += ["img_size=32", "--backbone-arg", "patch_size=4", "--no-pretrained", "--data-root", str(folder)]
+    cmd = [sys.executable, "-m", "adaptertune", "train", *TINY_VIT_ARGS, "--data-root", str(folder)]
     cmd += ["--epochs", "3", "--batch-size", "8", "--num-workers", "0", "--quiet", "--out-dir", str(out)]
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
     outs = [p.communicate(timeout=600) for p in procs]
