@@ -39,8 +39,8 @@ def one_thread():
 # ---------------------------------------------------------------- the tiny ViT
 @pytest.fixture(scope="session")
 def tiny_vit():
-    """Factory: ``tiny_vit(num_classes=10, seed=0)`` is TINY_VIT's timm model, seeded (``torch.manual_seed``), in
-    eval mode, built by timm alone (not ``create_backbone``, whose random init seeds the body without the head)."""
+    """Factory: ``tiny_vit(num_classes=10, seed=0)`` is TINY_VIT's timm model in eval mode, built by timm after
+    ``torch.manual_seed(seed)`` (``create_backbone``'s random init, body and head drawn apart, gives other weights)."""
     import timm
 
     def make(num_classes: int = 10, seed: int = 0) -> torch.nn.Module:

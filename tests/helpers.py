@@ -5,6 +5,7 @@ Test files import from here (``from helpers import TINY_VIT``), never from conft
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -160,3 +161,14 @@ def shift_task(k: int, n: int = 512, d: int = 32, classes: int = 10, tokens: int
     sign = torch.randint(0, 2, (n,), generator=g) * 2 - 1
     x[merged, :, d - 1 - y[merged]] += (2.0 * sign[merged])[:, None]
     return [(x[i : i + 64], y[i : i + 64]) for i in range(0, n, 64)]
+
+
+# ---------------------------------------------------------------- failures
+def no_space_left(*args, **kwargs):
+    """Stands in for a write (``os.fsync``, ``os.replace``, ...) on a full disk."""
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+# ---------------------------------------------------------------- models
+def trainable_names(model: nn.Module) -> list[str]:
+    return [n for n, p in model.named_parameters() if p.requires_grad]

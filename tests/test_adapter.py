@@ -1,4 +1,5 @@
-"""Contracts of the adapter module: exact identity at init, frozen backbone, counts, state dicts."""
+"""The adapter method (methods/adapter/): exact identity at init, frozen backbone, counts, state dicts, the fused
+residual path."""
 
 import pytest
 import torch
@@ -240,3 +241,64 @@ def test_scaling_multiplies_the_adapter_output_by_its_rule(tiny_vit, scaling, ex
 def test_unknown_scaling_is_a_clear_error():
     with pytest.raises(ConfigError, match="adapter.scaling.*constant.*rsqrt"):
         AdapterConfig(scaling="sqrt")
+
+
+def test_frozen_parts_get_no_grad_and_build_no_graph():
+    """Frozen weights get no .grad, and blocks before the first adapter record no autograd graph at all."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=4, num_classes=3)
+    build_method("adapter", model, AdapterConfig(rank=4, placement="last:2"))
+    seen = {}
+    for i, b in enumerate(model.blocks):
+        b.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0].requires_grad))
+    torch.nn.functional.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([0, 1])).backward()
+    # inputs of blocks 0..2 (block 2 is the first adapted one: its own compute needs no graph either)
+    assert seen == {0: False, 1: False, 2: False, 3: True}
+    for n, p in model.named_parameters():
+        assert (p.grad is not None) == p.requires_grad, n
+        assert p.requires_grad == (".adapters." in n or n.startswith("head.")), n
+
+
+def test_adapter_fast_path_matches_reference_formula():
+    from adaptertune.methods.adapter import Adapter
+
+    torch.manual_seed(0)
+    h = torch.randn(2, 5, 8)
+    for alpha in (1.0, 0.5):
+        a = Adapter(8, 3, alpha=alpha, init="random")
+        expected = h + alpha * a.up(torch.nn.functional.gelu(a.down(h)))
+        assert torch.allclose(a.residual(h), expected, atol=1e-6)
+        assert torch.allclose(a(h), expected - h, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_fused_residual_adapter_matches_module_path(alpha, input_grad):
+    from adaptertune.methods.adapter import Adapter
+
+    torch.manual_seed(0)
+    a = Adapter(8, 3, alpha=alpha, init="random")
+    h = torch.randn(2, 5, 8, requires_grad=input_grad)
+    g = torch.randn(2, 5, 8)
+    fused = a.residual(h)
+    assert fused.grad_fn is not None and "ResidualAdapter" in type(fused.grad_fn).__name__
+    fused.backward(g)
+    grads = [p.grad.clone() for p in a.parameters()] + ([h.grad.clone()] if input_grad else [])
+    a.zero_grad()
+    h.grad = None
+    ref = h + alpha * a.up(torch.nn.functional.gelu(a.down(h)))
+    ref.backward(g)
+    ref_grads = [p.grad for p in a.parameters()] + ([h.grad] if input_grad else [])
+    assert torch.allclose(fused, ref, atol=1e-6)
+    for x, y in zip(grads, ref_grads):
+        assert torch.allclose(x, y, atol=1e-5)
+
+
+def test_fused_residual_adapter_gradcheck():
+    from adaptertune.methods.adapter.layer import _ResidualAdapter
+
+    torch.manual_seed(0)
+    args = [torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((2, 3, 4), (2, 4), (2,), (4, 2), (4,))]
+    assert torch.autograd.gradcheck(lambda *t: _ResidualAdapter.apply(*t, 0.7), args)

@@ -1,4 +1,5 @@
-"""Adapter files hold only what was trained; rebuild is exact; a file for another model is a clear error."""
+"""The adapter file (runs/adapter_file.py) holds only what was trained; rebuild is exact; a file for another model is a
+clear error."""
 
 import io
 

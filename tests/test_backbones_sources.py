@@ -1,4 +1,5 @@
-"""Backbones named as timm names them, loaded by timm's real ``pretrained=True`` path from disk (no mocks).
+"""Backbone sources (backbones/sources.py): backbones named as timm names them, loaded by timm's real
+``pretrained=True`` path from disk (no mocks).
 
 A Hugging Face cache is built on disk as ``huggingface_hub`` lays it out (``models--ORG--NAME/{blobs,snapshots,
 refs}``) and found through ``HF_HUB_CACHE`` with ``HF_HUB_OFFLINE=1``; a ``local-dir:`` folder holds timm's own

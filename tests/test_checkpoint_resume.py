@@ -1,5 +1,5 @@
-"""Exact resume: a run killed (SIGKILL) or stopped at any point and resumed ends bitwise identical to an
-uninterrupted run with the same seed (CPU)."""
+"""Exact resume from the training checkpoint (engine/checkpoint.py): a run killed (SIGKILL) or stopped at any point and
+resumed ends bitwise identical to an uninterrupted run with the same seed (CPU)."""
 
 import json
 import os

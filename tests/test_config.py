@@ -96,3 +96,12 @@ def test_overrides():
         apply_overrides({}, ["learning_rate=1"])
     with pytest.raises(ConfigError, match="key=value"):
         apply_overrides({}, ["lr"])
+
+
+def test_train_compile_flag_is_validated():
+    from adaptertune.config import TrainConfig
+
+    assert TrainConfig().compile is False
+    assert TrainConfig(compile="true").compile is True
+    with pytest.raises(ConfigError, match="train.compile"):
+        TrainConfig(compile="maybe")

@@ -1,4 +1,5 @@
-"""Bad data: truncated images (counted skip, or an error with --strict), bad labels, empty classes, the listing."""
+"""Bad data (data/base.py, data/folders.py): truncated images (counted skip, or an error with --strict), bad labels,
+empty classes, the listing."""
 
 from __future__ import annotations
 

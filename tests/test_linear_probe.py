@@ -24,6 +24,7 @@ from adaptertune.config import RunConfig
 from adaptertune.engine import Callback, load_tensors
 from adaptertune.engine.cached import TensorLoader
 from adaptertune.engine.distributed import DistInfo
+from adaptertune.engine.features import extract_features
 from adaptertune.engine.sampling import ResumableSampler
 from adaptertune.errors import ConfigError
 from adaptertune.runs import CHECKPOINT_FILE, run
@@ -31,6 +32,7 @@ from adaptertune.runs.folder import ADAPTER_FILE
 from helpers import TIMING, TINY_VIT
 
 HELPER = Path(__file__).with_name("resume_helper.py")
+X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 # run_config: 20 images (8 more for validation), 3 epochs of batch 6 (4 steps per epoch, the last one short), with
 # timm's dropout before the classifier (drop_rate), so the dropout masks must match too
 PROBE_RUN = {"backbone": {**TINY_VIT, "args": {"drop_rate": 0.5}}, "epochs": 3, "batch_size": 6, "seed": 1}
@@ -151,3 +153,44 @@ def test_sigkill_mid_epoch_then_resume_is_exact(run_config, image_folder, tmp_pa
     b, _ = load_tensors(out / ADAPTER_FILE)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_extract_features_are_the_classifier_input(tiny_vit):
+    model = tiny_vit()
+    loader = [(X, torch.tensor([0, 1]), 0)]
+    f, y, skipped, _ = extract_features(model, loader, torch.device("cpu"))
+    assert f.shape == (2, 192) and skipped == 0 and y.tolist() == [0, 1]
+    torch.testing.assert_close(model.head(f), model(X))
+
+
+def test_linear_probe_cached_equals_head_without_augmentation(run_config, image_folder, tmp_path):
+    train = {"epochs": 2, "batch_size": 16, "seed": 0}
+    head = run(run_config(image_folder, tmp_path / "head", "head", data={"subset": 16, "augment": False}, **train))
+    # augmentation is off by definition of the method
+    cached = run(
+        run_config(image_folder, tmp_path / "linear-probe-cached", "linear-probe-cached", data={"subset": 16}, **train)
+    )
+    assert cached.protocol["augment"] == "none" and cached.trainable_params == head.trainable_params
+    assert cached.test_acc == head.test_acc and cached.best_val_acc == head.best_val_acc
+    a, _ = load_tensors(tmp_path / "head" / "adaptertune_weights.safetensors")
+    b, meta = load_tensors(tmp_path / "linear-probe-cached" / "adaptertune_weights.safetensors")
+    assert set(a) == set(b) == {"head.weight", "head.bias"} and meta["method"] == "linear-probe-cached"
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_linear_probe_cached_equals_head_without_augmentation_over_multi_batch_epochs(
+    run_config, image_folder, tmp_path
+):
+    """Same seed, 4 batches per epoch, 3 epochs: the probe on cached features is head --no-augment, step by step."""
+    train = {"epochs": 3, "batch_size": 4, "seed": 1}
+    head = run(run_config(image_folder, tmp_path / "head", "head", data={"subset": 16, "augment": False}, **train))
+    cached = run(
+        run_config(image_folder, tmp_path / "linear-probe-cached", "linear-probe-cached", data={"subset": 16}, **train)
+    )
+    assert cached.test_acc == head.test_acc and cached.best_val_acc == head.best_val_acc
+    a, _ = load_tensors(tmp_path / "head" / "adaptertune_weights.safetensors")
+    b, _ = load_tensors(tmp_path / "linear-probe-cached" / "adaptertune_weights.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)

@@ -1,4 +1,5 @@
-"""Run-folder locks: exclusion, stale-lock recovery after a killed holder, and two sweeps sharing a results folder."""
+"""Run-folder locks (runs/lock.py): exclusion, stale-lock recovery after a killed holder, and two sweeps sharing a
+results folder."""
 
 import json
 import os

@@ -1,5 +1,6 @@
-"""A method registered from this file alone (no edit in the package) runs through train, eval, predict,
-multi-task and export: the registry entry is the whole unit.
+"""The method registry (methods/registry.py). A method registered from this file alone (no edit in the package)
+runs through train, eval, predict, multi-task and export: the registry entry is the whole unit. The built-in
+methods are registered, and an option a method does not take is an error.
 
 The toy is SSF-like scale-shift (Lian et al., 2022): after each placed block, ``h <- h * (1 + gamma) + beta``
 with per-channel ``gamma = beta = 0`` at init (so it starts at the pretrained logits), plus the new head.
@@ -20,7 +21,15 @@ from adaptertune.cli import main
 from adaptertune.config_checks import parse_placement
 from adaptertune.errors import CheckpointError, ConfigError
 from adaptertune.export import export_run
-from adaptertune.methods import METHODS, Method, build_method, register_method, unregister_method
+from adaptertune.methods import (
+    METHODS,
+    Method,
+    build_method,
+    register_method,
+    resolve_adapter_config,
+    unregister_method,
+)
+from adaptertune.methods.adapter import AdapterConfig
 from adaptertune.methods.flops import step_flops, vit_geometry
 from adaptertune.methods.slots import BlockSlot
 from adaptertune.multitask import MultiTaskModel, predict_tasks
@@ -171,3 +180,27 @@ def test_toy_method_exports(trained):
     pytest.importorskip("onnxruntime")
     r = export_run(trained, "onnx")
     assert not r.merged and r.max_abs_diff <= 1e-4
+
+
+# ---------------------------------------------------------------- the built-in methods and their options
+def test_all_methods_registered():
+    assert {"head", "full", "adapter", "lora", "parallel", "bitfit", "linear-probe-cached"} <= set(METHODS.names())
+
+
+@pytest.mark.parametrize(
+    ("method", "option"),
+    [("lora", {"init": "small"}), ("lora", {"act": "relu"}), ("parallel", {"targets": "qkv+mlp"})],
+)
+def test_option_that_does_not_apply_is_an_error(method, option):
+    match = f"adapter.{next(iter(option))}.*does not apply to method '{method}'; it accepts "
+    with pytest.raises(ConfigError, match=match):
+        resolve_adapter_config(method, option)  # as written in YAML
+    if method == "lora":  # the adapter methods' options object, given to LoRA
+        with pytest.raises(ConfigError, match=match):
+            resolve_adapter_config(method, AdapterConfig(**option))
+
+
+def test_methods_without_adapter_options_reject_them():
+    for method in ("bitfit", "linear-probe-cached"):
+        with pytest.raises(ConfigError, match="takes no adapter options"):
+            resolve_adapter_config(method, AdapterConfig(rank=4))

@@ -1,4 +1,5 @@
-"""Ray executor against a local Ray instance the test starts (marker ray; needs `pip install ray`)."""
+"""The Ray executor (sweeps/ray_executor.py) against a local Ray instance the test starts (marker ray; needs `pip
+install ray`)."""
 
 import json
 import os

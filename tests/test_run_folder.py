@@ -1,5 +1,6 @@
-"""The run folder (runs/): its states, failures in one schema, the folder lock, --overwrite written aside,
-Ctrl-C recorded as interrupted, and the dataset identity in the protocol."""
+"""The run folder (runs/folder.py and its neighbours in runs/): its states, torn metrics lines, failures in one schema,
+the folder lock, --overwrite written aside, Ctrl-C recorded as interrupted, and the dataset identity in the
+protocol."""
 
 import json
 import os
@@ -11,9 +12,10 @@ import pytest
 
 from adaptertune.cli import main
 from adaptertune.config import RunConfig
-from adaptertune.errors import ConfigError
+from adaptertune.errors import CheckpointError, ConfigError
 from adaptertune.runs import ADAPTER_FILE, CHECKPOINT_FILE, FolderLockedError, RunStatus, RunSummary, read_state, run
 from adaptertune.runs import folder as rf
+from adaptertune.runs.folder import read_jsonl
 from adaptertune.runs.lock import RunLock, lock_path_for
 from adaptertune.runs.summary import CELL_FREE_KEYS, RESUME_FREE_KEYS, config_differences, make_protocol
 from helpers import TINY_VIT, TINY_VIT_ARGS, make_image_folder
@@ -282,3 +284,12 @@ def test_checkpoint_progress_reads_only_the_header(tmp_path):
         assert rf.checkpoint_progress(path) == expected
     path.write_bytes(b"junk")
     assert rf.checkpoint_progress(path) is None
+
+
+def test_read_jsonl_drops_torn_last_line_only(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
+    assert read_jsonl(p) == [{"epoch": 1}, {"epoch": 2}]
+    p.write_text('{"epoch": 1}\n{"ep\n{"epoch": 3}\n')
+    with pytest.raises(CheckpointError, match="line 2"):
+        read_jsonl(p)

@@ -1,4 +1,5 @@
-"""Early stopping (``train.early_stop``): the patience rule, the loop, exact resume, the run's protocol label."""
+"""Early stopping (``train.early_stop``, engine/stopping.py): the patience rule, the loop, exact resume, the run's
+protocol label."""
 
 from __future__ import annotations
 
