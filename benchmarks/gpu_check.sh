@@ -9,9 +9,9 @@
 #   7. the data path's images/s against the adapter step's
 #
 # usage: benchmarks/gpu_check.sh [--device cuda|cpu] [--smoke] [--precision P] [--out DIR]
-#   --device cpu --smoke: the same steps with a tiny ViT at 32 px on the CPU (tests/test_gpu_check.py, slow),
+#   --device cpu --smoke: the same steps with a tiny ViT at 32 px on the CPU (tests/test_gpu_check.py, marker gpu),
 #   in fp32 unless --precision says otherwise (CPUs without native bf16 train ~100x slower in bf16; the bf16
-#   start of the adapters is tests/test_adapters.py's)
+#   start of the adapters is tests/test_adapter.py's)
 # env: PYTHON (default: python). Output: DIR/gpu_check.log (default DIR: a new temporary folder); copy it to
 # benchmarks/results/gpu_check-<GPU>-<date>.log when run on a GPU machine.
 set -euo pipefail

@@ -4,66 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from adaptertune.analysis.advise import advise_rank, captured_energy, rank_for_energy, table_ranks
 from adaptertune.errors import ConfigError
+from helpers import TINY_VIT_ARGS, TokenNet, shift_task
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread avoids oversubscription on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-class _Block(nn.Module):
-    def __init__(self, d: int) -> None:
-        super().__init__()
-        self.fc = nn.Linear(d, d)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + 0.3 * torch.tanh(self.fc(x))
-
-
-class TokenNet(nn.Module):
-    """Frozen tokens -> blocks -> mean pool -> linear head; the timm methods rank advice uses."""
-
-    def __init__(self, d: int = 32, depth: int = 2, num_classes: int = 10) -> None:
-        super().__init__()
-        self.embed_dim = d
-        self.blocks = nn.Sequential(*[_Block(d) for _ in range(depth)])
-        self.head = nn.Linear(d, num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean(1)
-        return x if pre_logits else self.head(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-def _shift_task(k: int, n: int = 512, d: int = 32, classes: int = 10, tokens: int = 4, seed: int = 0):
-    """Classes 0..k share one mean in the frozen features: only coordinate d-1-j, with a random sign
-    per image (zero mean, invisible to a linear head), tells class j among them. The update the task
-    needs separates k+1 merged classes: k new directions (rank k). The other classes are separable."""
-    g = torch.Generator().manual_seed(seed)
-    means = 3.0 * torch.randn(classes, d, generator=g)
-    means[: k + 1] = means[0]
-    y = torch.arange(n) % classes
-    x = means[y][:, None, :] + 0.5 * torch.randn(n, tokens, d, generator=g)
-    merged = y <= k
-    sign = torch.randint(0, 2, (n,), generator=g) * 2 - 1
-    x[merged, :, d - 1 - y[merged]] += (2.0 * sign[merged])[:, None]
-    return [(x[i : i + 64], y[i : i + 64]) for i in range(0, n, 64)]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_captured_energy_and_rank_rule():
@@ -77,7 +23,7 @@ def test_captured_energy_and_rank_rule():
 def test_advice_recovers_known_shift_rank(k):
     torch.manual_seed(0)
     model = TokenNet()
-    advice = advise_rank(model, _shift_task(k), placement="all", threshold=0.9)
+    advice = advise_rank(model, shift_task(k), placement="all", threshold=0.9)
     # the head-only fit leaves a little held-out error outside the merged classes and the first block's
     # gradients pass through a frozen non-linear block: the estimate lands in k-1 .. k+2
     assert k - 1 <= advice.advised_rank <= k + 2, advice.energy[:10]
@@ -91,7 +37,7 @@ def test_backbone_is_untouched_and_placement_is_honoured():
     torch.manual_seed(0)
     model = TokenNet(depth=3)
     before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("head")}
-    advice = advise_rank(model, _shift_task(3)[:2], placement="last:1", head_steps=20)
+    advice = advise_rank(model, shift_task(3)[:2], placement="last:1", head_steps=20)
     assert advice.blocks == [2] and list(advice.block_ranks) == [2]
     for k, v in model.state_dict().items():
         if not k.startswith("head"):
@@ -101,9 +47,9 @@ def test_backbone_is_untouched_and_placement_is_honoured():
 
 def test_bad_options_are_errors():
     with pytest.raises(ConfigError, match="signal"):
-        advise_rank(TokenNet(), _shift_task(2), signal="hessian")
+        advise_rank(TokenNet(), shift_task(2), signal="hessian")
     with pytest.raises(ConfigError, match="threshold"):
-        advise_rank(TokenNet(), _shift_task(2), threshold=1.5)
+        advise_rank(TokenNet(), shift_task(2), threshold=1.5)
 
 
 def test_cli_advise_rank_prints_advice_and_table(image_folder, tmp_path, capsys):
@@ -112,7 +58,7 @@ def test_cli_advise_rank_prints_advice_and_table(image_folder, tmp_path, capsys)
     from adaptertune.cli.main import main
 
     out = tmp_path / "advice.json"
-    argv = ["advise-rank", "--backbone", "test_vit", "--no-pretrained", "--dataset", "imagefolder"]
+    argv = ["advise-rank", *TINY_VIT_ARGS, "--dataset", "imagefolder"]
     argv += ["--data-root", str(image_folder), "--batches", "2", "--batch-size", "8", "--placement", "last:2"]
     argv += ["--permutations", "0"]  # the energy rule (the null-tested default: tests/test_advise_null.py)
     assert main([*argv, "--json", str(out)]) == 0
@@ -126,9 +72,9 @@ def test_cli_advise_rank_prints_advice_and_table(image_folder, tmp_path, capsys)
 
 def test_null_check_permutes_labels_and_leaves_the_advice_alone():
     torch.manual_seed(0)
-    plain = advise_rank(TokenNet(), _shift_task(2), threshold=0.9)
+    plain = advise_rank(TokenNet(), shift_task(2), threshold=0.9)
     torch.manual_seed(0)
-    checked = advise_rank(TokenNet(), _shift_task(2), threshold=0.9, null=True)
+    checked = advise_rank(TokenNet(), shift_task(2), threshold=0.9, null=True)
     assert checked.energy == plain.energy and checked.advised_rank == plain.advised_rank
     assert len(checked.null_energy) == 32 and abs(checked.null_energy[-1] - 1) < 1e-9
     # a rank-2 shift concentrates the true spectrum; permuted labels spread it over the head's 9 directions

@@ -10,19 +10,13 @@ import torch
 
 from adaptertune.analysis.advise_null import HEAD_ONLY, advise_rank_null, fit_head, leading_exceedance
 from adaptertune.errors import ConfigError, DataError
-from test_advise import TokenNet, _shift_task
+from helpers import TINY_VIT_ARGS, TokenNet, shift_task
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _task(k: int, n: int = 1024):
-    batches = _shift_task(k, n=n)
+    batches = shift_task(k, n=n)
     return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
 
 
@@ -85,7 +79,7 @@ def test_cli_advise_rank_default_is_the_null_test(image_folder, tmp_path, capsys
     from adaptertune.cli.main import main
 
     out = tmp_path / "advice.json"
-    argv = ["advise-rank", "--backbone", "test_vit", "--no-pretrained", "--dataset", "imagefolder"]
+    argv = ["advise-rank", *TINY_VIT_ARGS, "--dataset", "imagefolder"]
     argv += ["--data-root", str(image_folder), "--images", "32", "--grad-images", "8", "--placement", "last:2"]
     assert main([*argv, "--json", str(out)]) == 0
     text = capsys.readouterr().out

@@ -15,6 +15,7 @@ from adaptertune.atomic import (
     file_mode,
 )
 from adaptertune.errors import OutputError
+from helpers import no_space_left
 
 
 @pytest.fixture
@@ -113,3 +114,19 @@ def test_output_error_is_an_os_error(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(OSError):
         atomic_write_text(tmp_path / "f" / "g", "y")
+
+
+def test_atomic_write_keeps_old_file_on_full_disk(tmp_path, monkeypatch):
+    target = tmp_path / "summary.json"
+    atomic_write_text(target, '{"old": 1}')
+    monkeypatch.setattr(os, "fsync", no_space_left)
+    with pytest.raises(OutputError, match="No space left on device"):
+        atomic_write_text(target, '{"new": 2}')
+    assert target.read_text() == '{"old": 1}'
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left behind
+
+
+def test_atomic_write_into_missing_or_file_parent(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputError, match="Cannot write"):
+        atomic_write_text(tmp_path / "f" / "summary.json", "{}")

@@ -3,11 +3,11 @@ import torch
 
 from adaptertune import BackboneConfig, CheckpointError, WeightsUnavailableError, create_backbone
 from adaptertune.backbones import weights_sha256
-from conftest import tiny_vit
+from helpers import TINY_VIT, TINY_VIT_TIMM
 
 
 def test_random_init_is_seeded_and_hashed():
-    cfg = BackboneConfig(name="test_vit", pretrained=False)
+    cfg = BackboneConfig(**TINY_VIT)
     a, b = create_backbone(cfg, 10, seed=0), create_backbone(cfg, 10, seed=0)
     assert a.weights_sha256 == b.weights_sha256 and a.weights_tag == "random-init(seed=0)"
     assert create_backbone(cfg, 10, seed=1).weights_sha256 != a.weights_sha256
@@ -15,13 +15,15 @@ def test_random_init_is_seeded_and_hashed():
 
 
 def test_pretrained_offline_is_clear_error_never_random():
+    # the tiny ViT by its timm name, which has hub weights (offline: none to load), then the registered test_vit,
+    # which has none at all
     with pytest.raises(WeightsUnavailableError, match="--weights FILE"):
-        create_backbone(BackboneConfig(name="vit_tiny_patch16_224", args={"img_size": 32, "patch_size": 4}), 10)
+        create_backbone(BackboneConfig(name=TINY_VIT_TIMM["name"], args=TINY_VIT_TIMM["args"]), 10)
     with pytest.raises(WeightsUnavailableError, match="There are no pretrained weights for 'test_vit'"):
         create_backbone(BackboneConfig(name="test_vit"), 10)
 
 
-def test_weights_file_loads_strictly_head_replaced(tmp_path):
+def test_weights_file_loads_strictly_head_replaced(tiny_vit, tmp_path):
     from safetensors.torch import save_file
 
     src = tiny_vit(num_classes=1000, seed=3)
@@ -60,7 +62,7 @@ def test_pickled_code_is_refused(tmp_path):
 
 def test_random_init_body_does_not_depend_on_class_count():
     """Tasks with different class counts can share one random-init backbone (same seed, same body)."""
-    cfg = BackboneConfig(name="test_vit", pretrained=False)
+    cfg = BackboneConfig(**TINY_VIT)
     a, b = create_backbone(cfg, num_classes=3, seed=5), create_backbone(cfg, num_classes=7, seed=5)
     assert a.weights_sha256 == b.weights_sha256
     body = {k: v for k, v in a.model.state_dict().items() if not k.startswith("head.")}

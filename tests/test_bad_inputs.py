@@ -13,9 +13,8 @@ from PIL import Image
 
 from adaptertune.cli import main
 from adaptertune.runs import ADAPTER_FILE
-from conftest import make_image_folder
+from helpers import TINY_VIT_ARGS, TINY_VIT_TIMM, backbone_flags, make_image_folder
 
-TINY = ["--backbone", "vit_tiny_patch16_224", "--backbone-arg", "img_size=32", "--backbone-arg", "patch_size=4"]
 FAST = ["--epochs", "1", "--batch-size", "8", "--num-workers", "0", "--quiet"]
 
 
@@ -29,7 +28,7 @@ def data(tmp_path_factory):
     (root / "bad.yaml").write_text("train: [unclosed\n")
     (root / "empty").mkdir()
     (root / "sweep.yaml").write_text(
-        "base: {backbone: {name: vit_tiny_patch16_224, pretrained: false}, data: {name: imagefolder, root: x}}\n"
+        "base: {backbone: {name: test_vit, pretrained: false}, data: {name: imagefolder, root: x}}\n"
         "grid: {method: [head]}\n"
     )
     images = sorted((folder / "train" / "class_0").glob("*.png"))
@@ -40,7 +39,7 @@ def data(tmp_path_factory):
     Image.fromarray(bad_float).save(high / "train" / "class_0" / "0.tif")
     (high / "train" / "class_0" / "0.png").unlink()
     run_dir = root / "finished"
-    assert main(["train", *TINY, "--no-pretrained", "--data-root", str(folder), "--rank", "4", *FAST,
+    assert main(["train", *TINY_VIT_ARGS, "--data-root", str(folder), "--rank", "4", *FAST,
                  "--out-dir", str(run_dir)]) == 0  # fmt: skip
     return {"root": root, "folder": folder, "corrupt": corrupt, "run": run_dir}
 
@@ -70,7 +69,7 @@ def finished_copy(d: dict, name: str, edit) -> Path:
 
 
 def _train(*args):
-    return lambda d: ["train", *TINY, "--no-pretrained", "--data-root", str(d["folder"]), *FAST, *args]
+    return lambda d: ["train", *TINY_VIT_ARGS, "--data-root", str(d["folder"]), *FAST, *args]
 
 
 def _set(path: str, value):
@@ -108,13 +107,14 @@ CASES = [
     ("val-fraction-one", _train("--val-fraction", "1"), r"data.val_fraction.*\[0, 1\), got 1"),
     ("precision-unknown", _train("--precision", "fp8"), r"train.precision.*auto, fp32, bf16, fp16; got 'fp8'"),
     ("checkpoint-every-zero", _train("checkpoint_every_steps=0"), r"checkpoint_every_steps.*>= 1, got 0"),
-    ("missing-data-root", lambda d: ["train", *TINY, "--no-pretrained", "--data-root", str(d["root"] / "nope"),
+    ("missing-data-root", lambda d: ["train", *TINY_VIT_ARGS, "--data-root", str(d["root"] / "nope"),
                                      *FAST], r"Data root .*nope' does not exist; expected a folder"),
-    ("no-data-root", lambda d: ["train", *TINY, "--no-pretrained", *FAST], r"needs --data-root DIR"),
-    ("corrupt-image-strict", lambda d: ["train", *TINY, "--no-pretrained", "--data-root", str(d["corrupt"]),
+    ("no-data-root", lambda d: ["train", *TINY_VIT_ARGS, *FAST], r"needs --data-root DIR"),
+    ("corrupt-image-strict", lambda d: ["train", *TINY_VIT_ARGS, "--data-root", str(d["corrupt"]),
                                         "--strict", *FAST], r"Corrupt image .*0.png"),
-    ("offline-no-weights", lambda d: ["train", *TINY, "--pretrained", "--data-root", str(d["folder"]), *FAST],
-     r"(?i)weights"),
+    # the tiny ViT by its timm name, which has hub weights (none offline)
+    ("offline-no-weights", lambda d: ["train", *backbone_flags({**TINY_VIT_TIMM, "pretrained": True}),
+                                      "--data-root", str(d["folder"]), *FAST], r"(?i)weights"),
     ("weights-file-missing", _train("--weights", "/nonexistent/w.safetensors"), r"/nonexistent/w.safetensors"),
     ("config-file-missing", _train("--config", "/nonexistent/c.yaml"), r"Config file '/nonexistent/c.yaml' does not"),
     ("config-file-bad-yaml", lambda d: [*_train("--config", str(d["root"] / "bad.yaml"))(d)], r"not valid YAML"),
@@ -160,14 +160,14 @@ CASES = [
     ("predict-nothing-readable", lambda d: ["predict", str(d["run"]),
                                             str(d["corrupt"] / "train" / "class_0" / "0.png")],
      r"None of the 1 images could be read; '.*0.png'"),
-    ("high-depth-image-strict", lambda d: ["train", *TINY, "--no-pretrained", "--data-root",
+    ("high-depth-image-strict", lambda d: ["train", *TINY_VIT_ARGS, "--data-root",
                                            str(d["root"] / "high_depth"), "--strict", *FAST],
      r"0.tif has mode 'F' with values 7.5..7.5; accepted"),
-    ("csv-header-typo", lambda d: ["train", *TINY, "--no-pretrained", "--dataset", "csv", "--data-root",
+    ("csv-header-typo", lambda d: ["train", *TINY_VIT_ARGS, "--dataset", "csv", "--data-root",
                                    str(d["root"] / "typo.csv"), *FAST],
      r"header 'path,lable,split': unknown column 'lable'; accepted columns"),
     # issue 16: the pre-resized cache of a folder dataset
-    ("cache-of-an-array-dataset", lambda d: ["train", *TINY, "--no-pretrained", "--dataset", "mnist-5k", "--subset",
+    ("cache-of-an-array-dataset", lambda d: ["train", *TINY_VIT_ARGS, "--dataset", "mnist-5k", "--subset",
                                              "8", "--cache", str(d["root"] / "cache_x"), *FAST],
      r"`data.cache` pre-resizes datasets read from image files; 'mnist-5k' is held in memory already"),
     ("cache-under-a-file", lambda d: _train("--cache", str(d["root"] / "a_file" / "c"))(d),
@@ -272,7 +272,7 @@ def swapped_task(data):
             for f in (data["folder"] / split / f"class_{c}").glob("*.png"):
                 shutil.copy(f, dst / f"{c}_{f.name}")
     other = root / "two_class_run"
-    assert main(["train", *TINY, "--no-pretrained", "--data-root", str(two), "--rank", "4", *FAST,
+    assert main(["train", *TINY_VIT_ARGS, "--data-root", str(two), "--rank", "4", *FAST,
                  "--out-dir", str(other)]) == 0  # fmt: skip
     run_dir = root / "swapped_task"
     shutil.copytree(data["run"], run_dir)

@@ -1,21 +1,18 @@
-"""Safe results: atomic writes, torn metrics lines, non-finite loss, full disk, checkpoint format."""
+"""The training checkpoint (engine/checkpoint.py, engine/state.py): its format, the last good one kept through a
+non-finite loss or a full disk, the precision a resume must keep, each rank's RNG state."""
 
-import errno
 import json
-import os
 
 import pytest
 import torch
 
-from adaptertune.atomic import atomic_write_text
 from adaptertune.cli import main
 from adaptertune.config import RunConfig
 from adaptertune.engine import TrainState, load_checkpoint, save_tensors
 from adaptertune.engine import backward as step_module  # computes the training loss
 from adaptertune.errors import CheckpointError, NonFiniteLossError, OutputError
 from adaptertune.runs import ADAPTER_FILE, CHECKPOINT_FILE, run
-from adaptertune.runs.folder import read_jsonl
-from conftest import TINY_VIT, make_image_folder
+from helpers import TINY_VIT, TINY_VIT_ARGS, make_image_folder, no_space_left
 
 
 @pytest.fixture(scope="module")
@@ -34,35 +31,6 @@ def config(folder, out, **train):
             "out_dir": str(out),
         }
     )
-
-
-def _enospc(*args, **kwargs):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
-def test_atomic_write_keeps_old_file_on_full_disk(tmp_path, monkeypatch):
-    target = tmp_path / "summary.json"
-    atomic_write_text(target, '{"old": 1}')
-    monkeypatch.setattr(os, "fsync", _enospc)
-    with pytest.raises(OutputError, match="No space left on device"):
-        atomic_write_text(target, '{"new": 2}')
-    assert target.read_text() == '{"old": 1}'
-    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left behind
-
-
-def test_atomic_write_into_missing_or_file_parent(tmp_path):
-    (tmp_path / "f").write_text("x")
-    with pytest.raises(OutputError, match="Cannot write"):
-        atomic_write_text(tmp_path / "f" / "summary.json", "{}")
-
-
-def test_read_jsonl_drops_torn_last_line_only(tmp_path):
-    p = tmp_path / "metrics.jsonl"
-    p.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
-    assert read_jsonl(p) == [{"epoch": 1}, {"epoch": 2}]
-    p.write_text('{"epoch": 1}\n{"ep\n{"epoch": 3}\n')
-    with pytest.raises(CheckpointError, match="line 2"):
-        read_jsonl(p)
 
 
 def test_checkpoint_loader_rejects_adapter_and_truncated_files(tmp_path):
@@ -105,8 +73,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_checkpoint(folder, tmp_
 
 def test_non_finite_loss_cli_message(folder, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(step_module, "F", _NaNAtStep(0))
-    args = ["train", "--backbone", "vit_tiny_patch16_224", "--backbone-arg", "img_size=32"]
-    args += ["--backbone-arg", "patch_size=4", "--no-pretrained", "--data-root", str(folder), "--epochs", "1"]
+    args = ["train", *TINY_VIT_ARGS, "--data-root", str(folder), "--epochs", "1"]
     args += ["--batch-size", "8", "--num-workers", "0", "--quiet", "--out-dir", str(tmp_path / "run")]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
@@ -121,7 +88,7 @@ def test_full_disk_is_a_clear_error_and_keeps_checkpoint(folder, tmp_path, monke
 
     def replace(src, dst):
         if str(dst).endswith(ADAPTER_FILE):
-            _enospc()
+            no_space_left()
         real(src, dst)
 
     monkeypatch.setattr(atomic.os, "replace", replace)

@@ -92,7 +92,16 @@ def test_overrides():
         "adapter": {"rank": 8, "placement": "last:2"},
         "backbone": {"args": {"img_size": 32}},
     }
-    with pytest.raises(ConfigError, match="Unknown config key 'learning_rate'. Valid keys:"):
+    with pytest.raises(ConfigError, match=r"Unknown config key 'learning_rate'\. Did you mean `train.lr`\?"):
         apply_overrides({}, ["learning_rate=1"])
     with pytest.raises(ConfigError, match="key=value"):
         apply_overrides({}, ["lr"])
+
+
+def test_train_compile_flag_is_validated():
+    from adaptertune.config import TrainConfig
+
+    assert TrainConfig().compile is False
+    assert TrainConfig(compile="true").compile is True
+    with pytest.raises(ConfigError, match="train.compile"):
+        TrainConfig(compile="maybe")

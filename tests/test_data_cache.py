@@ -16,7 +16,7 @@ from adaptertune.data.cache import CachedImages, cache_raw, cache_side
 from adaptertune.data.loaders import ArrayLoader, make_loader
 from adaptertune.errors import ConfigError, DataError
 from adaptertune.runs import run
-from conftest import make_image_folder
+from helpers import make_image_folder
 
 DC = {"input_size": (3, 32, 32), "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.25,) * 3, "crop_pct": 0.875}
 CPU = torch.device("cpu")

@@ -12,7 +12,7 @@ from adaptertune.data import DATASETS, load_raw
 from adaptertune.data.derived import FASHION_SUPERCLASSES
 from adaptertune.data.offline import FASHION_MNIST_CLASSES
 from adaptertune.errors import DataError
-from test_data_offline import make_fashion_mnist, write_mnist_csv
+from helpers import make_fashion_mnist, write_mnist_csv
 
 
 def test_superclasses_cover_every_fashion_class_once():

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import struct
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -13,27 +9,7 @@ from adaptertune.config import DataConfig
 from adaptertune.data import DATASETS, build_splits, load_raw
 from adaptertune.data.offline import find_fashion_mnist, find_package_file
 from adaptertune.errors import DataError
-
-DATA_CONFIG = {"input_size": (3, 16, 16), "mean": (0.5,) * 3, "std": (0.5,) * 3, "interpolation": "bilinear"}
-
-
-def write_idx(path: Path, arr: np.ndarray, gz: bool) -> None:
-    header = b"\0\0\x08" + bytes([arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    data = header + arr.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(data) if gz else data)
-
-
-def make_fashion_mnist(root: Path, n_train: int = 30, n_test: int = 10, gz: bool = True) -> Path:
-    """torchvision's FashionMNIST/raw layout with the original IDX file names; image i shows its label i % 10."""
-    raw = root / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n) % 10
-        images = np.repeat((labels * 25)[:, None, None], 28, 1).repeat(28, 2)
-        sfx = ".gz" if gz else ""
-        write_idx(raw / f"{prefix}-images-idx3-ubyte{sfx}", images, gz)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte{sfx}", labels, gz)
-    return root
+from helpers import DATA_CONFIG, make_fashion_mnist, write_mnist_csv
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -74,14 +50,6 @@ def test_fashion_mnist_debian_files_are_the_real_set():
     assert splits.sizes() == {"train": 100, "val": 10, "test": 50}  # val: 10% of the subset, outside it
     assert np.bincount(splits.train.targets).tolist() == [10] * 10  # stratified subset
     assert not set(splits.train.indices) & set(splits.val.indices)
-
-
-def write_mnist_csv(path: Path, n_per_class: int = 5) -> Path:
-    labels = np.repeat(np.arange(10), n_per_class)
-    pixels = np.repeat(labels[:, None] * 20, 784, axis=1)
-    with gzip.open(path, "wt") as f:
-        np.savetxt(f, np.column_stack([pixels, labels]), fmt="%d", delimiter=",")
-    return path
 
 
 def test_mnist_5k_from_file(tmp_path):

@@ -15,6 +15,7 @@ from adaptertune import ConfigError, DataConfig, DataError
 from adaptertune.cli import main
 from adaptertune.data import DATASETS, build_splits, build_transforms, load_raw
 from adaptertune.data.petl import VTAB_GROUPS, VTAB_MEAN_CONVENTION, VTAB_TASKS, vtab_group_means, vtab_mean
+from helpers import TINY_VIT_ARGS
 
 TINY_DC = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "crop_pct": 0.875}
 
@@ -149,7 +150,7 @@ def test_vtab_preset_is_the_literature_protocol():
 
 def test_vtab_task_trains_with_the_protocol_recorded(vtab_root, tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--backbone", "test_vit", "--no-pretrained", "--dataset", "vtab-kitti", "--data-root"]
+    args = ["train", *TINY_VIT_ARGS, "--dataset", "vtab-kitti", "--data-root"]
     args += [str(vtab_root), "--data-split", "train800val200", "--resize", "squash", "--no-augment"]
     args += ["--val-fraction", "0", "--method", "head", "--epochs", "1", "--batch-size", "16", "--num-workers", "0"]
     assert main([*args, "--quiet", "--out-dir", str(out)]) == 0

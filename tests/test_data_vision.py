@@ -13,8 +13,8 @@ from PIL import Image
 from adaptertune.config import DataConfig
 from adaptertune.data import DATASETS, build_splits, load_raw
 from adaptertune.errors import DataError
+from helpers import DATA_CONFIG
 
-DATA_CONFIG = {"input_size": (3, 16, 16), "mean": (0.5,) * 3, "std": (0.5,) * 3, "interpolation": "bilinear"}
 PAPER_NINE = [
     "cifar10", "cifar100", "svhn", "pets", "food101", "flowers102", "fgvc-aircraft", "tiny-imagenet", "imagenet-r",
 ]  # fmt: skip

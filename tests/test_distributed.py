@@ -12,10 +12,9 @@ import torch
 from adaptertune.engine import load_tensors
 from adaptertune.engine.distributed import DistInfo, dist_info_from_env
 from adaptertune.errors import ConfigError
-from conftest import make_image_folder
+from helpers import TINY_VIT_ARGS, make_image_folder
 
 KILL_HELPER = Path(__file__).with_name("kill_train_helper.py")
-TINY = ["--backbone", "vit_tiny_patch16_224", "--backbone-arg", "img_size=32", "--backbone-arg", "patch_size=4"]
 
 
 def test_dist_info_from_env():
@@ -29,7 +28,7 @@ def test_dist_info_from_env():
 
 
 def _train(folder, out, nproc, *extra, resume=False, kill_at=None, expect=0):
-    args = [*TINY, "--no-pretrained", "--data-root", str(folder), "--val-fraction", "0.25", "--epochs", "2"]
+    args = [*TINY_VIT_ARGS, "--data-root", str(folder), "--val-fraction", "0.25", "--epochs", "2"]
     args += ["--batch-size", "8", "--num-workers", "0", "--device", "cpu", "--seed", "1", "--rank", "4"]
     args += ["--quiet", "--out-dir", str(out), *extra]
     if resume:

@@ -12,16 +12,9 @@ import torch
 from adaptertune.analysis.drift import linear_cka, measure_drift, relative_change
 from adaptertune.errors import ConfigError
 from adaptertune.methods.adapter import AdapterConfig
-from conftest import tiny_vit
+from helpers import TINY_VIT_ARGS
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread avoids oversubscription on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _x(n=50, p=8, seed=0):
@@ -84,7 +77,7 @@ def test_relative_change():
 
 
 @pytest.mark.parametrize("init", ["zero", "random"])
-def test_drift_zero_init_starts_at_the_pretrained_features(init):
+def test_drift_zero_init_starts_at_the_pretrained_features(tiny_vit, init):
     base = tiny_vit(num_classes=3)
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 3, (4,), generator=g)) for _ in range(3)]
@@ -102,7 +95,7 @@ def test_drift_zero_init_starts_at_the_pretrained_features(init):
 def test_cli_drift_writes_json_and_png(image_folder, tmp_path, capsys):
     from adaptertune.cli.main import main
 
-    argv = ["drift", "--backbone", "test_vit", "--no-pretrained", "--dataset", "imagefolder", "--data-root"]
+    argv = ["drift", *TINY_VIT_ARGS, "--dataset", "imagefolder", "--data-root"]
     argv += [str(image_folder), "--rank", "2", "--placement", "last:1", "--steps", "2", "--every", "1"]
     argv += ["--batch-size", "4", "--probe", "4", "--out", str(tmp_path / "d"), "--inits", "zero,random"]
     assert main(argv) == 0

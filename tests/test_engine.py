@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from adaptertune import AdapterConfig, add_adapters
-from adaptertune.config import TrainConfig
 from adaptertune.engine import (
     Selection,
     cuda_backend_settings,
@@ -18,8 +17,6 @@ from adaptertune.engine import (
 )
 from adaptertune.engine import loop as loop_module
 from adaptertune.errors import CheckpointError, DataError, NonFiniteLossError
-from adaptertune.resolve import resolve_train_config
-from conftest import tiny_vit
 
 
 def test_warmup_cosine_shape():
@@ -33,7 +30,7 @@ def test_warmup_cosine_shape():
     assert warmup_cosine(0, 10, 0, 2.0) == 2.0  # no warm-up
 
 
-def test_param_groups_decay_weights_only():
+def test_param_groups_decay_weights_only(tiny_vit):
     model = tiny_vit()
     groups = param_groups(model, 0.05)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -46,7 +43,7 @@ def test_param_groups_decay_weights_only():
     assert len(everything[0]["params"]) == len(list(model.parameters())) and not everything[1]["params"]
 
 
-def test_param_groups_skip_frozen():
+def test_param_groups_skip_frozen(tiny_vit):
     model = add_adapters(tiny_vit(), AdapterConfig(rank=2, placement="last:1"))
     n = sum(len(g["params"]) for g in param_groups(model, 0.05))
     assert n == 4 + 2  # adapter down/up weight+bias, head weight+bias
@@ -67,11 +64,6 @@ def _mlp() -> torch.nn.Module:
 def _batches(n: int, seed: int = 0) -> list:
     g = torch.Generator().manual_seed(seed)
     return [(torch.randn(4, 3, 2, 2, generator=g), torch.randint(0, 3, (4,), generator=g), 0) for _ in range(n)]
-
-
-def _cfg(**kw) -> TrainConfig:
-    base = {"epochs": 1, "batch_size": 4, "lr": 0.01, "weight_decay": 0.0, "device": "cpu"}
-    return resolve_train_config(TrainConfig(**{**base, **kw}))
 
 
 LAST = Selection.LAST_EPOCH  # these fits have no validation loader
@@ -97,15 +89,15 @@ class _SyncCounter:
 
 
 @pytest.mark.parametrize("log_every", [1, 4, 50])
-def test_fit_reads_the_device_only_at_log_points(monkeypatch, log_every):
+def test_fit_reads_the_device_only_at_log_points(train_config, monkeypatch, log_every):
     data = _batches(12)
     counter = _SyncCounter(monkeypatch)
-    fit(_mlp(), data, None, data[:2], _cfg(log_every_steps=log_every), torch.device("cpu"), selection=LAST)
+    fit(_mlp(), data, None, data[:2], train_config(log_every_steps=log_every), torch.device("cpu"), selection=LAST)
     reads = -(-12 // log_every)  # one per log point; the epoch end is the 12th step (a log point or the last)
     assert counter.count == reads + 1  # + the test evaluation: its sums are read once for 2 batches
 
 
-def test_non_finite_loss_found_later_still_names_its_step(monkeypatch):
+def test_non_finite_loss_found_later_still_names_its_step(train_config, monkeypatch):
     real = loop_module.F.cross_entropy
     calls = [0]
 
@@ -131,7 +123,7 @@ def test_non_finite_loss_found_later_still_names_its_step(monkeypatch):
             pass
 
     with pytest.raises(NonFiniteLossError, match=r"Loss became inf at step 2 \(epoch 1\).*checked at step 5"):
-        cfg = _cfg(log_every_steps=5)
+        cfg = train_config(log_every_steps=5)
         fit(_mlp(), _batches(8), None, _batches(1), cfg, torch.device("cpu"), [Steps()], selection=LAST)
     assert seen == [0, 1]  # the steps before the bad one reach the callbacks, none after it
 
@@ -162,14 +154,14 @@ def test_auto_precision_and_cuda_settings(monkeypatch):
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark) == before
 
 
-def test_resume_in_another_precision_is_refused(tmp_path):
+def test_resume_in_another_precision_is_refused(train_config, tmp_path):
     ckpt = tmp_path / "checkpoint.safetensors"
     fit(
         _mlp(),
         _batches(2),
         None,
         _batches(1),
-        _cfg(epochs=2),
+        train_config(epochs=2),
         torch.device("cpu"),
         checkpoint_path=ckpt,
         selection=LAST,
@@ -180,7 +172,7 @@ def test_resume_in_another_precision_is_refused(tmp_path):
             _batches(2),
             None,
             _batches(1),
-            _cfg(epochs=3, precision="bf16"),
+            train_config(epochs=3, precision="bf16"),
             torch.device("cpu"),
             checkpoint_path=ckpt,
             resume=True,
@@ -188,7 +180,7 @@ def test_resume_in_another_precision_is_refused(tmp_path):
         )
 
 
-def test_stand_in_batch_for_an_all_corrupt_first_batch():
+def test_stand_in_batch_for_an_all_corrupt_first_batch(tiny_vit):
     from adaptertune.engine.epoch import _stand_in_batch
 
     assert _stand_in_batch(tiny_vit(), None, torch.device("cpu")).shape == (1, 3, 32, 32)
@@ -197,13 +189,13 @@ def test_stand_in_batch_for_an_all_corrupt_first_batch():
         _stand_in_batch(_mlp(), None, torch.device("cpu"))
 
 
-def test_the_loop_steps_run_one_by_one(tmp_path):
+def test_the_loop_steps_run_one_by_one(train_config, tmp_path):
     from adaptertune.engine.checkpoint import load_checkpoint
     from adaptertune.engine.epoch import make_trainer, train_one_epoch
     from adaptertune.engine.loop import end_epoch, final_test, start_state, validate_and_select
 
     cpu, train, val = torch.device("cpu"), _batches(3), _batches(1, seed=1)
-    tr = make_trainer(_mlp(), train, _cfg(epochs=2), cpu, checkpoint_path=tmp_path / "c.safetensors")
+    tr = make_trainer(_mlp(), train, train_config(epochs=2), cpu, checkpoint_path=tmp_path / "c.safetensors")
     state = start_state(tr, resume=False)
     assert (state.step, state.epochs_done, state.best_epoch, tr.steps_per_epoch) == (0, 0, 0, 3)
     metrics = train_one_epoch(tr, state, train, epoch=1)

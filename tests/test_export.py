@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 
-from _taskfiles import make_run
 from adaptertune.cli import main
 from adaptertune.errors import ConfigError
 from adaptertune.export import export_run
@@ -14,11 +13,11 @@ from adaptertune.runs import load_run
 X = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
-def test_onnx_export_of_lora_is_merged_and_matches(tmp_path):
+def test_onnx_export_of_lora_is_merged_and_matches(tiny_run, tmp_path):
     import onnx
     import onnxruntime as ort
 
-    run_dir, model = make_run(tmp_path / "lora", "lora", {"rank": 4, "targets": "qkv+mlp"})
+    run_dir, model = tiny_run(tmp_path / "lora", "lora", {"rank": 4, "targets": "qkv+mlp"})
     r = export_run(run_dir, "onnx")
     assert r.merged and r.max_abs_diff <= 1e-4
     graph = onnx.load(r.path).graph
@@ -30,8 +29,8 @@ def test_onnx_export_of_lora_is_merged_and_matches(tmp_path):
     assert json.loads(open(r.sidecar).read())["classes"] == ["c0", "c1", "c2", "c3"]
 
 
-def test_pt_export_of_parallel_adapters_matches(tmp_path):
-    run_dir, _ = make_run(tmp_path / "par", "parallel", {"rank": 4})
+def test_pt_export_of_parallel_adapters_matches(tiny_run, tmp_path):
+    run_dir, _ = tiny_run(tmp_path / "par", "parallel", {"rank": 4})
     assert main(["export", str(run_dir), "--format", "pt"]) == 0
     program = torch.export.load(str(run_dir / "model.pt")).module()
     with torch.no_grad():

@@ -13,6 +13,7 @@ from torch import nn
 from adaptertune.cli import main
 from adaptertune.errors import AdapterTuneError, MissingExtraError
 from adaptertune.extras import EXTRAS, require
+from helpers import TINY_VIT
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
@@ -27,7 +28,7 @@ def _backbone():
     from adaptertune.backbones import create_backbone
     from adaptertune.config import BackboneConfig
 
-    return create_backbone(BackboneConfig(name="test_vit", pretrained=False), num_classes=2).model
+    return create_backbone(BackboneConfig(**TINY_VIT), num_classes=2).model
 
 
 def _lora(tmp_path):

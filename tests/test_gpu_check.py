@@ -1,4 +1,5 @@
-"""benchmarks/gpu_check.sh --device cpu --smoke: the GPU check's steps, tiny, on the CPU."""
+"""benchmarks/gpu_check.sh --device cpu --smoke: the GPU check's steps, tiny, on the CPU (marker gpu: it runs with
+the GPU check, ``pytest -m gpu``, not in the default suite)."""
 
 import os
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
 
 
-@pytest.mark.slow
+@pytest.mark.gpu
 def test_gpu_check_smoke_on_cpu(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=os.pathsep.join(sys.path), HF_HUB_OFFLINE="1")
     proc = subprocess.run(

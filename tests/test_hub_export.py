@@ -13,15 +13,13 @@ import timm
 import torch
 import yaml
 
-from _taskfiles import make_run
 from adaptertune.cli import main
 from adaptertune.cli.export import FORMATS
 from adaptertune.errors import ConfigError
 from adaptertune.export import EXPORT_FORMATS, export_run
 from adaptertune.runs import RunStatus, load_run
 from adaptertune.runs import folder as rf
-from conftest import tiny_vit
-from test_hub_cache import add_to_hub_cache, hub_cache, save_timm_folder  # noqa: F401 (hub_cache: a fixture)
+from helpers import add_to_hub_cache, save_timm_folder
 
 X = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
@@ -36,14 +34,14 @@ def run_logits(run_dir) -> torch.Tensor:
         return load_run(run_dir, device="cpu").model(X)
 
 
-def test_peft_folder_loads_onto_the_hub_backbone_with_the_runs_logits(hub_cache, tmp_path):  # noqa: F811
+def test_peft_folder_loads_onto_the_hub_backbone_with_the_runs_logits(tiny_vit, tiny_run, hub_cache, tmp_path):
     from peft import PeftModel
 
     add_to_hub_cache(
         hub_cache, "timm/tiny-vit-test", save_timm_folder(tiny_vit(num_classes=7, seed=3), tmp_path / "s")
     )
     backbone = {"name": "hf-hub:timm/tiny-vit-test", "pretrained": True}
-    run_dir, _ = make_run(tmp_path / "lora", "lora", {"rank": 4, "targets": "qkv+mlp"}, backbone=backbone)
+    run_dir, _ = tiny_run(tmp_path / "lora", "lora", {"rank": 4, "targets": "qkv+mlp"}, backbone=backbone)
     r = export_run(run_dir, "peft")
     folder = run_dir / "export-peft"
     assert r.path == str(folder) and {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= {
@@ -65,8 +63,8 @@ def test_peft_folder_loads_onto_the_hub_backbone_with_the_runs_logits(hub_cache,
 @pytest.mark.parametrize(
     ("method", "adapter"), [("head", None), ("bitfit", None), ("lora", {"rank": 4}), ("full", None)]
 )
-def test_timm_folder_loads_with_local_dir_and_the_runs_logits(tmp_path, method, adapter):
-    run_dir, _ = make_run(tmp_path / method, method, adapter)
+def test_timm_folder_loads_with_local_dir_and_the_runs_logits(tiny_run, tmp_path, method, adapter):
+    run_dir, _ = tiny_run(tmp_path / method, method, adapter)
     out = tmp_path / "exported"
     assert main(["export", str(run_dir), "--format", "timm", "--out", str(out)]) == 0
     model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
@@ -83,8 +81,8 @@ def test_timm_folder_loads_with_local_dir_and_the_runs_logits(tmp_path, method, 
 
 
 @pytest.mark.parametrize(("method", "fmt"), [("adapter", "timm"), ("parallel", "peft"), ("head", "peft")])
-def test_formats_a_method_cannot_take_are_one_line_errors(tmp_path, method, fmt):
-    run_dir, _ = make_run(tmp_path / method, method, {"rank": 2} if method != "head" else None)
+def test_formats_a_method_cannot_take_are_one_line_errors(tiny_run, tmp_path, method, fmt):
+    run_dir, _ = tiny_run(tmp_path / method, method, {"rank": 2} if method != "head" else None)
     with pytest.raises(
         ConfigError, match=rf"Method '{method}' cannot be exported as '{fmt}'.*use one of: pt, onnx"
     ) as e:
@@ -92,10 +90,10 @@ def test_formats_a_method_cannot_take_are_one_line_errors(tmp_path, method, fmt)
     assert "\n" not in str(e.value) and not (run_dir / f"export-{fmt}").exists()
 
 
-def test_sweep_point_card_reports_the_cells_mean_and_std(tmp_path):
+def test_sweep_point_card_reports_the_cells_mean_and_std(tiny_run, tmp_path):
     accs = {0: 40.0, 1: 60.0}
     for seed, acc in accs.items():
-        run_dir, _ = make_run(tmp_path / "sweep" / f"seed={seed}", "head", seed=seed)
+        run_dir, _ = tiny_run(tmp_path / "sweep" / f"seed={seed}", "head", seed=seed)
         rf.write_point(run_dir, f"seed={seed}", {"train.seed": seed})
         summary = json.loads((run_dir / "summary.json").read_text())
         summary.update(test_acc=acc, status=RunStatus.SUCCESS.value)

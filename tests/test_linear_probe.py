@@ -25,13 +25,20 @@ from adaptertune.data.sampling import ResumableSampler
 from adaptertune.engine import Callback, load_tensors
 from adaptertune.engine.cached import TensorLoader
 from adaptertune.engine.distributed import DistInfo
+from adaptertune.engine.features import extract_features
 from adaptertune.errors import ConfigError
 from adaptertune.runs import CHECKPOINT_FILE, run
 from adaptertune.runs.folder import ADAPTER_FILE
-from conftest import TINY_VIT
+from helpers import TIMING, TINY_VIT
 
 HELPER = Path(__file__).with_name("resume_helper.py")
-TIMING = {"epoch_seconds", "train_images_per_second"}
+X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+# run_config: 20 images (8 more for validation), 3 epochs of batch 6 (4 steps per epoch, the last one short), with
+# timm's dropout before the classifier (drop_rate), so the dropout masks must match too
+PROBE_RUN = {"backbone": {**TINY_VIT, "args": {"drop_rate": 0.5}}, "epochs": 3, "batch_size": 6, "seed": 1}
+PROBE_RUN |= {"device": "cpu", "data": {"subset": 20, "val_subset": 8}}
+LPC = "linear-probe-cached"
+HEAD_RUN = {**PROBE_RUN, "data": {**PROBE_RUN["data"], "augment": False}}  # the head run: head --no-augment
 
 
 class _Steps(Callback):
@@ -45,40 +52,28 @@ class _Steps(Callback):
         self.losses.append((step, loss, lr))
 
 
-def _cfg(method: str, root: Path, out: Path, seed: int = 1, **train) -> RunConfig:
-    return RunConfig.from_dict(
-        {
-            # drop_rate: timm's dropout before the classifier, so the dropout masks must match too
-            "backbone": {**TINY_VIT, "args": {**TINY_VIT["args"], "drop_rate": 0.5}},
-            "data": {"name": "imagefolder", "root": str(root), "num_workers": 0, "subset": 20, "val_subset": 8}
-            | ({"augment": False} if method == "head" else {}),
-            "method": method,
-            "train": {"epochs": 3, "batch_size": 6, "seed": seed, "device": "cpu", **train},
-            "out_dir": str(out / method),
-        }
-    )
-
-
 def _epoch_lines(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in open(run_dir / "metrics.jsonl")]
 
 
-def _train(method: str, root: Path, out: Path, **kw):
+def _train(cfg: RunConfig):
     steps = _Steps()
-    summary = run(_cfg(method, root, out, **kw), [steps])
-    epochs = _epoch_lines(out / method)
-    weights, _ = load_tensors(out / method / ADAPTER_FILE)
+    summary = run(cfg, [steps])
+    epochs = _epoch_lines(Path(cfg.out_dir))
+    weights, _ = load_tensors(Path(cfg.out_dir) / ADAPTER_FILE)
     return summary, steps, epochs, weights
 
 
 @pytest.fixture(scope="module")
-def head_run(image_folder, tmp_path_factory):
-    return _train("head", image_folder, tmp_path_factory.mktemp("head"))
+def head_run(run_config, image_folder, tmp_path_factory):
+    return _train(run_config(image_folder, tmp_path_factory.mktemp("head") / "head", "head", **HEAD_RUN))
 
 
-def test_linear_probe_cached_equals_head_without_augmentation_step_by_step(head_run, image_folder, tmp_path):
+def test_linear_probe_cached_equals_head_without_augmentation_step_by_step(
+    run_config, head_run, image_folder, tmp_path
+):
     """4 batches per epoch (the last one short), 3 epochs, dropout before the head, validation selection."""
-    head, cached = head_run, _train("linear-probe-cached", image_folder, tmp_path)
+    head, cached = head_run, _train(run_config(image_folder, tmp_path / LPC, LPC, **PROBE_RUN))
     assert head[1].steps_per_epoch == cached[1].steps_per_epoch == 4
     (hs, hsteps, hepochs, hw), (cs, csteps, cepochs, cw) = head, cached
     assert [(s, lr) for s, _, lr in hsteps.losses] == [(s, lr) for s, _, lr in csteps.losses]  # same schedule
@@ -101,9 +96,9 @@ def test_linear_probe_cached_equals_head_without_augmentation_step_by_step(head_
         torch.testing.assert_close(cw[k], hw[k], rtol=0, atol=1e-6)
 
 
-def test_the_comparison_detects_another_order(head_run, image_folder, tmp_path):
+def test_the_comparison_detects_another_order(run_config, head_run, image_folder, tmp_path):
     """The negative control: another training seed (another order and dropout masks) is far outside the tolerance."""
-    other = _train("linear-probe-cached", image_folder, tmp_path, seed=2)
+    other = _train(run_config(image_folder, tmp_path / LPC, LPC, **{**PROBE_RUN, "seed": 2}))
     a, b = [x for _, x, _ in head_run[1].losses], [x for _, x, _ in other[1].losses]
     assert max(abs(x - y) / abs(x) for x, y in zip(a, b)) > 1e-3
 
@@ -125,18 +120,18 @@ def test_feature_loader_reads_the_image_loaders_order_and_shard():
     assert torch.equal(state, torch.get_rng_state())  # iterating does not move the global RNG (dropout's)
 
 
-def test_a_backbone_with_drop_path_is_refused(image_folder, tmp_path):
-    cfg = _cfg("linear-probe-cached", image_folder, tmp_path)
+def test_a_backbone_with_drop_path_is_refused(run_config, image_folder, tmp_path):
+    cfg = run_config(image_folder, tmp_path / LPC, LPC, **PROBE_RUN)
     cfg.backbone.args["drop_path_rate"] = 0.1
     with pytest.raises(ConfigError, match=r"blocks\.1\.drop_path1.*\(22 layers\) act differently in training") as e:
         run(cfg)
     assert "\n" not in str(e.value)
 
 
-def test_sigkill_mid_epoch_then_resume_is_exact(image_folder, tmp_path):
+def test_sigkill_mid_epoch_then_resume_is_exact(run_config, image_folder, tmp_path):
     """A checkpoint every 3 steps, killed after step 7 (inside epoch 2), resumed: the uninterrupted run's result."""
-    ref = run(_cfg("linear-probe-cached", image_folder, tmp_path / "ref", checkpoint_every_steps=3))
-    cfg = _cfg("linear-probe-cached", image_folder, tmp_path / "killed", checkpoint_every_steps=3)
+    ref = run(run_config(image_folder, tmp_path / "ref" / LPC, LPC, **PROBE_RUN, checkpoint_every_steps=3))
+    cfg = run_config(image_folder, tmp_path / "killed" / LPC, LPC, **PROBE_RUN, checkpoint_every_steps=3)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), RESUME_TEST_THREADS=str(torch.get_num_threads()))
     proc = subprocess.run(
         [sys.executable, str(HELPER), json.dumps(cfg.to_dict()), "step", "7"], env=env, capture_output=True
@@ -148,7 +143,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(image_folder, tmp_path):
     done = json.loads((out / "summary.json").read_text())
     for key in ("test_acc", "test_top5", "test_acc_last", "best_val_acc", "best_epoch"):
         assert done[key] == getattr(ref, key), key
-    ref_dir = tmp_path / "ref" / "linear-probe-cached"
+    ref_dir = tmp_path / "ref" / LPC
     ma, mb = _epoch_lines(ref_dir), _epoch_lines(out)
     for x, y in zip(ma, mb, strict=True):  # a resumed epoch lists the step losses after its checkpoint
         sa, sb = x.pop("step_loss"), y.pop("step_loss")
@@ -158,3 +153,44 @@ def test_sigkill_mid_epoch_then_resume_is_exact(image_folder, tmp_path):
     b, _ = load_tensors(out / ADAPTER_FILE)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_extract_features_are_the_classifier_input(tiny_vit):
+    model = tiny_vit()
+    loader = [(X, torch.tensor([0, 1]), 0)]
+    f, y, skipped, _ = extract_features(model, loader, torch.device("cpu"))
+    assert f.shape == (2, 192) and skipped == 0 and y.tolist() == [0, 1]
+    torch.testing.assert_close(model.head(f), model(X))
+
+
+def test_linear_probe_cached_equals_head_without_augmentation(run_config, image_folder, tmp_path):
+    train = {"epochs": 2, "batch_size": 16, "seed": 0}
+    head = run(run_config(image_folder, tmp_path / "head", "head", data={"subset": 16, "augment": False}, **train))
+    # augmentation is off by definition of the method
+    cached = run(
+        run_config(image_folder, tmp_path / "linear-probe-cached", "linear-probe-cached", data={"subset": 16}, **train)
+    )
+    assert cached.protocol["augment"] == "none" and cached.trainable_params == head.trainable_params
+    assert cached.test_acc == head.test_acc and cached.best_val_acc == head.best_val_acc
+    a, _ = load_tensors(tmp_path / "head" / "adaptertune_weights.safetensors")
+    b, meta = load_tensors(tmp_path / "linear-probe-cached" / "adaptertune_weights.safetensors")
+    assert set(a) == set(b) == {"head.weight", "head.bias"} and meta["method"] == "linear-probe-cached"
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_linear_probe_cached_equals_head_without_augmentation_over_multi_batch_epochs(
+    run_config, image_folder, tmp_path
+):
+    """Same seed, 4 batches per epoch, 3 epochs: the probe on cached features is head --no-augment, step by step."""
+    train = {"epochs": 3, "batch_size": 4, "seed": 1}
+    head = run(run_config(image_folder, tmp_path / "head", "head", data={"subset": 16, "augment": False}, **train))
+    cached = run(
+        run_config(image_folder, tmp_path / "linear-probe-cached", "linear-probe-cached", data={"subset": 16}, **train)
+    )
+    assert cached.test_acc == head.test_acc and cached.best_val_acc == head.best_val_acc
+    a, _ = load_tensors(tmp_path / "head" / "adaptertune_weights.safetensors")
+    b, _ = load_tensors(tmp_path / "linear-probe-cached" / "adaptertune_weights.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)

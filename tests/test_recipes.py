@@ -17,18 +17,10 @@ from adaptertune.engine.ema import TrainableEma
 from adaptertune.engine.epoch import make_trainer
 from adaptertune.engine.optim import build_optimizer, check_optimizer
 from adaptertune.errors import ConfigError
-from adaptertune.resolve import resolve_train_config
 from adaptertune.runs.summary import make_protocol
-from conftest import tiny_vit
 
 DATA_CONFIG = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.875}
-
-
-def _cfg(**kw) -> TrainConfig:
-    base = dict(epochs=1, lr=1e-2, weight_decay=0.05, warmup_epochs=0, device="cpu", log_every_steps=1)
-    return resolve_train_config(TrainConfig(**{**base, **kw}))
-
-
+RECIPE_FIT = {"weight_decay": 0.05, "warmup_epochs": 0, "log_every_steps": 1}  # train_config: with weight decay
 LAST = Selection.LAST_EPOCH  # the fits without a validation loader
 
 
@@ -40,9 +32,17 @@ def _batches(n: int, size: int, seed: int = 0, classes: int = 4) -> list:
     ]
 
 
-def _adapted(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return add_adapters(tiny_vit(num_classes=4, seed=seed), AdapterConfig(rank=2, placement="last:2", init="small"))
+@pytest.fixture
+def adapted(tiny_vit):
+    """Factory: ``adapted(seed=0)`` is the tiny ViT (4 classes), small-init rank-2 adapters on its last 2 blocks."""
+
+    def make(seed: int = 0) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return add_adapters(
+            tiny_vit(num_classes=4, seed=seed), AdapterConfig(rank=2, placement="last:2", init="small")
+        )
+
+    return make
 
 
 def _trained(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -50,28 +50,34 @@ def _trained(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------- optimizer, layer decay
-def test_default_optimizer_is_the_two_group_adamw():
-    model = _adapted()
-    a = make_trainer(model, _batches(1, 4), _cfg(), torch.device("cpu")).optimizer  # what the loop builds
+def test_default_optimizer_is_the_two_group_adamw(adapted, train_config):
+    model = adapted()
+    a = make_trainer(model, _batches(1, 4), train_config(**RECIPE_FIT), torch.device("cpu")).optimizer  # the loop's
     b = build_optimizer(model, 1e-2, 0.05)
     assert type(a) is torch.optim.AdamW and a.state_dict() == b.state_dict()
 
 
-def test_timm_optimizer_by_name_and_unknown_name():
-    opt = build_optimizer(_adapted(), 1e-2, 0.05, optimizer="sgd")
+def test_timm_optimizer_by_name_and_unknown_name(adapted):
+    opt = build_optimizer(adapted(), 1e-2, 0.05, optimizer="sgd")
     assert isinstance(opt, torch.optim.SGD)
     with pytest.raises(ConfigError, match=r"`train.optimizer` 'nope' is not a timm optimizer; use one of: .*adamw"):
         check_optimizer("nope")
 
 
-def test_layer_decay_groups_and_the_loop_scales_their_lr(monkeypatch):
+def test_layer_decay_groups_and_the_loop_scales_their_lr(train_config, tiny_vit, monkeypatch):
     model = tiny_vit(num_classes=4)
     made = []
     monkeypatch.setattr(
         epoch_module, "build_optimizer", lambda *a, **k: made.append(build_optimizer(*a, **k)) or made[-1]
     )
     fit(
-        model, _batches(1, 4), None, _batches(1, 4, seed=1), _cfg(layer_decay=0.5), torch.device("cpu"), selection=LAST
+        model,
+        _batches(1, 4),
+        None,
+        _batches(1, 4, seed=1),
+        train_config(**RECIPE_FIT, layer_decay=0.5),
+        torch.device("cpu"),
+        selection=LAST,
     )
     groups = made[0].param_groups
     scales = sorted({g["lr_scale"] for g in groups})
@@ -81,35 +87,35 @@ def test_layer_decay_groups_and_the_loop_scales_their_lr(monkeypatch):
 
 
 # ---------------------------------------------------------------- accumulation, checkpointing
-def test_accum_2_of_8_equals_one_batch_of_16():
+def test_accum_2_of_8_equals_one_batch_of_16(adapted, train_config):
     runs = []
     for accum in (1, 2):
-        model = _adapted()
-        cfg = _cfg(accum_steps=accum)
+        model = adapted()
+        cfg = train_config(**RECIPE_FIT, accum_steps=accum)
         fit(model, _batches(3, 16), None, _batches(1, 4, seed=1), cfg, torch.device("cpu"), selection=LAST)
         runs.append(_trained(model))
     for n in runs[0]:
         torch.testing.assert_close(runs[1][n], runs[0][n], rtol=1e-4, atol=1e-6)
 
 
-def test_grad_checkpointing_gives_the_same_grads():
+def test_grad_checkpointing_gives_the_same_grads(adapted, train_config):
     x, y, _ = _batches(1, 4)[0]
     grads = []
     for ckpt in (False, True):
-        model = _adapted().train()
+        model = adapted().train()
         model.set_grad_checkpointing(ckpt)
         torch.nn.functional.cross_entropy(model(x), y).backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
     assert model.grad_checkpointing
     for n in grads[0]:
         torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-7)
-    m = _adapted()
+    m = adapted()
     fit(
         m,
         _batches(1, 4),
         None,
         _batches(1, 4, seed=1),
-        _cfg(grad_checkpointing=True),
+        train_config(**RECIPE_FIT, grad_checkpointing=True),
         torch.device("cpu"),
         selection=LAST,
     )
@@ -133,10 +139,10 @@ class _Trajectory:
         pass
 
 
-def test_ema_of_the_trained_tensors_is_selected_and_tested_with_ema_eval():
-    model = _adapted()
+def test_ema_of_the_trained_tensors_is_selected_and_tested_with_ema_eval(adapted, train_config):
+    model = adapted()
     start, traj, decay = _trained(model), _Trajectory(model), 0.8
-    cfg = _cfg(epochs=2, ema=decay, ema_eval=True)
+    cfg = train_config(**RECIPE_FIT, epochs=2, ema=decay, ema_eval=True)
     result = fit(model, _batches(3, 4), None, _batches(1, 4, seed=1), cfg, torch.device("cpu"), [traj], selection=LAST)
     ema = dict(start)
     for state in traj.states:
@@ -148,10 +154,10 @@ def test_ema_of_the_trained_tensors_is_selected_and_tested_with_ema_eval():
     assert not torch.equal(result.best_state["head.weight"], traj.states[-1]["head.weight"])
 
 
-def test_ema_without_ema_eval_is_reported_next_to_the_live_weights():
-    model = _adapted()
+def test_ema_without_ema_eval_is_reported_next_to_the_live_weights(adapted, train_config):
+    model = adapted()
     data = _batches(2, 4), _batches(1, 4, seed=2), _batches(1, 4, seed=1)
-    result = fit(model, *data, _cfg(ema=0.9), torch.device("cpu"), selection=Selection.BEST_VAL)
+    result = fit(model, *data, train_config(**RECIPE_FIT, ema=0.9), torch.device("cpu"), selection=Selection.BEST_VAL)
     assert "val_acc_ema" in result.history[0] and "val_acc" in result.history[0]
 
 
@@ -184,34 +190,41 @@ class _StopAt:
             raise KeyboardInterrupt
 
 
-def test_resume_with_ema_and_mixup_is_exact(tmp_path):
+def test_resume_with_ema_and_mixup_is_exact(adapted, train_config, tmp_path):
     import numpy as np
 
-    cfg = _cfg(epochs=2, ema=0.9, ema_eval=True)
+    cfg = train_config(**RECIPE_FIT, epochs=2, ema=0.9, ema_eval=True)
     data, dev = (_batches(2, 4), None, _batches(1, 4, seed=1)), torch.device("cpu")
     mix = make_mixup(0.8, 1.0, 0.0, num_classes=4)
-    whole = fit(_adapted(), *data, cfg, dev, mix=mix, selection=LAST)
+    whole = fit(adapted(), *data, cfg, dev, mix=mix, selection=LAST)
     ckpt = tmp_path / "ckpt.safetensors"
     with pytest.raises(KeyboardInterrupt):
-        fit(_adapted(), *data, cfg, dev, [_StopAt(2)], checkpoint_path=ckpt, mix=mix, selection=LAST)
+        fit(adapted(), *data, cfg, dev, [_StopAt(2)], checkpoint_path=ckpt, mix=mix, selection=LAST)
     np.random.rand(7)  # numpy's global stream moved on: the mixing does not depend on it
-    resumed = fit(_adapted(), *data, cfg, dev, checkpoint_path=ckpt, resume=True, mix=mix, selection=LAST)
+    resumed = fit(adapted(), *data, cfg, dev, checkpoint_path=ckpt, resume=True, mix=mix, selection=LAST)
     for n, v in whole.best_state.items():
         assert torch.equal(resumed.best_state[n], v), n
 
 
 # ---------------------------------------------------------------- mixup / cutmix, augmentation presets
-def test_mixup_soft_targets_and_odd_batches():
+def test_mixup_soft_targets_and_odd_batches(adapted, train_config):
     mix = make_mixup(0.8, 1.0, 0.1, num_classes=4)
-    runner = StepRunner(_cfg(), "fp32", torch.device("cpu"), mix)
+    runner = StepRunner(train_config(**RECIPE_FIT), "fp32", torch.device("cpu"), mix)
     x, y, _ = _batches(1, 5)[0]
     xm, target = runner._mixed(x, y, step=0)
     assert xm.shape == x.shape and target.shape == (5, 4)
     torch.testing.assert_close(target.sum(1), torch.ones(5))
     assert make_mixup(0.0, 0.0, 0.1, 4) is None
-    model = _adapted()
+    model = adapted()
     result = fit(
-        model, _batches(2, 5), None, _batches(1, 4, seed=1), _cfg(), torch.device("cpu"), mix=mix, selection=LAST
+        model,
+        _batches(2, 5),
+        None,
+        _batches(1, 4, seed=1),
+        train_config(**RECIPE_FIT),
+        torch.device("cpu"),
+        mix=mix,
+        selection=LAST,
     )
     assert result.history[0]["train_loss"] > 0
 
@@ -265,24 +278,16 @@ def test_overrides_reach_the_recipe_fields_and_checks_name_them():
 
 
 # ---------------------------------------------------------------- a run with recipes
-def test_run_with_recipes_records_them_and_writes_tensorboard_hparams(image_folder, tmp_path):
-    from _taskfiles import TINY
+def test_run_with_recipes_records_them_and_writes_tensorboard_hparams(run_config, image_folder, tmp_path):
     from adaptertune.runs import run
 
-    cfg = {
-        "backbone": TINY,
-        "data": {"name": "imagefolder", "root": str(image_folder), "num_workers": 0, "aug": "randaug", "mixup": 0.8},
-        "method": "adapter",
-        "adapter": {"rank": 2},
-        "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "ema": 0.9, "ema_eval": True, "tensorboard": True},
-        "out_dir": str(tmp_path / "r"),
-    }
-    summary = run(RunConfig.from_dict(cfg))
+    recipes = {"data": {"aug": "randaug", "mixup": 0.8}, "epochs": 1, "batch_size": 8, "device": "cpu", "ema": 0.9}
+    recipes |= {"ema_eval": True, "tensorboard": True}
+    summary = run(run_config(image_folder, tmp_path / "r", adapter={"rank": 2}, **recipes))
     assert summary.protocol["ema"] == 0.9 and summary.protocol["mixup"] == 0.8
     events = list((tmp_path / "r" / "tensorboard" / "hparams").glob("events.out.tfevents.*"))
     assert len(events) == 1
     blob = events[0].read_bytes()
     assert b"hparams" in blob and b"train.ema" in blob and b"hparam/test_acc" in blob
-    cached = {**cfg, "method": "linear-probe-cached", "adapter": None, "out_dir": str(tmp_path / "c")}
     with pytest.raises(ConfigError, match="trains on cached features: `data.mixup` and `data.cutmix` must be 0"):
-        run(RunConfig.from_dict(cached))
+        run(run_config(image_folder, tmp_path / "c", "linear-probe-cached", **recipes))

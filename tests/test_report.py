@@ -217,6 +217,19 @@ def test_report_fits_the_rank_elbow(tmp_path):
     assert report.files
 
 
+def test_report_of_a_one_seed_rank_sweep_says_it_needs_two_seeds(tmp_path):
+    """A rank sweep with one seed per rank gets a reason in the elbow table, not a crash."""
+    PARAMS.update({r: 1000 * r for r in (1, 2, 8, 32, 64)})
+    root = tmp_path / "runs"
+    for rank in (1, 2, 4, 8, 16):
+        write_run(root, "fashion-mnist", "adapter", 0, 90.0 - 20.0 * rank**-1.5, rank=rank)
+    build_report(root, tmp_path / "report")
+    md = (tmp_path / "report" / "table.md").read_text()
+    section = md.split("## Rank elbow")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| fashion-mnist"))
+    assert "needs >= 2 seeds" in row
+
+
 def _data_protocol(root: str, classes: list[str]) -> dict:
     return {**PROTOCOL, "dataset": "imagefolder", "data_root": root, "classes": classes, "image_counts": {"train": 50}}
 

@@ -13,39 +13,24 @@ from adaptertune.errors import ConfigError
 from adaptertune.resolve import resolve_config, resolve_run, resolve_train_config
 from adaptertune.runs import run
 
-TINY_ARGS = {"img_size": 32, "patch_size": 4}
+ADAPTER_RUN = {"adapter": {"rank": 2}, "epochs": 1, "batch_size": 32}  # run_config: rank-2 adapters, 1 epoch
 
 
-def _cfg(root, out, data=None, **train):
-    return RunConfig.from_dict(
-        {
-            "backbone": {
-                "name": "vit_tiny_patch16_224",
-                "pretrained": False,
-                "args": {"img_size": 32, "patch_size": 4},
-            },
-            "data": {"name": "imagefolder", "root": str(root), "num_workers": 0, **(data or {})},
-            "method": "adapter",
-            "adapter": {"rank": 2},
-            "train": {"epochs": 1, "batch_size": 32, **train},
-            "out_dir": str(out),
-        }
-    )
-
-
-def test_resolving_leaves_no_default_open_and_is_idempotent(tmp_path):
-    cfg = _cfg(tmp_path, tmp_path / "x")  # lr, weight_decay, warmup_epochs None; device, precision auto
+def test_resolving_leaves_no_default_open_and_is_idempotent(run_config, tmp_path):
+    cfg = run_config(
+        tmp_path, tmp_path / "x", **ADAPTER_RUN
+    )  # lr, weight_decay, warmup_epochs None; device, precision auto
     r = resolve_run(cfg).config
     t = r.train
     assert None not in (t.lr, t.weight_decay, t.warmup_epochs)
     assert t.device in ("cpu", "cuda") and t.precision in ("fp32", "bf16", "fp16")
     assert resolve_run(r).config.to_dict() == r.to_dict() == resolve_config(r).to_dict()
     assert r.adapter.rank == 2 and r.adapter.init == "zero"  # the method's options class, defaults filled
-    assert resolve_run(_cfg(tmp_path, "x", device="cpu", precision="bf16")).precision == "bf16"
+    assert resolve_run(run_config(tmp_path, "x", **ADAPTER_RUN, device="cpu", precision="bf16")).precision == "bf16"
 
 
-def test_the_resolved_run_carries_every_decided_value(tmp_path):
-    rr = resolve_run(_cfg(tmp_path, tmp_path / "x", device="cpu"))
+def test_the_resolved_run_carries_every_decided_value(run_config, tmp_path):
+    rr = resolve_run(run_config(tmp_path, tmp_path / "x", **ADAPTER_RUN, device="cpu"))
     assert rr.method.name == "adapter" and rr.options is rr.config.adapter and rr.options.rank == 2
     assert (rr.device, rr.precision, rr.warmup_epochs) == (torch.device("cpu"), "fp32", 0.1)
     assert rr.selection is None and rr.config.data.batched == "auto"  # both decided by the data
@@ -53,7 +38,9 @@ def test_the_resolved_run_carries_every_decided_value(tmp_path):
     assert (bound.selection, bound.config.data.batched) == (Selection.LAST_EPOCH, "off")
     assert rr.with_data(has_val=True, batched="on").selection == Selection.BEST_VAL
     with pytest.raises(ConfigError, match="`train.early_stop` 2 needs a validation split"):
-        resolve_run(_cfg(tmp_path, "x", device="cpu", early_stop=2)).with_data(has_val=False, batched="off")
+        resolve_run(run_config(tmp_path, "x", **ADAPTER_RUN, device="cpu", early_stop=2)).with_data(
+            has_val=False, batched="off"
+        )
     # a bound config resolves to itself: a run from its config.yaml trains the same
     again = resolve_run(bound.config)
     assert again.config.to_dict() == bound.config.to_dict()
@@ -75,8 +62,8 @@ def test_fit_takes_a_resolved_train_config_only():
     assert fit(model, data, None, data, cfg, torch.device("cpu"), selection="last_epoch").selection == "last_epoch"
 
 
-def test_config_yaml_is_the_config_that_ran(image_folder, tmp_path):
-    cfg = _cfg(image_folder, tmp_path / "a")
+def test_config_yaml_is_the_config_that_ran(run_config, image_folder, tmp_path):
+    cfg = run_config(image_folder, tmp_path / "a", **ADAPTER_RUN)
     run(cfg)
     saved = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
     # data.batched is decided from the data: image files go through PIL per image
@@ -93,7 +80,7 @@ def test_config_yaml_is_the_config_that_ran(image_folder, tmp_path):
     assert (a["test_acc"], a["best_val_acc"]) == (b["test_acc"], b["best_val_acc"])
 
 
-def test_official_val_split_with_val_fraction_0_records_the_rule_it_selected_with(image_folder, tmp_path):
+def test_official_val_split_with_val_fraction_0_records_the_rule_it_selected_with(run_config, image_folder, tmp_path):
     # a CSV dataset with its own val rows: validation is the official split, whatever data.val_fraction says
     def split(p):  # images 0-2 of each training class are the official val split
         return "val" if p.parent.parent.name == "train" and int(p.stem) < 3 else p.parent.parent.name
@@ -103,7 +90,7 @@ def test_official_val_split_with_val_fraction_0_records_the_rule_it_selected_wit
     ]
     (image_folder / "official_val.csv").write_text("\n".join(rows) + "\n")
     data = {"name": "csv", "root": str(image_folder / "official_val.csv"), "val_fraction": 0.0}
-    summary = run(_cfg(image_folder, tmp_path / "run", data=data, epochs=2, device="cpu"))
+    summary = run(run_config(image_folder, tmp_path / "run", **{**ADAPTER_RUN, "epochs": 2}, data=data, device="cpu"))
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["split_sizes"]["val"] == 12 and saved["best_val_acc"] is not None
     assert saved["selection"] == saved["protocol"]["selection"] == "best_val_top1"

@@ -1,5 +1,6 @@
-"""The run folder (runs/): its states, failures in one schema, the folder lock, --overwrite written aside,
-Ctrl-C recorded as interrupted, and the dataset identity in the protocol."""
+"""The run folder (runs/folder.py and its neighbours in runs/): its states, torn metrics lines, failures in one schema,
+the folder lock, --overwrite written aside, Ctrl-C recorded as interrupted, and the dataset identity in the
+protocol."""
 
 import json
 import os
@@ -11,12 +12,13 @@ import pytest
 
 from adaptertune.cli import main
 from adaptertune.config import RunConfig
-from adaptertune.errors import ConfigError
+from adaptertune.errors import CheckpointError, ConfigError
 from adaptertune.runs import ADAPTER_FILE, CHECKPOINT_FILE, FolderLockedError, RunStatus, RunSummary, read_state, run
 from adaptertune.runs import folder as rf
+from adaptertune.runs.folder import read_jsonl
 from adaptertune.runs.lock import RunLock, lock_path_for
 from adaptertune.runs.summary import CELL_FREE_KEYS, RESUME_FREE_KEYS, config_differences, make_protocol
-from conftest import TINY_VIT, make_image_folder
+from helpers import TINY_VIT, TINY_VIT_ARGS, make_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +159,7 @@ def test_cli_ctrl_c_prints_the_resume_command(folder, tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(progress.TqdmProgress, "on_step", interrupt)
     out = tmp_path / "my run"
-    args = ["train", "--backbone", "vit_tiny_patch16_224", "--backbone-arg", "img_size=32", "--backbone-arg"]
-    args += ["patch_size=4", "--no-pretrained", "--data-root", str(folder), "--epochs", "1", "--batch-size", "8"]
+    args = ["train", *TINY_VIT_ARGS, "--data-root", str(folder), "--epochs", "1", "--batch-size", "8"]
     args += ["--num-workers", "0", "--rank", "2", "--quiet", "--out-dir", str(out), "checkpoint_every_steps=1"]
     assert main(args) == 130
     err = capsys.readouterr().err.strip()
@@ -204,8 +205,7 @@ def test_a_locked_folder_is_refused_and_left_alone(folder, tmp_path):
 def test_two_train_processes_on_one_out_dir(folder, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "adaptertune", "train", "--backbone", "vit_tiny_patch16_224", "--backbone-arg"]
-    cmd += ["img_size=32", "--backbone-arg", "patch_size=4", "--no-pretrained", "--data-root", str(folder)]
+    cmd = [sys.executable, "-m", "adaptertune", "train", *TINY_VIT_ARGS, "--data-root", str(folder)]
     cmd += ["--epochs", "3", "--batch-size", "8", "--num-workers", "0", "--quiet", "--out-dir", str(out)]
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
     outs = [p.communicate(timeout=600) for p in procs]
@@ -284,3 +284,12 @@ def test_checkpoint_progress_reads_only_the_header(tmp_path):
         assert rf.checkpoint_progress(path) == expected
     path.write_bytes(b"junk")
     assert rf.checkpoint_progress(path) is None
+
+
+def test_read_jsonl_drops_torn_last_line_only(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
+    assert read_jsonl(p) == [{"epoch": 1}, {"epoch": 2}]
+    p.write_text('{"epoch": 1}\n{"ep\n{"epoch": 3}\n')
+    with pytest.raises(CheckpointError, match="line 2"):
+        read_jsonl(p)

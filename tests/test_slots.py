@@ -11,7 +11,6 @@ from adaptertune.errors import ConfigError
 from adaptertune.methods.adapter import AdapterConfig, AdapterSlot, add_adapters
 from adaptertune.methods.parallel import ParallelSlot, add_parallel_adapters
 from adaptertune.methods.slots import BlockSlot
-from conftest import tiny_vit
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -36,7 +35,7 @@ def _hooks(model: nn.Module) -> int:
     return sum(len(m._forward_hooks) for m in model.modules())
 
 
-def test_two_sets_activate_detach_remove():
+def test_two_sets_activate_detach_remove(tiny_vit):
     torch.manual_seed(0)
     model = tiny_vit()
     keys, base = set(model.state_dict()), model(X)
@@ -73,7 +72,7 @@ def test_two_sets_activate_detach_remove():
 
 
 @pytest.mark.parametrize("add", [add_adapters, add_parallel_adapters])
-def test_adapter_slots_remove_their_hooks_wherever_they_are(add):
+def test_adapter_slots_remove_their_hooks_wherever_they_are(tiny_vit, add):
     """Serial slots hook the block, parallel slots its MLP; removing the last set removes either hook."""
     model = tiny_vit()
     keys, base = set(model.state_dict()), model(X)
@@ -84,7 +83,7 @@ def test_adapter_slots_remove_their_hooks_wherever_they_are(add):
     assert _hooks(model) == 0 and set(model.state_dict()) == keys and torch.equal(model(X), base)
 
 
-def test_kinds_sharing_an_attribute_exclude_each_other_and_nothing_changes():
+def test_kinds_sharing_an_attribute_exclude_each_other_and_nothing_changes(tiny_vit):
     model = add_adapters(tiny_vit(), AdapterConfig(rank=4, placement="last:2"))
     before = (set(model.state_dict()), _hooks(model))
     match = r"backbone already holds serial adapter sets in `block.adapters`; parallel adapter sets cannot share"
@@ -94,7 +93,7 @@ def test_kinds_sharing_an_attribute_exclude_each_other_and_nothing_changes():
 
 
 @pytest.mark.parametrize("name", ["a", "train", "active", "x.y", ""])
-def test_set_names_that_cannot_be_keys_are_refused(name):
+def test_set_names_that_cannot_be_keys_are_refused(tiny_vit, name):
     model = tiny_vit()
     _ScaleSlot.attach(model, "a", {0: _Scale(192)})
     with pytest.raises(ConfigError, match="already exists|cannot name|without dots"):
@@ -102,7 +101,7 @@ def test_set_names_that_cannot_be_keys_are_refused(name):
     assert _ScaleSlot.set_names(model) == ["a"]
 
 
-def test_a_deep_copy_has_its_own_slots_and_hooks():
+def test_a_deep_copy_has_its_own_slots_and_hooks(tiny_vit):
     model = tiny_vit()
     _ScaleSlot.attach(model, "a", {3: _Scale(192)})
     _ScaleSlot.activate(model, "a")

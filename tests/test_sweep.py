@@ -21,8 +21,9 @@ from adaptertune.sweeps import (
     run_sweep,
 )
 from adaptertune.sweeps.sweep import format_value
+from helpers import TINY_VIT
 
-BASE = {"backbone": {"name": "test_vit", "pretrained": False}, "data": {"name": "imagefolder", "root": "x"}}
+BASE = {"backbone": TINY_VIT, "data": {"name": "imagefolder", "root": "x"}}
 
 
 def spec(grid, base=BASE, **kw):
@@ -41,7 +42,7 @@ def test_expand_grid_is_the_product_in_axis_order_last_fastest():
     assert points[3].config["train"]["seed"] == 1 and points[3].config["method"] == "full"
     assert points[3].config["backbone"] == BASE["backbone"]  # base kept
     assert BASE == {
-        "backbone": {"name": "test_vit", "pretrained": False},
+        "backbone": TINY_VIT,
         "data": {"name": "imagefolder", "root": "x"},
     }
 

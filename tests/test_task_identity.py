@@ -21,9 +21,9 @@ from adaptertune.engine import load_tensors, save_tensors
 from adaptertune.errors import CheckpointError
 from adaptertune.runs import ADAPTER_FILE, load_run
 from adaptertune.runs.adapter_file import TASK_KEYS, check_task, read_adapter_file
-from conftest import make_image_folder
+from helpers import TINY_VIT, backbone_flags, make_image_folder
 
-TINY = ["--backbone", "vit_tiny_patch16_224", "--backbone-arg", "img_size=32", "--backbone-arg", "patch_size=4"]
+TINY = backbone_flags({"name": TINY_VIT["name"]})  # the tiny ViT; each test adds its weights flag
 FAST = ["--epochs", "1", "--batch-size", "8", "--num-workers", "0", "--quiet", "--no-pretrained"]
 
 

@@ -6,19 +6,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from adaptertune.analysis.toy import make_circles, make_moons, run_toy
 from adaptertune.errors import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread avoids oversubscription on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_moons_and_circles_shapes_balance_and_geometry():

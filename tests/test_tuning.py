@@ -18,10 +18,10 @@ from adaptertune.runs import RunStatus, RunSummary, run
 from adaptertune.sweeps import InProcessExecutor, SweepSpec, expand_grid, plan_sweep, run_sweep
 from adaptertune.sweeps.tuning_runs import choose, plan_tuning
 from adaptertune.sweeps.tuning_spec import check_block, combinations, parse_budget, resolve_grid, select
-from conftest import TINY_VIT, make_image_folder
+from helpers import TINY_VIT, make_image_folder
 
 BASE = {
-    "backbone": {"name": "test_vit", "pretrained": False},
+    "backbone": TINY_VIT,
     "data": {"name": "imagefolder", "root": "x", "val_fraction": 0.25},
     "train": {"epochs": 3},
 }

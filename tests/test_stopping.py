@@ -1,4 +1,5 @@
-"""Early stopping (``train.early_stop``): the patience rule, the loop, exact resume, the run's protocol label."""
+"""Early stopping (``train.early_stop``, engine/stopping.py): the patience rule, the loop, exact resume, the run's
+protocol label."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ import math
 import pytest
 import torch
 
-from adaptertune.config import RunConfig, TrainConfig
+from adaptertune.config import TrainConfig
 from adaptertune.engine import Callback, Selection, fit
 from adaptertune.engine.stopping import patience_step
 from adaptertune.errors import ConfigError
-from adaptertune.resolve import resolve_train_config
 from adaptertune.runs import run
-from conftest import TINY_VIT
+from helpers import TIMING
 
-TIMING = {"epoch_seconds", "train_images_per_second"}
+STOPPING = {"epochs": 40, "lr": 0.05, "early_stop": 2}  # train_config: 40 epochs at most, patience 2
+HEAD_RUN = {"data": {"val_subset": 4}, "epochs": 4, "batch_size": 8, "seed": 0, "device": "cpu"}  # run_config
 
 
 def _stops(accs: list[float], patience: int | None, min_delta: float = 0.0) -> tuple[int | None, int]:
@@ -58,11 +59,6 @@ def _model() -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Dropout(0.3), torch.nn.Linear(16, 3))
 
 
-def _cfg(**kw) -> TrainConfig:
-    base = {"epochs": 40, "batch_size": 8, "lr": 0.05, "weight_decay": 0.0, "device": "cpu", "early_stop": 2}
-    return resolve_train_config(TrainConfig(**{**base, **kw}))
-
-
 def _fit(cfg: TrainConfig, val=True, **kw):
     train, val_b, test = _data(3, 0), _data(2, 1), _data(2, 2)  # random labels: validation soon stops improving
     selection = Selection.BEST_VAL if val else Selection.LAST_EPOCH
@@ -83,22 +79,23 @@ def _same(a, b) -> None:
         assert torch.equal(a.best_state[k], b.best_state[k]), k
 
 
-def test_fit_stops_after_patience_epochs_and_tests_the_best_val_model():
-    cfg = _cfg()
+def test_fit_stops_after_patience_epochs_and_tests_the_best_val_model(train_config):
+    cfg = train_config(**STOPPING)
     r = _fit(cfg)
     accs = [m["val_acc"] for m in r.history]
     assert r.stopped_epoch is not None and r.stopped_epoch == len(r.history) < cfg.epochs
     assert (r.stopped_epoch, r.best_epoch) == _stops(accs, 2)
     assert r.best_val_acc == max(accs)
-    full = _fit(_cfg(early_stop=None, epochs=r.stopped_epoch))  # the same epochs, without the stop rule...
+    # the same epochs, without the stop rule...
+    full = _fit(train_config(**{**STOPPING, "early_stop": None, "epochs": r.stopped_epoch}))
     assert full.stopped_epoch is None and len(full.history) == r.stopped_epoch
     # ...differ only in the schedule's length (the cosine spans train.epochs in both)
     assert [m["lr"] for m in full.history] != [m["lr"] for m in r.history]
 
 
-def test_early_stop_needs_a_validation_split():
+def test_early_stop_needs_a_validation_split(train_config):
     with pytest.raises(ConfigError, match=r"`train.early_stop` 2 needs a validation split") as e:
-        _fit(_cfg(), val=False)
+        _fit(train_config(**STOPPING), val=False)
     assert "\n" not in str(e.value)
 
 
@@ -123,48 +120,38 @@ class _InterruptAt(Callback):
             raise _StopAtEpoch
 
 
-def test_resume_keeps_the_patience_counter(tmp_path):
-    ref = _fit(_cfg())
+def test_resume_keeps_the_patience_counter(train_config, tmp_path):
+    ref = _fit(train_config(**STOPPING))
     accs = [m["val_acc"] for m in ref.history]
     # resume from the end of a stale epoch (the counter is > 0 in that checkpoint) that is not the last
     stale = [e for e in range(2, ref.stopped_epoch) if accs[e - 1] <= max(accs[: e - 1])]
     assert stale, accs
     ckpt = tmp_path / "ckpt.safetensors"
     with pytest.raises(_StopAtEpoch):
-        _fit(_cfg(), callbacks=[_InterruptAt(stale[0] + 1)], checkpoint_path=ckpt)
-    resumed = _fit(_cfg(), checkpoint_path=ckpt, resume=True)
+        _fit(train_config(**STOPPING), callbacks=[_InterruptAt(stale[0] + 1)], checkpoint_path=ckpt)
+    resumed = _fit(train_config(**STOPPING), checkpoint_path=ckpt, resume=True)
     _same(ref, resumed)  # a counter lost on resume would stop one or more epochs later
-    again = _fit(_cfg(), checkpoint_path=ckpt, resume=True)  # the checkpoint written as it stopped: no epoch more
+    # the checkpoint written as it stopped: no epoch more
+    again = _fit(train_config(**STOPPING), checkpoint_path=ckpt, resume=True)
     _same(ref, again)
 
 
 # ---------------------------------------------------------------- the run folder
-def _run_cfg(image_folder, out, **train) -> RunConfig:
-    return RunConfig.from_dict(
-        {
-            "backbone": TINY_VIT,
-            "data": {"name": "imagefolder", "root": str(image_folder), "num_workers": 0, "val_subset": 4},
-            "method": "head",
-            "train": {"epochs": 4, "batch_size": 8, "seed": 0, "device": "cpu", **train},
-            "out_dir": str(out),
-        }
-    )
-
-
-def test_the_run_records_its_budget_and_stopping_epoch(image_folder, tmp_path):
-    stopped = run(_run_cfg(image_folder, tmp_path / "es", early_stop=1, lr=1e-12))  # validation never moves
+def test_the_run_records_its_budget_and_stopping_epoch(run_config, image_folder, tmp_path):
+    # lr 1e-12: validation never moves
+    stopped = run(run_config(image_folder, tmp_path / "es", "head", **HEAD_RUN, early_stop=1, lr=1e-12))
     assert stopped.protocol["budget"] == "early_stop(patience=1)"
     assert (stopped.stopped_epoch, stopped.best_epoch) == (2, 1)
-    fixed = run(_run_cfg(image_folder, tmp_path / "fixed", epochs=1))
+    fixed = run(run_config(image_folder, tmp_path / "fixed", "head", **{**HEAD_RUN, "epochs": 1}))
     assert fixed.protocol["budget"] == "fixed" and fixed.stopped_epoch is None
-    delta = _run_cfg(image_folder, tmp_path / "x", early_stop=3, early_stop_min_delta=0.5).train
+    delta = run_config(image_folder, tmp_path / "x", "head", **HEAD_RUN, early_stop=3, early_stop_min_delta=0.5).train
     from adaptertune.runs.summary import budget_label
 
     assert budget_label(delta) == "early_stop(patience=3,min_delta=0.5)"
 
 
-def test_a_run_without_validation_refuses_early_stop_before_making_its_folder(image_folder, tmp_path):
-    cfg = _run_cfg(image_folder, tmp_path / "run", early_stop=2)
+def test_a_run_without_validation_refuses_early_stop_before_making_its_folder(run_config, image_folder, tmp_path):
+    cfg = run_config(image_folder, tmp_path / "run", "head", **HEAD_RUN, early_stop=2)
     cfg.data.val_subset, cfg.data.val_fraction = None, 0.0
     with pytest.raises(ConfigError, match="needs a validation split"):
         run(cfg)

@@ -1,4 +1,5 @@
-"""Seeds are paired across methods: at one seed every method trains on the same images in the same order.
+"""Seeds are paired across methods (runs/train.py): at one seed every method trains on the same images in the
+same order.
 
 The report's paired statistics (reports/stats.py) rely on this: the per-seed difference between two
 methods removes the seed's split, subset and data-order luck only if both methods saw the same ones.
@@ -7,13 +8,10 @@ methods removes the seed's split, subset and data-order luck only if both method
 from __future__ import annotations
 
 import pytest
-import torch
 
 from adaptertune.config import RunConfig
-from adaptertune.engine import load_tensors
 from adaptertune.methods import METHODS
-from adaptertune.runs import run
-from conftest import TINY_VIT
+from helpers import TINY_VIT
 
 
 class _Stop(Exception):
@@ -109,27 +107,3 @@ def test_under_cross_validation_methods_pair_by_seed_and_fold(image_folder, tmp_
     assert (len(train), len(val), len(test)) == (43, 5, 16)  # 64 pooled images (48 train + 16 test), 4 folds
     other = seen("head", 2)["indices"]
     assert not set(other[2]) & set(test) and seen("head", 1, seed=1)["indices"] == head["indices"]
-
-
-@pytest.mark.slow
-def test_linear_probe_cached_equals_head_without_augmentation_over_multi_batch_epochs(image_folder, tmp_path):
-    """Same seed, 4 batches per epoch, 3 epochs: the probe on cached features is head --no-augment, step by step."""
-
-    def cfg(method, **data):
-        return RunConfig.from_dict(
-            {
-                "backbone": TINY_VIT,
-                "data": {"name": "imagefolder", "root": str(image_folder), "num_workers": 0, "subset": 16, **data},
-                "method": method,
-                "train": {"epochs": 3, "batch_size": 4, "seed": 1},
-                "out_dir": str(tmp_path / method),
-            }
-        )
-
-    head = run(cfg("head", augment=False))
-    cached = run(cfg("linear-probe-cached"))
-    assert cached.test_acc == head.test_acc and cached.best_val_acc == head.best_val_acc
-    a, _ = load_tensors(tmp_path / "head" / "adaptertune_weights.safetensors")
-    b, _ = load_tensors(tmp_path / "linear-probe-cached" / "adaptertune_weights.safetensors")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)

@@ -1,5 +1,6 @@
-"""A method registered from this file alone (no edit in the package) runs through train, eval, predict,
-multi-task and export: the registry entry is the whole unit.
+"""The method registry (methods/registry.py). A method registered from this file alone (no edit in the package)
+runs through train, eval, predict, multi-task and export: the registry entry is the whole unit. The built-in
+methods are registered, and an option a method does not take is an error.
 
 The toy is SSF-like scale-shift (Lian et al., 2022): after each placed block, ``h <- h * (1 + gamma) + beta``
 with per-channel ``gamma = beta = 0`` at init (so it starts at the pretrained logits), plus the new head.
@@ -16,18 +17,25 @@ import pytest
 import torch
 from torch import nn
 
-from _taskfiles import make_run
 from adaptertune.cli import main
 from adaptertune.config_checks import parse_placement
 from adaptertune.errors import CheckpointError, ConfigError
 from adaptertune.export import export_run
-from adaptertune.methods import METHODS, Method, build_method, register_method, unregister_method
+from adaptertune.methods import (
+    METHODS,
+    Method,
+    build_method,
+    register_method,
+    resolve_adapter_config,
+    unregister_method,
+)
+from adaptertune.methods.adapter import AdapterConfig
 from adaptertune.methods.flops import step_flops, vit_geometry
 from adaptertune.methods.slots import BlockSlot
 from adaptertune.multitask import MultiTaskModel, predict_tasks
 from adaptertune.runs import ADAPTER_FILE, evaluate_run, load_run, predict
 from adaptertune.vit import backbone_blocks, backbone_width, head_parameter_names
-from conftest import tiny_vit
+from helpers import TINY_VIT_ARGS
 
 X = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -112,8 +120,7 @@ def scale_shift():
 def trained(scale_shift, image_folder, tmp_path_factory):
     """A scale-shift run trained by the CLI: its options are the usual adapter.* keys, the placement flag included."""
     out = tmp_path_factory.mktemp("plugin") / "ssf"
-    args = ["train", "--backbone", "vit_tiny_patch16_224", "--backbone-arg", "img_size=32", "--backbone-arg"]
-    args += ["patch_size=4", "--no-pretrained", "--dataset", "imagefolder", "--data-root", str(image_folder)]
+    args = ["train", *TINY_VIT_ARGS, "--dataset", "imagefolder", "--data-root", str(image_folder)]
     args += ["--subset", "8", "--epochs", "1", "--batch-size", "8", "--num-workers", "0", "--quiet"]
     args += ["--method", "scale-shift", "--placement", "last:4", "adapter.shift=false", "--out-dir", str(out)]
     assert main(args) == 0
@@ -121,7 +128,7 @@ def trained(scale_shift, image_folder, tmp_path_factory):
 
 
 # ---------------------------------------------------------------- through every tool
-def test_toy_method_starts_at_pretrained_logits_and_checks_options(scale_shift):
+def test_toy_method_starts_at_pretrained_logits_and_checks_options(tiny_vit, scale_shift):
     base = tiny_vit()(X)
     model = build_method("scale-shift", tiny_vit(), {"placement": "last:2", "shift": False})
     assert torch.equal(model(X), base)
@@ -150,10 +157,10 @@ def test_toy_method_trains_evals_and_predicts(trained, image_folder):
     assert len(predict(trained, [img], topk=2, device="cpu")[0]["top"]) == 2
 
 
-def test_toy_method_shares_a_backbone_with_other_tasks(trained, image_folder, tmp_path):
+def test_toy_method_shares_a_backbone_with_other_tasks(tiny_run, trained, image_folder, tmp_path):
     """Next to another scale-shift task and an adapter task, switching is exact (multi-task)."""
-    other, other_model = make_run(tmp_path / "ssf_b", "scale-shift", {"placement": "every:3"})
-    pets, pets_model = make_run(tmp_path / "pets", "adapter", {"rank": 4})
+    other, other_model = tiny_run(tmp_path / "ssf_b", "scale-shift", {"placement": "every:3"})
+    pets, pets_model = tiny_run(tmp_path / "pets", "adapter", {"rank": 4})
     files = [d / ADAPTER_FILE for d in (trained, other, pets)]
     mt = MultiTaskModel.from_files(files, names=["a", "b", "pets"])
     with torch.no_grad():
@@ -173,3 +180,27 @@ def test_toy_method_exports(trained):
     pytest.importorskip("onnxruntime")
     r = export_run(trained, "onnx")
     assert not r.merged and r.max_abs_diff <= 1e-4
+
+
+# ---------------------------------------------------------------- the built-in methods and their options
+def test_all_methods_registered():
+    assert {"head", "full", "adapter", "lora", "parallel", "bitfit", "linear-probe-cached"} <= set(METHODS.names())
+
+
+@pytest.mark.parametrize(
+    ("method", "option"),
+    [("lora", {"init": "small"}), ("lora", {"act": "relu"}), ("parallel", {"targets": "qkv+mlp"})],
+)
+def test_option_that_does_not_apply_is_an_error(method, option):
+    match = f"adapter.{next(iter(option))}.*does not apply to method '{method}'; it accepts "
+    with pytest.raises(ConfigError, match=match):
+        resolve_adapter_config(method, option)  # as written in YAML
+    if method == "lora":  # the adapter methods' options object, given to LoRA
+        with pytest.raises(ConfigError, match=match):
+            resolve_adapter_config(method, AdapterConfig(**option))
+
+
+def test_methods_without_adapter_options_reject_them():
+    for method in ("bitfit", "linear-probe-cached"):
+        with pytest.raises(ConfigError, match="takes no adapter options"):
+            resolve_adapter_config(method, AdapterConfig(rank=4))

@@ -1,5 +1,5 @@
-"""Exact resume: a run killed (SIGKILL) or stopped at any point and resumed ends bitwise identical to an
-uninterrupted run with the same seed (CPU)."""
+"""Exact resume from the training checkpoint (engine/checkpoint.py): a run killed (SIGKILL) or stopped at any point and
+resumed ends bitwise identical to an uninterrupted run with the same seed (CPU)."""
 
 import json
 import os
@@ -15,10 +15,9 @@ from adaptertune.config import RunConfig
 from adaptertune.data.sampling import ResumableSampler, ShardedEvalSampler, split_sampler
 from adaptertune.engine import load_tensors
 from adaptertune.runs import CHECKPOINT_FILE, run
-from conftest import TINY_VIT, make_image_folder
+from helpers import TIMING, TINY_VIT, make_image_folder
 
 HELPER = Path(__file__).with_name("resume_helper.py")
-TIMING = {"epoch_seconds", "train_images_per_second"}
 THREADS = 1
 
 

@@ -1,4 +1,5 @@
-"""Backbones named as timm names them, loaded by timm's real ``pretrained=True`` path from disk (no mocks).
+"""Backbone sources (backbones/sources.py): backbones named as timm names them, loaded by timm's real
+``pretrained=True`` path from disk (no mocks).
 
 A Hugging Face cache is built on disk as ``huggingface_hub`` lays it out (``models--ORG--NAME/{blobs,snapshots,
 refs}``) and found through ``HF_HUB_CACHE`` with ``HF_HUB_OFFLINE=1``; a ``local-dir:`` folder holds timm's own
@@ -8,7 +9,6 @@ tiny ViT (32 px, patch 4), so a loaded backbone is checked tensor for tensor aga
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -21,55 +21,15 @@ import torch
 from adaptertune import BackboneConfig, UnknownNameError, WeightsUnavailableError, create_backbone
 from adaptertune.backbones import resolve_backbone, weights_sha256
 from adaptertune.cli import main
-from conftest import tiny_vit
+from helpers import HUB_REVISION, TINY_VIT_TIMM, add_to_hub_cache, save_timm_folder, sha256
 
-REV = "0123456789abcdef0123456789abcdef01234567"
-TINY_ARGS = {"img_size": 32, "patch_size": 4}
+# Hub repos and weight tags are timm names: the tiny ViT goes by its timm name here, with its kwargs
+TINY_ARGS = TINY_VIT_TIMM["args"]
 MEAN = [0.25, 0.5, 0.75]
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def save_timm_folder(model: torch.nn.Module, folder: Path) -> Path:
-    """timm's own Hub export: config.json (architecture, model_args, pretrained_cfg) + model.safetensors."""
-    from timm.models import save_for_hf
-
-    save_for_hf(model, str(folder), safe_serialization=True)
-    return folder
-
-
-def add_to_hub_cache(cache: Path, repo_id: str, files: Path, revision: str = REV) -> Path:
-    """Lay ``files/*`` out as huggingface_hub's cache does: content-addressed blobs, snapshot symlinks, refs/main."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / revision
-    (repo / "blobs").mkdir(parents=True, exist_ok=True)
-    snapshot.mkdir(parents=True, exist_ok=True)
-    for f in files.iterdir():
-        blob = repo / "blobs" / sha256(f)
-        blob.write_bytes(f.read_bytes())
-        (snapshot / f.name).symlink_to(os.path.relpath(blob, snapshot))
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(revision)
-    return snapshot
-
-
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    """An empty HF cache as HF_HUB_CACHE (huggingface_hub reads the variable at import, so its constant too)."""
-    import huggingface_hub.constants as hf_constants
-
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
-    assert hf_constants.HF_HUB_OFFLINE, "conftest sets HF_HUB_OFFLINE=1 before huggingface_hub is imported"
-    return cache
-
-
 @pytest.fixture(scope="module")
-def source_vit():
+def source_vit(tiny_vit):
     return tiny_vit(num_classes=7, seed=11)
 
 
@@ -99,7 +59,7 @@ def test_hf_hub_name_loads_from_the_cache_with_its_config(hub_cache, exported, s
     assert built.weights_source == {
         "kind": "hf-hub",
         "repo": "timm/tiny-vit-test",
-        "revision": REV,
+        "revision": HUB_REVISION,
         "file": str(snapshot / "model.safetensors"),
         "file_sha256": sha256(exported / "model.safetensors"),
     }
@@ -112,7 +72,7 @@ def test_registry_name_with_tag_loads_from_the_cache(hub_cache, exported, source
     assert same_backbone(built.model, source_vit)
     assert built.weights_tag == "timm:vit_tiny_patch16_224.augreg_in21k"
     assert built.weights_source["repo"] == "timm/vit_tiny_patch16_224.augreg_in21k"
-    assert built.weights_source["revision"] == REV
+    assert built.weights_source["revision"] == HUB_REVISION
     assert built.weights_source["file_sha256"] == sha256(exported / "model.safetensors")
     # the same name without its cache entry: the one-line error of today, never random weights
     with pytest.raises(
@@ -202,7 +162,7 @@ def test_cli_train_and_eval_from_the_hub_cache(hub_cache, exported, source_vit, 
     s = json.loads((out / "summary.json").read_text())
     assert s["status"] == "success" and s["backbone"] == "hf-hub:timm/tiny-vit-test"
     assert s["weights_sha256"] == weights_sha256(source_vit)  # the cached weights, not a random init
-    assert s["weights_source"]["kind"] == "hf-hub" and s["weights_source"]["revision"] == REV
+    assert s["weights_source"]["kind"] == "hf-hub" and s["weights_source"]["revision"] == HUB_REVISION
     assert s["weights_source"]["file_sha256"] == sha256(exported / "model.safetensors")
     capsys.readouterr()
     assert main(["eval", str(out), "--json", "-"]) == 0  # rebuilt from the same cache, hash checked
@@ -225,7 +185,7 @@ def test_cli_subprocess_reads_hf_hub_cache_from_the_environment(tmp_path, export
     s = json.loads((out / "summary.json").read_text())
     assert s["weights_sha256"] == weights_sha256(source_vit)
     assert s["weights_source"]["file"] == str(
-        cache / "models--timm--tiny-vit-test" / "snapshots" / REV / "model.safetensors"
+        cache / "models--timm--tiny-vit-test" / "snapshots" / HUB_REVISION / "model.safetensors"
     )
     env.pop("HF_HUB_CACHE")  # the default cache under the empty HF_HOME: one line on stderr, exit 2
     r = subprocess.run(cmd + ["--overwrite"], env=env, capture_output=True, text=True, timeout=300)

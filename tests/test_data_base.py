@@ -1,4 +1,5 @@
-"""Bad data: truncated images (counted skip, or an error with --strict), bad labels, empty classes, the listing."""
+"""Bad data (data/base.py, data/folders.py): truncated images (counted skip, or an error with --strict), bad labels,
+empty classes, the listing."""
 
 from __future__ import annotations
 
@@ -13,9 +14,7 @@ from adaptertune.cli import main
 from adaptertune.config import DataConfig
 from adaptertune.data import DATASETS, ArraySource, RawDataset, build_splits, collate_skip, load_raw
 from adaptertune.errors import DataError
-from conftest import make_image_folder
-
-DATA_CONFIG = {"input_size": (3, 16, 16), "mean": (0.5,) * 3, "std": (0.5,) * 3, "interpolation": "bilinear"}
+from helpers import DATA_CONFIG, TINY_VIT_ARGS, make_image_folder
 
 
 def truncate(path: Path) -> None:
@@ -46,7 +45,7 @@ def test_truncated_png_is_skipped_and_counted(folder_with_truncated_png):
 def test_truncated_png_is_counted_in_the_run_summary(folder_with_truncated_png, tmp_path, capsys, method):
     root, _ = folder_with_truncated_png
     truncate(root / "test" / "class_0" / "0.png")  # one corrupt test image too: 3 of 4 are scored
-    common = ["train", "--backbone", "test_vit", "--no-pretrained", "--dataset", "imagefolder", "--data-root"]
+    common = ["train", *TINY_VIT_ARGS, "--dataset", "imagefolder", "--data-root"]
     common += [str(root), "--epochs", "1", "--batch-size", "8", "--num-workers", "0", "--quiet", "--val-fraction", "0"]
     assert main([*common, "--method", method, "--out-dir", str(tmp_path / "run")]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

@@ -1,4 +1,5 @@
-"""Run-folder locks: exclusion, stale-lock recovery after a killed holder, and two sweeps sharing a results folder."""
+"""Run-folder locks (runs/lock.py): exclusion, stale-lock recovery after a killed holder, and two sweeps sharing a
+results folder."""
 
 import json
 import os
@@ -13,7 +14,7 @@ import yaml
 from adaptertune.runs import lock as locks_module
 from adaptertune.runs.lock import RunLock, lock_path_for, pid_alive
 from adaptertune.sweeps import InProcessExecutor, SweepSpec, run_sweep
-from conftest import make_image_folder
+from helpers import TINY_VIT, make_image_folder
 
 # runs/lock.py is loaded by path: the holder process starts in a fraction of a second (no torch import)
 HOLDER = """
@@ -94,7 +95,7 @@ def test_soft_lock_from_another_host_is_stale_only_after_its_age(tmp_path):
 
 def _spec(folder, n=3):
     base = {
-        "backbone": {"name": "test_vit", "pretrained": False},
+        "backbone": TINY_VIT,
         "data": {"name": "imagefolder", "root": str(folder), "num_workers": 0},
         "method": "head",
         "train": {"epochs": 1, "batch_size": 16, "device": "cpu"},

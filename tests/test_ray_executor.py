@@ -1,4 +1,5 @@
-"""Ray executor against a local Ray instance the test starts (marker ray; needs `pip install ray`)."""
+"""The Ray executor (sweeps/ray_executor.py) against a local Ray instance the test starts (marker ray; needs `pip
+install ray`)."""
 
 import json
 import os
@@ -8,7 +9,7 @@ import pytest
 
 from adaptertune.runs import ADAPTER_FILE
 from adaptertune.sweeps import SweepSpec, plan_sweep, run_sweep
-from conftest import make_image_folder
+from helpers import TINY_VIT, make_image_folder
 
 pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray")
@@ -29,7 +30,7 @@ def local_ray():
 
 def _spec(folder):
     base = {
-        "backbone": {"name": "test_vit", "pretrained": False},
+        "backbone": TINY_VIT,
         "data": {"name": "imagefolder", "root": str(folder), "num_workers": 0},
         "method": "head",
         "train": {"epochs": 2, "batch_size": 8, "device": "cpu", "checkpoint_every_steps": 1},

@@ -1,4 +1,5 @@
-"""High-depth images are rescaled to 8 bits by their full range; folders and globs name image files."""
+"""Reading images (data/images.py): high-depth images are rescaled to 8 bits by their full range; folders and globs
+name image files."""
 
 import struct
 import zlib

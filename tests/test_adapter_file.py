@@ -1,4 +1,5 @@
-"""Adapter files hold only what was trained; rebuild is exact; a file for another model is a clear error."""
+"""The adapter file (runs/adapter_file.py) holds only what was trained; rebuild is exact; a file for another model is a
+clear error."""
 
 import io
 
@@ -6,12 +7,12 @@ import pytest
 import torch
 import yaml
 
-from _taskfiles import TINY, make_run
 from adaptertune.errors import CheckpointError
 from adaptertune.methods import METHODS
 from adaptertune.methods.adapter import AdapterConfig
 from adaptertune.runs import load_run
 from adaptertune.runs.adapter_file import check_adapter_file, read_adapter_file
+from helpers import TINY_VIT_TIMM
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -25,8 +26,9 @@ X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
         ("bitfit", None),
     ],
 )
-def test_round_trip_is_exact_and_file_holds_only_trained_tensors(tmp_path, method, adapter):
-    run_dir, model = make_run(tmp_path / method, method, adapter)
+def test_round_trip_is_exact_and_file_holds_only_trained_tensors(tiny_run, tmp_path, method, adapter):
+    # the timm name and kwargs: the file records both
+    run_dir, model = tiny_run(tmp_path / method, method, adapter, backbone=TINY_VIT_TIMM)
     tensors, meta = read_adapter_file(run_dir / "adaptertune_weights.safetensors")
     assert set(tensors) == {n for n, p in model.named_parameters() if p.requires_grad}
     assert meta["method"] == method and meta["classes"] == ["c0", "c1", "c2", "c3"]
@@ -43,17 +45,22 @@ def test_round_trip_is_exact_and_file_holds_only_trained_tensors(tmp_path, metho
 @pytest.mark.parametrize(
     ("change", "side_a", "side_b"),
     [
-        ({"backbone": {**TINY, "name": "deit_tiny_patch16_224"}}, "deit_tiny_patch16_224", "vit_tiny_patch16_224"),
+        # another timm architecture of the same geometry (32 px, patch 4): only the names tell them apart
+        (
+            {"backbone": {**TINY_VIT_TIMM, "name": "deit_tiny_patch16_224"}},
+            "deit_tiny_patch16_224",
+            "vit_tiny_patch16_224",
+        ),
         ({"seed": 1}, "backbone weights", "tag random-init(seed=1)"),
         ({"method": "parallel"}, "'parallel'", "'adapter'"),
         ({"adapter": {"rank": 8}}, "8", "4"),
     ],
 )
-def test_file_for_another_model_names_both_sides(tmp_path, change, side_a, side_b):
-    base = {"method": "adapter", "adapter": {"rank": 4}, "seed": 0, "backbone": TINY}
-    run_dir, _ = make_run(tmp_path / "a", **base)
+def test_file_for_another_model_names_both_sides(tiny_run, tmp_path, change, side_a, side_b):
+    base = {"method": "adapter", "adapter": {"rank": 4}, "seed": 0, "backbone": TINY_VIT_TIMM}  # by its timm name
+    run_dir, _ = tiny_run(tmp_path / "a", **base)
     other = {**base, **change}
-    other_dir, _ = make_run(tmp_path / "b", **other)
+    other_dir, _ = tiny_run(tmp_path / "b", **other)
     weights = "adaptertune_weights.safetensors"
     (run_dir / weights).write_bytes((other_dir / weights).read_bytes())
     with pytest.raises(CheckpointError) as e:
@@ -98,32 +105,24 @@ def test_r16_file_is_under_two_percent_of_vit_s(method):
     assert 80e6 < full < 90e6  # ViT-S/16 at 224: ~21.7M fp32 parameters
 
 
-def test_summary_records_the_file_size(image_folder, tmp_path):
+def test_summary_records_the_file_size(run_config, image_folder, tmp_path):
     """Covered end to end in test_cli; here: the run folder's file is what the summary states."""
-    from adaptertune.config import RunConfig
     from adaptertune.runs import run
 
-    cfg = RunConfig.from_dict(
-        {
-            "backbone": TINY,
-            "data": {"name": "imagefolder", "root": str(image_folder), "num_workers": 0, "subset": 8},
-            "method": "lora",
-            "adapter": {"rank": 2},
-            "train": {"epochs": 1, "batch_size": 8},
-            "out_dir": str(tmp_path / "r"),
-        }
+    cfg = run_config(
+        image_folder, tmp_path / "r", "lora", adapter={"rank": 2}, data={"subset": 8}, epochs=1, batch_size=8
     )
     s = run(cfg)
     assert s.adapter_file_bytes == (tmp_path / "r" / "adaptertune_weights.safetensors").stat().st_size
     assert yaml.safe_load(io.StringIO((tmp_path / "r" / "config.yaml").read_text()))["adapter"]["targets"] == "qkv"
 
 
-def test_old_adapter_file_with_options_the_method_lacks_still_loads(tmp_path):
+def test_old_adapter_file_with_options_the_method_lacks_still_loads(tiny_run, tmp_path):
     """Files written when every method's options were recorded carry `targets: qkv` for `adapter`; the identity
     compares only the options the method has."""
     from adaptertune.engine import load_tensors, save_tensors
 
-    run_dir, model = make_run(tmp_path / "old", "adapter", {"rank": 4})
+    run_dir, model = tiny_run(tmp_path / "old", "adapter", {"rank": 4})
     tensors, meta = load_tensors(run_dir / "adaptertune_weights.safetensors")
     meta["adapter"]["targets"] = "qkv"
     save_tensors(run_dir / "adaptertune_weights.safetensors", tensors, meta)
@@ -135,11 +134,11 @@ def test_old_adapter_file_with_options_the_method_lacks_still_loads(tmp_path):
         load_run(run_dir, device="cpu")
 
 
-def test_run_folder_with_the_old_file_name_still_loads(tmp_path):
+def test_run_folder_with_the_old_file_name_still_loads(tiny_run, tmp_path):
     from adaptertune.multitask import MultiTaskModel
     from adaptertune.runs import ADAPTER_FILE
 
-    run_dir, model = make_run(tmp_path / "pets", "adapter", {"rank": 4})
+    run_dir, model = tiny_run(tmp_path / "pets", "adapter", {"rank": 4})
     assert ADAPTER_FILE == "adaptertune_weights.safetensors"  # not AdapterHub's adapter.safetensors
     (run_dir / ADAPTER_FILE).rename(run_dir / "adapter.safetensors")
     with torch.no_grad():
@@ -149,12 +148,12 @@ def test_run_folder_with_the_old_file_name_still_loads(tmp_path):
 
 
 @pytest.mark.parametrize("what", ["missing", "incomplete"])
-def test_model_is_rebuilt_from_the_adapter_files_metadata_without_config_yaml(tmp_path, caplog, what):
+def test_model_is_rebuilt_from_the_adapter_files_metadata_without_config_yaml(tiny_run, tmp_path, caplog, what):
     """No config.yaml (or one without backbone/method): the backbone, method and options come from the adapter
     file's own metadata, exactly, and the warning says so; eval, which needs the data section, is a clear error."""
     from adaptertune.runs import evaluate_run
 
-    run_dir, model = make_run(tmp_path / what, "adapter", {"rank": 4, "placement": "every:3"})
+    run_dir, model = tiny_run(tmp_path / what, "adapter", {"rank": 4, "placement": "every:3"})
     config = run_dir / "config.yaml"
     if what == "missing":
         config.unlink()

