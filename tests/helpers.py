@@ -19,7 +19,9 @@ from torch import nn
 from adaptertune.backbones import resolve_backbone
 
 # The tiny ViT of every test run: adaptertune's registered `test_vit` (timm's vit_tiny_patch16_224 at 32 px,
-# patch 4: 64 tokens, d=192, 12 blocks), random init. The `tiny_vit` fixture builds the same model.
+# patch 4: 64 tokens, d=192, 12 blocks), random init. The `tiny_vit` fixture builds the same model. (A few tests
+# build a smaller ViT of their own, d=32 at patch 8, whose shape their numbers are worked out from:
+# test_flops, test_prefix, test_data_batched, test_data_cache.)
 TINY_VIT = {"name": "test_vit", "pretrained": False}
 # The same model by its timm name and kwargs (read from the registry entry), for the few tests that need a
 # timm name (one with hub weights) or kwargs for a run to record.

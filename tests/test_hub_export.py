@@ -19,7 +19,7 @@ from adaptertune.errors import ConfigError
 from adaptertune.export import EXPORT_FORMATS, export_run
 from adaptertune.runs import RunStatus, load_run
 from adaptertune.runs import folder as rf
-from helpers import add_to_hub_cache, save_timm_folder
+from helpers import TINY_VIT_TIMM, add_to_hub_cache, save_timm_folder
 
 X = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
@@ -64,7 +64,8 @@ def test_peft_folder_loads_onto_the_hub_backbone_with_the_runs_logits(tiny_vit, 
     ("method", "adapter"), [("head", None), ("bitfit", None), ("lora", {"rank": 4}), ("full", None)]
 )
 def test_timm_folder_loads_with_local_dir_and_the_runs_logits(tiny_run, tmp_path, method, adapter):
-    run_dir, _ = tiny_run(tmp_path / method, method, adapter)
+    # the tiny ViT by its timm name: the model card's base_model is the run's backbone, a timm name for the Hub
+    run_dir, _ = tiny_run(tmp_path / method, method, adapter, backbone=TINY_VIT_TIMM)
     out = tmp_path / "exported"
     assert main(["export", str(run_dir), "--format", "timm", "--out", str(out)]) == 0
     model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()

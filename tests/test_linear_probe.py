@@ -167,13 +167,11 @@ def test_linear_probe_cached_equals_head_without_augmentation(run_config, image_
     train = {"epochs": 2, "batch_size": 16, "seed": 0}
     head = run(run_config(image_folder, tmp_path / "head", "head", data={"subset": 16, "augment": False}, **train))
     # augmentation is off by definition of the method
-    cached = run(
-        run_config(image_folder, tmp_path / "linear-probe-cached", "linear-probe-cached", data={"subset": 16}, **train)
-    )
+    cached = run(run_config(image_folder, tmp_path / LPC, LPC, data={"subset": 16}, **train))
     assert cached.protocol["augment"] == "none" and cached.trainable_params == head.trainable_params
     assert cached.test_acc == head.test_acc and cached.best_val_acc == head.best_val_acc
-    a, _ = load_tensors(tmp_path / "head" / "adaptertune_weights.safetensors")
-    b, meta = load_tensors(tmp_path / "linear-probe-cached" / "adaptertune_weights.safetensors")
+    a, _ = load_tensors(tmp_path / "head" / ADAPTER_FILE)
+    b, meta = load_tensors(tmp_path / LPC / ADAPTER_FILE)
     assert set(a) == set(b) == {"head.weight", "head.bias"} and meta["method"] == "linear-probe-cached"
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
@@ -186,11 +184,9 @@ def test_linear_probe_cached_equals_head_without_augmentation_over_multi_batch_e
     """Same seed, 4 batches per epoch, 3 epochs: the probe on cached features is head --no-augment, step by step."""
     train = {"epochs": 3, "batch_size": 4, "seed": 1}
     head = run(run_config(image_folder, tmp_path / "head", "head", data={"subset": 16, "augment": False}, **train))
-    cached = run(
-        run_config(image_folder, tmp_path / "linear-probe-cached", "linear-probe-cached", data={"subset": 16}, **train)
-    )
+    cached = run(run_config(image_folder, tmp_path / LPC, LPC, data={"subset": 16}, **train))
     assert cached.test_acc == head.test_acc and cached.best_val_acc == head.best_val_acc
-    a, _ = load_tensors(tmp_path / "head" / "adaptertune_weights.safetensors")
-    b, _ = load_tensors(tmp_path / "linear-probe-cached" / "adaptertune_weights.safetensors")
+    a, _ = load_tensors(tmp_path / "head" / ADAPTER_FILE)
+    b, _ = load_tensors(tmp_path / LPC / ADAPTER_FILE)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
