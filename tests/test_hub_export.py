@@ -64,7 +64,7 @@ def test_peft_folder_loads_onto_the_hub_backbone_with_the_runs_logits(tiny_vit, 
     ("method", "adapter"), [("head", None), ("bitfit", None), ("lora", {"rank": 4}), ("full", None)]
 )
 def test_timm_folder_loads_with_local_dir_and_the_runs_logits(tiny_run, tmp_path, method, adapter):
-    # the tiny ViT by its timm name: the model card's base_model is the run's backbone, a timm name for the Hub
+    # the tiny ViT by its timm name: config.json names the timm architecture the run trained
     run_dir, _ = tiny_run(tmp_path / method, method, adapter, backbone=TINY_VIT_TIMM)
     out = tmp_path / "exported"
     assert main(["export", str(run_dir), "--format", "timm", "--out", str(out)]) == 0
