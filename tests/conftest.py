@@ -144,6 +144,8 @@ def tiny_run():
         (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         summary = RunSummary(RunStatus.SUCCESS, method, cfg.backbone.name, "imagefolder", seed=seed, test_acc=50.0)
         summary.protocol = {"dataset": "imagefolder"}
+        summary.weights_tag, summary.weights_sha256 = built.weights_tag, built.weights_sha256
+        summary.weights_source = built.weights_source  # as a real run records them (the export's provenance)
         (out_dir / "summary.json").write_text(json.dumps(summary.to_dict()))
         return out_dir, model.eval()
 
