@@ -193,19 +193,9 @@ def register_method(method: Method) -> Method:
 
     Raises:
         KeyError: the name is taken.
-        ConfigError: an option name it shares with a registered method has another default (then
-            ``adapter.<key>`` would mean two things).
     """
     if not method.name or not isinstance(method, Method):
         raise ConfigError(f"A method must be a named Method instance, got {method!r}.")
-    known = option_defaults()
-    if method.options is not None:
-        for f in dataclasses.fields(method.options):
-            if f.name in known and _default(f) != known[f.name]:
-                raise ConfigError(
-                    f"Method '{method.name}' gives option `adapter.{f.name}` the default {_default(f)!r}; "
-                    f"registered methods use {known[f.name]!r}."
-                )
     return METHODS.register(method)
 
 
