@@ -18,6 +18,7 @@ from .errors import ConfigError
 __all__ = [
     "ParamCount",
     "PatchTokens",
+    "ViTParts",
     "backbone_blocks",
     "backbone_width",
     "classifier",
@@ -32,6 +33,7 @@ __all__ = [
     "pre_logits",
     "runs_in_stages",
     "trainable_parameters",
+    "vit_parts",
 ]
 
 _EMBED_MODULES = ("patch_embed", "patch_drop", "norm_pre", "pos_drop")  # what runs before the blocks
@@ -154,3 +156,28 @@ def trainable_parameters(model: nn.Module) -> ParamCount:
     """Trainable and total parameter counts (tied parameters counted once)."""
     params = {id(p): p for p in model.parameters()}.values()
     return ParamCount(sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
+
+
+class ViTParts(NamedTuple):
+    """The optional parameters of a timm ViT (what a parameter-count formula needs besides its widths)."""
+
+    qkv_bias: bool  # attn.qkv has a bias
+    patch_bias: bool  # the patch embedding's conv has a bias
+    layer_scale: bool  # blocks scale their branches by a learned per-channel gamma (ls1, ls2)
+    pos_tokens: int  # rows of the position embedding (0: none)
+    norm_pre: bool  # a LayerNorm before the blocks
+
+
+def vit_parts(model: nn.Module) -> ViTParts:
+    """Which optional parameters ``model`` has, read off its patch embedding and its first block."""
+    block = backbone_blocks(model)[0]
+    qkv = getattr(getattr(block, "attn", None), "qkv", None)
+    proj = getattr(getattr(model, "patch_embed", None), "proj", None)
+    pos = getattr(model, "pos_embed", None)
+    return ViTParts(
+        qkv_bias=getattr(qkv, "bias", None) is not None,
+        patch_bias=getattr(proj, "bias", None) is not None,
+        layer_scale=isinstance(getattr(getattr(block, "ls1", None), "gamma", None), torch.Tensor),
+        pos_tokens=pos.shape[1] if isinstance(pos, torch.Tensor) else 0,
+        norm_pre=any(True for _ in getattr(model, "norm_pre", nn.Identity()).parameters()),
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..vit import head_parameter_names
+from .flops import StepFlops, ViTGeometry, count_step
 from .registry import Method, register_method
 
 __all__ = ["BitFitMethod"]
@@ -21,6 +22,16 @@ class BitFitMethod(Method):
         for n, p in model.named_parameters():
             p.requires_grad_(n in head or n.endswith(".bias"))
         return model
+
+    def step_flops(self, geom: ViTGeometry, options: None) -> StepFlops:
+        # the patch embedding's bias trains: gradients flow through every block, no weight-gradient matmul
+        return count_step(geom, input_grad=True)
+
+    def trainable_params(self, geom: ViTGeometry, options: None, num_classes: int) -> int:
+        return geom.bias_params() + geom.head_params(num_classes)
+
+    def frozen_prefix(self, model: nn.Module, options: None) -> int:
+        return 0
 
 
 register_method(BitFitMethod())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .flops import StepFlops, ViTGeometry, count_step
+from .flops import LINEARS, BlockCost, StepFlops, ViTGeometry, count_step
 from .registry import Method, register_method
 
 __all__ = ["FullMethod"]
@@ -25,7 +25,13 @@ class FullMethod(Method):
         return model
 
     def step_flops(self, geom: ViTGeometry, options: None) -> StepFlops:
-        return count_step(geom, full=True)
+        return count_step(geom, [BlockCost(trained=frozenset(LINEARS))] * geom.depth, embed=True)
+
+    def trainable_params(self, geom: ViTGeometry, options: None, num_classes: int) -> int:
+        return geom.backbone_params() + geom.head_params(num_classes)
+
+    def frozen_prefix(self, model: nn.Module, options: None) -> int:
+        return 0
 
 
 register_method(FullMethod())

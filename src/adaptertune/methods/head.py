@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..vit import head_parameter_names
+from ..vit import backbone_blocks, head_parameter_names
 from .flops import StepFlops, ViTGeometry, count_step
 from .registry import Method, register_method
 
@@ -31,6 +31,12 @@ class HeadMethod(Method):
 
     def step_flops(self, geom: ViTGeometry, options: None) -> StepFlops:
         return count_step(geom)
+
+    def trainable_params(self, geom: ViTGeometry, options: None, num_classes: int) -> int:
+        return geom.head_params(num_classes)
+
+    def frozen_prefix(self, model: nn.Module, options: None) -> int:
+        return len(backbone_blocks(model))
 
 
 register_method(HeadMethod())

@@ -25,7 +25,7 @@ from ..config_checks import _as_choice, _as_float, _as_int, _check_placement_syn
 from ..errors import CheckpointError, ConfigError
 from ..extras import require
 from ..vit import backbone_blocks, head_parameter_names
-from .flops import StepFlops, ViTGeometry, count_step
+from .flops import BlockCost, StepFlops, ViTGeometry, count_step, low_rank, placed
 from .registry import Method, register_method
 
 __all__ = [
@@ -218,9 +218,19 @@ class LoraMethod(Method):
         save_peft_folder(model, base, options, directory, base_model_id)
 
     def step_flops(self, geom: ViTGeometry, options: LoraOptions) -> StepFlops:
-        linears = [t.rpartition(".")[2] for t in _TARGETS[options.targets]]  # attn.qkv -> qkv
-        blocks = parse_placement(options.placement, geom.depth)
-        return count_step(geom, lora_linears=linears, lora_blocks=blocks, rank=options.rank)
+        cost = BlockCost(extras=tuple(low_rank(geom, linear, options.rank) for linear in _linears(options)))
+        return count_step(geom, placed(geom, parse_placement(options.placement, geom.depth), cost))
+
+    def trainable_params(self, geom: ViTGeometry, options: LoraOptions, num_classes: int) -> int:
+        per_block = sum(options.rank * sum(geom.linear_shape(linear)) for linear in _linears(options))
+        return len(parse_placement(options.placement, geom.depth)) * per_block + geom.head_params(num_classes)
+
+    def frozen_prefix(self, model: nn.Module, options: LoraOptions) -> int:
+        return min(parse_placement(options.placement, len(backbone_blocks(model))))
+
+
+def _linears(options: LoraOptions) -> list[str]:
+    return [t.rpartition(".")[2] for t in _TARGETS[options.targets]]  # attn.qkv -> qkv
 
 
 register_method(LoraMethod())

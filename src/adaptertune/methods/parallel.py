@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .adapter import DEFAULT_SET, AdapterConfig, AdapterMethod, attach_adapter_set
+from .adapter import AdapterConfig, AdapterMethod, attach_adapter_set
 from .registry import register_method
-from .slots import BlockSlot
+from .slots import DEFAULT_SET, BlockSlot
 
 __all__ = ["ParallelMethod", "ParallelSlot", "add_parallel_adapters"]
 
@@ -47,12 +47,13 @@ def add_parallel_adapters(model: nn.Module, config: AdapterConfig | None = None,
 
 
 class ParallelMethod(AdapterMethod):
-    """The adapter method's options, multi-task sets and FLOP count (a bottleneck on the MLP input costs the
-    same matmuls as one after the block); only the slot differs."""
+    """The adapter method's options, multi-task sets, parameter count and cache prefix; only the slot and the
+    bottleneck's FLOP site differ (beside the MLP it costs the same matmuls as after the block)."""
 
     name = "parallel"
     description = "AdaptFormer: frozen backbone + zero-init scaled bottleneck parallel to each MLP + head"
     slot = ParallelSlot
+    site = "mlp"
 
 
 register_method(ParallelMethod())

@@ -26,6 +26,8 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..registry import Registry
+from ..vit import backbone_blocks, embedding_parts, head_parameter_names
+from .slots import DEFAULT_SET, BlockSlot
 
 if TYPE_CHECKING:
     from ..engine import FitResult
@@ -87,7 +89,10 @@ class Method:
             validation, :mod:`adaptertune.sweeps.tuning_spec`).
         shares_backbone: its trained tensors (besides the head) can sit next to other tasks' on one frozen
             backbone (:class:`adaptertune.multitask.MultiTaskModel`); then ``attach``/``activate``/``detach``
-            say how.
+            say how (by default through ``slot``).
+        slot: the :class:`~adaptertune.methods.slots.BlockSlot` its per-block modules live in (None: it has
+            none). A method with a slot writes :meth:`slot_modules` and gets ``build`` and the multi-task
+            ``attach`` / ``activate`` / ``detach`` from the defaults.
         cached_features: the method never sees augmented images (``data.augment`` is forced off).
         plain_after_merge: after :meth:`merge` the model is the backbone's own timm architecture (its
             ``state_dict`` loads into ``timm.create_model``), so it exports as a timm folder.
@@ -140,8 +145,13 @@ class Method:
         return self.options(**{k: v for k, v in values.items() if k in accepted})
 
     def build(self, model: nn.Module, options: Any) -> nn.Module:
-        """Apply the method to ``model`` (a backbone with a fresh head) in place; freeze what it keeps frozen."""
-        raise NotImplementedError(f"Method '{self.name}' does not implement build().")
+        """Apply the method to ``model`` (a backbone with a fresh head) in place; freeze what it keeps frozen.
+
+        The default, for a method with a ``slot``: its modules as the set ``default`` (:meth:`add_set`).
+        """
+        if self.slot is None:
+            raise NotImplementedError(f"Method '{self.name}' does not implement build().")
+        return self.add_set(model, options, DEFAULT_SET)
 
     # ------------------------------------------------------------ many tasks on one backbone
     def attach(
@@ -149,18 +159,39 @@ class Method:
     ) -> None:
         """Add task ``task``'s trained tensors (the adapter file's, head excluded) to a shared ``backbone``.
 
-        The default suits methods that train only the head: such a file holds nothing else.
+        The default: with a ``slot``, the method's modules as set ``task`` (:meth:`add_set`) filled with the
+        file's tensors (:meth:`load_set`); without one (methods that train only the head), the file must hold
+        nothing else.
+
+        Raises:
+            ConfigError: the set cannot join this backbone (a name taken, another kind in the slot).
+            CheckpointError: the tensors do not fit the rebuilt set (nothing is left attached then).
         """
-        if tensors:
-            raise CheckpointError(
-                f"'{source}' ({self.name}) holds tensors other than the head: {sorted(tensors)[:3]}."
-            )
+        if self.slot is None:
+            if tensors:
+                raise CheckpointError(
+                    f"'{source}' ({self.name}) holds tensors other than the head: {sorted(tensors)[:3]}."
+                )
+            return
+        try:
+            self.add_set(backbone, options, task)
+        except ConfigError as e:
+            raise ConfigError(f"Task '{task}' ({source}): {e}") from None
+        try:
+            self.load_set(backbone, task, tensors)
+        except CheckpointError as e:
+            self.slot.detach(backbone, task)
+            raise CheckpointError(f"'{source}': {e}") from None
 
     def activate(self, backbone: nn.Module, task: str | None) -> None:
         """Make this method's task ``task`` the one the backbone runs (None: none of this method's tasks)."""
+        if self.slot is not None:
+            self.slot.activate(backbone, task)
 
     def detach(self, backbone: nn.Module, task: str) -> None:
         """Remove task ``task``'s tensors from the backbone."""
+        if self.slot is not None:
+            self.slot.detach(backbone, task)
 
     # ------------------------------------------------------------ export, cost, training inputs
     def merge(self, model: nn.Module) -> bool:
@@ -183,6 +214,66 @@ class Method:
     def prepare_fit(self, model: nn.Module, loaders: tuple, ctx: FitContext) -> FitInputs:
         """The model and loaders ``fit`` trains on; the default is the built model on the run's loaders."""
         return FitInputs(model, loaders)
+
+    # ---- cost
+    slot: ClassVar[type[BlockSlot] | None] = None
+
+    def trainable_params(self, geom: ViTGeometry, options: Any, num_classes: int) -> int | None:
+        """Trainable parameters of the built model, head included, by formula (pure arithmetic on ``geom``);
+        None: no formula (the tests require one of every registered method)."""
+        return None
+
+    def frozen_prefix(self, model: nn.Module, options: Any) -> int:
+        """How many leading blocks the method leaves untouched: nothing in them or before them trains and none
+        of its hooks there changes between epochs, so ``train.cache_prefix`` may run them once per image (0:
+        something before block 0 trains, e.g. prompts on the input tokens or a scale on the patch embedding).
+
+        The default reads the built ``model``: the first block with a trainable parameter or any forward hook
+        (0 if the embedding has either). A method whose hooks train nothing before block k says k.
+        """
+        embed, tensors = embedding_parts(model)
+        if any(_touched(m) for m in embed) or any(p.requires_grad for p in tensors):
+            return 0
+        blocks = backbone_blocks(model)
+        return next((i for i, b in enumerate(blocks) if _touched(b)), len(blocks))
+
+    def slot_modules(self, model: nn.Module, options: Any) -> dict[int, nn.Module]:
+        """One task's modules for :attr:`slot`, by block index (methods with a slot)."""
+        raise NotImplementedError(f"Method '{self.name}' has a slot but does not implement slot_modules().")
+
+    def add_set(self, model: nn.Module, options: Any, name: str) -> nn.Module:
+        """Put :meth:`slot_modules` into the blocks' slots as set ``name``, make it the active set, and train it
+        (the parameters its modules left trainable) and the head alone."""
+        self.slot.attach(model, name, self.slot_modules(model, options))
+        self.slot.activate(model, name)
+        head, own = set(head_parameter_names(model)), f".{self.slot.attr}.{name}."
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in head or own in n and p.requires_grad)  # a part its modules freeze stays frozen
+        return model
+
+    def load_set(self, model: nn.Module, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy an adapter file's tensors (the built model's names, set ``default``, head excluded) into set
+        ``name``.
+
+        Raises:
+            CheckpointError: the names or shapes differ from the set's trainable tensors.
+        """
+        own, theirs = f".{self.slot.attr}.{name}.", f".{self.slot.attr}.{DEFAULT_SET}."
+        target = {n: p for n, p in model.named_parameters() if own in n and p.requires_grad}
+        renamed = {k.replace(theirs, own): v for k, v in tensors.items()}
+        if set(renamed) != set(target):
+            extra, missing = sorted(set(renamed) - set(target)), sorted(set(target) - set(renamed))
+            raise CheckpointError(
+                f"its {self.name} tensors do not match the rebuilt set: unexpected {extra[:3]}, missing {missing[:3]}."
+            )
+        if bad := [k for k, p in target.items() if renamed[k].shape != p.shape]:
+            k = bad[0]
+            raise CheckpointError(
+                f"'{k}' is {tuple(renamed[k].shape)} in the file, {tuple(target[k].shape)} in the rebuilt set."
+            )
+        with torch.no_grad():
+            for k, p in target.items():
+                p.copy_(renamed[k])
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -222,6 +313,13 @@ def build_method(method: str, model: nn.Module, adapter: Any = None) -> nn.Modul
     """Apply ``method`` to ``model`` (in place) with options ``adapter`` (None: the method's defaults)."""
     info = METHODS.get(method)
     return info.build(model, info.resolve(adapter))
+
+
+def _touched(module: nn.Module) -> bool:
+    """``module`` or a child of it has a trainable parameter or a forward hook."""
+    if any(m._forward_hooks or m._forward_pre_hooks for m in module.modules()):
+        return True
+    return any(p.requires_grad for p in module.parameters())
 
 
 def _default(f: dataclasses.Field) -> Any:

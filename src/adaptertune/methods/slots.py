@@ -32,7 +32,9 @@ from torch import nn
 from ..errors import ConfigError
 from ..vit import backbone_blocks
 
-__all__ = ["BlockSlot"]
+__all__ = ["DEFAULT_SET", "BlockSlot"]
+
+DEFAULT_SET = "default"  # the set a single-task build makes (its tensors' names, and the adapter file's, carry it)
 
 
 class BlockSlot(nn.ModuleDict):

@@ -9,8 +9,8 @@
 from .layer import Adapter, AdapterSlot
 from .method import AdapterMethod
 from .model import (
-    DEFAULT_SET,
     adapted_blocks,
+    adapter_modules,
     adapter_param_count,
     adapter_state_dict,
     add_adapters,
@@ -27,12 +27,12 @@ __all__ = [
     "ADAPTER_ACTS",
     "ADAPTER_INITS",
     "ADAPTER_SCALINGS",
-    "DEFAULT_SET",
     "Adapter",
     "AdapterConfig",
     "AdapterMethod",
     "AdapterSlot",
     "adapted_blocks",
+    "adapter_modules",
     "adapter_param_count",
     "adapter_scale",
     "adapter_state_dict",

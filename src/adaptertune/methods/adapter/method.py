@@ -1,4 +1,5 @@
-"""The registered ``adapter`` method: AdapterTune's build, multi-task attach/switch/remove and FLOP count."""
+"""The registered ``adapter`` method: AdapterTune's modules, parameter count, cache prefix and FLOP count; build and
+multi-task attach/switch/remove come from the slot defaults of :class:`~adaptertune.methods.registry.Method`."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import torch
 from torch import nn
 
 from ...config_checks import parse_placement
-from ...errors import CheckpointError, ConfigError
-from ..flops import StepFlops, ViTGeometry, count_step
+from ...errors import CheckpointError
+from ...vit import backbone_blocks
+from ..flops import BlockCost, StepFlops, ViTGeometry, bottleneck, count_step, placed
 from ..registry import Method, register_method
 from ..slots import BlockSlot
 from .layer import AdapterSlot
-from .model import DEFAULT_SET, attach_adapter_set, load_adapter_state_dict
+from .model import adapter_modules, adapter_param_count, load_adapter_state_dict
 from .options import AdapterConfig
 
 __all__ = ["AdapterMethod"]
@@ -28,40 +30,33 @@ class AdapterMethod(Method):
     options = AdapterConfig
     shares_backbone = True
     slot: ClassVar[type[BlockSlot]] = AdapterSlot
+    site: ClassVar[str] = "out"  # where the slot's bottleneck sits (methods/flops.py SITES)
 
-    def build(self, model: nn.Module, options: AdapterConfig) -> nn.Module:
-        return attach_adapter_set(model, options, DEFAULT_SET, self.slot)
+    def slot_modules(self, model: nn.Module, options: AdapterConfig) -> dict[int, nn.Module]:
+        return adapter_modules(model, options)
 
-    def attach(
-        self, backbone: nn.Module, task: str, options: AdapterConfig, tensors: dict[str, torch.Tensor], source: str
-    ) -> None:
-        try:
-            attach_adapter_set(backbone, options, task, self.slot)
-        except ConfigError as e:
-            raise ConfigError(f"Task '{task}' ({source}): {e}") from None
-        try:
-            load_adapter_state_dict(backbone, _adapter_keys(tensors, source), name=task)
-        except CheckpointError as e:
-            self.slot.detach(backbone, task)
-            raise CheckpointError(f"'{source}': {e}") from None
-
-    def activate(self, backbone: nn.Module, task: str | None) -> None:
-        self.slot.activate(backbone, task)
-
-    def detach(self, backbone: nn.Module, task: str) -> None:
-        self.slot.detach(backbone, task)
+    def load_set(self, model: nn.Module, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        load_adapter_state_dict(model, _adapter_keys(tensors), name=name)  # says what differs: placement, rank, d
 
     def step_flops(self, geom: ViTGeometry, options: AdapterConfig) -> StepFlops:
-        return count_step(geom, adapted=parse_placement(options.placement, geom.depth), rank=options.rank)
+        cost = BlockCost(extras=(bottleneck(self.site, geom.dim, options.rank),))
+        return count_step(geom, placed(geom, parse_placement(options.placement, geom.depth), cost))
+
+    def trainable_params(self, geom: ViTGeometry, options: AdapterConfig, num_classes: int) -> int:
+        blocks = len(parse_placement(options.placement, geom.depth))
+        return adapter_param_count(blocks, geom.dim, options.rank) + geom.head_params(num_classes)
+
+    def frozen_prefix(self, model: nn.Module, options: AdapterConfig) -> int:
+        return min(parse_placement(options.placement, len(backbone_blocks(model))))
 
 
-def _adapter_keys(sd: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+def _adapter_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Model parameter names (``blocks.3.adapters.default.up.weight``) -> ``adapters.3.up.weight``."""
     out = {}
     for k, v in sd.items():
         parts = k.split(".")
         if len(parts) < 5 or parts[0] != "blocks" or parts[2] != "adapters":
-            raise CheckpointError(f"'{source}' holds '{k}', not an adapter tensor of a timm ViT block.")
+            raise CheckpointError(f"it holds '{k}', not an adapter tensor of a timm ViT block.")
         out[f"adapters.{parts[1]}.{'.'.join(parts[4:])}"] = v
     return out
 

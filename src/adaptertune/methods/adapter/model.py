@@ -15,13 +15,13 @@ from torch import nn
 from ...config_checks import parse_placement
 from ...errors import CheckpointError, ConfigError
 from ...vit import backbone_blocks, backbone_width, head_parameter_names
-from ..slots import BlockSlot
+from ..slots import DEFAULT_SET, BlockSlot
 from .layer import Adapter, AdapterSlot
 from .options import AdapterConfig
 
 __all__ = [
-    "DEFAULT_SET",
     "adapted_blocks",
+    "adapter_modules",
     "adapter_param_count",
     "adapter_state_dict",
     "add_adapters",
@@ -32,9 +32,6 @@ __all__ = [
     "remove_adapters",
     "set_active",
 ]
-
-DEFAULT_SET = "default"
-
 
 # ---------------------------------------------------------------- attach / switch / remove
 def add_adapters(model: nn.Module, config: AdapterConfig | None = None, name: str = DEFAULT_SET) -> nn.Module:
@@ -64,24 +61,30 @@ def add_adapters(model: nn.Module, config: AdapterConfig | None = None, name: st
 def attach_adapter_set(model: nn.Module, config: AdapterConfig | None, name: str, slot: type[BlockSlot]) -> nn.Module:
     """Put an ``Adapter`` named ``name`` into the ``slot`` of every placed block; make the set active and trainable
     (with the head) and freeze everything else. Shared by serial and parallel adapters."""
-    config = config or AdapterConfig()
-    blocks = backbone_blocks(model)
-    d = backbone_width(model)
-    if config.rank > d:
-        raise ConfigError(f"`adapter.rank` {config.rank} is larger than the backbone width {d}; use 1..{d}.")
-    placed = parse_placement(config.placement, len(blocks))
-    adapters = {
-        i: Adapter(d, config.rank, config.scale, config.init, config.dropout, config.act).to(
-            next(blocks[i].parameters()).device
-        )
-        for i in placed
-    }
-    slot.attach(model, name, adapters)
+    slot.attach(model, name, adapter_modules(model, config or AdapterConfig()))
     slot.activate(model, name)
     head = set(head_parameter_names(model))
     for n, p in model.named_parameters():
         p.requires_grad_(n in head or f".{slot.attr}.{name}." in n)
     return model
+
+
+def adapter_modules(model: nn.Module, config: AdapterConfig) -> dict[int, Adapter]:
+    """A new ``Adapter`` for each block ``config`` places, on the block's device.
+
+    Raises:
+        ConfigError: the rank is larger than the width; a bad placement.
+    """
+    blocks = backbone_blocks(model)
+    d = backbone_width(model)
+    if config.rank > d:
+        raise ConfigError(f"`adapter.rank` {config.rank} is larger than the backbone width {d}; use 1..{d}.")
+    return {
+        i: Adapter(d, config.rank, config.scale, config.init, config.dropout, config.act).to(
+            next(blocks[i].parameters()).device
+        )
+        for i in parse_placement(config.placement, len(blocks))
+    }
 
 
 def set_active(model: nn.Module, name: str | None) -> None:
