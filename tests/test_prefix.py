@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from adaptertune.config import RunConfig, TrainConfig
 from adaptertune.data.base import ArraySource, SplitView
@@ -13,9 +14,9 @@ from adaptertune.data.loaders import make_loader
 from adaptertune.data.transforms import build_transforms
 from adaptertune.engine import Selection, fit
 from adaptertune.engine.cached import TensorLoader
-from adaptertune.engine.prefix import PrefixTail, extract_prefix, first_trained_block, prefix_tokens
+from adaptertune.engine.prefix import PrefixTail, cacheable_prefix, extract_prefix, prefix_tokens
 from adaptertune.errors import ConfigError
-from adaptertune.methods import build_method
+from adaptertune.methods import METHODS, Method, build_method
 from adaptertune.methods.adapter import AdapterConfig
 from adaptertune.resolve import resolve_train_config
 from adaptertune.runs import run
@@ -38,14 +39,78 @@ def adapted(placement, seed=0, method="adapter", **kw):
     return build_method(method, model, AdapterConfig(rank=2, placement=placement) if method == "adapter" else None)
 
 
-def test_first_trained_block_follows_the_placement():
-    assert first_trained_block(adapted("last:2")) == 2
-    assert first_trained_block(adapted("1,3")) == 1
-    assert first_trained_block(adapted("all")) == 0
-    assert first_trained_block(adapted(None, method="head")) == 4  # only the head trains
-    assert first_trained_block(adapted(None, method="full")) == 0
+def cached_blocks(method, options=None, **kw):
+    """What train.cache_prefix caches for ``method``: the method's frozen prefix, checked on the built model."""
+    info = METHODS.get(method)
+    options = info.resolve(options)
+    model = info.build(small_vit(**kw), options)
+    return cacheable_prefix(model, info.frozen_prefix(model, options))
+
+
+def test_the_cached_prefix_is_the_methods():
+    assert cached_blocks("adapter", {"placement": "last:2"}) == 2
+    assert cached_blocks("adapter", {"placement": "1,3"}) == 1
+    assert cached_blocks("parallel", {"placement": "last:1"}) == 3
+    assert cached_blocks("adapter") == 0
+    assert cached_blocks("head") == 4  # only the head trains
+    assert cached_blocks("full") == 0
+    assert cached_blocks("bitfit") == 0  # the patch embedding's bias trains
     # timm drop-path rates rise linearly from 0 at block 0: block 1 is the first random one
-    assert first_trained_block(adapted("last:2", drop_path_rate=0.1)) == 1
+    assert cached_blocks("adapter", {"placement": "last:2"}, drop_path_rate=0.1) == 1
+
+
+def test_the_cached_prefix_of_lora():
+    pytest.importorskip("peft")
+    assert cached_blocks("lora", {"placement": "last:3", "rank": 2}) == 1
+    assert cached_blocks("lora", {"placement": "2,3", "targets": "qkv+mlp", "rank": 2}) == 2
+    assert cached_blocks("lora", {"rank": 2}) == 0
+
+
+class _Probe(nn.Module):
+    """A frozen, deterministic op the hook runs in every block (its output does not change between epochs)."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h * 0.5
+
+
+class _HookedBefore(Method):
+    """Hooks on every block; only block ``k``'s hook trains (a scale) and only it and the head train."""
+
+    name, description, k = "hooked-before", "test: frozen hooks before block k", 2
+
+    def build(self, model: nn.Module, options: None) -> nn.Module:
+        model.requires_grad_(False)
+        model.head.requires_grad_(True)
+        self.scale = nn.Parameter(torch.ones(model.embed_dim))
+        for i, blk in enumerate(model.blocks):
+            trains = i == self.k
+            if trains:
+                blk.scale = self.scale
+            blk.register_forward_hook(lambda m, a, out, t=trains: out * m.scale if t else _Probe()(out))
+        return model
+
+    def frozen_prefix(self, model: nn.Module, options: None) -> int:
+        return self.k
+
+
+def test_a_method_with_frozen_hooks_before_block_k_caches_k_blocks():
+    method = _HookedBefore()
+    model = method.build(small_vit(), None).eval()
+    assert Method.frozen_prefix(method, model, None) == 0  # the default counts any hook as touched
+    k = cacheable_prefix(model, method.frozen_prefix(model, None))
+    assert k == 2
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.allclose(PrefixTail(model, k)(prefix_tokens(model, x, k)), model(x), atol=1e-6)
+
+
+def test_a_wrong_frozen_prefix_is_refused():
+    model = adapted("1,3")
+    with pytest.raises(ConfigError, match="first 2 blocks stay frozen, but block 1 trains"):
+        cacheable_prefix(model, 2)
+    model.pos_embed.requires_grad_(True)  # a tensor before block 0 (VPT's prompts, SSF on the patch embedding)
+    with pytest.raises(ConfigError, match="but the embedding trains"):
+        cacheable_prefix(model, 1)
+    assert Method.frozen_prefix(METHODS.get("adapter"), model, None) == 0  # the default sees it too
 
 
 def test_prefix_then_tail_is_the_model():

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..engine.cached import cache_views
 from ..engine.distributed import DistInfo
-from ..engine.prefix import PrefixTail, extract_prefix, first_trained_block
+from ..engine.prefix import PrefixTail, cacheable_prefix, extract_prefix
 from ..errors import ConfigError
 from ..methods import FitContext, FitInputs
 
@@ -18,8 +18,11 @@ __all__ = ["prefix_fit_inputs"]
 _logger = logging.getLogger(__name__)
 
 
-def prefix_fit_inputs(model: nn.Module, inputs: FitInputs, ctx: FitContext, dist: DistInfo, method: str) -> FitInputs:
-    """Tokens after the frozen prefix of the (unaugmented) train / val / test views, and the tail that trains.
+def prefix_fit_inputs(
+    model: nn.Module, inputs: FitInputs, ctx: FitContext, dist: DistInfo, method: str, frozen: int
+) -> FitInputs:
+    """Tokens after the frozen prefix of the (unaugmented) train / val / test views, and the tail that trains
+    (``frozen``: the leading blocks ``method`` leaves untouched, its ``Method.frozen_prefix``).
 
     Raises:
         ConfigError: the method trains on inputs of its own (cached features), or its first trained
@@ -27,7 +30,7 @@ def prefix_fit_inputs(model: nn.Module, inputs: FitInputs, ctx: FitContext, dist
     """
     if inputs.model is not model:
         raise ConfigError(f"`train.cache_prefix` does not apply to method '{method}': it caches its own inputs.")
-    k = first_trained_block(model)
+    k = cacheable_prefix(model, frozen)
     if k == 0:
         raise ConfigError(
             f"`train.cache_prefix` needs the trained parts of '{method}' to start after block 0 (e.g. adapter "

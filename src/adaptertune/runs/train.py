@@ -199,7 +199,8 @@ def _train(rr: ResolvedRun, callbacks: list, overwrite: bool, resume: bool, tuni
         )
         inputs = rr.method.prepare_fit(model, loaders, ctx)
         if cfg.train.cache_prefix:
-            inputs = prefix_fit_inputs(model, inputs, ctx, dist, cfg.method)
+            frozen = rr.method.frozen_prefix(model, rr.options)
+            inputs = prefix_fit_inputs(model, inputs, ctx, dist, cfg.method, frozen)
         fit_loaders = inputs.loaders if not tuning else (*inputs.loaders[:2], ())  # `fit` tests an empty loader
         result = fit(
             inputs.model,
