@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from adaptertune.errors import ConfigError
+from adaptertune.errors import CheckpointError, ConfigError
+from adaptertune.methods import Method
 from adaptertune.methods.adapter import AdapterConfig, AdapterSlot, add_adapters
 from adaptertune.methods.parallel import ParallelSlot, add_parallel_adapters
 from adaptertune.methods.slots import BlockSlot
@@ -110,3 +111,54 @@ def test_a_deep_copy_has_its_own_slots_and_hooks(tiny_vit):
     _ScaleSlot.remove(clone)
     assert _hooks(clone) == 0 and _hooks(model) == 1
     assert torch.equal(model(X), out) and not torch.equal(clone(X), out)
+
+
+# ---------------------------------------------------------------- a method that declares a slot gets the rest
+class _ScaleMethod(Method):
+    """All of a per-block method's multi-task wiring: its slot and its modules (build, attach, activate, detach and
+    the adapter-file key mapping are the Method defaults)."""
+
+    name, description, slot, shares_backbone = "scales", "test: a scale after the last two blocks", _ScaleSlot, True
+
+    def slot_modules(self, model, options):
+        return {i: _Scale(model.embed_dim) for i in (10, 11)}
+
+
+def test_a_method_with_a_slot_builds_and_shares_a_backbone(tiny_vit):
+    method = _ScaleMethod()
+    torch.manual_seed(0)
+    single = method.build(tiny_vit(), None)
+    assert [n for n, p in single.named_parameters() if p.requires_grad] == [
+        "blocks.10.scales.default.s",
+        "blocks.11.scales.default.s",
+        "head.weight",
+        "head.bias",
+    ]
+    tensors = {n: p.detach() for n, p in single.named_parameters() if p.requires_grad and ".scales." in n}
+    shared = tiny_vit()
+    base = shared(X)
+    for task in ("a", "b"):
+        method.attach(shared, task, None, tensors, "a.safetensors")
+    assert not any(p.requires_grad for n, p in shared.named_parameters() if ".scales.a." in n)
+    method.activate(shared, "a")
+    assert torch.equal(shared(X), single(X))
+    method.activate(shared, None)
+    assert torch.equal(shared(X), base)
+    method.detach(shared, "a")
+    method.activate(shared, "b")
+    assert torch.equal(shared(X), single(X))
+    method.detach(shared, "b")
+    assert _hooks(shared) == 0 and torch.equal(shared(X), base)
+
+
+def test_slot_attach_refuses_tensors_that_do_not_fit(tiny_vit):
+    method, model = _ScaleMethod(), tiny_vit()
+    wrong = {"blocks.10.scales.default.s": torch.zeros(3), "blocks.11.scales.default.s": torch.zeros(192)}
+    with pytest.raises(CheckpointError, match=r"'f.st': 'blocks.10.scales.c.s' is \(3,\) in the file, \(192,\)"):
+        method.attach(model, "c", None, wrong, "f.st")
+    with pytest.raises(CheckpointError, match=r"unexpected \[\], missing \['blocks.11.scales.c.s'\]"):
+        method.attach(model, "c", None, {"blocks.10.scales.default.s": torch.zeros(192)}, "f.st")
+    assert _ScaleSlot.set_names(model) == [] and _hooks(model) == 0  # nothing is left attached
+    method.attach(model, "c", None, {k: torch.zeros(192) for k in wrong}, "f.st")
+    with pytest.raises(ConfigError, match=r"Task 'c' \(g.st\): A set named 'c' already exists"):
+        method.attach(model, "c", None, {}, "g.st")
