@@ -23,8 +23,8 @@ from adaptertune.data.base import SplitView
 from adaptertune.data.loaders import make_loader
 from adaptertune.data.transforms import build_transforms
 from adaptertune.engine.cached import TensorLoader
-from adaptertune.engine.prefix import PrefixTail, extract_prefix, first_trained_block
-from adaptertune.methods import build_method
+from adaptertune.engine.prefix import PrefixTail, cacheable_prefix, extract_prefix
+from adaptertune.methods import METHODS, build_method
 from adaptertune.methods.adapter import AdapterConfig
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     cached, _ = build(args.size, args.placement)
     view = SplitView(src, np.arange(len(src)), build_transforms(dc, augment=False)[0])
     image_loader = make_loader(view, args.batch_size, 0, CPU, shuffle=True, seed=0)
-    k = first_trained_block(cached)
+    k = cacheable_prefix(cached, METHODS.get("adapter").frozen_prefix(cached, AdapterConfig(placement=args.placement)))
     t0 = time.perf_counter()
     tokens, labels, _, _ = extract_prefix(cached, k, make_loader(view, args.batch_size, 0, CPU), CPU)
     extract = time.perf_counter() - t0
