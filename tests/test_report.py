@@ -182,12 +182,14 @@ def test_broken_and_failed_run_folders_are_reported_and_skipped(results, tmp_pat
     (results / "failed" / "summary.json").write_text(json.dumps({"status": "failed", "error": "DataError: x"}))
     assert main(["report", str(results), "--out", str(tmp_path / "r")]) == 0
     captured = capsys.readouterr()
-    assert "skipped half (incomplete)" in captured.err and "skipped corrupt (corrupt)" in captured.err
-    assert "skipped failed (failed): DataError: x" in captured.err
+    assert "run skipped: half (incomplete)" in captured.err and "run skipped: corrupt (corrupt)" in captured.err
+    assert "run skipped: failed (failed): DataError: x" in captured.err
+    assert "3 runs skipped (not finished) · 0 images skipped (unreadable)" in captured.err
     assert "adapter r=16 beats head-only on 2/2 pairs" in captured.out
     rows = list(csv.DictReader((tmp_path / "r" / "results.csv").open()))
     assert len(rows) == 27 and sum(r["status"] != "success" for r in rows) == 3
-    assert "Skipped run folders" in (tmp_path / "r" / "report.html").read_text()
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "Runs skipped (not finished)" in page and "3 runs skipped (not finished)" in page
 
 
 def test_report_of_a_folder_without_finished_runs_is_an_error(tmp_path, capsys):

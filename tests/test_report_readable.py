@@ -15,7 +15,7 @@ PROTOCOL = {"input_size": [3, 32, 32], "epochs": 2, "selection": "best_val_top1"
             "data_root": "/data/digits", "classes": [str(i) for i in range(10)]}  # fmt: skip
 
 
-def write_run(root, method, seed, acc, rank=None, lr=1e-3, protocol=None, sizes=None):
+def write_run(root, method, seed, acc, rank=None, lr=1e-3, protocol=None, sizes=None, **extra):
     d = root / f"{method}-r{rank}-s{seed}-lr{lr:g}"
     d.mkdir(parents=True)
     summary = {
@@ -24,7 +24,7 @@ def write_run(root, method, seed, acc, rank=None, lr=1e-3, protocol=None, sizes=
         "best_val_acc": acc, "trainable_params": {None: 1930, 1: 11_000, 2: 20_000, 4: 38_000, 8: 75_000}[rank],
         "total_params": 5_500_000, "train_seconds": 1.0, "weights_tag": "w", "weights_sha256": "abc",
         "num_classes": 10, "split_sizes": sizes or {"train": 180, "val": 20, "test": 50},
-        "protocol": protocol or PROTOCOL,
+        "protocol": protocol or PROTOCOL, **extra,
     }  # fmt: skip
     (d / "summary.json").write_text(json.dumps(summary))
     config = {"method": method, "train": {"seed": seed, "lr": lr}, "backbone": {"name": "vit_t"},
@@ -72,6 +72,41 @@ def test_data_each_cell_used_and_chance(results, tmp_path):
     assert "vit_t: head" in row["cells"] and "vit_t: adapter r=8" in row["cells"]
     html = (build_report(results, tmp_path / "report").out_dir / "report.html").read_text()
     assert "<h2>Data</h2>" in html and "<td>10.00</td>" in html and "<td>180</td>" in html
+
+
+def test_data_table_counts_the_images_read_and_says_runs_and_images_skipped_apart(tmp_path, capsys):
+    """issue 27: 1001 test files of which one could not be read: the table says 1000 read, 1 skipped."""
+    from adaptertune.cli import main
+
+    root = tmp_path / "runs"
+    sizes = {"train": 180, "val": 20, "test": 1001}
+    for seed in (0, 1):
+        write_run(root, "head", seed, 11.5, sizes=sizes, unreadable_images={"train": 2, "test": 1})
+    write_run(root, "adapter", 0, 20.0, rank=4, sizes=sizes, unreadable_images={"train": 2, "test": 1})
+    (root / "failed").mkdir()
+    (root / "failed" / "summary.json").write_text(json.dumps({"status": "failed", "error": "DataError: x"}))
+    rows = data_rows(aggregate(collect_runs(root)))
+    assert [(r["train"], r["val"], r["test"], r["skipped"]) for r in rows] == [(178, 20, 1000, "train 2, test 1")]
+    assert main(["report", str(root), "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "1 run skipped (not finished) · 9 images skipped (unreadable, in 3 runs)" in err, err
+    md = (tmp_path / "r" / "table.md").read_text()
+    assert "| train | val | test | skipped | cells |" in md and "| 178 | 20 | 1000 | train 2, test 1 |" in md
+    assert "1 run skipped (not finished) · 9 images skipped (unreadable, in 3 runs)" in md
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "<td>1000</td>" in page and "<td>1001</td>" not in page and "images skipped (unreadable" in page
+
+
+def test_a_summary_from_before_the_unreadable_counts_reads_its_test_count(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "head", 0, 11.5, sizes={"train": 180, "val": 20, "test": 50}, skipped_images=6,
+              skipped_test_images=1)  # fmt: skip
+    (row,) = data_rows(aggregate(collect_runs(root)))
+    assert (row["train"], row["test"], row["skipped"]) == ("<= 180", 49, "test 1, train ?")
+
+
+def test_no_skipped_column_without_skips(results):
+    assert all("skipped" not in r for r in data_rows(aggregate(collect_runs(results))))
 
 
 def test_cells_of_other_sizes_get_their_own_data_row(results):

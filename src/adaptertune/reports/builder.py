@@ -23,7 +23,7 @@ from ..atomic import atomic_write_text, check_output_dir, ensure_output_dir
 from ..errors import AdapterTuneError
 from .ablation import ablation_html, ablation_markdown, init_ablation
 from .collect import Cell, RunRecord, aggregate, collect_runs, pair_label, readable
-from .data_table import data_markdown, data_rows
+from .data_table import DATA_NOTE, data_markdown, data_rows
 from .placement import placement_html, placement_markdown, placement_rows
 from .plots import plot_accuracy_vs_params, plot_accuracy_vs_rank, plot_rank_elbows, plot_training_curves, rank_elbows
 from .stats import WIN_RULE
@@ -43,7 +43,7 @@ from .tables import (
 )
 from .tuning_table import lr_markdown, lr_rows, tuning_note
 
-__all__ = ["Report", "build_report"]
+__all__ = ["Report", "build_report", "skipped_counts"]
 
 _logger = logging.getLogger(__name__)
 
@@ -66,6 +66,18 @@ class Report:
     @property
     def problems(self) -> list[RunRecord]:
         return [r for r in self.records if r.status != "success"]
+
+
+def skipped_counts(records: list[RunRecord]) -> str:
+    """``1 run skipped (not finished) · 6 images skipped (unreadable, in 3 runs)``: the run folders left out of
+    the report, apart from the unreadable images its finished runs skipped (summed over those runs)."""
+    runs = sum(r.status != "success" for r in records)
+    hit = [r for r in records if r.status == "success" and r.unreadable]
+    images = sum(n or 0 for r in hit for n in r.unreadable.values())
+    more = "+" if any(n is None for r in hit for n in r.unreadable.values()) else ""  # a run that did not count
+    text = f"{runs} run{'s' if runs != 1 else ''} skipped (not finished) · {images}{more} "
+    text += f"image{'' if images == 1 and not more else 's'} skipped (unreadable"
+    return text + (f", in {len(hit)} run{'s' if len(hit) != 1 else ''})" if hit else ")")
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -130,7 +142,10 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
     gs, shares = gains(cells), param_shares(cells)
     table = markdown_table(cells)
     fits = rank_elbows(cells)
-    sections = ["## Top-1 test accuracy\n\n" + table, "## Data\n\n" + data_markdown(cells)]
+    sections = [
+        "## Top-1 test accuracy\n\n" + table,
+        "## Data\n\n" + data_markdown(cells) + f"\n{skipped_counts(records)}.\n",
+    ]
     if gs:  # a heading only for comparisons that exist
         sections.append(f"## {comparison_title(gs)}\n\n" + gains_markdown(gs))
     sections.append("## Trainable parameters\n\n" + _shares_markdown(shares))
@@ -211,10 +226,8 @@ def _data_html(cells: list[Cell]) -> str:
     rows = data_rows(cells)
     head = "".join(f"<th>{html.escape(k.replace('_pct', ' %'))}</th>" for k in rows[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
-    return (
-        "<h2>Data</h2><p>Images per split each cell's runs used (after the validation split and subsets); "
-        f"chance = 100 / classes, drawn as a dotted line in the plots.</p><table><tr>{head}</tr>{body}</table>"
-    )
+    note = html.escape(DATA_NOTE.removesuffix(".")) + ", drawn as a dotted line in the plots."
+    return f"<h2>Data</h2><p>{note}</p><table><tr>{head}</tr>{body}</table>"
 
 
 def _html(
@@ -233,7 +246,7 @@ def _html(
         f"<!doctype html><html><head><meta charset='utf-8'><title>adaptertune report</title><style>{_CSS}</style>",
         "</head><body><h1>adaptertune report</h1>",
         f"<p>Results: <code>{esc(str(results_dir))}</code> &middot; {ok} finished runs in {len(report.cells)} "
-        f"cells &middot; {len(report.problems)} skipped &middot; generated "
+        f"cells &middot; {esc(skipped_counts(report.records))} &middot; generated "
         f"{datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>",
         f"<h2>Top-1 test accuracy (%)</h2><p>Mean ± std over {esc(replicates(report.cells))} (checkpoint selection: "
         f"{esc(selection)}); "
@@ -288,7 +301,7 @@ def _html(
     ]
     parts.append(f"</table><p>{esc(tuning_note(report.cells))}</p>")
     if report.problems:
-        parts.append("<h2 class='bad'>Skipped run folders</h2><ul>")
+        parts.append("<h2 class='bad'>Runs skipped (not finished)</h2><ul>")
         parts += [f"<li><code>{esc(r.run)}</code>: {esc(r.status)}: {esc(r.error)}</li>" for r in report.problems]
         parts.append("</ul>")
     parts.append("</body></html>")
