@@ -165,3 +165,55 @@ def test_plots_draw_chance_and_readable_ticks(results, tmp_path, monkeypatch):
     assert ticks["training_curves.png"] == [["1"], ["1"]]  # one epoch: the tick 1, not 0.96 ... 1.04
     params = [t for t in ticks["accuracy_vs_params.png"][0] if t]
     assert params and all(t[-1] in "kMG" or t[-1].isdigit() for t in params) and len(params) <= 8
+
+
+def test_protocol_values_are_printed_as_values(tmp_path):
+    """issue 27: no Python reprs in the protocol table or the mismatch message (None, ['0', ...], {'k': v})."""
+    from adaptertune.reports.values import plain
+
+    assert (
+        plain(None) == "none" and plain(["0", "1", "2"]) == "0, 1, 2" and plain({"a": 1, "b": None}) == "a=1, b=none"
+    )
+    assert plain([3, 224, 224]) == "3, 224, 224" and plain(0.1 + 0.2) == "0.3" and plain(True) == "true"
+    assert plain([[1, 2], [3]]) == "[1, 2], [3]" and plain([]) == "none" and plain("x") == "x"
+    root = tmp_path / "runs"
+    write_run(root, "head", 0, 30.0, protocol={**PROTOCOL, "test_subset": None, "mix": {"mixup": 0.0}})
+    page = (build_report(root, tmp_path / "r").out_dir / "report.html").read_text()
+    protocol = page.split("<h2>Protocol</h2>")[1].split("</table>")[0]
+    assert "<td>0, 1, 2, 3, 4, 5, 6, 7, 8, 9</td>" in protocol and "<td>none</td>" in protocol
+    assert "<td>mixup=0</td>" in protocol and "None" not in protocol and "[" not in protocol and "'" not in protocol
+    write_run(root, "head", 1, 30.0, protocol={**PROTOCOL, "test_subset": 5, "mix": {"mixup": 0.0}})
+    with pytest.raises(ProtocolMismatchError) as e:
+        aggregate(collect_runs(root))
+    assert "protocol.test_subset: none vs 5" in str(e.value) and "None vs" not in str(e.value)
+
+
+def test_a_tuned_value_on_the_edge_of_its_grid_is_warned_about(tmp_path, capsys):
+    from adaptertune.cli import main
+
+    def tuning(chosen):
+        return {"keys": ["train.lr", "train.weight_decay"], "grid": {"train.lr": [0.01, 0.001, 0.1],
+                "train.weight_decay": [0.0, 0.05, 0.1]}, "chosen": {"train.lr": chosen, "train.weight_decay": 0.05},
+                "budget": {"epochs": 2, "seeds": [0]}, "rule": "best mean val top-1", "val_acc": []}  # fmt: skip
+
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        write_run(root, "head", seed, 30.0, tuning=tuning(0.1))
+        write_run(root, "adapter", seed, 40.0, rank=4, tuning=tuning(0.01))
+    assert main(["report", str(root), "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    top = "digits / vit_t / head: train.lr 0.1 is the top of its grid (0.001, 0.01, 0.1)"
+    assert f"warning: {top}; the best value may lie beyond it: extend the grid upwards" in err, err
+    assert "adapter r=4: train.lr 0.01 is" not in err and "weight_decay" not in err  # inside the grid
+    for name in ("table.md", "report.html"):
+        assert top in (tmp_path / "r" / name).read_text()
+
+
+def test_a_chosen_value_at_the_bottom_edge_is_warned_about_too():
+    from adaptertune.reports.tuning_table import grid_edges
+
+    record = {"keys": ["train.weight_decay"], "grid": {"train.weight_decay": [0.1, 0.0]},
+              "chosen": {"train.weight_decay": 0.0}}  # fmt: skip
+    assert grid_edges(record) == [("train.weight_decay", 0.0, "bottom", [0.0, 0.1])]
+    assert grid_edges({"keys": ["train.lr"], "grid": {"train.lr": [0.1]}, "chosen": {"train.lr": 0.1}}) == []
+    assert grid_edges(None) == []

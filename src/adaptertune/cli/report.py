@@ -30,6 +30,8 @@ def print_report(report) -> None:
     print(report.table_md)
     for line in report.gain_lines:
         print(line)
+    for line in report.warnings:
+        print(line, file=sys.stderr)
     for r in report.problems:
         print(f"run skipped: {r.run} ({r.status}): {r.error}", file=sys.stderr)
     if report.problems or any(r.unreadable for r in report.records):

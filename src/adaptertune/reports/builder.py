@@ -22,7 +22,7 @@ from typing import Any
 from ..atomic import atomic_write_text, check_output_dir, ensure_output_dir
 from ..errors import AdapterTuneError
 from .ablation import ablation_html, ablation_markdown, init_ablation
-from .collect import Cell, RunRecord, aggregate, collect_runs, pair_label, readable
+from .collect import Cell, RunRecord, aggregate, collect_runs, pair_label
 from .data_table import DATA_NOTE, data_markdown, data_rows
 from .placement import placement_html, placement_markdown, placement_rows
 from .plots import plot_accuracy_vs_params, plot_accuracy_vs_rank, plot_rank_elbows, plot_training_curves, rank_elbows
@@ -41,7 +41,8 @@ from .tables import (
     replicates,
     results_rows,
 )
-from .tuning_table import lr_markdown, lr_rows, tuning_note
+from .tuning_table import grid_edge_warnings, lr_markdown, lr_rows, tuning_note
+from .values import plain
 
 __all__ = ["Report", "build_report", "skipped_counts"]
 
@@ -62,6 +63,7 @@ class Report:
     table_md: str
     gain_lines: list[str]
     files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # tuned values on the edge of their grids
 
     @property
     def problems(self) -> list[RunRecord]:
@@ -149,7 +151,9 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
     if gs:  # a heading only for comparisons that exist
         sections.append(f"## {comparison_title(gs)}\n\n" + gains_markdown(gs))
     sections.append("## Trainable parameters\n\n" + _shares_markdown(shares))
-    sections.append("## Learning rates\n\n" + lr_markdown(cells) + "\n" + tuning_note(cells) + "\n")
+    edges = grid_edge_warnings(cells)
+    edge_md = "".join(f"\n- **{w}**" for w in edges)
+    sections.append("## Learning rates\n\n" + lr_markdown(cells) + "\n" + tuning_note(cells) + "\n" + edge_md)
     elbow_md = _elbow_markdown(fits) if fits else ""
     if fits:
         sections.append("## Rank elbow\n\n" + elbow_md)
@@ -158,7 +162,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
     sections += [f"## {title}\n\n{md}" for title, md, _ in studies]
     gs_csv = gs + [r.gain for r in placement if r.gain is not None]  # gains.csv: vs head/full and vs `all`
     md = "\n\n".join(sections)
-    report = Report(out_dir, records, cells, table, gains_summary(gs))
+    report = Report(out_dir, records, cells, table, gains_summary(gs), warnings=edges)
     written = {
         "results.csv": lambda p: _write_csv(p, results_rows(records)),
         "cells.csv": lambda p: _write_csv(p, _cell_rows(cells)),
@@ -203,10 +207,6 @@ td.best{font-weight:bold;background:#e8f5e9}
 img{max-width:100%;border:1px solid #ddd}.bad{color:#b00}code{background:#f6f6f6;padding:1px 4px}"""
 
 
-def _value(v: Any) -> str:
-    return v if isinstance(v, str) else readable(v)
-
-
 def _protocols_html(cells: list[Cell]) -> str:
     protocols: dict[str, dict[str, Any]] = {}
     for c in cells:
@@ -216,7 +216,9 @@ def _protocols_html(cells: list[Cell]) -> str:
     keys = sorted({k for p in cols for k in p})
     head = "".join(f"<th>protocol {i + 1}</th>" for i in range(len(cols)))
     rows = "".join(
-        f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{html.escape(_value(p.get(k)))}</td>" for p in cols) + "</tr>"
+        f"<tr><td>{html.escape(k)}</td>"
+        + "".join(f"<td>{html.escape(plain(p[k]) if k in p else '-')}</td>" for p in cols)
+        + "</tr>"
         for k in keys
     )
     return f"<table><tr><th>field</th>{head}</tr>{rows}</table>"
@@ -300,6 +302,7 @@ def _html(
         for r in lr_rows(report.cells)
     ]
     parts.append(f"</table><p>{esc(tuning_note(report.cells))}</p>")
+    parts += [f"<p class='bad'>{esc(w)}</p>" for w in report.warnings]
     if report.problems:
         parts.append("<h2 class='bad'>Runs skipped (not finished)</h2><ul>")
         parts += [f"<li><code>{esc(r.run)}</code>: {esc(r.status)}: {esc(r.error)}</li>" for r in report.problems]

@@ -26,6 +26,7 @@ from ..errors import AdapterTuneError, CheckpointError
 from ..runs import folder as rf
 from ..runs.summary import CELL_FREE_KEYS, RunStatus
 from .loss_curve import loss_stats
+from .values import plain
 
 __all__ = [
     "Cell",
@@ -288,7 +289,7 @@ def readable(value: Any) -> str:
 
 def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    return [f"{k}: {_clip(readable(a.get(k)), 80)} vs {_clip(readable(b.get(k)), 80)}" for k in keys]
+    return [f"{k}: {_clip(plain(a.get(k)), 80)} vs {_clip(plain(b.get(k)), 80)}" for k in keys]
 
 
 def _short(key: str, value: Any) -> str:
