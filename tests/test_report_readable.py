@@ -121,7 +121,13 @@ def test_every_verdict_has_n_and_its_interval(results, tmp_path):
     for line in report.gain_lines[:-1]:  # the last line states the rule
         assert "n=2, 95% CI [" in line, line
     html = (report.out_dir / "report.html").read_text()
-    assert "<th>n (paired seeds)</th>" in html
+    md = (report.out_dir / "table.md").read_text()
+    head = (
+        "dataset | backbone | variant | vs | gain (points) | 95% CI (t) | 95% CI (bootstrap) | verdict | seeds won | "
+    )
+    assert head + "paired seeds |" in md  # one naming: the HTML gains table has table.md's columns, in its order
+    ths = "".join(f"<th>{h.strip()}</th>" for h in (head + "paired seeds").split("|"))
+    assert ths in html.replace("\n", ""), html
 
 
 def test_protocol_numbers_are_rounded(results, tmp_path):

@@ -66,10 +66,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     row.update(
         test_acc=f"{s['test_acc']:.2f}",
         test_acc_last=f"{s['test_acc_last']:.2f}",
-        best_val=f"{s['best_val_acc']:.2f}" if s["best_val_acc"] is not None else "-",
+        best_val_acc=f"{s['best_val_acc']:.2f}" if s["best_val_acc"] is not None else "-",
         best_epoch=s["best_epoch"],
-        trainable=f"{s['trainable_params']:,}",
-        seconds=f"{s['train_seconds']:.1f}",
+        trainable_params=f"{s['trainable_params']:,}",  # the names of summary.json and results.csv
+        train_seconds=f"{s['train_seconds']:.1f}",
     )
     print(format_table([row]))
     print(f"run folder: {cfg.out_dir}")

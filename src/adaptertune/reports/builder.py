@@ -262,12 +262,13 @@ def _html(
         parts.append(
             f"</ul><p>{esc(WIN_RULE)}</p><table><tr><th>dataset</th><th>backbone</th><th>variant</th><th>vs</th>"
         )
-        parts.append("<th>gain (points)</th><th>95% CI (t)</th><th>verdict</th><th>n (paired seeds)</th>")
-        parts.append("<th>seeds won</th></tr>")
+        parts.append("<th>gain (points)</th><th>95% CI (t)</th><th>95% CI (bootstrap)</th><th>verdict</th>")
+        parts.append("<th>seeds won</th><th>paired seeds</th></tr>")  # the columns of table.md's gains table
         parts += [
             f"<tr><td>{esc(g.dataset)}</td><td>{esc(g.backbone)}</td><td>{esc(g.variant)}</td>"
             f"<td>{esc(g.baseline)}</td><td>{g.delta:+.2f}</td><td>{esc(interval_text(*g.ci))}</td>"
-            f"<td>{esc(g.verdict)}</td><td>{g.seeds_shared}</td><td>{g.seeds_won}/{g.seeds_shared}</td></tr>"
+            f"<td>{esc(interval_text(*g.boot))}</td><td>{esc(g.verdict)}</td><td>{g.seeds_won}/{g.seeds_shared}</td>"
+            f"<td>{g.seeds_shared}" + (f" (+{g.seeds_unpaired} unpaired)" if g.seeds_unpaired else "") + "</td></tr>"
             for g in gs
         ]
         parts.append("</table>")
