@@ -309,3 +309,61 @@ def test_adapter_file_of_another_task(argv, swapped_task, data, capsys):
     ), err
     assert _snapshot(data["root"]) == names  # nothing written
     assert {p: p.read_bytes() for p in swapped_task.iterdir()} == before  # nothing lost
+
+
+# issue 27: unreadable images are skipped, counted per split on the console and named in the run folder
+@pytest.fixture(scope="module")
+def unreadable(data):
+    """A 3-class folder with a zero-byte PNG and a text file named .png in train, a truncated JPEG in test."""
+    import io
+
+    root = make_image_folder(data["root"] / "unreadable", n_classes=3, n_train=4, n_test=2, size=36)
+    (root / "train" / "class_0" / "empty.png").write_bytes(b"")
+    (root / "train" / "class_2" / "text.png").write_text("not an image")
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (36, 36, 3), np.uint8)).save(buf, "JPEG")
+    (root / "test" / "class_1" / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return root
+
+
+def _skipped_lines(run_dir: Path) -> list[list[str]]:
+    return [line.split("\t") for line in (run_dir / "skipped.txt").read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["--cache", "CACHE"], ["--method", "linear-probe-cached"]],
+    ids=["per-image", "data-cache", "cached-features"],
+)
+def test_unreadable_images_are_counted_and_named(extra, unreadable, tmp_path, capsys):
+    import json
+
+    run_dir = tmp_path / "run"
+    extra = [str(tmp_path / "cache") if a == "CACHE" else a for a in extra]
+    capsys.readouterr()
+    assert main(["train", *TINY_VIT_ARGS, "--data-root", str(unreadable), *FAST, *extra,
+                 "--out-dir", str(run_dir)]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    counts = json.loads((run_dir / "summary.json").read_text())["unreadable_images"]
+    assert counts["test"] == 1 and counts.get("train", 0) + counts.get("val", 0) == 2, counts
+    per_split = ", ".join(f"{s} {counts[s]}" for s in ("train", "val", "test") if counts.get(s))
+    assert f"skipped 3 unreadable images ({per_split}): see {run_dir / 'skipped.txt'}" in err, err
+    lines = _skipped_lines(run_dir)
+    assert [(s, Path(p).name) for s, p, _ in lines if s == "test"] == [("test", "cut.jpg")]
+    assert sorted(Path(p).name for s, p, _ in lines if s != "test") == ["empty.png", "text.png"]
+    assert all(reason for *_, reason in lines), lines
+
+    before = (run_dir / "skipped.txt").read_text()
+    assert main(["eval", str(run_dir)]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped 1 unreadable image (test 1): see {run_dir / 'skipped.txt'}" in err, err
+    assert (run_dir / "skipped.txt").read_text() == before  # eval's test lines are the run's: nothing lost
+
+
+def test_a_run_without_unreadable_images_has_no_skipped_file(data, capsys):
+    assert not (data["run"] / "skipped.txt").exists()
+    capsys.readouterr()
+    assert main(["eval", str(data["run"])]) == 0
+    assert "unreadable" not in capsys.readouterr().err
+    assert not (data["run"] / "skipped.txt").exists()

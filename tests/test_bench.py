@@ -56,8 +56,9 @@ def test_bench_runs_the_preset_then_prints_the_report(tmp_path, capsys, fake_tra
     assert main(["bench", "--preset", "test", "--out-dir", str(out), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "| imagefolder | 50.50 ± 0.71 | 70.50 ± 0.71 | 65.50 ± 0.71 | **75.50 ± 0.71** |" in captured.out
-    assert "adapter r=16 beats head-only on 1/1 pairs (ties 0, losses 0; mean gain +25.00 points; 2/2 seeds)" in (
-        captured.out
+    assert (
+        "adapter r=16 beats head-only on 1/1 dataset (ties 0, losses 0; mean gain +25.00 points; "
+        "2/2 paired seeds won)" in captured.out
     )
     assert "[8/8]" in captured.err  # progress lines
     assert (out / "report" / "report.html").is_file() and (out / "report" / "table.tex").is_file()

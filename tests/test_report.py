@@ -94,17 +94,19 @@ def test_aggregate_over_seeds_and_gains(results):
     assert g.delta == pytest.approx(17.0) and (g.seeds_won, g.seeds_shared) == (3, 3)
     lines = gains_summary(gs)
     assert lines[0] == (
-        "adapter r=4 beats head-only on 2/2 pairs (ties 0, losses 0; mean gain +13.00 points; 6/6 seeds); "
+        "adapter r=4 beats head-only on 2/2 datasets (ties 0, losses 0; mean gain +13.00 points; "
+        "6/6 paired seeds won); "
         "fashion-mnist win: n=3, 95% CI [+8.03, +17.97]; mnist-5k win: n=3, 95% CI [+8.03, +17.97]"
     )
     assert any(
         line.startswith(
-            "adapter r=16 beats full fine-tuning on 2/2 pairs (ties 0, losses 0; mean gain +2.00 points; 6/6 seeds)"
+            "adapter r=16 beats full fine-tuning on 2/2 datasets (ties 0, losses 0; mean gain +2.00 points; "
+            "6/6 paired seeds won)"
         )
         for line in lines
     )
-    assert "adapter r=4 beats full fine-tuning on 0/2 pairs" in " ".join(lines)
-    assert "adapter r=4 beats full fine-tuning on 0/2 pairs (ties 0, losses 2;" in " ".join(lines)  # -2 every seed
+    assert "adapter r=4 beats full fine-tuning on 0/2 datasets" in " ".join(lines)
+    assert "adapter r=4 beats full fine-tuning on 0/2 datasets (ties 0, losses 2;" in " ".join(lines)  # -2 every seed
     assert lines[-1].startswith("Verdicts compare paired seeds") and "entirely above 0" in lines[-1]
 
 
@@ -135,7 +137,7 @@ def test_report_writes_every_file(results, tmp_path):
     assert r"\textbf{77.00$\pm$1.00}" in tex and r"\multicolumn{4}{c}{vit\_s}" in tex
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "<img" in html and "src='report" not in html
-    assert "beats head-only on 2/2 pairs" in html
+    assert "beats head-only on 2/2 datasets" in html
     assert "<td>win</td>" in html and "t-interval of the mean per-seed difference lies entirely above 0" in html
     for png in ("accuracy_vs_rank.png", "accuracy_vs_params.png", "training_curves.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -182,12 +184,14 @@ def test_broken_and_failed_run_folders_are_reported_and_skipped(results, tmp_pat
     (results / "failed" / "summary.json").write_text(json.dumps({"status": "failed", "error": "DataError: x"}))
     assert main(["report", str(results), "--out", str(tmp_path / "r")]) == 0
     captured = capsys.readouterr()
-    assert "skipped half (incomplete)" in captured.err and "skipped corrupt (corrupt)" in captured.err
-    assert "skipped failed (failed): DataError: x" in captured.err
-    assert "adapter r=16 beats head-only on 2/2 pairs" in captured.out
+    assert "run skipped: half (incomplete)" in captured.err and "run skipped: corrupt (corrupt)" in captured.err
+    assert "run skipped: failed (failed): DataError: x" in captured.err
+    assert "3 runs skipped (not finished) · 0 images skipped (unreadable)" in captured.err
+    assert "adapter r=16 beats head-only on 2/2 datasets" in captured.out
     rows = list(csv.DictReader((tmp_path / "r" / "results.csv").open()))
     assert len(rows) == 27 and sum(r["status"] != "success" for r in rows) == 3
-    assert "Skipped run folders" in (tmp_path / "r" / "report.html").read_text()
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "Runs skipped (not finished)" in page and "3 runs skipped (not finished)" in page
 
 
 def test_report_of_a_folder_without_finished_runs_is_an_error(tmp_path, capsys):
@@ -287,7 +291,7 @@ def test_gains_pair_seeds_and_call_small_gains_ties(tmp_path):
     (g,) = gs
     assert (g.seeds_shared, g.seeds_unpaired, g.verdict) == (3, 1, "tie") and g.delta == pytest.approx(0.01)
     assert g.ci[0] < 0 < g.ci[1]
-    assert gains_summary(gs)[0].startswith("adapter r=4 beats head-only on 0/1 pairs (ties 1, losses 0;")
+    assert gains_summary(gs)[0].startswith("adapter r=4 beats head-only on 0/1 dataset (ties 1, losses 0;")
 
 
 def test_gains_bootstrap_from_five_seeds_and_linear_probe_as_reference(tmp_path):
@@ -324,3 +328,15 @@ def test_tables_name_what_the_runs_replicate_over():
     assert replicates([cell([(0, 0), (1, 0)])]) == "(seed, fold) pairs"
     assert "over 3 folds;" in markdown_table([cell([(0, 0), (0, 1), (0, 2)])])
     assert "over 2 seeds;" in markdown_table([cell([(0, None), (1, None)])])
+
+
+def test_verdict_counts_name_dataset_x_backbone_pairs_across_backbones(tmp_path):
+    for backbone in ("vit_s", "vit_b"):
+        root = tmp_path / "runs" / backbone
+        for seed in range(2):
+            write_run(root, "mnist-5k", "head", seed, 60.0 + seed, backbone=backbone)
+            write_run(root, "mnist-5k", "adapter", seed, 70.0 + seed, rank=4, backbone=backbone)
+    root = tmp_path / "runs"
+    (line, _rule) = gains_summary(gains(aggregate(collect_runs(root))))
+    assert line.startswith("adapter r=4 beats head-only on 2/2 dataset x backbone pairs (ties 0, losses 0;"), line
+    assert "4/4 paired seeds won" in line

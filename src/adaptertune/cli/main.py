@@ -41,6 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..config import RunConfig
     from ..engine import distributed, resolve_device
     from ..runs import resume_config, resume_run, run
+    from ..runs.folder import SKIPPED_FILE
 
     overrides = config_dict(args, overrides=args.overrides)
     cfg = resume_config(args.resume, overrides) if args.resume else RunConfig.from_dict(overrides)
@@ -65,14 +66,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     row.update(
         test_acc=f"{s['test_acc']:.2f}",
         test_acc_last=f"{s['test_acc_last']:.2f}",
-        best_val=f"{s['best_val_acc']:.2f}" if s["best_val_acc"] is not None else "-",
+        best_val_acc=f"{s['best_val_acc']:.2f}" if s["best_val_acc"] is not None else "-",
         best_epoch=s["best_epoch"],
-        trainable=f"{s['trainable_params']:,}",
-        seconds=f"{s['train_seconds']:.1f}",
+        trainable_params=f"{s['trainable_params']:,}",  # the names of summary.json and results.csv
+        train_seconds=f"{s['train_seconds']:.1f}",
     )
     print(format_table([row]))
     print(f"run folder: {cfg.out_dir}")
+    _print_unreadable(summary.unreadable_images, os.path.join(cfg.out_dir, SKIPPED_FILE))
     return 0
+
+
+def _print_unreadable(counts: dict[str, int], path: str | None, write_error: str | None = None) -> None:
+    """``skipped 2 unreadable images (train 1, test 1): see RUN/skipped.txt`` on stderr, when any was skipped."""
+    from ..runs.skipped import skipped_note
+
+    if note := skipped_note(counts, None if write_error else path):
+        print(note + (f" (not recorded: {write_error})" if write_error else ""), file=sys.stderr)
 
 
 def _interrupted_hint(out_dir: str) -> str:
@@ -110,6 +120,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "skipped": r["skipped"],
     }
     print(format_table([row]))
+    _print_unreadable({"test": len(r["unreadable"])}, r["skipped_file"], r["skipped_file_error"])
     if args.json:
         emit_json(args.json, r, getattr(args, "json_stream", None))
     return 0

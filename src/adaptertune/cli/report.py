@@ -24,12 +24,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def print_report(report) -> None:
-    """The accuracy table, the gain summary, skipped folders and the files written."""
+    """The accuracy table, the gain summary, the runs and images skipped and the files written."""
+    from ..reports.builder import skipped_counts
+
     print(report.table_md)
     for line in report.gain_lines:
         print(line)
+    for line in report.warnings:
+        print(line, file=sys.stderr)
     for r in report.problems:
-        print(f"skipped {r.run} ({r.status}): {r.error}", file=sys.stderr)
+        print(f"run skipped: {r.run} ({r.status}): {r.error}", file=sys.stderr)
+    if report.problems or any(r.unreadable for r in report.records):
+        print(skipped_counts(report.records), file=sys.stderr)
     print(f"report: {report.out_dir / 'report.html'} ({len(report.files)} files)")
 
 

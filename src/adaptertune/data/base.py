@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -13,7 +14,17 @@ from PIL import Image
 from ..errors import DataError
 from .images import to_rgb
 
-__all__ = ["ArraySource", "ConcatSource", "ImageFiles", "ImageSource", "RawDataset", "SplitView", "collate_skip"]
+__all__ = [
+    "ArraySource",
+    "ConcatSource",
+    "ImageFiles",
+    "ImageSource",
+    "RawDataset",
+    "SplitView",
+    "Unreadable",
+    "collate_skip",
+    "collate_unreadable",
+]
 
 
 class ImageSource:
@@ -111,8 +122,16 @@ class RawDataset:
             raise DataError(f"Dataset '{name}': class '{self.classes[empty[0]]}' has no training images.")
 
 
+class Unreadable(NamedTuple):
+    """An image a split skipped: its path (or the source's name for it) and why it could not be read."""
+
+    path: str
+    reason: str
+
+
 class SplitView(torch.utils.data.Dataset):
-    """``source[indices]`` with a transform; a corrupt image gives ``None`` (skipped) unless ``strict``."""
+    """``source[indices]`` with a transform; a corrupt image gives an :class:`Unreadable` (skipped) unless
+    ``strict``."""
 
     def __init__(self, source: ImageSource, indices: Sequence[int], transform: Callable, strict: bool = False) -> None:
         self.source, self.indices, self.transform, self.strict = source, np.asarray(indices), transform, strict
@@ -128,22 +147,28 @@ class SplitView(torch.utils.data.Dataset):
         i = int(self.indices[j])
         try:
             img = to_rgb(self.source.load(i), self.source.describe(i))  # grey and 16-bit -> 8-bit RGB
-        except DataError:  # a high-depth image outside its accepted range: the message names it
+        except DataError as e:  # a high-depth image outside its accepted range: the message names it
             if self.strict:
                 raise
-            return None
+            return Unreadable(self.source.describe(i), str(e))
         except (OSError, ValueError, SyntaxError) as e:
             if self.strict:
                 raise DataError(f"Corrupt image {self.source.describe(i)}: {e}") from None
-            return None
+            return Unreadable(self.source.describe(i), str(e) or type(e).__name__)
         return self.transform(img), self.source.targets[i]
+
+
+def collate_unreadable(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[Unreadable]]:
+    """Default collate minus the skipped (corrupt) items; returns (images, labels, the skipped items)."""
+    gone = [b for b in batch if isinstance(b, Unreadable)]
+    kept = [b for b in batch if not isinstance(b, Unreadable)]
+    if not kept:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), gone
+    x, y = torch.utils.data.default_collate(kept)
+    return x, y, gone
 
 
 def collate_skip(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Default collate minus the skipped (corrupt) items; returns (images, labels, n_skipped)."""
-    kept = [b for b in batch if b is not None]
-    skipped = len(batch) - len(kept)
-    if not kept:
-        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
-    x, y = torch.utils.data.default_collate(kept)
-    return x, y, skipped
+    x, y, gone = collate_unreadable(batch)
+    return x, y, len(gone)

@@ -16,11 +16,11 @@ import torch
 
 from ..config import BATCHED_MODES, DataConfig
 from ..errors import ConfigError
-from .base import SplitView, collate_skip
+from .base import SplitView, Unreadable, collate_unreadable
 from .batched import BatchPipeline, batch_pipeline, draw_params, view_arrays
 from .sampling import SeededAugmentView, mix_seed, split_sampler
 
-__all__ = ["ArrayLoader", "default_workers", "make_loader", "split_loaders"]
+__all__ = ["ArrayLoader", "ImageLoader", "default_workers", "make_loader", "split_loaders", "unreadable_of"]
 # An eval view's resized uint8 levels are kept on the device up to this size; a larger one is resized per batch
 EVAL_CACHE_BYTES = 2 * 2**30
 
@@ -83,6 +83,27 @@ class ArrayLoader:
             yield x, self.labels[index], 0
 
 
+class ImageLoader(torch.utils.data.DataLoader):
+    """The per-image DataLoader: batches ``(x, y, n_skipped)``; the files it skipped as unreadable (in any
+    epoch, decoded here or in a worker) are kept in ``unreadable`` (path -> reason) for the run folder."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, collate_fn=collate_unreadable, **kwargs)
+        self.unreadable: dict[str, str] = {}
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        for x, y, gone in super().__iter__():
+            for u in gone:
+                self.unreadable.setdefault(u.path, u.reason)
+            yield x, y, len(gone)
+
+
+def unreadable_of(loader: object) -> list[Unreadable]:
+    """The files ``loader`` has skipped so far, sorted by path (none for array and cached loaders)."""
+    found = getattr(loader, "unreadable", None) or {}
+    return [Unreadable(p, found[p]) for p in sorted(found)]
+
+
 def _array_loader(
     view: SplitView, batch_size: int, device: torch.device, sampler, seed: int, mode: str
 ) -> ArrayLoader | None:
@@ -109,7 +130,7 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     batched: str = "auto",
-) -> torch.utils.data.DataLoader | ArrayLoader:
+) -> ImageLoader | ArrayLoader:
     """A loader with a seeded, resumable order, yielding ``(images, labels, n_skipped)``.
 
     ``shuffle``: the order of epoch e comes from (seed, e) and the augmentation of item i from
@@ -129,7 +150,7 @@ def make_loader(
         return arrays
     if num_workers is None:
         num_workers = default_workers(len(os.sched_getaffinity(0)), world_size)
-    return torch.utils.data.DataLoader(
+    return ImageLoader(
         SeededAugmentView(view, seed) if shuffle else view,
         batch_size=batch_size,
         sampler=sampler,
@@ -138,7 +159,6 @@ def make_loader(
         persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
         pin_memory=device.type == "cuda",
-        collate_fn=collate_skip,
     )
 
 

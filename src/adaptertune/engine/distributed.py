@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,6 +24,7 @@ __all__ = [
     "barrier",
     "current",
     "dist_info_from_env",
+    "gather_objects",
     "gather_tensors",
     "init_distributed",
     "rank_seed",
@@ -141,6 +143,15 @@ def gather_tensors(t: torch.Tensor) -> list[torch.Tensor]:
     out = [torch.empty_like(local) for _ in range(torch.distributed.get_world_size())]
     torch.distributed.all_gather(out, local)
     return [o.cpu() for o in out]
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` in a single process)."""
+    if not current().enabled:
+        return [obj]
+    out: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
 
 
 def rank_seed(seed: int, rank: int) -> int:

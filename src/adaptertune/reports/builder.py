@@ -22,8 +22,8 @@ from typing import Any
 from ..atomic import atomic_write_text, check_output_dir, ensure_output_dir
 from ..errors import AdapterTuneError
 from .ablation import ablation_html, ablation_markdown, init_ablation
-from .collect import Cell, RunRecord, aggregate, collect_runs, pair_label, readable
-from .data_table import data_markdown, data_rows
+from .collect import Cell, RunRecord, aggregate, collect_runs, pair_label
+from .data_table import DATA_NOTE, data_markdown, data_rows
 from .placement import placement_html, placement_markdown, placement_rows
 from .plots import plot_accuracy_vs_params, plot_accuracy_vs_rank, plot_rank_elbows, plot_training_curves, rank_elbows
 from .stats import WIN_RULE
@@ -41,9 +41,10 @@ from .tables import (
     replicates,
     results_rows,
 )
-from .tuning_table import lr_markdown, lr_rows, tuning_note
+from .tuning_table import grid_edge_warnings, lr_markdown, lr_rows, tuning_note
+from .values import plain
 
-__all__ = ["Report", "build_report"]
+__all__ = ["Report", "build_report", "skipped_counts"]
 
 _logger = logging.getLogger(__name__)
 
@@ -62,10 +63,23 @@ class Report:
     table_md: str
     gain_lines: list[str]
     files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # tuned values on the edge of their grids
 
     @property
     def problems(self) -> list[RunRecord]:
         return [r for r in self.records if r.status != "success"]
+
+
+def skipped_counts(records: list[RunRecord]) -> str:
+    """``1 run skipped (not finished) · 6 images skipped (unreadable, in 3 runs)``: the run folders left out of
+    the report, apart from the unreadable images its finished runs skipped (summed over those runs)."""
+    runs = sum(r.status != "success" for r in records)
+    hit = [r for r in records if r.status == "success" and r.unreadable]
+    images = sum(n or 0 for r in hit for n in r.unreadable.values())
+    more = "+" if any(n is None for r in hit for n in r.unreadable.values()) else ""  # a run that did not count
+    text = f"{runs} run{'s' if runs != 1 else ''} skipped (not finished) · {images}{more} "
+    text += f"image{'' if images == 1 and not more else 's'} skipped (unreadable"
+    return text + (f", in {len(hit)} run{'s' if len(hit) != 1 else ''})" if hit else ")")
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -130,11 +144,16 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
     gs, shares = gains(cells), param_shares(cells)
     table = markdown_table(cells)
     fits = rank_elbows(cells)
-    sections = ["## Top-1 test accuracy\n\n" + table, "## Data\n\n" + data_markdown(cells)]
+    sections = [
+        "## Top-1 test accuracy\n\n" + table,
+        "## Data\n\n" + data_markdown(cells) + f"\n{skipped_counts(records)}.\n",
+    ]
     if gs:  # a heading only for comparisons that exist
         sections.append(f"## {comparison_title(gs)}\n\n" + gains_markdown(gs))
     sections.append("## Trainable parameters\n\n" + _shares_markdown(shares))
-    sections.append("## Learning rates\n\n" + lr_markdown(cells) + "\n" + tuning_note(cells) + "\n")
+    edges = grid_edge_warnings(cells)
+    edge_md = "".join(f"\n- **{w}**" for w in edges)
+    sections.append("## Learning rates\n\n" + lr_markdown(cells) + "\n" + tuning_note(cells) + "\n" + edge_md)
     elbow_md = _elbow_markdown(fits) if fits else ""
     if fits:
         sections.append("## Rank elbow\n\n" + elbow_md)
@@ -143,7 +162,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
     sections += [f"## {title}\n\n{md}" for title, md, _ in studies]
     gs_csv = gs + [r.gain for r in placement if r.gain is not None]  # gains.csv: vs head/full and vs `all`
     md = "\n\n".join(sections)
-    report = Report(out_dir, records, cells, table, gains_summary(gs))
+    report = Report(out_dir, records, cells, table, gains_summary(gs), warnings=edges)
     written = {
         "results.csv": lambda p: _write_csv(p, results_rows(records)),
         "cells.csv": lambda p: _write_csv(p, _cell_rows(cells)),
@@ -188,10 +207,6 @@ td.best{font-weight:bold;background:#e8f5e9}
 img{max-width:100%;border:1px solid #ddd}.bad{color:#b00}code{background:#f6f6f6;padding:1px 4px}"""
 
 
-def _value(v: Any) -> str:
-    return v if isinstance(v, str) else readable(v)
-
-
 def _protocols_html(cells: list[Cell]) -> str:
     protocols: dict[str, dict[str, Any]] = {}
     for c in cells:
@@ -201,7 +216,9 @@ def _protocols_html(cells: list[Cell]) -> str:
     keys = sorted({k for p in cols for k in p})
     head = "".join(f"<th>protocol {i + 1}</th>" for i in range(len(cols)))
     rows = "".join(
-        f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{html.escape(_value(p.get(k)))}</td>" for p in cols) + "</tr>"
+        f"<tr><td>{html.escape(k)}</td>"
+        + "".join(f"<td>{html.escape(plain(p[k]) if k in p else '-')}</td>" for p in cols)
+        + "</tr>"
         for k in keys
     )
     return f"<table><tr><th>field</th>{head}</tr>{rows}</table>"
@@ -211,10 +228,8 @@ def _data_html(cells: list[Cell]) -> str:
     rows = data_rows(cells)
     head = "".join(f"<th>{html.escape(k.replace('_pct', ' %'))}</th>" for k in rows[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
-    return (
-        "<h2>Data</h2><p>Images per split each cell's runs used (after the validation split and subsets); "
-        f"chance = 100 / classes, drawn as a dotted line in the plots.</p><table><tr>{head}</tr>{body}</table>"
-    )
+    note = html.escape(DATA_NOTE.removesuffix(".")) + ", drawn as a dotted line in the plots."
+    return f"<h2>Data</h2><p>{note}</p><table><tr>{head}</tr>{body}</table>"
 
 
 def _html(
@@ -233,7 +248,7 @@ def _html(
         f"<!doctype html><html><head><meta charset='utf-8'><title>adaptertune report</title><style>{_CSS}</style>",
         "</head><body><h1>adaptertune report</h1>",
         f"<p>Results: <code>{esc(str(results_dir))}</code> &middot; {ok} finished runs in {len(report.cells)} "
-        f"cells &middot; {len(report.problems)} skipped &middot; generated "
+        f"cells &middot; {esc(skipped_counts(report.records))} &middot; generated "
         f"{datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>",
         f"<h2>Top-1 test accuracy (%)</h2><p>Mean ± std over {esc(replicates(report.cells))} (checkpoint selection: "
         f"{esc(selection)}); "
@@ -247,12 +262,13 @@ def _html(
         parts.append(
             f"</ul><p>{esc(WIN_RULE)}</p><table><tr><th>dataset</th><th>backbone</th><th>variant</th><th>vs</th>"
         )
-        parts.append("<th>gain (points)</th><th>95% CI (t)</th><th>verdict</th><th>n (paired seeds)</th>")
-        parts.append("<th>seeds won</th></tr>")
+        parts.append("<th>gain (points)</th><th>95% CI (t)</th><th>95% CI (bootstrap)</th><th>verdict</th>")
+        parts.append("<th>seeds won</th><th>paired seeds</th></tr>")  # the columns of table.md's gains table
         parts += [
             f"<tr><td>{esc(g.dataset)}</td><td>{esc(g.backbone)}</td><td>{esc(g.variant)}</td>"
             f"<td>{esc(g.baseline)}</td><td>{g.delta:+.2f}</td><td>{esc(interval_text(*g.ci))}</td>"
-            f"<td>{esc(g.verdict)}</td><td>{g.seeds_shared}</td><td>{g.seeds_won}/{g.seeds_shared}</td></tr>"
+            f"<td>{esc(interval_text(*g.boot))}</td><td>{esc(g.verdict)}</td><td>{g.seeds_won}/{g.seeds_shared}</td>"
+            f"<td>{g.seeds_shared}" + (f" (+{g.seeds_unpaired} unpaired)" if g.seeds_unpaired else "") + "</td></tr>"
             for g in gs
         ]
         parts.append("</table>")
@@ -287,8 +303,9 @@ def _html(
         for r in lr_rows(report.cells)
     ]
     parts.append(f"</table><p>{esc(tuning_note(report.cells))}</p>")
+    parts += [f"<p class='bad'>{esc(w)}</p>" for w in report.warnings]
     if report.problems:
-        parts.append("<h2 class='bad'>Skipped run folders</h2><ul>")
+        parts.append("<h2 class='bad'>Runs skipped (not finished)</h2><ul>")
         parts += [f"<li><code>{esc(r.run)}</code>: {esc(r.status)}: {esc(r.error)}</li>" for r in report.problems]
         parts.append("</ul>")
     parts.append("</body></html>")

@@ -26,6 +26,7 @@ from ..errors import AdapterTuneError, CheckpointError
 from ..runs import folder as rf
 from ..runs.summary import CELL_FREE_KEYS, RunStatus
 from .loss_curve import loss_stats
+from .values import plain
 
 __all__ = [
     "Cell",
@@ -36,6 +37,7 @@ __all__ = [
     "mean_std",
     "pair_label",
     "readable",
+    "unreadable_counts",
     "variant_label",
 ]
 
@@ -69,6 +71,7 @@ class RunRecord:
     tuning: dict[str, Any] | None = None  # how it was selected on validation (summary.json ``tuning``)
     num_classes: int | None = None
     split_sizes: dict[str, int] = field(default_factory=dict)  # images per split the run used (train/val/test)
+    unreadable: dict[str, int | None] = field(default_factory=dict)  # of those, skipped unreadable (None: unknown)
     protocol: dict[str, Any] = field(default_factory=dict)
     setup: dict[str, Any] = field(default_factory=dict)  # protocol + seed-independent config
     setup_id: str = ""
@@ -194,6 +197,7 @@ def _read_run(run_dir: Path, rel: str) -> RunRecord | None:
         tuning=s.tuning,
         num_classes=s.num_classes or len(s.protocol.get("classes") or []) or None,
         split_sizes=dict(s.split_sizes or {}),
+        unreadable=unreadable_counts(s),
         history=history,
         loss_auc=stats[0] if stats else None,
         diverged=stats[1] if stats else None,
@@ -259,6 +263,15 @@ def collect_runs(results_dir: str | Path, exclude: Path | None = None) -> list[R
     return records
 
 
+def unreadable_counts(s: Any) -> dict[str, int | None]:
+    """Unreadable images per split of a run summary, each counted once; a summary written before
+    ``unreadable_images`` gives its test count and None (unknown) for a train split that skipped some."""
+    if s.unreadable_images:
+        return {k: int(v) for k, v in s.unreadable_images.items() if v}
+    legacy: dict[str, int | None] = {"test": s.skipped_test_images} if s.skipped_test_images else {}
+    return legacy | ({"train": None} if s.skipped_images else {})
+
+
 def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
@@ -276,7 +289,7 @@ def readable(value: Any) -> str:
 
 def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    return [f"{k}: {_clip(readable(a.get(k)), 80)} vs {_clip(readable(b.get(k)), 80)}" for k in keys]
+    return [f"{k}: {_clip(plain(a.get(k)), 80)} vs {_clip(plain(b.get(k)), 80)}" for k in keys]
 
 
 def _short(key: str, value: Any) -> str:

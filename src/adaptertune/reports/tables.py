@@ -20,6 +20,7 @@ __all__ = [
     "REFERENCES",
     "Gain",
     "comparable",
+    "compared_unit",
     "comparison_title",
     "gains",
     "gains_markdown",
@@ -239,9 +240,16 @@ def gains(cells: list[Cell]) -> list[Gain]:
     return out
 
 
+def compared_unit(n: int, one_backbone: bool) -> str:
+    """What a verdict count counts: ``datasets`` (one backbone), else ``dataset x backbone pairs``."""
+    if one_backbone:
+        return "dataset" if n == 1 else "datasets"
+    return "dataset x backbone pair" if n == 1 else "dataset x backbone pairs"
+
+
 def gains_summary(gs: list[Gain], rule: bool = True) -> list[str]:
-    """One line per (variant, reference): pairs won / tied / lost by the paired verdict, mean gain, seeds
-    won; then (``rule``) the line stating the verdict rule."""
+    """One line per (variant, reference): the datasets (or dataset x backbone pairs) won / tied / lost by the
+    paired verdict, mean gain, paired seeds won; then (``rule``) the line stating the verdict rule."""
     lines = []
     first = list(dict.fromkeys((g.variant, g.baseline) for g in gs))  # the table's variant order
     refs = list(REFERENCES)
@@ -258,9 +266,10 @@ def gains_summary(gs: list[Gain], rule: bool = True) -> list[str]:
             f"n={g.seeds_shared}, 95% CI {interval_text(*g.ci)}"
             for g in sel
         )
+        what = compared_unit(len(sel), one_backbone)
         lines.append(
-            f"{variant} beats {REFERENCES[base]} on {count['win']}/{len(sel)} pairs "
-            f"(ties {count['tie']}, losses {count['loss']}; mean gain {mean:+.2f} points; {seeds[0]}/{seeds[1]} seeds)"
+            f"{variant} beats {REFERENCES[base]} on {count['win']}/{len(sel)} {what} (ties {count['tie']}, "
+            f"losses {count['loss']}; mean gain {mean:+.2f} points; {seeds[0]}/{seeds[1]} paired seeds won)"
             f"; {per_pair}"
         )
     if rule and lines:

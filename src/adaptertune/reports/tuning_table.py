@@ -6,7 +6,7 @@ from typing import Any
 
 from .collect import Cell
 
-__all__ = ["lr_markdown", "lr_rows", "lr_selection", "tuning_note"]
+__all__ = ["grid_edge_warnings", "grid_edges", "lr_markdown", "lr_rows", "lr_selection", "tuning_note"]
 
 
 def lr_selection(tuning: dict[str, Any] | None) -> str:
@@ -54,3 +54,31 @@ def tuning_note(cells: list[Cell]) -> str:
     if not rules:
         return "No learning rate was tuned: each run used its config's value (or its method's default)."
     return "Tuned on validation, never on test: " + " / ".join(rules) + "."
+
+
+def grid_edges(tuning: dict[str, Any] | None) -> list[tuple[str, float, str, list[float]]]:
+    """The tuned keys whose chosen value is the smallest or largest of a grid of 2 or more values:
+    ``(key, value, "top" | "bottom", grid)`` each; the best value may lie outside the grid."""
+    out = []
+    for key in (tuning or {}).get("keys", []):
+        grid = sorted(tuning["grid"][key])
+        chosen = tuning["chosen"][key]
+        if len(grid) > 1 and chosen in (grid[0], grid[-1]):
+            out.append((key, chosen, "top" if chosen == grid[-1] else "bottom", grid))
+    return out
+
+
+def grid_edge_warnings(cells: list[Cell]) -> list[str]:
+    """One warning per cell and tuned key chosen on the edge of its grid, e.g. ``warning: digits / vit_t /
+    head: train.lr 0.01 is the top of its grid (0.0001, 0.001, 0.01); extend the grid upwards``."""
+    lines = []
+    for c in cells:
+        for key, value, edge, grid in sorted(
+            {(k, v, e, tuple(g)) for r in c.runs for k, v, e, g in grid_edges(r.tuning)}
+        ):
+            way = "upwards" if edge == "top" else "downwards"
+            lines.append(
+                f"warning: {c.dataset} / {c.backbone} / {c.variant}: {key} {value:g} is the {edge} of its grid "
+                f"({', '.join(f'{g:g}' for g in grid)}); the best value may lie beyond it: extend the grid {way}"
+            )
+    return lines

@@ -4,10 +4,10 @@ A run folder holds ``config.yaml`` (the resolved config that ran), ``metrics.jso
 ``summary.json`` (a :class:`~adaptertune.runs.summary.RunSummary`), ``adaptertune_weights.safetensors`` (the
 trained tensors with their identity; named so it is not taken for an AdapterHub ``adapter.safetensors`` or a
 PEFT ``adapter_model.safetensors``; folders written under the old name ``adapter.safetensors`` still load),
-while training ``checkpoint.safetensors`` (the resume state), optionally ``tensorboard/``, and for a sweep
-point ``point.json`` (its grid values). Beside it live the folder's lock (``.NAME.lock``) and, while
-``--overwrite`` trains a replacement, ``.NAME.overwrite`` (swapped in when that run has finished). Sweeps and
-reports ask :func:`read_state`; they never parse these files themselves.
+while training ``checkpoint.safetensors`` (the resume state), optionally ``tensorboard/``, ``skipped.txt`` (the
+images it could not read, :mod:`.skipped`) and for a sweep point ``point.json`` (its grid values). Beside it live
+the folder's lock (``.NAME.lock``) and, while ``--overwrite`` trains a replacement, ``.NAME.overwrite`` (swapped
+in when that run has finished). Sweeps and reports ask :func:`read_state`; they never parse these files themselves.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ __all__ = [
     "METRICS_FILE",
     "POINT_FILE",
     "RUN_FILES",
+    "SKIPPED_FILE",
     "SUMMARY_FILE",
     "TENSORBOARD_DIR",
     "FolderLockedError",
@@ -67,6 +68,7 @@ ADAPTER_FILE = "adaptertune_weights.safetensors"
 LEGACY_ADAPTER_FILES = ("adapter.safetensors",)  # earlier name of ADAPTER_FILE; read, never written
 CHECKPOINT_FILE = "checkpoint.safetensors"
 POINT_FILE = "point.json"
+SKIPPED_FILE = "skipped.txt"  # the images the run could not read (runs/skipped.py)
 TENSORBOARD_DIR = "tensorboard"
 RUN_FILES = (
     CONFIG_FILE,
@@ -76,6 +78,7 @@ RUN_FILES = (
     *LEGACY_ADAPTER_FILES,
     CHECKPOINT_FILE,
     POINT_FILE,
+    SKIPPED_FILE,
     TENSORBOARD_DIR,
 )
 _logger = logging.getLogger(__name__)

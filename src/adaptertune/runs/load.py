@@ -17,10 +17,11 @@ from ..data import build_splits, build_transforms, find_images, read_images
 from ..data.loaders import make_loader
 from ..engine import evaluate
 from ..engine.checkpoint import load_trained_tensors
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OutputError
 from ..resolve import resolve_run
 from .adapter_file import check_adapter_file, check_task, file_metadata, read_adapter_file
 from .folder import CONFIG_FILE, SUMMARY_FILE, adapter_file_path, read_state
+from .skipped import gather_unreadable, write_skipped
 from .summary import RunStatus
 
 __all__ = ["LoadedRun", "evaluate_run", "load_run", "predict"]
@@ -106,7 +107,11 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
 
 
 def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict[str, Any]:
-    """Re-evaluate a finished run on its test split; returns test metrics and the recorded ones."""
+    """Re-evaluate a finished run on its test split; returns test metrics and the recorded ones.
+
+    The test images it could not read replace the test lines of the run's ``skipped.txt``
+    (:mod:`.skipped`); ``unreadable`` lists them and ``skipped_file`` is the file (None: nothing skipped).
+    """
     loaded = load_run(run_dir, device)
     cfg = loaded.config
     if loaded.config_source == NO_CONFIG_SOURCE:
@@ -120,15 +125,24 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict[str, Any]:
     )
     t0 = time.perf_counter()
     metrics = evaluate(loaded.model, loader, loaded.device, loaded.precision)
+    seconds = time.perf_counter() - t0
+    unreadable = gather_unreadable([("test", loader)]).get("test", [])
+    try:  # a read-only run folder still gets its evaluation; the CLI says the file could not be written
+        skipped_file, write_error = write_skipped(run_dir, {"test": unreadable}, replace=("test",)), None
+    except OutputError as e:
+        skipped_file, write_error = None, str(e)
     return {
         "test_acc": metrics["acc"],
         "test_top5": metrics["top5"],
         "test_loss": metrics["loss"],
         "n": metrics["n"],
         "skipped": metrics["skipped"],
+        "unreadable": [list(u) for u in unreadable],  # [path, reason] of each test image skipped
+        "skipped_file": None if skipped_file is None else str(skipped_file),
+        "skipped_file_error": write_error,
         "recorded_test_acc": loaded.summary.get("test_acc"),
         "model_from": loaded.config_source,
-        "seconds": time.perf_counter() - t0,
+        "seconds": seconds,
     }
 
 

@@ -69,6 +69,8 @@ class RunSummary:
     peak_memory_mb: float | None = None
     skipped_images: int = 0  # corrupt training images skipped (all epochs)
     skipped_test_images: int = 0  # corrupt test images skipped (not in test_acc's denominator)
+    # unreadable images per split, each counted once (skipped.txt names them); absent split: none
+    unreadable_images: dict[str, int] = field(default_factory=dict)
     num_classes: int = 0
     classes: list[str] = field(default_factory=list)
     split_sizes: dict[str, int] = field(default_factory=dict)

@@ -32,6 +32,7 @@ from .adapter_file import file_metadata
 from .callbacks import MetricsWriter, TensorBoardWriter
 from .lock import RunLock, lock_path_for
 from .prefix_cache import prefix_fit_inputs
+from .skipped import SPLITS, gather_unreadable, write_skipped
 from .summary import RESUME_FREE_KEYS, RunStatus, RunSummary, config_differences, make_protocol
 
 __all__ = ["check_resumable", "resume_config", "resume_run", "run"]
@@ -188,10 +189,17 @@ def _train(rr: ResolvedRun, callbacks: list, overwrite: bool, resume: bool, tuni
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     writers = [MetricsWriter(work_dir / rf.METRICS_FILE), *([tensorboard] if tensorboard else []), *callbacks]
+    read_by = [(s, lo) for s, lo in zip(SPLITS, loaders, strict=True)]  # which loaders read each split
+
+    def view_loader(view: Any) -> Any:  # a method's own loader over a split: its skipped files count too
+        lo = make_loader(view, bs, cfg.data.num_workers, device, batched=batched)
+        read_by.extend((s, lo) for s, v in zip(SPLITS, views, strict=True) if v is view)
+        return lo
+
     try:
         ctx = FitContext(
             views,
-            lambda v: make_loader(v, bs, cfg.data.num_workers, device, batched=batched),
+            view_loader,
             bs,
             cfg.train.seed,
             device,
@@ -214,8 +222,11 @@ def _train(rr: ResolvedRun, callbacks: list, overwrite: bool, resume: bool, tuni
             selection=rr.selection,
         )
         result = inputs.finish(result)
+        unreadable = gather_unreadable(read_by)
         if dist.is_main:
             meta = file_metadata(cfg, built, raw.classes, model, summary.protocol)
+            summary.unreadable_images = {s: len(items) for s, items in unreadable.items()}
+            write_skipped(work_dir, unreadable)
             _write_results(work_dir, summary, result, meta, device)
             if tensorboard is not None:
                 tensorboard.write_hparams(resolved, summary.to_dict())
