@@ -61,12 +61,13 @@ def frozen_unchanged_after_training(model: nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if n in before and not torch.equal(p, before[n])]
 
 
-def merge_to_plain_timm(method: str, model: nn.Module, variant: str) -> float:
+def merge_to_plain_timm(method: str, model: nn.Module, variant: str, folds: bool = True) -> float:
     """Merge ``model`` (trained, eval) with ``method``, load its state into a fresh plain timm model of the same
-    arguments (strict), and return the max |logit diff| of the plain model vs the unmerged one."""
+    arguments (strict), and return the max |logit diff| of the plain model vs the unmerged one. ``folds``: the
+    method has something to fold (its merge says True), else it trains the backbone's own tensors only."""
     with torch.no_grad():
         ref = model(X)
-    assert METHODS.get(method).merge(model) is True
+    assert METHODS.get(method).merge(model) is folds
     assert "timm" in METHODS.get(method).export_formats()
     plain = variant_vit(variant, seed=1, num_classes=model.num_classes)
     plain.load_state_dict(model.state_dict())  # strict: the merged model is the plain architecture
