@@ -10,6 +10,7 @@ from . import bitfit, linear_probe, lora, parallel  # noqa: E402,F401  (register
 from . import ssf  # noqa: E402,F401
 from . import ln_tuning  # noqa: E402,F401
 from . import difffit  # noqa: E402,F401
+from . import selective  # noqa: E402,F401
 from .registry import (
     METHODS,
     FitContext,

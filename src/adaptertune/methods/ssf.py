@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
@@ -263,7 +262,7 @@ class SSFMethod(Method):
     name = "ssf"
     description = "SSF: frozen backbone + per-channel scale and shift after 8 layers per block/ends + head"
     options = SSFOptions
-    defaults: ClassVar = {"lr": 5e-3, "weight_decay": 5e-5}
+    defaults = {"lr": 5e-3, "weight_decay": 5e-5}
     lr_grid = (1e-3, 5e-3, 1e-2)  # around S's 5e-3; M searches 1e-3 and 1e-2
     shares_backbone = True
     plain_after_merge = True
