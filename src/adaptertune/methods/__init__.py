@@ -11,6 +11,7 @@ from . import ssf  # noqa: E402,F401
 from . import ln_tuning  # noqa: E402,F401
 from . import difffit  # noqa: E402,F401
 from . import selective  # noqa: E402,F401
+from . import dora  # noqa: E402,F401
 from .registry import (
     METHODS,
     FitContext,
