@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -60,6 +60,7 @@ class LoraOptions:
     dropout: float = 0.0
     placement: str | list[int] = "all"
     targets: str = "qkv"
+    peft_extra: ClassVar[dict[str, Any]] = {}  # more LoraConfig arguments (a subclass's: DoRA's use_dora)
 
     def __post_init__(self) -> None:
         self.rank = _as_int("adapter.rank", self.rank, minimum=1)
@@ -89,6 +90,7 @@ def lora_config(model: nn.Module, adapter: LoraOptions) -> Any:
         target_modules=pattern,
         bias="none",
         init_lora_weights=True,  # A: Kaiming-uniform, B: zero
+        **adapter.peft_extra,
     )
 
 
@@ -105,7 +107,7 @@ def add_lora(model: nn.Module, adapter: LoraOptions | None = None, name: str = "
     _peft().inject_adapter_in_model(cfg, model, adapter_name=name)
     head = set(head_parameter_names(model))
     for n, p in model.named_parameters():
-        p.requires_grad_(n in head or f".lora_A.{name}." in n or f".lora_B.{name}." in n)
+        p.requires_grad_(n in head or any(f".lora_{t}.{name}." in n for t in ("A", "B", "magnitude_vector")))
     return model
 
 

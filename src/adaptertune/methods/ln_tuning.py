@@ -1,0 +1,38 @@
+"""LayerNorm tuning (LN-Tune, as in Mai et al.'s benchmark): train every norm layer's weight and bias, plus the head.
+
+A parameter trains when the module that owns it has ``norm`` in its name: every block's ``norm1`` / ``norm2``, the
+final ``norm`` or, on a pooled model, ``fc_norm``; and whatever other norm a variant has (a pre-norm, a patch
+embedding norm, qk-norms). Nothing is added, so the tuned model is the plain timm architecture as it stands.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..vit import head_parameter_names
+from .registry import Method, register_method
+
+__all__ = ["LnTuningMethod", "norm_parameter_names"]
+
+
+def norm_parameter_names(model: nn.Module) -> list[str]:
+    """Qualified names of the parameters of every module whose own name contains ``norm``."""
+    return [n for n, _ in model.named_parameters() if "norm" in n.rpartition(".")[0].rpartition(".")[2]]
+
+
+class LnTuningMethod(Method):
+    """LayerNorm tuning: the norms' affine parameters and the head train. Size on ViT-B/16: 2 norms x 2 x 768 per
+    block + the final norm = 38,400 parameters (METHODS.md); the method has no size option."""
+
+    name = "ln"
+    description = "LayerNorm tuning: frozen backbone except every norm's weight and bias, + new linear head"
+    plain_after_merge = True  # nothing to fold: the norms are the backbone's own
+
+    def build(self, model: nn.Module, options: None) -> nn.Module:
+        train = set(head_parameter_names(model)) | set(norm_parameter_names(model))
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in train)
+        return model
+
+
+register_method(LnTuningMethod())
