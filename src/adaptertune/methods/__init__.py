@@ -12,6 +12,9 @@ from . import ln_tuning  # noqa: E402,F401
 from . import difffit  # noqa: E402,F401
 from . import selective  # noqa: E402,F401
 from . import dora  # noqa: E402,F401
+from . import adapter_plus  # noqa: E402,F401
+from . import repadapter  # noqa: E402,F401
+from . import fact  # noqa: E402,F401
 from .registry import (
     METHODS,
     FitContext,

@@ -1,0 +1,165 @@
+"""Adapter+ (Steitz & Roth, "Adapters Strike Back", CVPR 2024): a bottleneck after each placed block, where
+AdapterTune's sits (the ``forward_post`` placement of visinf/adapter_plus)::
+
+    y = x2 + c * DropPath(W_up(GELU(W_down x2)))        x2 = Block(x), all tokens; c in R^D per channel
+
+No LayerNorm. Init "houlsby": both weights trunc-normal with std 0.01 truncated at +-2 sigma, biases 0, c = 1;
+so the model does NOT start exactly at the backbone's logits (the update is small, not zero). It differs from
+AdapterTune only in that init, the per-channel scale and the drop-path: the cleanest ablation partner. The
+module is AdapterTune's :class:`~adaptertune.methods.adapter.Adapter` with those three changes, run by an
+:class:`~adaptertune.methods.adapter.AdapterSlot` (``block.adapters``: adapter+ sets and AdapterTune sets
+cannot share one backbone, as with the parallel adapters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from timm.layers import DropPath
+from torch import nn
+
+from ..config_checks import _as_float, _as_int, _check_placement_syntax, parse_placement
+from ..errors import CheckpointError, ConfigError
+from ..vit import backbone_blocks, backbone_width, head_parameter_names
+from .adapter import DEFAULT_SET, Adapter, AdapterMethod, AdapterSlot, load_adapter_state_dict
+from .adapter.method import _adapter_keys
+from .flops import ViTGeometry
+from .registry import register_method
+
+__all__ = [
+    "AdapterPlus",
+    "AdapterPlusMethod",
+    "AdapterPlusOptions",
+    "AdapterPlusSlot",
+    "adapter_plus_param_count",
+    "add_adapter_plus",
+]
+
+HOULSBY_STD = 0.01  # trunc-normal std of both weights, truncated at +-2 std (A's init="houlsby")
+
+
+@dataclass
+class AdapterPlusOptions:
+    """Adapter+'s options (YAML/CLI ``adapter.*``).
+
+    Args:
+        rank: bottleneck width r (1 <= r <= the backbone's width); default 8 (P = 165,984 on ViT-B/16).
+        drop_path: drop-path (stochastic depth) rate on the adapter's output, per sample (A: 0.1).
+        placement: which blocks get an adapter: all, every:K, first:N, last:N or a list of indices.
+    """
+
+    rank: int = 8
+    drop_path: float = 0.1
+    placement: str | list[int] = "all"
+
+    def __post_init__(self) -> None:
+        self.rank = _as_int("adapter.rank", self.rank, minimum=1)
+        self.drop_path = _as_float("adapter.drop_path", self.drop_path, minimum=0.0)
+        if self.drop_path >= 1:
+            raise ConfigError(f"`adapter.drop_path` must be in [0, 1), got {self.drop_path:g}.")
+        self.placement = _check_placement_syntax(self.placement)
+
+
+class AdapterPlus(Adapter):
+    """``c * DropPath(W_up(GELU(W_down h)))``: (B, N, d) -> (B, N, d); Houlsby init, c = 1."""
+
+    def __init__(self, dim: int, rank: int, drop_path: float = 0.1) -> None:
+        super().__init__(dim, rank, init="houlsby", act="gelu")
+        self.scale = nn.Parameter(torch.ones(dim))  # c, per channel
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def reset_parameters(self) -> None:
+        for w in (self.down.weight, self.up.weight):
+            nn.init.trunc_normal_(w, std=HOULSBY_STD, a=-2 * HOULSBY_STD, b=2 * HOULSBY_STD)
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.bias)
+        if isinstance(getattr(self, "scale", None), nn.Parameter):
+            nn.init.ones_(self.scale)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.drop_path(self.up(self.act(self.down(h))) * self.scale)  # per-sample mask commutes with c
+
+    def residual(self, h: torch.Tensor) -> torch.Tensor:
+        """``h + forward(h)`` in the dtype of ``h`` (under autocast the update is cast up to the stream's dtype)."""
+        return self.forward(h).to(h.dtype).add_(h)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, rank={self.rank}, init=houlsby"
+
+
+class AdapterPlusSlot(AdapterSlot):
+    """Adapter+ sets of one block (``block.adapters``): the active one's residual on the block's output."""
+
+    kind = "adapter+"
+
+
+def add_adapter_plus(
+    model: nn.Module, options: AdapterPlusOptions | None = None, name: str = DEFAULT_SET
+) -> nn.Module:
+    """Put an :class:`AdapterPlus` named ``name`` after every placed block; make the set active and trainable (with
+    the head), freeze everything else.
+
+    Raises:
+        ConfigError: rank larger than the width, bad placement, ``name`` taken, other adapter kinds present.
+    """
+    options = options or AdapterPlusOptions()
+    blocks = backbone_blocks(model)
+    d = backbone_width(model)
+    if options.rank > d:
+        raise ConfigError(f"`adapter.rank` {options.rank} is larger than the backbone width {d}; use 1..{d}.")
+    placed = parse_placement(options.placement, len(blocks))
+    device = next(blocks[0].parameters()).device
+    # a new module takes its block's mode: drop-path must stay off when a task joins an eval-mode backbone
+    modules = {i: AdapterPlus(d, options.rank, options.drop_path).to(device).train(blocks[i].training) for i in placed}
+    AdapterPlusSlot.attach(model, name, modules)
+    AdapterPlusSlot.activate(model, name)
+    head = set(head_parameter_names(model))
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in head or f".{AdapterPlusSlot.attr}.{name}." in n)
+    return model
+
+
+class AdapterPlusMethod(AdapterMethod):
+    """AdapterTune's method with the Adapter+ module: the same slot attribute, multi-task switch and state dicts.
+
+    Default size: r = 8 on every block, P = L * (2 D r + r + 2 D) = 165,984 on ViT-B/16 (L = 12, D = 768).
+    """
+
+    name = "adapter-plus"
+    description = "Adapter+: bottleneck after each block, per-channel scale, drop-path, Houlsby init (r=8) + head"
+    options = AdapterPlusOptions
+    defaults = {"lr": 1e-3, "weight_decay": 1e-4}  # Adapters Strike Back's recipe (AdamW, no decay on 1-D)
+    slot = AdapterPlusSlot
+
+    def build(self, model: nn.Module, options: AdapterPlusOptions) -> nn.Module:
+        return add_adapter_plus(model, options)
+
+    def attach(
+        self,
+        backbone: nn.Module,
+        task: str,
+        options: AdapterPlusOptions,
+        tensors: dict[str, torch.Tensor],
+        source: str,
+    ) -> None:
+        try:
+            add_adapter_plus(backbone, options, task)
+        except ConfigError as e:
+            raise ConfigError(f"Task '{task}' ({source}): {e}") from None
+        try:
+            load_adapter_state_dict(backbone, _adapter_keys(tensors, source), name=task)
+        except CheckpointError as e:
+            self.slot.detach(backbone, task)
+            raise CheckpointError(f"'{source}': {e}") from None
+
+    def step_flops(self, geom: ViTGeometry, options: AdapterPlusOptions) -> None:
+        return None  # no formula yet (AdapterTune's would ignore the scale and drop-path)
+
+
+def adapter_plus_param_count(n_blocks: int, width: int, rank: int) -> int:
+    """Adapter+ parameters: ``n_blocks * (2*d*r + r + 2*d)`` (down weight+bias, up weight+bias, scale c)."""
+    return n_blocks * (2 * width * rank + rank + 2 * width)
+
+
+register_method(AdapterPlusMethod())

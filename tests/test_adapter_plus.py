@@ -1,0 +1,179 @@
+"""Adapter+ (methods/adapter_plus.py): a Houlsby-initialised bottleneck with a per-channel scale and drop-path
+after each block. Its start is close to the backbone's logits but not equal; the difference is bounded."""
+
+import json
+
+import pytest
+import timm
+import torch
+
+from adaptertune.config import RunConfig
+from adaptertune.engine import load_tensors
+from adaptertune.methods import METHODS, build_method
+from adaptertune.methods.adapter_plus import (
+    HOULSBY_STD,
+    AdapterPlusOptions,
+    AdapterPlusSlot,
+    adapter_plus_param_count,
+)
+from adaptertune.multitask import MultiTaskModel
+from adaptertune.runs import ADAPTER_FILE, run
+from helpers import TINY_VIT, TINY_VIT_TIMM, make_image_folder, trainable_names
+
+X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+VARIANTS = {
+    "cls": {},
+    "avg": {"global_pool": "avg", "class_token": False},
+    "reg": {"reg_tokens": 4},
+    "layerscale": {"init_values": 1e-5},
+}
+
+
+def tiny(variant: str = "cls", seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    args = {**TINY_VIT_TIMM["args"], **VARIANTS[variant]}
+    return timm.create_model(TINY_VIT_TIMM["name"], **args, num_classes=10).eval()
+
+
+@pytest.fixture(scope="module")
+def vit_b():
+    model = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=100)
+    return build_method("adapter-plus", model, None)
+
+
+def test_trainable_parameters_on_vit_b_match_methods_md(vit_b):
+    n = sum(p.numel() for p in vit_b.parameters() if p.requires_grad)
+    assert n == 165_984 + 76_900 == adapter_plus_param_count(12, 768, 8) + 76_900
+    ad = vit_b.blocks[0].adapters["default"]
+    for w in (ad.down.weight, ad.up.weight):  # trunc-normal std 0.01 at +-2 sigma: std of the truncated law 0.88 sigma
+        w = w.detach()
+        assert w.abs().max() <= 2 * HOULSBY_STD and 0.0080 < float(w.std()) < 0.0095
+    assert torch.equal(ad.scale, torch.ones(768)) and not ad.down.bias.any() and not ad.up.bias.any()
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_start_is_close_but_not_exact_and_bounded(variant):
+    model = build_method("adapter-plus", tiny(variant), None).eval()
+    with torch.no_grad():
+        out = model(X)
+        AdapterPlusSlot.activate(model, None)  # the plain backbone
+        ref = model(X)
+    assert not torch.equal(out, ref)  # Houlsby init: not the identity
+    assert float((out - ref).abs().max()) < 0.05 * float(ref.abs().max())
+    # per block: |c * up(gelu(down h))| <= r * 0.02 * max|gelu(down h)| and |down h| <= 0.02 * ||h||_1 (truncation)
+    blk, ad = model.blocks[3], model.blocks[3].adapters["default"]
+    with torch.no_grad():
+        h = blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x1 := torch.randn(2, 5, 192)))))  # any block output will do
+        h = x1 + h
+        a = ad.down(h)
+        assert float(a.abs().max()) <= 2 * HOULSBY_STD * float(h.abs().sum(-1).max()) + 1e-6
+        delta = ad.residual(h) - h
+        bound = ad.rank * 2 * HOULSBY_STD * float(torch.nn.functional.gelu(a).abs().max())
+        assert 0 < float(delta.abs().max()) <= bound + 1e-6
+
+
+def test_forward_is_the_formula_and_drop_path_is_per_sample():
+    model = build_method("adapter-plus", tiny(), {"placement": [0]}).eval()
+    ad = model.blocks[0].adapters["default"]
+    with torch.no_grad():
+        ad.scale.uniform_(0.5, 2.0)
+        x = torch.randn(4, 5, 192)
+        x2 = x + model.blocks[0].ls1(model.blocks[0].attn(model.blocks[0].norm1(x)))
+        x2 = x2 + model.blocks[0].ls2(model.blocks[0].mlp(model.blocks[0].norm2(x2)))
+        want = x2 + ad.scale * ad.up(torch.nn.functional.gelu(ad.down(x2)))
+        torch.testing.assert_close(model.blocks[0](x), want)
+        full = ad(x2.repeat(4, 1, 1))
+        ad.train()
+        ad.drop_path.drop_prob = 0.5
+        torch.manual_seed(1)
+        d = ad(x2.repeat(4, 1, 1))  # 16 samples: each dropped whole (0) or kept and scaled by 1 / keep
+        kept = [bool((d[i] != 0).any()) for i in range(16)]
+        assert any(kept) and not all(kept)
+        for i in range(16):
+            torch.testing.assert_close(d[i], full[i] * 2 if kept[i] else torch.zeros_like(d[i]))
+
+
+def test_bf16_autocast_keeps_the_stream_dtype():
+    model = build_method("adapter-plus", tiny(), None).eval()
+    with torch.no_grad():
+        full = model.forward_features(X)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model.forward_features(X)
+            AdapterPlusSlot.activate(model, None)
+            ref = model.forward_features(X)
+    assert out.dtype == ref.dtype == full.dtype  # the update is cast to the residual stream's dtype
+    torch.testing.assert_close(out, full, rtol=0.05, atol=0.05)
+
+
+def test_only_adapters_and_head_train_and_the_backbone_stays():
+    model = build_method("adapter-plus", tiny(), {"placement": "last:2"}).train()
+    names = trainable_names(model)
+    tensors = ("scale", "down.weight", "down.bias", "up.weight", "up.bias")
+    assert names == [
+        *(f"blocks.{i}.adapters.default.{k}" for i in (10, 11) for k in tensors),
+        "head.weight",
+        "head.bias",
+    ]
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(X).logsumexp(-1).sum().backward()
+    opt.step()
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    assert METHODS.get("adapter-plus").defaults == {"lr": 1e-3, "weight_decay": 1e-4}
+    assert METHODS.get("adapter-plus").step_flops(None, AdapterPlusOptions()) is None
+
+
+def test_two_tasks_share_a_backbone_exactly(tiny_run, tmp_path):
+    a, model_a = tiny_run(tmp_path / "a", "adapter-plus", {"rank": 4})
+    b, model_b = tiny_run(tmp_path / "b", "adapter-plus", {"placement": "last:3"})
+    mt = MultiTaskModel.from_files([a / ADAPTER_FILE, b / ADAPTER_FILE], names=["a", "b"])
+    with torch.no_grad():
+        want = {"a": model_a(X), "b": model_b(X)}
+        for name in ["a", "b", "a"]:
+            mt.set_active(name)
+            assert torch.equal(mt(X), want[name]), name
+
+
+class _Stop(Exception):
+    pass
+
+
+class _StopAt:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_train_start(self, total_steps, steps_per_epoch, start_step):
+        pass
+
+    def on_step(self, step, loss, lr):
+        if step + 1 == self.n:
+            raise _Stop
+
+    def on_epoch_end(self, metrics):
+        pass
+
+
+def test_resume_after_one_epoch_is_bitwise(tmp_path, one_thread):
+    folder = make_image_folder(tmp_path / "data", n_classes=2, n_train=8, n_test=2, size=36)
+
+    def cfg(out):  # 14 train images, batch 7: 2 steps per epoch; drop-path draws from the restored RNG
+        return RunConfig.from_dict(
+            {
+                "backbone": TINY_VIT,
+                "data": {"name": "imagefolder", "root": str(folder), "num_workers": 0},
+                "method": "adapter-plus",
+                "adapter": {"rank": 4, "placement": "last:3", "drop_path": 0.5},
+                "train": {"epochs": 2, "batch_size": 7, "seed": 3, "device": "cpu"},
+                "out_dir": str(out),
+            }
+        )
+
+    run(cfg(tmp_path / "ref"))
+    with pytest.raises(_Stop):
+        run(cfg(tmp_path / "res"), [_StopAt(3)])  # stopped in epoch 2, after the epoch-1 checkpoint
+    run(cfg(tmp_path / "res"), resume=True)
+    ta, _ = load_tensors(tmp_path / "ref" / ADAPTER_FILE)
+    tb, _ = load_tensors(tmp_path / "res" / ADAPTER_FILE)
+    assert ta.keys() == tb.keys() and any(".scale" in k for k in ta)
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert json.loads((tmp_path / "res" / "summary.json").read_text())["status"] == "success"

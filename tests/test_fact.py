@@ -1,0 +1,203 @@
+"""FacT-TT and FacT-TK (methods/fact.py): shared U, V (V = 0) with per-block (TT) or Tucker (TK) cores on qkv,
+proj, fc1 and fc2; exact start, merge into the plain timm weights, shared-backbone tasks."""
+
+import json
+
+import pytest
+import timm
+import torch
+
+from adaptertune.cli import main
+from adaptertune.config import RunConfig
+from adaptertune.engine import load_tensors
+from adaptertune.methods import METHODS, build_method
+from adaptertune.methods.fact import FactSets, FactTK, FactTT, fact_param_count
+from adaptertune.multitask import MultiTaskModel
+from adaptertune.runs import ADAPTER_FILE, run
+from helpers import TINY_VIT, TINY_VIT_TIMM, make_image_folder, trainable_names
+
+X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+VARIANTS = {
+    "cls": {},
+    "avg": {"global_pool": "avg", "class_token": False},
+    "reg": {"reg_tokens": 4},
+    "layerscale": {"init_values": 1e-5},
+}
+METHOD_NAMES = ("fact-tt", "fact-tk")
+
+
+def tiny(variant: str = "cls", seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return timm.create_model(
+        TINY_VIT_TIMM["name"], **TINY_VIT_TIMM["args"], **VARIANTS[variant], num_classes=10
+    ).eval()
+
+
+def random_steps(model: torch.nn.Module, n: int = 3) -> None:
+    """A few AdamW steps on a random objective, so U, V and the cores all move."""
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(n):
+        opt.zero_grad()
+        model(X).pow(2).mean().backward()
+        opt.step()
+    model.eval()
+
+
+@pytest.fixture(scope="module")
+def vit_b_sizes():
+    out = {}
+    for name in METHOD_NAMES:
+        model = build_method(name, timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=100))
+        out[name] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return out
+
+
+def test_trainable_parameters_on_vit_b_match_methods_md(vit_b_sizes):
+    assert vit_b_sizes["fact-tt"] == 21_504 + 76_900 == fact_param_count("tt", 12, 768, 8) + 76_900
+    assert vit_b_sizes["fact-tk"] == 30_976 + 76_900 == fact_param_count("tk", 12, 768, 16) + 76_900
+    assert fact_param_count("tt", 12, 768, 8) == 1536 * 8 + 144 * 8**2
+    assert fact_param_count("tk", 12, 768, 16) == 1536 * 16 + 144 * 16 + 16**3
+    assert fact_param_count("tk", 6, 384, 4) == 768 * 4 + 72 * 4 + 4**3  # another depth and width
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_starts_bitwise_at_the_backbone_fp32_and_bf16(method, variant):
+    plain, model = tiny(variant), build_method(method, tiny(variant), None)
+    assert {k for k in model.state_dict() if not k.startswith("fact.")} == set(plain.state_dict())
+    with torch.no_grad():
+        assert torch.equal(model(X), plain(X))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(model(X), plain(X))
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_merge_gives_plain_timm_with_the_same_logits(method, variant):
+    model = build_method(method, tiny(variant), {"scale": 0.5})
+    random_steps(model)
+    assert model.fact["default"].V.weight.abs().sum() > 0
+    with torch.no_grad():
+        want = model(X)
+        assert METHODS.get(method).merge(model)
+        plain = tiny(variant, seed=1)
+        plain.load_state_dict(model.state_dict())  # strict: exactly timm's keys
+        diff = float((plain(X) - want).abs().max())
+    print(f"{method} merge ({variant}): max |logit diff| {diff:.3g}")
+    assert diff <= 1e-5, diff
+    assert not METHODS.get(method).merge(model) and not hasattr(model, "fact")
+    assert "timm" in METHODS.get(method).export_formats()
+
+
+@pytest.mark.parametrize("kind", [FactTT, FactTK])
+def test_updates_are_the_written_formula(kind):
+    """qkv gets [V Cq U h; V Ck U h; V Cv U h]; fc2 gets V sum_m C_m U x_m; TK's cores are Core x Pm."""
+    torch.manual_seed(0)
+    f = kind(dim=6, depth=2, k=4, rank=3, scale=0.7, dropout=0.0)
+    with torch.no_grad():
+        f.V.weight.normal_()
+        h, x = torch.randn(5, 6), torch.randn(5, 24)
+        u, vw = f.U.weight, f.V.weight
+        if kind is FactTK:
+            cores = torch.einsum("abi,ij->jab", f.core, f.factors[:, 12:24])  # block 1's 12 cores, u -> u @ C_j
+        else:
+            cores = [w.T for w in f.blocks[1].qkv.chunk(3)] + [f.blocks[1].proj.T] + [None] * 4
+            cores += [w.T for w in f.blocks[1].fc2.chunk(4, dim=1)]
+        want_qkv = torch.cat([0.7 * (h @ u.T @ cores[j]) @ vw.T for j in range(3)], dim=-1)
+        torch.testing.assert_close(f.delta(1, "qkv", h), want_qkv)
+        want_fc2 = 0.7 * sum(x[:, 6 * m : 6 * m + 6] @ u.T @ cores[8 + m] for m in range(4)) @ vw.T
+        torch.testing.assert_close(f.delta(1, "fc2", x), want_fc2)
+        for site, inp in (("qkv", h), ("fc1", h), ("fc2", x), ("proj", h)):
+            torch.testing.assert_close(f.delta(1, site, inp).double(), inp.double() @ f.delta_weight(1, site).T)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_only_fact_tensors_and_head_train(method):
+    model = build_method(method, tiny(), None)
+    names = trainable_names(model)
+    assert names[:2] == ["head.weight", "head.bias"] and all(n.startswith("fact.default.") for n in names[2:])
+    if method == "fact-tk":
+        assert names[2:] == [
+            "fact.default.core",
+            "fact.default.factors",
+            "fact.default.U.weight",
+            "fact.default.V.weight",
+        ]
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    random_steps(model, 1)
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    assert METHODS.get(method).defaults == {"lr": 1e-3, "weight_decay": 1e-4}
+
+
+def test_export_as_a_timm_folder(tiny_run, tmp_path):
+    run_dir, model = tiny_run(tmp_path / "tk", "fact-tk", {"rank": 4}, backbone=TINY_VIT_TIMM)
+    out = tmp_path / "exported"
+    assert main(["export", str(run_dir), "--format", "timm", "--out", str(out)]) == 0
+    exported = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    with torch.no_grad():
+        assert float((exported(X) - model(X)).abs().max()) <= 1e-5
+
+
+def test_tt_and_tk_tasks_share_a_backbone_exactly(tiny_run, tmp_path):
+    a, model_a = tiny_run(tmp_path / "a", "fact-tt", {"rank": 4})
+    b, model_b = tiny_run(tmp_path / "b", "fact-tk", {"rank": 6, "scale": 0.5})
+    c, model_c = tiny_run(tmp_path / "c", "fact-tt", {"rank": 2})
+    mt = MultiTaskModel.from_files([a / ADAPTER_FILE, b / ADAPTER_FILE, c / ADAPTER_FILE], names=["a", "b", "c"])
+    with torch.no_grad():
+        want = {"a": model_a(X), "b": model_b(X), "c": model_c(X)}
+        for name in ["a", "b", "c", "a", "c"]:
+            mt.set_active(name)
+            assert torch.equal(mt(X), want[name]), name
+        for name in ["a", "b"]:
+            mt.remove_task(name)
+        mt.set_active("c")
+        assert torch.equal(mt(X), want["c"])
+        mt.remove_task("c")
+        assert FactSets.of(mt.backbone) is None  # the last set takes the container and its hooks with it
+        assert not any(m._forward_hooks for m in mt.backbone.modules())
+
+
+class _Stop(Exception):
+    pass
+
+
+class _StopAt:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_train_start(self, total_steps, steps_per_epoch, start_step):
+        pass
+
+    def on_step(self, step, loss, lr):
+        if step + 1 == self.n:
+            raise _Stop
+
+    def on_epoch_end(self, metrics):
+        pass
+
+
+def test_resume_after_one_epoch_is_bitwise(tmp_path, one_thread):
+    folder = make_image_folder(tmp_path / "data", n_classes=2, n_train=8, n_test=2, size=36)
+
+    def cfg(out):  # 14 train images, batch 7: 2 steps per epoch; dropout draws from the restored RNG
+        return RunConfig.from_dict(
+            {
+                "backbone": TINY_VIT,
+                "data": {"name": "imagefolder", "root": str(folder), "num_workers": 0},
+                "method": "fact-tk",
+                "adapter": {"rank": 4, "dropout": 0.5},
+                "train": {"epochs": 2, "batch_size": 7, "seed": 3, "device": "cpu"},
+                "out_dir": str(out),
+            }
+        )
+
+    run(cfg(tmp_path / "ref"))
+    with pytest.raises(_Stop):
+        run(cfg(tmp_path / "res"), [_StopAt(3)])  # stopped in epoch 2, after the epoch-1 checkpoint
+    run(cfg(tmp_path / "res"), resume=True)
+    ta, _ = load_tensors(tmp_path / "ref" / ADAPTER_FILE)
+    tb, _ = load_tensors(tmp_path / "res" / ADAPTER_FILE)
+    assert ta.keys() == tb.keys() and ta["fact.default.V.weight"].any()
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert json.loads((tmp_path / "res" / "summary.json").read_text())["status"] == "success"

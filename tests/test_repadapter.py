@@ -1,0 +1,174 @@
+"""RepAdapter (methods/repadapter.py): zero-init linear adapters before attention and the MLP; exact start, and a
+merge into qkv / fc1 that leaves the plain timm architecture with the same logits."""
+
+import json
+
+import pytest
+import timm
+import torch
+
+from adaptertune.cli import main
+from adaptertune.config import RunConfig
+from adaptertune.engine import load_tensors
+from adaptertune.errors import ConfigError
+from adaptertune.methods import METHODS, build_method
+from adaptertune.methods.repadapter import RepAdapter, RepAdapterOptions, repadapter_param_count
+from adaptertune.multitask import MultiTaskModel
+from adaptertune.runs import ADAPTER_FILE, run
+from helpers import TINY_VIT, TINY_VIT_TIMM, make_image_folder, trainable_names
+
+X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+VARIANTS = {
+    "cls": {},
+    "avg": {"global_pool": "avg", "class_token": False},
+    "reg": {"reg_tokens": 4},
+    "layerscale": {"init_values": 1e-5},
+}
+
+
+def tiny(variant: str = "cls", seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return timm.create_model(
+        TINY_VIT_TIMM["name"], **TINY_VIT_TIMM["args"], **VARIANTS[variant], num_classes=10
+    ).eval()
+
+
+def random_steps(model: torch.nn.Module, n: int = 3) -> None:
+    """A few AdamW steps on a random objective, so every branch is non-zero."""
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(n):
+        opt.zero_grad()
+        model(X).pow(2).mean().backward()
+        opt.step()
+    model.eval()
+
+
+def test_trainable_parameters_on_vit_b_match_methods_md():
+    model = build_method("repadapter", timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=100))
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert n == 239_808 + 76_900 == repadapter_param_count(12, 768, 8) + 76_900
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_starts_bitwise_at_the_backbone_fp32_and_bf16(variant):
+    plain, model = tiny(variant), build_method("repadapter", tiny(variant), None)
+    assert {k for k in model.state_dict() if ".repadapter_" not in k} == set(plain.state_dict())
+    with torch.no_grad():
+        assert torch.equal(model(X), plain(X))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(model(X), plain(X))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_merge_gives_plain_timm_with_the_same_logits(variant):
+    model = build_method("repadapter", tiny(variant), {"scale": 0.5})
+    random_steps(model)
+    assert model.blocks[0].repadapter_attn["default"].B.weight.abs().sum() > 0
+    with torch.no_grad():
+        want = model(X)
+        assert METHODS.get("repadapter").merge(model)
+        plain = tiny(variant, seed=1)
+        plain.load_state_dict(model.state_dict())  # strict: exactly timm's keys
+        diff = float((plain(X) - want).abs().max())
+    print(f"repadapter merge ({variant}): max |logit diff| {diff:.3g}")
+    assert diff <= 1e-5, diff
+    assert not METHODS.get("repadapter").merge(model)  # nothing left
+    assert "timm" in METHODS.get("repadapter").export_formats()
+
+
+def test_the_grouped_conv_is_the_block_diagonal_matrix():
+    ad = RepAdapter(12, 4, groups=2, scale=2.0, dropout=0.0)
+    with torch.no_grad():
+        for p in ad.parameters():
+            p.normal_()
+        h = torch.randn(3, 5, 12)
+        m, c = ad.as_affine()
+        torch.testing.assert_close(ad(h).double(), h.double() @ m.T + c, rtol=1e-5, atol=1e-5)
+        # output rows 0..5 of B read only bottleneck inputs 0..1, rows 6..11 only inputs 2..3
+        b_only = (m - torch.eye(12, dtype=torch.float64)) / 2.0  # B A
+        w = ad.B.weight.double()[..., 0]
+        want = torch.cat([w[:6] @ ad.A.weight.double()[:2], w[6:] @ ad.A.weight.double()[2:]])
+        torch.testing.assert_close(b_only, want)
+
+
+def test_options_and_trainable_tensors():
+    with pytest.raises(ConfigError, match="multiple of `adapter.groups`"):
+        RepAdapterOptions(rank=5, groups=2)
+    model = build_method("repadapter", tiny(), {"placement": [11]})
+    names = trainable_names(model)
+    slots = ("repadapter_attn", "repadapter_mlp")
+    tensors = ("A.weight", "A.bias", "B.weight", "B.bias")
+    assert names == [*(f"blocks.11.{s}.default.{t}" for s in slots for t in tensors), "head.weight", "head.bias"]
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    random_steps(model, 1)
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    assert METHODS.get("repadapter").defaults == {"lr": 1e-3, "weight_decay": 1e-4}
+
+
+def test_export_as_a_timm_folder(tiny_run, tmp_path):
+    run_dir, model = tiny_run(tmp_path / "rep", "repadapter", {"rank": 4}, backbone=TINY_VIT_TIMM)
+    out = tmp_path / "exported"
+    assert main(["export", str(run_dir), "--format", "timm", "--out", str(out)]) == 0
+    exported = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    with torch.no_grad():
+        assert float((exported(X) - model(X)).abs().max()) <= 1e-5
+
+
+def test_two_tasks_share_a_backbone_exactly(tiny_run, tmp_path):
+    a, model_a = tiny_run(tmp_path / "a", "repadapter", {"rank": 4})
+    b, model_b = tiny_run(tmp_path / "b", "repadapter", {"placement": "last:3", "scale": 5.0})
+    mt = MultiTaskModel.from_files([a / ADAPTER_FILE, b / ADAPTER_FILE], names=["a", "b"])
+    with torch.no_grad():
+        want = {"a": model_a(X), "b": model_b(X)}
+        for name in ["a", "b", "a"]:
+            mt.set_active(name)
+            assert torch.equal(mt(X), want[name]), name
+        mt.remove_task("a")
+        mt.set_active("b")
+        assert torch.equal(mt(X), want["b"])
+
+
+class _Stop(Exception):
+    pass
+
+
+class _StopAt:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_train_start(self, total_steps, steps_per_epoch, start_step):
+        pass
+
+    def on_step(self, step, loss, lr):
+        if step + 1 == self.n:
+            raise _Stop
+
+    def on_epoch_end(self, metrics):
+        pass
+
+
+def test_resume_after_one_epoch_is_bitwise(tmp_path, one_thread):
+    folder = make_image_folder(tmp_path / "data", n_classes=2, n_train=8, n_test=2, size=36)
+
+    def cfg(out):  # 14 train images, batch 7: 2 steps per epoch; dropout draws from the restored RNG
+        return RunConfig.from_dict(
+            {
+                "backbone": TINY_VIT,
+                "data": {"name": "imagefolder", "root": str(folder), "num_workers": 0},
+                "method": "repadapter",
+                "adapter": {"rank": 4, "placement": "last:3", "dropout": 0.5},
+                "train": {"epochs": 2, "batch_size": 7, "seed": 3, "device": "cpu"},
+                "out_dir": str(out),
+            }
+        )
+
+    run(cfg(tmp_path / "ref"))
+    with pytest.raises(_Stop):
+        run(cfg(tmp_path / "res"), [_StopAt(3)])  # stopped in epoch 2, after the epoch-1 checkpoint
+    run(cfg(tmp_path / "res"), resume=True)
+    ta, _ = load_tensors(tmp_path / "ref" / ADAPTER_FILE)
+    tb, _ = load_tensors(tmp_path / "res" / ADAPTER_FILE)
+    assert ta.keys() == tb.keys() and any(".B.weight" in k and ta[k].any() for k in ta)
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert json.loads((tmp_path / "res" / "summary.json").read_text())["status"] == "success"
