@@ -22,10 +22,11 @@ from torch import nn
 from ..config_checks import _as_float, _as_int, _check_placement_syntax, parse_placement
 from ..errors import CheckpointError, ConfigError
 from ..vit import backbone_blocks, backbone_width, head_parameter_names
-from .adapter import DEFAULT_SET, Adapter, AdapterMethod, AdapterSlot, load_adapter_state_dict
+from .adapter import Adapter, AdapterMethod, AdapterSlot, load_adapter_state_dict
 from .adapter.method import _adapter_keys
 from .flops import ViTGeometry
 from .registry import register_method
+from .slots import DEFAULT_SET
 
 __all__ = [
     "AdapterPlus",
