@@ -8,6 +8,7 @@ with their own modules per task attach to a backbone.
 from . import head, full, adapter  # noqa: E402,F401,I001  (the paper's three, registered in this order)
 from . import bitfit, linear_probe, lora, parallel  # noqa: E402,F401  (register the baselines)
 from . import vpt  # noqa: E402,F401
+from . import convpass  # noqa: E402,F401
 from .registry import (
     METHODS,
     FitContext,
