@@ -9,6 +9,7 @@ from . import head, full, adapter  # noqa: E402,F401,I001  (the paper's three, r
 from . import bitfit, linear_probe, lora, parallel  # noqa: E402,F401  (register the baselines)
 from . import vpt  # noqa: E402,F401
 from . import convpass  # noqa: E402,F401
+from . import bottleneck  # noqa: E402,F401
 from .registry import (
     METHODS,
     FitContext,
