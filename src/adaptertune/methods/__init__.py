@@ -15,6 +15,9 @@ from . import dora  # noqa: E402,F401
 from . import adapter_plus  # noqa: E402,F401
 from . import repadapter  # noqa: E402,F401
 from . import fact  # noqa: E402,F401
+from . import vpt  # noqa: E402,F401
+from . import convpass  # noqa: E402,F401
+from . import bottleneck  # noqa: E402,F401
 from .registry import (
     METHODS,
     FitContext,

@@ -1,0 +1,265 @@
+"""Convpass (Jie and Deng, 2022): a convolutional bottleneck beside the attention and beside the MLP of every block.
+
+For a timm ViT block (``h = norm1(x)``, ``g = norm2(x1)``)::
+
+    x1 = x  + dp1(ls1(attn(h))) + dp1'(s * CP(h))
+    x2 = x1 + dp2(ls2(mlp(g)))  + dp2'(s * CP'(g))
+    CP = up . dropout . QGELU . conv3x3 . QGELU . down          QGELU(z) = z * sigmoid(1.702 z)
+
+The branch is added outside the LayerScale (as METHODS.md's ``x1 = x + a + s CP(h)`` and the original code, which
+has no LayerScale), and through the block's own drop-path module drawn separately (``dp1'``: the original calls
+``drop_path`` on the branch on its own). The 3x3 convolution runs over the patch grid; the prefix tokens (class,
+register) go through the same convolution as 1x1 images (the centre tap). Init: ``down`` Xavier-uniform, zero bias;
+the convolution the identity on its centre tap (``conv_init: identity``, zero bias; the original's default, which
+it also offers as Xavier-uniform: ``conv_init: xavier``); ``up`` zero, so the model starts exactly at the
+backbone's logits. Not mergeable (the activations are non-linear).
+
+Hooks: a forward pre-hook on ``block.attn`` (``block.mlp``) keeps its input ``h`` (``g``); a forward hook on
+``block.drop_path1`` (``drop_path2``) adds the branch. A block's sets live in ``block.convpass``
+(:class:`ConvpassSlot`), so the backbone's ``state_dict`` keys never change and tasks share one backbone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config_checks import _as_choice, _as_float, _as_int
+from ..errors import CheckpointError, ConfigError
+from ..vit import backbone_blocks, backbone_width, head_parameter_names, patch_tokens
+from .registry import Method, register_method
+from .slots import BlockSlot
+
+__all__ = ["ConvpassBranch", "ConvpassMethod", "ConvpassOptions", "ConvpassPair", "ConvpassSlot", "quick_gelu"]
+
+DEFAULT_SET = "default"
+CONV_INITS = ("identity", "xavier")
+_HOOKED = ("norm1", "attn", "drop_path1", "norm2", "mlp", "drop_path2")  # the timm Block parts the hooks need
+
+
+@dataclass
+class ConvpassOptions:
+    """Convpass's options (YAML/CLI ``adapter.*``).
+
+    Args:
+        rank: bottleneck width r (the convolution's channels).
+        scale: s, the branch's output scale. The original code's default is 1 (its per-dataset VTAB configs pick
+            0.01, 0.1, 1 or 10).
+        dropout: dropout before the up-projection during training.
+        conv_init: ``identity`` (the centre tap is the identity) or ``xavier``.
+    """
+
+    rank: int = 8
+    scale: float = 1.0
+    dropout: float = 0.1
+    conv_init: str = "identity"
+
+    def __post_init__(self) -> None:
+        self.rank = _as_int("adapter.rank", self.rank, minimum=1)
+        self.scale = _as_float("adapter.scale", self.scale)
+        self.dropout = _as_float("adapter.dropout", self.dropout, minimum=0.0)
+        if self.dropout >= 1:
+            raise ConfigError(f"`adapter.dropout` must be in [0, 1), got {self.dropout:g}.")
+        self.conv_init = _as_choice("adapter.conv_init", self.conv_init, CONV_INITS)
+
+
+def quick_gelu(z: torch.Tensor) -> torch.Tensor:
+    """``z * sigmoid(1.702 z)`` (CLIP's QuickGELU, the original's activation)."""
+    return z * torch.sigmoid(1.702 * z)
+
+
+class ConvpassBranch(nn.Module):
+    """``CP``: tokens (B, T, D) -> (B, T, D); the T - prefix patch tokens form a ``grid`` for the 3x3 convolution."""
+
+    def __init__(
+        self, dim: int, rank: int, grid: tuple[int, int], prefix: int, dropout: float, conv_init: str
+    ) -> None:
+        super().__init__()
+        self.grid, self.prefix = tuple(grid), prefix
+        self.down = nn.Linear(dim, rank)
+        self.conv = nn.Conv2d(rank, rank, 3, padding=1)
+        self.drop = nn.Dropout(dropout)
+        self.up = nn.Linear(rank, dim)
+        nn.init.xavier_uniform_(self.down.weight)
+        nn.init.zeros_(self.down.bias)
+        if conv_init == "identity":
+            nn.init.zeros_(self.conv.weight)
+            with torch.no_grad():
+                self.conv.weight[:, :, 1, 1] = torch.eye(rank)
+        else:
+            nn.init.xavier_uniform_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        nn.init.zeros_(self.up.weight)  # the branch adds exactly 0 at step 0
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        (b, t, _), (gh, gw), p = h.shape, self.grid, self.prefix
+        if t - p != gh * gw:
+            raise ConfigError(
+                f"Convpass was built for a {gh}x{gw} patch grid + {p} prefix tokens, got {t} tokens; build it for "
+                "the image size it runs at."
+            )
+        z = quick_gelu(self.down(h))  # (B, T, r)
+        r = z.shape[-1]
+        patches = self.conv(z[:, p:].reshape(b, gh, gw, r).permute(0, 3, 1, 2))  # (B, r, gh, gw)
+        parts = [patches.permute(0, 2, 3, 1).reshape(b, gh * gw, r)]
+        if p:  # each prefix token as a 1x1 image: the centre tap
+            parts.insert(0, self.conv(z[:, :p].reshape(b * p, r, 1, 1)).reshape(b, p, r))
+        z = torch.cat(parts, dim=1) if p else parts[0]
+        return self.up(self.drop(quick_gelu(z)))
+
+    def extra_repr(self) -> str:
+        return f"grid={self.grid}, prefix={self.prefix}"
+
+
+class ConvpassPair(nn.Module):
+    """One task's two branches in one block: ``attn`` (on ``norm1``'s output) and ``mlp`` (on ``norm2``'s)."""
+
+    def __init__(self, dim: int, grid: tuple[int, int], prefix: int, options: ConvpassOptions) -> None:
+        super().__init__()
+        self.scale = options.scale
+        args = (dim, options.rank, grid, prefix, options.dropout, options.conv_init)
+        self.attn, self.mlp = ConvpassBranch(*args), ConvpassBranch(*args)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:g}"
+
+
+class _Hooks:
+    """Several hook handles removed as one (a slot that hooks several parts of its block)."""
+
+    def __init__(self, *handles) -> None:
+        self.handles = handles
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+class ConvpassSlot(BlockSlot):
+    """Convpass sets of one block (``block.convpass``): the active one's branches beside the attention and MLP."""
+
+    attr = "convpass"
+    kind = "convpass"
+
+    def __init__(self, block: nn.Module) -> None:
+        nn.ModuleDict.__init__(self)
+        self.active: str | None = None
+        self._inputs: dict[str, torch.Tensor] = {}  # h and g of the running forward, until their branch is added
+        self._handle = _Hooks(
+            block.attn.register_forward_pre_hook(self._keeper("attn")),
+            block.drop_path1.register_forward_hook(self._adder("attn")),
+            block.mlp.register_forward_pre_hook(self._keeper("mlp")),
+            block.drop_path2.register_forward_hook(self._adder("mlp")),
+        )
+
+    @classmethod
+    def hook_target(cls, block: nn.Module) -> nn.Module:
+        if missing := [n for n in _HOOKED if not isinstance(getattr(block, n, None), nn.Module)]:
+            raise ConfigError(
+                f"Block {type(block).__name__} has no {', '.join(missing)}; Convpass needs a timm ViT block."
+            )
+        return block
+
+    def _keeper(self, which: str):
+        def keep(module: nn.Module, args: tuple) -> None:
+            if self.active is not None:
+                self._inputs[which] = args[0]
+
+        return keep
+
+    def _adder(self, which: str):
+        def add(drop_path: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+            if self.active is None:
+                return out
+            pair = self[self.active]
+            branch = getattr(pair, which)(self._inputs.pop(which)) * pair.scale
+            return out + drop_path.forward(branch).to(out.dtype)  # .forward: a draw of its own, no hook re-entry
+
+        return add
+
+
+def convpass_sets(model: nn.Module, options: ConvpassOptions) -> dict[int, ConvpassPair]:
+    """Block index -> that block's :class:`ConvpassPair` for one task (fresh init, on the block's device and mode)."""
+    blocks = backbone_blocks(model)
+    d = backbone_width(model)
+    grid, tokens = getattr(getattr(model, "patch_embed", None), "grid_size", None), patch_tokens(model)
+    if grid is None or tokens is None:
+        raise ConfigError(f"Convpass needs a patch grid (`patch_embed.grid_size`); {type(model).__name__} has none.")
+    if options.rank > d:
+        raise ConfigError(f"`adapter.rank` {options.rank} is larger than the backbone width {d}; use 1..{d}.")
+    return {
+        i: ConvpassPair(d, grid, tokens.prefix, options).to(next(b.parameters()).device).train(b.training)
+        for i, b in enumerate(blocks)
+    }
+
+
+class ConvpassMethod(Method):
+    """Convpass at rank 8 (default): two branches per block, 2L(2Dr + 9r^2 + 2r + D) parameters, 327,552 on
+    ViT-B/16. Scale s = 1 by default (the original code's default)."""
+
+    name = "convpass"
+    description = "Convpass: frozen backbone + zero-init conv bottlenecks beside attention and MLP (rank 8) + head"
+    options = ConvpassOptions
+    defaults = {"lr": 1e-3, "weight_decay": 1e-4}  # the original's AdamW recipe; Mai et al.'s grid around it
+    lr_grid = (1e-3, 3e-3, 1e-2)
+    shares_backbone = True
+
+    def build(self, model: nn.Module, options: ConvpassOptions) -> nn.Module:
+        ConvpassSlot.attach(model, DEFAULT_SET, convpass_sets(model, options))
+        ConvpassSlot.activate(model, DEFAULT_SET)
+        head = set(head_parameter_names(model))
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in head or f".{ConvpassSlot.attr}.{DEFAULT_SET}." in n)
+        return model
+
+    def attach(
+        self, backbone: nn.Module, task: str, options: ConvpassOptions, tensors: dict[str, torch.Tensor], source: str
+    ) -> None:
+        try:
+            ConvpassSlot.attach(backbone, task, convpass_sets(backbone, options))
+        except ConfigError as e:
+            raise ConfigError(f"Task '{task}' ({source}): {e}") from None
+        try:
+            _load_set(backbone, ConvpassSlot, task, tensors)
+        except CheckpointError as e:
+            ConvpassSlot.detach(backbone, task)
+            raise CheckpointError(f"'{source}': {e}") from None
+
+    def activate(self, backbone: nn.Module, task: str | None) -> None:
+        ConvpassSlot.activate(backbone, task)
+
+    def detach(self, backbone: nn.Module, task: str) -> None:
+        ConvpassSlot.detach(backbone, task)
+
+
+def _load_set(model: nn.Module, slot: type[BlockSlot], name: str, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy a file's ``blocks.{i}.{attr}.{set}.{tensor}`` into set ``name`` (keys and shapes must match)."""
+    blocks = backbone_blocks(model)
+    want = {
+        f"{i}.{k}": p
+        for i in slot.blocks_of(model, name)
+        for k, p in blocks[i].get_submodule(slot.attr)[name].named_parameters()
+    }
+    got = {}
+    for k, v in tensors.items():
+        parts = k.split(".")
+        if len(parts) < 5 or parts[0] != "blocks" or parts[2] != slot.attr:
+            raise CheckpointError(f"it holds '{k}', not a {slot.kind} tensor of a timm ViT block.")
+        got[f"{parts[1]}.{'.'.join(parts[4:])}"] = v
+    if set(got) != set(want):
+        extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
+        raise CheckpointError(
+            f"its {slot.kind} tensors do not match the options: unexpected {extra[:3]}, missing {missing[:3]}."
+        )
+    for k, v in got.items():
+        if v.shape != want[k].shape:
+            raise CheckpointError(f"'{k}' is {tuple(v.shape)} in the file, {tuple(want[k].shape)} in the model.")
+    with torch.no_grad():
+        for k, v in got.items():
+            want[k].copy_(v)
+
+
+register_method(ConvpassMethod())

@@ -1,0 +1,240 @@
+"""Visual Prompt Tuning (Jia et al., ECCV 2022): N learned prompt tokens in the token sequence of a frozen ViT.
+
+``vpt-shallow`` inserts one set of prompts after the prefix tokens (class and register tokens) at the input of
+block 0 and carries them through every block: ``[prefix, P, patches]``. ``vpt-deep`` inserts a set at block 0
+and, before every later block ``i``, replaces the prompt positions (the previous block's prompt outputs, which
+are discarded) with block ``i``'s own set.
+
+After the last block the prompt tokens are dropped, so the final norm, the pooling and the head read exactly the
+tokens of the plain model: the class token, or with ``global_pool='avg'`` the mean over the patch tokens only
+(timm's ``avg`` pooling skips the prefix; the prompts are gone by then, so they are excluded too). The final
+norm acts per token, so dropping the prompts before it equals dropping them after it.
+
+Init: ``U(-v, v)`` with ``v = sqrt(6 / (patch_dim + D))``, ``patch_dim = 3 * patch_h * patch_w`` (Xavier-uniform
+over the patch embedding's fan-in and the width; 0.0625 on ViT-B/16). Dropout on the prompt tokens each time
+they enter (Mai et al. use 0.1, the original code 0). With prompts in the sequence every token attends to them,
+so the model does not start at the backbone's logits. Not mergeable.
+
+Everything runs in forward hooks on the blocks (the prompts of one task in one block are a set of the block's
+:class:`PromptSlot`), so the backbone's ``state_dict`` keys never change (a set's tensors appear under
+``blocks.{i}.prompts.{set}.tokens``) and tasks with their own prompts share one backbone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..config_checks import _as_float, _as_int
+from ..errors import CheckpointError, ConfigError
+from ..vit import backbone_blocks, backbone_width, head_parameter_names, patch_tokens
+from .registry import Method, register_method
+from .slots import BlockSlot
+
+__all__ = ["BlockPrompts", "PromptSlot", "VPTDeepMethod", "VPTOptions", "VPTShallowMethod", "prompt_bound"]
+
+DEFAULT_SET = "default"
+
+
+@dataclass
+class VPTOptions:
+    """VPT's options (YAML/CLI ``adapter.*``).
+
+    Args:
+        prompts: prompt tokens N per set (shallow: one set; deep: one set per block).
+        dropout: dropout on the prompt tokens during training.
+    """
+
+    prompts: int = 10
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.prompts = _as_int("adapter.prompts", self.prompts, minimum=1)
+        self.dropout = _as_float("adapter.dropout", self.dropout, minimum=0.0)
+        if self.dropout >= 1:
+            raise ConfigError(f"`adapter.dropout` must be in [0, 1), got {self.dropout:g}.")
+
+
+def prompt_bound(patch_dim: int, width: int) -> float:
+    """The init range v of ``U(-v, v)``: ``sqrt(6 / (patch_dim + width))`` (0.0625 for ViT-B/16)."""
+    return math.sqrt(6.0 / (patch_dim + width))
+
+
+class BlockPrompts(nn.Module):
+    """One task's prompts at one block: ``enter`` inserts or replaces them before the block, ``leave`` drops them
+    after it (the last block).
+
+    Args:
+        n: prompt tokens N.
+        dim: token width D.
+        prefix: class / register tokens before the prompts.
+        mode: ``insert`` (block 0), ``replace`` (deep, later blocks) or ``keep`` (no tensor: shallow's last block).
+        drop_after: remove the N prompt tokens from the block's output.
+        dropout: dropout on the entering prompts.
+        bound: init range v.
+    """
+
+    def __init__(
+        self, n: int, dim: int, prefix: int, mode: str, drop_after: bool, dropout: float, bound: float
+    ) -> None:
+        super().__init__()
+        self.n, self.prefix, self.mode, self.drop_after = n, prefix, mode, drop_after
+        self.tokens = nn.Parameter(torch.empty(n, dim).uniform_(-bound, bound)) if mode != "keep" else None
+        self.drop = nn.Dropout(dropout)
+
+    def enter(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, T + N, D) (insert) or (B, T, D) with the prompt positions replaced."""
+        if self.tokens is None:
+            return x
+        p = self.drop(self.tokens.to(x.dtype).expand(x.shape[0], -1, -1))  # (B, N, D): a mask per image
+        skip = self.n if self.mode == "replace" else 0
+        return torch.cat([x[:, : self.prefix], p, x[:, self.prefix + skip :]], dim=1)
+
+    def leave(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T + N, D) -> (B, T, D): the prompt tokens dropped (the last block only)."""
+        if not self.drop_after:
+            return x
+        return torch.cat([x[:, : self.prefix], x[:, self.prefix + self.n :]], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, prefix={self.prefix}, mode={self.mode}, drop_after={self.drop_after}"
+
+
+class _Hooks:
+    """Several hook handles removed as one (a slot whose sets act before and after its block)."""
+
+    def __init__(self, *handles) -> None:
+        self.handles = handles
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+class PromptSlot(BlockSlot):
+    """Prompt sets of one block (``block.prompts``): the active one enters before the block (a forward pre-hook)
+    and leaves after it (a forward hook)."""
+
+    attr = "prompts"
+    kind = "prompt"
+
+    def __init__(self, block: nn.Module) -> None:
+        nn.ModuleDict.__init__(self)
+        self.active: str | None = None
+        self._handle = _Hooks(block.register_forward_pre_hook(self._enter), block.register_forward_hook(self._hook))
+
+    def _enter(self, module: nn.Module, args: tuple) -> tuple | None:
+        return None if self.active is None else (self[self.active].enter(args[0]), *args[1:])
+
+    def run(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return module.leave(output)
+
+
+def prompt_sets(model: nn.Module, options: VPTOptions, deep: bool) -> dict[int, BlockPrompts]:
+    """Block index -> that block's :class:`BlockPrompts` for one task (fresh init, on the block's device)."""
+    blocks = backbone_blocks(model)
+    tokens = patch_tokens(model)
+    if tokens is None:
+        raise ConfigError(
+            f"VPT needs a convolutional patch embedding (`patch_embed.proj`) to size its init; "
+            f"{type(model).__name__} has none."
+        )
+    d, last = backbone_width(model), len(blocks) - 1
+    bound = prompt_bound(tokens.patch_dim, d)
+
+    def make(i: int, mode: str) -> BlockPrompts:
+        m = BlockPrompts(options.prompts, d, tokens.prefix, mode, i == last, options.dropout, bound)
+        return m.to(next(blocks[i].parameters()).device).train(blocks[i].training)  # the block's mode
+
+    if deep:
+        return {i: make(i, "insert" if i == 0 else "replace") for i in range(len(blocks))}
+    return {0: make(0, "insert"), **({last: make(last, "keep")} if last > 0 else {})}
+
+
+class _VPTMethod(Method):
+    """Shallow and deep VPT: the same slot and options; ``deep`` says which blocks get a set of their own."""
+
+    options = VPTOptions
+    defaults = {"lr": 1e-3, "weight_decay": 1e-4}  # Mai et al.'s grid: lr {1e-3, 1e-2} x wd {1e-4, 1e-3}
+    lr_grid = (1e-3, 3e-3, 1e-2)
+    shares_backbone = True
+    deep: ClassVar[bool] = False
+
+    def build(self, model: nn.Module, options: VPTOptions) -> nn.Module:
+        PromptSlot.attach(model, DEFAULT_SET, prompt_sets(model, options, self.deep))
+        PromptSlot.activate(model, DEFAULT_SET)
+        head = set(head_parameter_names(model))
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in head or f".{PromptSlot.attr}.{DEFAULT_SET}." in n)
+        return model
+
+    def attach(
+        self, backbone: nn.Module, task: str, options: VPTOptions, tensors: dict[str, torch.Tensor], source: str
+    ) -> None:
+        try:
+            PromptSlot.attach(backbone, task, prompt_sets(backbone, options, self.deep))
+        except ConfigError as e:
+            raise ConfigError(f"Task '{task}' ({source}): {e}") from None
+        try:
+            _load_set(backbone, PromptSlot, task, tensors)
+        except CheckpointError as e:
+            PromptSlot.detach(backbone, task)
+            raise CheckpointError(f"'{source}': {e}") from None
+
+    def activate(self, backbone: nn.Module, task: str | None) -> None:
+        PromptSlot.activate(backbone, task)
+
+    def detach(self, backbone: nn.Module, task: str) -> None:
+        PromptSlot.detach(backbone, task)
+
+
+def _load_set(model: nn.Module, slot: type[BlockSlot], name: str, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy a file's ``blocks.{i}.{attr}.{set}.{tensor}`` into set ``name`` (keys and shapes must match)."""
+    blocks = backbone_blocks(model)
+    want = {
+        f"{i}.{k}": p
+        for i in slot.blocks_of(model, name)
+        for k, p in blocks[i].get_submodule(slot.attr)[name].named_parameters()
+    }
+    got = {}
+    for k, v in tensors.items():
+        parts = k.split(".")
+        if len(parts) < 5 or parts[0] != "blocks" or parts[2] != slot.attr:
+            raise CheckpointError(f"it holds '{k}', not a {slot.kind} tensor of a timm ViT block.")
+        got[f"{parts[1]}.{'.'.join(parts[4:])}"] = v
+    if set(got) != set(want):
+        extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
+        raise CheckpointError(
+            f"its {slot.kind} tensors do not match the options: unexpected {extra[:3]}, missing {missing[:3]}."
+        )
+    for k, v in got.items():
+        if v.shape != want[k].shape:
+            raise CheckpointError(f"'{k}' is {tuple(v.shape)} in the file, {tuple(want[k].shape)} in the model.")
+    with torch.no_grad():
+        for k, v in got.items():
+            want[k].copy_(v)
+
+
+class VPTShallowMethod(_VPTMethod):
+    """VPT-shallow: N prompts (default 10) after the prefix tokens at the input, kept through every block.
+    N * D parameters: 7,680 on ViT-B/16 at N=10."""
+
+    name = "vpt-shallow"
+    description = "VPT-shallow: frozen backbone + N learned prompt tokens at the input (default 10) + head"
+
+
+class VPTDeepMethod(_VPTMethod):
+    """VPT-deep: a fresh set of N prompts (default 10) before every block. L * N * D parameters: 92,160 on
+    ViT-B/16 at N=10, 460,800 at N=50."""
+
+    name = "vpt-deep"
+    description = "VPT-deep: frozen backbone + N learned prompt tokens before every block (default 10) + head"
+    deep = True
+
+
+register_method(VPTShallowMethod())
+register_method(VPTDeepMethod())
