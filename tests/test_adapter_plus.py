@@ -16,6 +16,7 @@ from adaptertune.methods.adapter_plus import (
     AdapterPlusSlot,
     adapter_plus_param_count,
 )
+from adaptertune.methods.flops import step_flops, vit_geometry
 from adaptertune.multitask import MultiTaskModel
 from adaptertune.runs import ADAPTER_FILE, run
 from helpers import TINY_VIT, TINY_VIT_TIMM, make_image_folder, trainable_names
@@ -120,7 +121,18 @@ def test_only_adapters_and_head_train_and_the_backbone_stays():
     opt.step()
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
     assert METHODS.get("adapter-plus").defaults == {"lr": 1e-3, "weight_decay": 1e-4}
-    assert METHODS.get("adapter-plus").step_flops(None, AdapterPlusOptions()) is None
+
+
+def test_cost_is_adaptertunes_bottleneck_with_a_free_scale():
+    """FLOPs: AdapterTune's matmuls at the same rank and placement (the scale c is elementwise); the parameter
+    formula adds c; the cache prefix ends at the first placed block."""
+    info, options = METHODS.get("adapter-plus"), AdapterPlusOptions(rank=4, placement="last:2")
+    model = build_method("adapter-plus", tiny(), options)
+    geom = vit_geometry(model)
+    assert info.step_flops(geom, options) == step_flops(geom, "adapter", {"rank": 4, "placement": "last:2"})
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert info.trainable_params(geom, options, 10) == n == 2 * (2 * 192 * 4 + 4 + 2 * 192) + 193 * 10
+    assert info.frozen_prefix(model, options) == 10
 
 
 def test_two_tasks_share_a_backbone_exactly(tiny_run, tmp_path):

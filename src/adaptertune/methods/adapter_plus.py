@@ -20,10 +20,9 @@ from timm.layers import DropPath
 from torch import nn
 
 from ..config_checks import _as_float, _as_int, _check_placement_syntax, parse_placement
-from ..errors import CheckpointError, ConfigError
-from ..vit import backbone_blocks, backbone_width, head_parameter_names
-from .adapter import Adapter, AdapterMethod, AdapterSlot, load_adapter_state_dict
-from .adapter.method import _adapter_keys
+from ..errors import ConfigError
+from ..vit import backbone_blocks, backbone_width
+from .adapter import Adapter, AdapterMethod, AdapterSlot
 from .flops import ViTGeometry
 from .registry import register_method
 from .slots import DEFAULT_SET
@@ -104,25 +103,12 @@ def add_adapter_plus(
     Raises:
         ConfigError: rank larger than the width, bad placement, ``name`` taken, other adapter kinds present.
     """
-    options = options or AdapterPlusOptions()
-    blocks = backbone_blocks(model)
-    d = backbone_width(model)
-    if options.rank > d:
-        raise ConfigError(f"`adapter.rank` {options.rank} is larger than the backbone width {d}; use 1..{d}.")
-    placed = parse_placement(options.placement, len(blocks))
-    device = next(blocks[0].parameters()).device
-    # a new module takes its block's mode: drop-path must stay off when a task joins an eval-mode backbone
-    modules = {i: AdapterPlus(d, options.rank, options.drop_path).to(device).train(blocks[i].training) for i in placed}
-    AdapterPlusSlot.attach(model, name, modules)
-    AdapterPlusSlot.activate(model, name)
-    head = set(head_parameter_names(model))
-    for n, p in model.named_parameters():
-        p.requires_grad_(n in head or f".{AdapterPlusSlot.attr}.{name}." in n)
-    return model
+    return ADAPTER_PLUS.add_set(model, options or AdapterPlusOptions(), name)
 
 
 class AdapterPlusMethod(AdapterMethod):
-    """AdapterTune's method with the Adapter+ module: the same slot attribute, multi-task switch and state dicts.
+    """AdapterTune's method with the Adapter+ module: the same slot attribute, multi-task switch, state dicts,
+    cache prefix (the first placed block) and FLOP sites (a bottleneck at ``out``; the scale is elementwise).
 
     Default size: r = 8 on every block, P = L * (2 D r + r + 2 D) = 165,984 on ViT-B/16 (L = 12, D = 768).
     """
@@ -133,29 +119,21 @@ class AdapterPlusMethod(AdapterMethod):
     defaults = {"lr": 1e-3, "weight_decay": 1e-4}  # Adapters Strike Back's recipe (AdamW, no decay on 1-D)
     slot = AdapterPlusSlot
 
-    def build(self, model: nn.Module, options: AdapterPlusOptions) -> nn.Module:
-        return add_adapter_plus(model, options)
+    def slot_modules(self, model: nn.Module, options: AdapterPlusOptions) -> dict[int, nn.Module]:
+        blocks = backbone_blocks(model)
+        d = backbone_width(model)
+        if options.rank > d:
+            raise ConfigError(f"`adapter.rank` {options.rank} is larger than the backbone width {d}; use 1..{d}.")
+        placed = parse_placement(options.placement, len(blocks))
+        device = next(blocks[0].parameters()).device
+        # a new module takes its block's mode: drop-path must stay off when a task joins an eval-mode backbone
+        return {
+            i: AdapterPlus(d, options.rank, options.drop_path).to(device).train(blocks[i].training) for i in placed
+        }
 
-    def attach(
-        self,
-        backbone: nn.Module,
-        task: str,
-        options: AdapterPlusOptions,
-        tensors: dict[str, torch.Tensor],
-        source: str,
-    ) -> None:
-        try:
-            add_adapter_plus(backbone, options, task)
-        except ConfigError as e:
-            raise ConfigError(f"Task '{task}' ({source}): {e}") from None
-        try:
-            load_adapter_state_dict(backbone, _adapter_keys(tensors, source), name=task)
-        except CheckpointError as e:
-            self.slot.detach(backbone, task)
-            raise CheckpointError(f"'{source}': {e}") from None
-
-    def step_flops(self, geom: ViTGeometry, options: AdapterPlusOptions) -> None:
-        return None  # no formula yet (AdapterTune's would ignore the scale and drop-path)
+    def trainable_params(self, geom: ViTGeometry, options: AdapterPlusOptions, num_classes: int) -> int:
+        blocks = len(parse_placement(options.placement, geom.depth))
+        return adapter_plus_param_count(blocks, geom.dim, options.rank) + geom.head_params(num_classes)
 
 
 def adapter_plus_param_count(n_blocks: int, width: int, rank: int) -> int:
@@ -163,4 +141,4 @@ def adapter_plus_param_count(n_blocks: int, width: int, rank: int) -> int:
     return n_blocks * (2 * width * rank + rank + 2 * width)
 
 
-register_method(AdapterPlusMethod())
+ADAPTER_PLUS = register_method(AdapterPlusMethod())
