@@ -174,3 +174,26 @@ def no_space_left(*args, **kwargs):
 # ---------------------------------------------------------------- models
 def trainable_names(model: nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def flop_counter():
+    """torch's ``FlopCounterMode`` (no display) with a grouped convolution's weight gradient counted right.
+
+    torch (2.14) counts that gradient as the dense convolution's, ``groups`` times too many FLOPs (its
+    ``conv_backward_flop`` passes no groups to ``conv_flop_count``); its forward and input gradient are right. A
+    group's weight gradient is a dense one on ``in / groups`` and ``out / groups`` channels, so the dense count
+    divided by ``groups`` is exact (RepAdapter's B: a 1x1 convolution with 2 groups).
+    """
+    from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
+
+    def conv_backward(grad_out, x, w, _bias, _stride, _padding, _dilation, transposed, _pad, groups, mask, out_shape):
+        def t(shape):
+            return [shape[1], shape[0], *shape[2:]]
+
+        flops = conv_flop_count(grad_out, w, out_shape[0], not transposed) if mask[0] else 0
+        if mask[1]:
+            a, b = (grad_out, x) if transposed else (x, grad_out)
+            flops += conv_flop_count(t(a), t(b), t(out_shape[1])) // groups
+        return flops
+
+    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward})

@@ -12,10 +12,11 @@ from adaptertune.config import RunConfig
 from adaptertune.engine import load_tensors
 from adaptertune.errors import ConfigError
 from adaptertune.methods import METHODS, build_method
+from adaptertune.methods.flops import vit_geometry
 from adaptertune.methods.repadapter import RepAdapter, RepAdapterOptions, repadapter_param_count
 from adaptertune.multitask import MultiTaskModel
 from adaptertune.runs import ADAPTER_FILE, run
-from helpers import TINY_VIT, TINY_VIT_TIMM, make_image_folder, trainable_names
+from helpers import TINY_VIT, TINY_VIT_TIMM, flop_counter, make_image_folder, trainable_names
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 VARIANTS = {
@@ -104,6 +105,24 @@ def test_options_and_trainable_tensors():
     random_steps(model, 1)
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
     assert METHODS.get("repadapter").defaults == {"lr": 1e-3, "weight_decay": 1e-4}
+
+
+def test_cost_formulas_match_the_built_model():
+    """Placement and groups change the FLOPs as torch's counter sees them (B: a grouped 1x1 convolution, whose
+    weight gradient the counter needs corrected: helpers.flop_counter), the
+    trainable tensors as the formula says, and the cache prefix ends at the first placed block."""
+    info = METHODS.get("repadapter")
+    options = info.resolve({"rank": 8, "groups": 4, "placement": "last:2"})
+    model = build_method("repadapter", tiny(), options).train()
+    for b in model.blocks:
+        b.attn.fused_attn = False  # the counter sees the math attention's matmuls
+    geom = vit_geometry(model)
+    with flop_counter() as fc:
+        torch.nn.functional.cross_entropy(model(X), torch.tensor([0, 1])).backward()
+    assert fc.get_total_flops() == 2 * info.step_flops(geom, options).total
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert info.trainable_params(geom, options, 10) == n == 2 * 2 * (192 * 8 + 8 + 192 * 2 + 192) + 193 * 10
+    assert info.frozen_prefix(model, options) == 10
 
 
 def test_export_as_a_timm_folder(tiny_run, tmp_path):

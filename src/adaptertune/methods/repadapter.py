@@ -25,7 +25,7 @@ from torch import nn
 from ..config_checks import _as_float, _as_int, _check_placement_syntax, parse_placement
 from ..errors import CheckpointError, ConfigError
 from ..vit import backbone_blocks, backbone_width, head_parameter_names
-from .flops import ViTGeometry
+from .flops import BlockCost, Extra, StepFlops, ViTGeometry, count_step, placed
 from .registry import Method, register_method
 from .slots import BlockSlot
 
@@ -252,8 +252,21 @@ class RepAdapterMethod(Method):
     def merge(self, model: nn.Module) -> bool:
         return merge_repadapter(model)
 
-    def step_flops(self, geom: ViTGeometry, options: RepAdapterOptions) -> None:
-        return None  # no formula yet (issue 24: the composable FLOP counter)
+    def step_flops(self, geom: ViTGeometry, options: RepAdapterOptions) -> StepFlops:
+        """A (``D -> r``) then B at ``attn_in`` and ``mlp_in``; B, a 1x1 convolution with ``groups`` groups, costs
+        the matmul ``r / groups -> D`` (each output channel reads its group's ``r / groups`` inputs)."""
+        r, d = options.rank, geom.dim
+        cost = BlockCost(
+            extras=tuple(Extra(site, ((d, r), (r // options.groups, d))) for site in ("attn_in", "mlp_in"))
+        )
+        return count_step(geom, placed(geom, parse_placement(options.placement, geom.depth), cost))
+
+    def trainable_params(self, geom: ViTGeometry, options: RepAdapterOptions, num_classes: int) -> int:
+        blocks = len(parse_placement(options.placement, geom.depth))
+        return repadapter_param_count(blocks, geom.dim, options.rank, options.groups) + geom.head_params(num_classes)
+
+    def frozen_prefix(self, model: nn.Module, options: RepAdapterOptions) -> int:
+        return min(parse_placement(options.placement, len(backbone_blocks(model))))
 
 
 register_method(RepAdapterMethod())
