@@ -11,10 +11,11 @@ from adaptertune.cli import main
 from adaptertune.config import RunConfig
 from adaptertune.engine import load_tensors
 from adaptertune.methods import METHODS, build_method
-from adaptertune.methods.fact import FactSets, FactTK, FactTT, fact_param_count
+from adaptertune.methods.fact import FactSets, FactTK, FactTT, fact_param_count, tk_core_flops
+from adaptertune.methods.flops import vit_geometry
 from adaptertune.multitask import MultiTaskModel
 from adaptertune.runs import ADAPTER_FILE, run
-from helpers import TINY_VIT, TINY_VIT_TIMM, make_image_folder, trainable_names
+from helpers import TINY_VIT, TINY_VIT_TIMM, flop_counter, make_image_folder, trainable_names
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 VARIANTS = {
@@ -128,6 +129,30 @@ def test_only_fact_tensors_and_head_train(method):
     random_steps(model, 1)
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
     assert METHODS.get(method).defaults == {"lr": 1e-3, "weight_decay": 1e-4}
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_cost_formulas_match_the_built_model(method):
+    """At batch 1 and 3 torch's counter sees batch x the per-image formula, plus (TK) the cores built once per step;
+    the parameter formula counts the trainable tensors; nothing before block 0 is frozen."""
+    info = METHODS.get(method)
+    options = info.resolve({"rank": 4})
+    model = build_method(method, tiny(), options).train()
+    for b in model.blocks:
+        b.attn.fused_attn = False  # the counter sees the math attention's matmuls
+    geom = vit_geometry(model)
+    per_image = info.step_flops(geom, options).total
+    per_step = tk_core_flops(geom, options).total if method == "fact-tk" else 0
+    assert per_step in (0, 6 * 4**3 * 12 * 12)
+    for batch in (1, 3):
+        with flop_counter() as fc:
+            torch.nn.functional.cross_entropy(
+                model(X[:1].repeat(batch, 1, 1, 1)), torch.zeros(batch).long()
+            ).backward()
+        assert fc.get_total_flops() == batch * per_image + per_step
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert info.trainable_params(geom, options, 10) == n == fact_param_count(method[-2:], 12, 192, 4) + 193 * 10
+    assert info.frozen_prefix(model, options) == 0
 
 
 def test_export_as_a_timm_folder(tiny_run, tmp_path):
