@@ -28,6 +28,8 @@ VARIANTS = {
     "reg": {"reg_tokens": 4},
     "layerscale": {"init_values": 1e-5},
 }
+# the default suite runs the plain ViT; the other variants with -m slow
+VARIANT_PARAMS = ["cls", *(pytest.param(v, marks=pytest.mark.slow) for v in VARIANTS if v != "cls")]
 
 
 def tiny(variant: str = "cls", seed: int = 0) -> torch.nn.Module:
@@ -52,7 +54,7 @@ def test_trainable_parameters_on_vit_b_match_methods_md(vit_b):
     assert torch.equal(ad.scale, torch.ones(768)) and not ad.down.bias.any() and not ad.up.bias.any()
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", VARIANT_PARAMS)
 def test_start_is_close_but_not_exact_and_bounded(variant):
     model = build_method("adapter-plus", tiny(variant), None).eval()
     with torch.no_grad():

@@ -24,6 +24,8 @@ VARIANTS = {
     "reg": {"reg_tokens": 4},
     "layerscale": {"init_values": 1e-5},
 }
+# the default suite runs the plain ViT; the other variants with -m slow
+VARIANT_PARAMS = ["cls", *(pytest.param(v, marks=pytest.mark.slow) for v in VARIANTS if v != "cls")]
 METHOD_NAMES = ("fact-tt", "fact-tk")
 
 
@@ -63,7 +65,7 @@ def test_trainable_parameters_on_vit_b_match_methods_md(vit_b_sizes):
 
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", VARIANT_PARAMS)
 def test_starts_bitwise_at_the_backbone_fp32_and_bf16(method, variant):
     plain, model = tiny(variant), build_method(method, tiny(variant), None)
     assert {k for k in model.state_dict() if not k.startswith("fact.")} == set(plain.state_dict())
@@ -74,7 +76,7 @@ def test_starts_bitwise_at_the_backbone_fp32_and_bf16(method, variant):
 
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", VARIANT_PARAMS)
 def test_merge_gives_plain_timm_with_the_same_logits(method, variant):
     model = build_method(method, tiny(variant), {"scale": 0.5})
     random_steps(model)

@@ -25,6 +25,8 @@ VARIANTS = {
     "reg": {"reg_tokens": 4},
     "layerscale": {"init_values": 1e-5},
 }
+# the default suite runs the plain ViT; the other variants with -m slow
+VARIANT_PARAMS = ["cls", *(pytest.param(v, marks=pytest.mark.slow) for v in VARIANTS if v != "cls")]
 
 
 def tiny(variant: str = "cls", seed: int = 0) -> torch.nn.Module:
@@ -51,7 +53,7 @@ def test_trainable_parameters_on_vit_b_match_methods_md():
     assert n == 239_808 + 76_900 == repadapter_param_count(12, 768, 8) + 76_900
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", VARIANT_PARAMS)
 def test_starts_bitwise_at_the_backbone_fp32_and_bf16(variant):
     plain, model = tiny(variant), build_method("repadapter", tiny(variant), None)
     assert {k for k in model.state_dict() if ".repadapter_" not in k} == set(plain.state_dict())
@@ -61,7 +63,7 @@ def test_starts_bitwise_at_the_backbone_fp32_and_bf16(variant):
             assert torch.equal(model(X), plain(X))
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", VARIANT_PARAMS)
 def test_merge_gives_plain_timm_with_the_same_logits(variant):
     model = build_method("repadapter", tiny(variant), {"scale": 0.5})
     random_steps(model)
