@@ -214,7 +214,7 @@ def test_sidecar_alone_reproduces_predict(trained, tmp_path, capsys, resize):
             assert abs(t["prob"] - p[classes.index(t["class"])]) <= 1e-4, (rec["path"], t)
 
 
-def test_timm_export_documents_the_runs_preprocessing(trained, tiny_run, tmp_path):
+def test_timm_export_documents_the_runs_preprocessing(tiny_run, tmp_path):
     """timm's own eval transform, built from the exported config.json, is the run's; the card spells it out."""
     import timm
     import torch
@@ -231,7 +231,7 @@ def test_timm_export_documents_the_runs_preprocessing(trained, tiny_run, tmp_pat
     model = timm.create_model(f"local-dir:{r.path}", pretrained=True)
     theirs = create_transform(**resolve_data_config({}, model=model))
     _, ours = build_transforms(load_run(run_dir, device="cpu").data_config, augment=False, resize="squash")
-    for p in trained["images"]:
+    for p in _deploy_images(tmp_path / "deploy"):
         img = open_rgb(p)
         assert torch.equal(theirs(img), ours(img)), p
     config = json.loads((tmp_path / "timm" / "config.json").read_text())
