@@ -15,10 +15,10 @@ import sys
 from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import AdapterTuneError, ConfigError
-from . import advise, bench, drift, elbow, export, report, speed, sweep, toy
+from ..errors import AdapterTuneError
+from . import advise, bench, drift, elbow, export, predict, report, speed, sweep, toy
 from .flags import ArgumentParser, add_config_flags, config_dict
-from .progress import TqdmProgress, add_json_option, emit_json, format_table, print_skipped
+from .progress import TqdmProgress, add_json_option, emit_json, format_table
 
 if TYPE_CHECKING:
     from ..engine import Callback
@@ -126,41 +126,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "paths", nargs="*", metavar="RUN_DIR IMAGE", help="a run folder, then image files, folders or globs"
-    )
-    p.add_argument(
-        "--adapters",
-        nargs="+",
-        default=None,
-        metavar="FILE",
-        help="adapter files (.safetensors) sharing one backbone, then image files: each file is a task",
-    )
-    p.add_argument("--weights", default=None, metavar="FILE", help="with --adapters: the backbone weights file")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_predict)
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from ..runs import predict
-
-    if args.adapters is not None:  # several tasks on one backbone
-        from .multitask import cmd_predict_adapters
-
-        return cmd_predict_adapters(args)
-    if len(args.paths) < 2:
-        raise ConfigError("predict needs RUN_DIR and at least one IMAGE (or --adapters FILE... IMAGE...).")
-    results = predict(args.paths[0], args.paths[1:], topk=args.topk, device=args.device)
-    for r in (r for r in results if "top" in r):
-        print(r["image"])
-        for cls, p in r["top"]:
-            print(f"  {p:7.2%}  {cls}")
-    print_skipped([r for r in results if "error" in r], len(results))
-    return 0
-
-
 def _add_list(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", choices=["backbones", "datasets", "methods", "presets"])
     p.add_argument("--filter", default=None, help="shell pattern, e.g. 'vit_*'")
@@ -214,7 +179,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "train": ("train one run", _add_train),
     "eval": ("re-evaluate a finished run on its test split", _add_eval),
-    "predict": ("top-k classes for image files (one run, or many adapter files)", _add_predict),
+    "predict": (predict.HELP, predict.add_arguments),
     "list": ("list registered backbones, datasets, methods or presets", _add_list),
     "export": (export.HELP, export.add_arguments),
     "sweep": (sweep.HELP, sweep.add_arguments),
@@ -259,7 +224,7 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> i
     try:
         args = build_parser([c] if (c := _command(argv)) else []).parse_args(argv)
         args.callbacks = list(callbacks)
-        if getattr(args, "json", None) == "-":  # JSON alone on stdout; tables and notes go to stderr
+        if "-" in (getattr(args, "json", None), getattr(args, "csv", None)):  # data alone on stdout; the rest: stderr
             args.json_stream = sys.stdout
             with contextlib.redirect_stdout(sys.stderr):
                 return args.func(args)
