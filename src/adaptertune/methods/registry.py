@@ -296,10 +296,10 @@ def resolve_options(method: str, sections: Mapping[str, Any]) -> Any:
         return info.resolve(sections.get(method))
     own = info.section_options(sections.get(method))
     legacy = sections.get(LEGACY_OPTIONS)
+    if own is None:  # no own section: the legacy one, or the method's defaults
+        return info.resolve(legacy)
     if legacy is None:
         return own
-    if own is None:
-        return info.resolve(legacy)
     merged = dict(_values_and_defaults(legacy)[0])
     mine = sections[method] if isinstance(sections[method], Mapping) else dataclasses.asdict(own)
     for key, value in mine.items():
