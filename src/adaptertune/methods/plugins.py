@@ -19,12 +19,13 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["ENTRY_POINT_GROUP", "PLUGINS_ENV", "add_plugins", "load_plugins"]
+__all__ = ["ENTRY_POINT_GROUP", "PLUGINS_ENV", "add_plugins", "import_env_plugins", "load_plugins"]
 
 ENTRY_POINT_GROUP = "adaptertune.methods"
 PLUGINS_ENV = "ADAPTERTUNE_PLUGINS"
@@ -47,15 +48,14 @@ def add_plugins(plugins: Iterable[str]) -> list[str]:
     return plugins
 
 
-def load_plugins() -> None:
+def load_plugins(accept: Callable[[Any], None]) -> None:
     """Import every plugin: the ``adaptertune.methods`` entry points, then ``ADAPTERTUNE_PLUGINS``; each once
-    per process. :data:`~adaptertune.methods.METHODS` calls this on first use.
+    per process. :data:`~adaptertune.methods.METHODS` calls this on first use, with ``accept``: what registers
+    the object an entry point names (a Method instance or subclass that did not register itself).
 
     Raises:
         ConfigError: a plugin that cannot be imported.
     """
-    from .registry import METHODS, Method, register_method
-
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.value in _imported:
             continue
@@ -66,9 +66,16 @@ def load_plugins() -> None:
                 f"Method plugin '{ep.value}' (entry point '{ep.name}') failed to import: {_why(e)}"
             ) from e
         _imported.add(ep.value)
-        method = obj() if isinstance(obj, type) and issubclass(obj, Method) else obj
-        if isinstance(method, Method) and method.name not in METHODS:
-            register_method(method)
+        accept(obj)
+    import_env_plugins()
+
+
+def import_env_plugins() -> None:
+    """Import the plugins ``ADAPTERTUNE_PLUGINS`` names (a child process's first step: sweep workers).
+
+    Raises:
+        ConfigError: a plugin that cannot be imported.
+    """
     for plugin in _env_plugins():
         _import(plugin)
 

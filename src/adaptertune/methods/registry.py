@@ -243,7 +243,14 @@ class Method:
 def _load_plugins() -> None:
     from .plugins import load_plugins  # the entry points and ADAPTERTUNE_PLUGINS (methods/plugins.py)
 
-    load_plugins()
+    load_plugins(_accept)
+
+
+def _accept(obj: Any) -> None:
+    """Register what an entry point names, unless importing it registered it: a Method instance or subclass."""
+    method = obj() if isinstance(obj, type) and issubclass(obj, Method) else obj
+    if isinstance(method, Method) and method.name not in METHODS:  # (the registry is loading: no recursion)
+        register_method(method)
 
 
 METHODS: Registry[Method] = Registry("method", load=_load_plugins)
