@@ -75,7 +75,7 @@ def test_train_sweep_with_process_workers_and_report(plugin, image_folder, tmp_p
     assert config["scaleshift"] == {"init": 0.5, "dropout": 0.1} and "adapter" not in config
     summary = json.loads((tmp_path / "one" / "summary.json").read_text())
     assert summary["label"] == "scaleshift init=0.5" and summary["rank"] is None
-    assert summary["trainable_params"] == 2 * 64 + 64 * 4 + 4  # scale, shift, head of the tiny ViT (width 64)
+    assert summary["trainable_params"] == 2 * 192 + 192 * 4 + 4  # scale, shift, head of the tiny ViT (width 192)
     assert cli("--plugin", str(plugin), "eval", str(tmp_path / "one")).returncode == 0
 
     spec = tmp_path / "sweep.yaml"
@@ -105,11 +105,13 @@ def test_train_sweep_with_process_workers_and_report(plugin, image_folder, tmp_p
     assert re.search(r"scaleshift(?! init)", text)  # init 1.0 is the default: the bare name
 
 
-def test_speed_times_it_with_the_memory_probe(plugin):
+def test_speed_times_it_with_the_memory_probe(plugin, tmp_path):
+    out = tmp_path / "speed.json"
     r = cli(
         "--plugin", str(plugin), "speed", *TINY_VIT_ARGS, "--methods", "head,scaleshift", "--batch-size", "2",
-        "--steps", "1", "--warmup", "0", "--no-inference", "--set", "scaleshift.dropout=0.0",
+        "--steps", "1", "--warmup", "0", "--no-inference", "--set", "scaleshift.dropout=0.0", "--json", str(out),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    row = next(line for line in r.stdout.splitlines() if line.lstrip().startswith("scaleshift"))
-    assert "scaleshift dropout=0.0" in row and "-" != row.split()[-1]
+    row = next(m for m in json.loads(out.read_text())["methods"] if m["method"] == "scaleshift")
+    assert row["label"] == "scaleshift dropout=0.0" and row["peak_memory_mb"] > 0  # the probe is a child process
+    assert "scaleshift dropout=0.0" in r.stdout
