@@ -29,14 +29,18 @@ from .errors import ConfigError
 __all__ = [
     "AUG_PRESETS",
     "BATCHED_MODES",
+    "LEGACY_OPTIONS",
     "PRECISIONS",
     "RESIZE_MODES",
+    "RUN_KEYS",
     "BackboneConfig",
     "DataConfig",
     "RunConfig",
     "TrainConfig",
+    "canonical_options",
     "load_yaml",
     "merge_dicts",
+    "options_section",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -268,6 +272,13 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+# RunConfig's own keys; every other top-level key of a run config is a method's options section.
+RUN_KEYS = ("backbone", "data", "method", "train", "out_dir")
+# `adapter:` is the selected method's options whatever the method (the form before per-method sections);
+# for method ``adapter`` it is also that method's own section.
+LEGACY_OPTIONS = "adapter"
+
+
 @dataclass
 class RunConfig:
     """Everything one training run needs.
@@ -276,7 +287,9 @@ class RunConfig:
         backbone: which ViT to build.
         data: dataset, split and input pipeline.
         method: the transfer method: head, full, adapter, ... (adaptertune list methods).
-        adapter: the method's options (a mapping or its options dataclass).
+        options: the method options sections, by method name (YAML: top-level ``lora: {rank: 8}``); the
+            section ``adapter`` is also the selected method's options (the legacy form). Checked and reduced to
+            the selected method's options object by :func:`adaptertune.resolve.resolve_config`.
         train: optimization.
         out_dir: the run folder to write.
     """
@@ -284,7 +297,7 @@ class RunConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     data: DataConfig = field(default_factory=DataConfig)
     method: str = "adapter"
-    adapter: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     out_dir: str = "runs/default"
 
@@ -293,8 +306,11 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, _section_from_dict(name, cls, value))
-        if not (self.adapter is None or isinstance(self.adapter, dict) or dataclasses.is_dataclass(self.adapter)):
-            raise ConfigError(f"`adapter` must be a mapping of method options, got {self.adapter!r}.")
+        if not isinstance(self.options, dict):
+            raise ConfigError(f"`options` must map method names to their options, got {self.options!r}.")
+        for name, value in self.options.items():
+            if not (value is None or isinstance(value, dict) or dataclasses.is_dataclass(value)):
+                raise ConfigError(f"`{name}` must be a mapping of method options, got {value!r}.")
         if not isinstance(self.method, str) or not self.method:
             raise ConfigError(f"`method` must be a method name, got {self.method!r}.")
         self.out_dir = str(self.out_dir)
@@ -304,19 +320,63 @@ class RunConfig:
                 "frozen blocks' output cannot be cached."
             )
 
+    @property
+    def method_options(self) -> Any:
+        """The selected method's own section: after resolution its options object (None: it takes none)."""
+        return self.options.get(self.method)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        """Build from nested dicts; unknown keys raise ConfigError listing the valid keys."""
+        """Build from nested dicts: RunConfig's own keys, and any other key holding a mapping (or nothing) as a
+        method's options section (checked against the registered methods on resolution). Another unknown key
+        raises ConfigError listing the valid keys."""
         if not isinstance(d, dict):
             raise ConfigError(f"A run config must be a mapping, got {type(d).__name__}.")
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in d if k not in valid]
-        if unknown:
-            raise ConfigError(f"Unknown config key '{unknown[0]}'. Valid top-level keys: {', '.join(valid)}.")
-        return cls(**d)
+        own = {k: v for k, v in d.items() if k in RUN_KEYS}
+        sections = {k: v for k, v in d.items() if k not in RUN_KEYS}
+        for k, v in sections.items():
+            if not isinstance(k, str) or not (v is None or isinstance(v, dict) or dataclasses.is_dataclass(v)):
+                raise ConfigError(
+                    f"Unknown config key '{k}'. Valid top-level keys: {', '.join(RUN_KEYS)}, and a method's "
+                    "options section (e.g. `lora: {rank: 8}`)."
+                )
+        return cls(**own, options=sections)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Nested dicts in the YAML form: each options section a top-level key after ``method``."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
+        d = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in d.items()}
+        sections = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in self.options.items()}
+        return (
+            {k: d[k] for k in ("backbone", "data", "method")}
+            | sections
+            | {"train": d["train"], "out_dir": d["out_dir"]}
+        )
+
+
+def canonical_options(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config mapping (``config.yaml``) in the form new runs write: its options under the method's
+    own key. Runs written before per-method sections recorded them under ``adapter:`` (null for a method
+    without options)."""
+    method, legacy = config.get("method"), config.get(LEGACY_OPTIONS)
+    if not isinstance(method, str) or method == LEGACY_OPTIONS or LEGACY_OPTIONS not in config:
+        return config
+    out = {k: v for k, v in config.items() if k != LEGACY_OPTIONS}
+    if legacy is not None and method not in config:
+        out = {**{k: v for k, v in out.items() if k in ("backbone", "data", "method")}, method: legacy, **out}
+    return out
+
+
+def options_section(config: Any) -> dict[str, Any] | None:
+    """The options a run config mapping (``config.yaml``, an adapter file's metadata) records for its method:
+    its own section (``lora:``), else the legacy ``adapter:`` (every run written before per-method sections),
+    else a file metadata's ``options``; None when it has none."""
+    if not isinstance(config, dict):
+        return None
+    for key in (config.get("method"), "options", LEGACY_OPTIONS):
+        if isinstance(key, str) and isinstance(config.get(key), dict):
+            return config[key]
+    return None
 
 
 def _section_from_dict(section: str, cls: type, d: dict[str, Any]) -> Any:

@@ -62,7 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not info.is_main:
         return 0
     s = summary.to_dict()
-    row = {k: s[k] for k in ("method", "backbone", "dataset", "rank", "seed")}
+    row = {"variant": s["label"] or s["method"], **{k: s[k] for k in ("backbone", "dataset", "seed")}}
     row.update(
         test_acc=f"{s['test_acc']:.2f}",
         test_acc_last=f"{s['test_acc_last']:.2f}",
@@ -165,7 +165,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             {
                 "name": m.name,
                 "lr": m.defaults.get("lr"),
-                "adapter options": ", ".join(m.option_names()) or "none",
+                "options": ", ".join(f"{m.name}.{o}" for o in m.option_names()) or "none",
                 "description": m.description,
             }
             for m in METHODS.list(args.filter)
@@ -198,6 +198,13 @@ def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentPa
     and help line."""
     parser = ArgumentParser(prog="adaptertune", description="Zero-initialized low-rank adapters for frozen ViTs.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module or .py file that registers methods (repeatable; env: ADAPTERTUNE_PLUGINS=A,B)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (line, add_arguments) in COMMANDS.items():
         p = sub.add_parser(name, help=line)
@@ -207,9 +214,29 @@ def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentPa
 
 
 def _command(argv: Sequence[str]) -> str | None:
-    """The command ``argv`` names: its first word that is not an option (the top level's options take no
-    value)."""
-    return next((a for a in argv if not a.startswith("-")), None)
+    """The command ``argv`` names: its first word that is neither an option nor ``--plugin``'s value."""
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--plugin":
+            skip = True
+        elif not a.startswith("-"):
+            return a
+    return None
+
+
+def _plugins(argv: Sequence[str]) -> list[str]:
+    """The values of the top-level ``--plugin`` options before the command (``--plugin X``, ``--plugin=X``)."""
+    out, command = [], _command(argv)
+    for i, a in enumerate(argv):
+        if a == command:
+            break
+        if a == "--plugin" and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif a.startswith("--plugin="):
+            out.append(a.partition("=")[2])
+    return out
 
 
 def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> int:
@@ -222,6 +249,10 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> i
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv or os.environ.get("ADAPTERTUNE_DEBUG") == "1"
     try:
+        if plugins := _plugins(argv):  # before the command's flags are made: they read the methods' options
+            from ..methods.plugins import add_plugins
+
+            add_plugins(plugins)  # and ADAPTERTUNE_PLUGINS, for every child process started from here
         args = build_parser([c] if (c := _command(argv)) else []).parse_args(argv)
         args.callbacks = list(callbacks)
         if "-" in (getattr(args, "json", None), getattr(args, "csv", None)):  # data alone on stdout; the rest: stderr

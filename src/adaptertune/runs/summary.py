@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ..config import options_section
 from ..config_keys import flatten_config
 
 __all__ = [
@@ -51,6 +52,7 @@ class RunSummary:
     method: str = ""
     backbone: str = ""
     dataset: str = ""
+    label: str = ""  # the variant as reports name it (Method.label: ``lora r=8 qkv+mlp``, ``head``)
     rank: int | None = None
     placement: str | list[int] | None = None
     seed: int | None = None
@@ -111,7 +113,7 @@ class RunSummary:
         """The summary of a run that stopped before it could fill more than its config says."""
         config = config if isinstance(config, dict) else {}
         section = lambda k: config.get(k) if isinstance(config.get(k), dict) else {}  # noqa: E731
-        adapter, train = section("adapter"), section("train")
+        adapter, train = options_section(config) or {}, section("train")
         return cls(
             status=status,
             method=str(config.get("method") or ""),
