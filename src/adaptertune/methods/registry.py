@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -29,16 +28,14 @@ from ..config import LEGACY_OPTIONS, RUN_KEYS
 from ..errors import CheckpointError, ConfigError
 from ..registry import Registry
 from ..vit import backbone_blocks, embedding_parts, head_parameter_names
+from .fit import FitContext, FitInputs
 from .slots import DEFAULT_SET, BlockSlot
 
 if TYPE_CHECKING:
-    from ..engine import FitResult
     from .flops import StepFlops, ViTGeometry
 
 __all__ = [
     "METHODS",
-    "FitContext",
-    "FitInputs",
     "Method",
     "build_method",
     "option_defaults",
@@ -47,37 +44,6 @@ __all__ = [
     "resolve_options",
     "unregister_method",
 ]
-
-
-@dataclass(frozen=True)
-class FitContext:
-    """What a method may use to prepare its training inputs (see :meth:`Method.prepare_fit`).
-
-    Args:
-        views: the (train, val, test) split datasets (val may be None); a train view of a method that
-            trains without augmentation carries the eval transform.
-        loader: makes a loader over a view in dataset order, with the run's batch size, workers and collate.
-        batch_size: per-process batch size.
-        seed: the training seed.
-        device: the training device.
-        precision: the resolved precision (fp32, bf16, fp16).
-    """
-
-    views: tuple[Any, Any, Any]
-    loader: Callable[[Any], Iterable]
-    batch_size: int
-    seed: int
-    device: torch.device
-    precision: str
-
-
-@dataclass
-class FitInputs:
-    """What ``fit`` trains (a model and its three loaders) and how its result maps back to the built model."""
-
-    model: nn.Module
-    loaders: tuple[Iterable, Iterable | None, Iterable]
-    finish: Callable[[FitResult], FitResult] = field(default=lambda result: result)
 
 
 class Method:
