@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from .config import options_section
 from .data.preprocessing import preprocessing_steps
 from .reports.collect import aggregate, collect_runs
 from .runs import folder as rf
@@ -92,7 +93,7 @@ def model_card(
     train = config["train"]
     recipe = {
         "method": method,
-        "adapter options": config.get("adapter"),
+        "options": options_section(config),
         "epochs": protocol.get("epochs", train["epochs"]),
         "lr": train["lr"],
         "weight_decay": train["weight_decay"],
