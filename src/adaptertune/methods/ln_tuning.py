@@ -43,6 +43,7 @@ class LnTuningMethod(Method):
         return count_step(geom, [BlockCost(extras=NORM_SITES)] * geom.depth, input_grad=geom.norm_pre)
 
     def trainable_params(self, geom: ViTGeometry, options: None, num_classes: int) -> int:
+        # the blocks', final and pre-norms; a patch-embedding norm or qk-norms (not in ViTGeometry) are not counted
         return geom.norm_params() + geom.head_params(num_classes)
 
     def frozen_prefix(self, model: nn.Module, options: None) -> int:
