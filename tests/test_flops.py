@@ -85,9 +85,8 @@ def test_flops_by_hand_extras():
 
 
 def test_flops_errors():
-    with pytest.raises(
-        ConfigError, match="No FLOP formula for method 'linear-probe-cached'; known: adapter, bitfit, full, head, lora"
-    ):
+    known = "adapter, bitfit, difffit, dora, full, head, ln, lora"
+    with pytest.raises(ConfigError, match=f"No FLOP formula for method 'linear-probe-cached'; known: {known}"):
         step_flops(G, "linear-probe-cached")
     with pytest.raises(ConfigError, match="mlp"):
         step_flops(G, "lora", {"targets": "mlp"})
@@ -154,7 +153,8 @@ def test_every_methods_formula_matches_torch_flop_counter(method, tiny_vit):
     convolution FLOPs torch's FlopCounterMode counts in one forward + backward. Tolerance: none (exact), since both
     count 2 FLOPs per multiply-add of the same products and the counter counts no elementwise op (the fused
     attention kernel is turned off: the counter would see it as one op); a batch of 2 makes a cost per step
-    rather than per image show up as a mismatch. A method with no formula must train on cached features."""
+    rather than per image show up as a mismatch unless the formula states it as ``per_step`` (DoRA's weight
+    norms), which ``scaled`` counts once. A method with no formula must train on cached features."""
     from torch.utils.flop_counter import FlopCounterMode
 
     info = METHODS.get(method)
@@ -173,4 +173,4 @@ def test_every_methods_formula_matches_torch_flop_counter(method, tiny_vit):
         torch.nn.functional.cross_entropy(model(x), y).backward()
     counted = {str(op).split(".")[-1]: n for op, n in fc.get_flop_counts()["Global"].items()}
     assert set(counted) <= MATMULS, f"ops the formula does not model: {set(counted) - MATMULS}"
-    assert sum(counted.values()) == 2 * formula.total
+    assert sum(counted.values()) == formula.scaled(2).total
