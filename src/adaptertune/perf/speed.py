@@ -258,7 +258,7 @@ def run_speed(cfg: SpeedConfig) -> SpeedReport:
     for m in cfg.methods:
         q1, med, q3 = _quartiles(times[m])
         formula = METHODS.get(m).step_flops(geom, options[m])
-        flops = formula.total * cfg.batch_size if formula else None
+        flops = formula.scaled(cfg.batch_size).total if formula else None
         peak = _peak_memory(cfg, m, options[m], device, precision) if cfg.memory else None
         results.append(
             MethodSpeed(
