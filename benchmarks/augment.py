@@ -50,7 +50,7 @@ SETTINGS = {  # label -> data keys
 DATASETS = ("fashion-mnist", "mnist-5k", "digits")
 
 
-def build_spec(seeds: list[int], digits_root: str | None) -> dict:
+def build_spec(seeds: list[int], digits_root: str | None, settings: tuple[str, ...] = tuple(SETTINGS)) -> dict:
     datasets = [{"data.name": d} for d in DATASETS]
     if digits_root:
         datasets[-1]["data.root"] = digits_root
@@ -68,7 +68,7 @@ def build_spec(seeds: list[int], digits_root: str | None) -> dict:
         "grid": {
             "train.seed": seeds,
             "data.name": datasets,
-            "data.augment": [dict(keys) for keys in SETTINGS.values()],
+            "data.augment": [dict(SETTINGS[label]) for label in settings],
         },
     }
 
@@ -89,15 +89,17 @@ def collect(spec: dict, out: Path) -> list[dict]:
         s = json.loads(summary.read_text())
         if s.get("status") != "success":
             continue
-        rows.append({
-            "dataset": point.values["data.name"],
-            "augment": label_of(point.values),
-            "seed": point.values["train.seed"],
-            "test_acc": s["test_acc"],
-            "best_val_acc": s.get("best_val_acc"),
-            "train_seconds": s.get("train_seconds"),
-            "run": point.name,
-        })
+        rows.append(
+            {
+                "dataset": point.values["data.name"],
+                "augment": label_of(point.values),
+                "seed": point.values["train.seed"],
+                "test_acc": s["test_acc"],
+                "best_val_acc": s.get("best_val_acc"),
+                "train_seconds": s.get("train_seconds"),
+                "run": point.name,
+            }
+        )
     return rows
 
 
@@ -110,10 +112,13 @@ def tables(rows: list[dict], results: Path) -> str:
     acc: dict[tuple[str, str], dict[int, float]] = {}
     for r in rows:
         acc.setdefault((r["dataset"], r["augment"]), {})[r["seed"]] = float(r["test_acc"])
-    paired, lines = [], [
-        "| dataset | augmentation | test acc % (mean) | per seed | minus none (95% t-CI) | seeds better |",
-        "|---|---|---|---|---|---|",
-    ]
+    paired, lines = (
+        [],
+        [
+            "| dataset | augmentation | test acc % (mean) | per seed | minus none (95% t-CI) | seeds better |",
+            "|---|---|---|---|---|---|",
+        ],
+    )
     for d in DATASETS:
         for label in SETTINGS:
             cell = acc.get((d, label))
@@ -123,9 +128,19 @@ def tables(rows: list[dict], results: Path) -> str:
             diff = ""
             if label != "none" and (ref := acc.get((d, "none"))):
                 c = paired_comparison(cell, ref)
-                paired.append({"dataset": d, "augment": label, "reference": "none", "n": c.n,
-                               "mean_diff": round(c.mean_diff, 2), "ci_low": round(c.ci_low, 2),
-                               "ci_high": round(c.ci_high, 2), "seeds_won": c.seeds_won, "verdict": c.verdict})
+                paired.append(
+                    {
+                        "dataset": d,
+                        "augment": label,
+                        "reference": "none",
+                        "n": c.n,
+                        "mean_diff": round(c.mean_diff, 2),
+                        "ci_low": round(c.ci_low, 2),
+                        "ci_high": round(c.ci_high, 2),
+                        "seeds_won": c.seeds_won,
+                        "verdict": c.verdict,
+                    }
+                )
                 diff = f"{c.mean_diff:+.1f} ({c.ci_low:+.1f} .. {c.ci_high:+.1f}) | {c.seeds_won}/{c.n}"
             else:
                 diff = "- | -"
@@ -143,13 +158,18 @@ def tables(rows: list[dict], results: Path) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
+    p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {', '.join(SETTINGS)}")
     p.add_argument("--digits-root", default=None, help="scikit-learn's digits.csv.gz (without scikit-learn)")
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "augment"), help="where the run folders go")
     p.add_argument("--results", default=str(ROOT / "results" / "augment"), help="where the CSVs go")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
     p.add_argument("--collect-only", action="store_true", help="tables from the finished runs; run nothing")
     args = p.parse_args()
-    spec = build_spec([int(s) for s in args.seeds.split(",")], args.digits_root)
+    settings = args.settings.split(",")
+    if unknown := [s for s in settings if s not in SETTINGS]:
+        sys.exit(f"unknown setting {unknown[0]!r}; valid: {', '.join(SETTINGS)}")
+    # a run folder's name depends on its own values only: a smaller grid first, the full one later, resumes
+    spec = build_spec([int(s) for s in args.seeds.split(",")], args.digits_root, settings)
     out = Path(args.runs_dir)
     if not args.collect_only:
         out.mkdir(parents=True, exist_ok=True)
