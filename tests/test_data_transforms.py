@@ -110,3 +110,23 @@ def test_hflip_and_crop_scale_are_checked():
         with pytest.raises(ConfigError, match="data.crop_scale"):
             DataConfig(crop_scale=bad)
     assert DataConfig(crop_scale=1).crop_scale == 1.0
+
+
+def test_protocol_and_console_name_the_augmentation_used():
+    from adaptertune.cli.main import _augment_source
+    from adaptertune.runs.summary import augment_label
+
+    cases = [
+        ({}, "none"),  # the default: no augmentation
+        ({"augment": True}, "rrc+flip"),  # the label runs recorded before data.hflip existed
+        ({"augment": True, "hflip": False}, "rrc"),
+        ({"augment": True, "hflip": False, "crop_scale": 0.5}, "rrc(0.5)"),
+        ({"augment": True, "aug": "randaug"}, "rrc+flip+rand-m9-mstd0.5+erase0.25"),
+        ({"augment": True, "aug": "randaug", "hflip": False}, "rrc+rand-m9-mstd0.5+erase0.25"),
+        ({"augment": True, "aug": "none"}, "none"),
+    ]
+    for keys, label in cases:
+        assert augment_label(DataConfig(**keys)) == label, keys
+    assert "flips off" in _augment_source(DataConfig(augment=True, hflip=False))
+    assert "flips on" in _augment_source(DataConfig(augment=True))
+    assert "eval transform" in _augment_source(DataConfig())

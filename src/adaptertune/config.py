@@ -84,7 +84,9 @@ class DataConfig:
         split_seed: seed of the train/val split; independent of the training seed.
         subset: use a fixed stratified subset of N training images.
         test_subset: use a fixed stratified subset of N test images.
-        augment: train with the ``aug`` preset; off = the eval transform.
+        augment: train with the ``aug`` preset; off (the default) = the eval transform, as the PETL benchmarks
+            (VTAB-1k) train; measured in benchmarks/augment.py, where random-resized-crop + flip cost points
+            on every offline task (README, "Augmentation").
         num_workers: DataLoader worker processes per process (None: the machine's cores / local processes).
         strict: a corrupt image is an error (default: skipped and counted in the summary).
         download: let loaders that can download do so (needs internet).
@@ -121,7 +123,7 @@ class DataConfig:
     split_seed: int = 0
     subset: int | None = None
     test_subset: int | None = None
-    augment: bool = True
+    augment: bool = False
     num_workers: int | None = None
     strict: bool = False
     download: bool = False

@@ -19,6 +19,8 @@ from torchvision import transforms as T
 
 __all__ = ["build_transforms"]
 
+_DEFAULT_CROP_SCALE = 0.08  # torchvision's and timm's RandomResizedCrop
+
 
 def build_transforms(
     data_config: dict[str, Any],
@@ -26,7 +28,7 @@ def build_transforms(
     resize: str = "crop",
     aug: str = "basic",
     hflip: bool = True,
-    crop_scale: float = 0.08,
+    crop_scale: float = _DEFAULT_CROP_SCALE,
 ) -> tuple[T.Compose, T.Compose]:
     """(train transform, eval transform) for ``data_config`` (keys input_size, interpolation, mean, std, crop_pct).
 
