@@ -50,7 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     info = distributed.dist_info_from_env(os.environ)  # set by torchrun
     if info.is_main:  # what trains, as the protocol records it (a cached-features method never augments)
         data = resolve_config(cfg).data
-        print(f"augmentation: {augment_label(data)} ({_augment_source(data)})", file=sys.stderr)
+        print(f"augmentation: {augment_label(data)} ({_augment_source(data)})", flush=True)
     distributed.init_distributed(info, resolve_device(cfg.train.device), cfg.train.dist_timeout_minutes)
     try:
         progress = [TqdmProgress(enabled=not args.quiet), *args.callbacks] if info.is_main else []
