@@ -141,7 +141,8 @@ def tables(rows: list[dict], results: Path) -> str:
                         "verdict": c.verdict,
                     }
                 )
-                diff = f"{c.mean_diff:+.1f} ({c.ci_low:+.1f} .. {c.ci_high:+.1f}) | {c.seeds_won}/{c.n}"
+                ci = f"{c.ci_low:+.1f} .. {c.ci_high:+.1f}" if c.n >= 2 else "one seed: no interval"
+                diff = f"{c.mean_diff:+.1f} ({ci}) | {c.seeds_won}/{c.n}"
             else:
                 diff = "- | -"
             lines.append(f"| {d} | {label} | {statistics.mean(cell.values()):.1f} | {seeds} | {diff} |")
