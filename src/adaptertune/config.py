@@ -88,7 +88,9 @@ class DataConfig:
         split_seed: seed of the train/val split; independent of the training seed.
         subset: use a fixed stratified subset of N training images.
         test_subset: use a fixed stratified subset of N test images.
-        augment: random-resized-crop + flip for training (the paper's); off = eval transform.
+        augment: train with the ``aug`` preset; off (the default) = the eval transform, as the PETL benchmarks
+            (VTAB-1k) train; measured in benchmarks/augment.py, where random-resized-crop + flip cost points
+            on every offline task (README, "Augmentation").
         num_workers: DataLoader worker processes per process (None: the machine's cores / local processes).
         strict: a corrupt image is an error (default: skipped and counted in the summary).
         download: let loaders that can download do so (needs internet).
@@ -106,6 +108,10 @@ class DataConfig:
         aug: training augmentation preset (with ``augment`` on): ``basic`` (random-resized-crop + flip),
             ``randaug`` (timm ``create_transform``: + ``rand-m9-mstd0.5`` RandAugment, random erasing p=0.25)
             or ``none`` (the eval transform).
+        hflip: the preset may flip images horizontally (p=0.5); false for classes a mirror image changes
+            (digits, text, left/right): no preset then ever flips, on the per-image or the batched path.
+        crop_scale: the smallest share of the image area a random-resized crop keeps (range
+            ``(crop_scale, 1)``; torchvision's and timm's 0.08).
         mixup: timm ``Mixup`` alpha for mixup (0: off); the loss becomes soft-target cross-entropy.
         cutmix: timm ``Mixup`` alpha for cutmix (0: off); with mixup too, each batch uses one of the two.
         cache: a folder for a pre-resized copy of a dataset read from image files: each image is decoded and
@@ -121,7 +127,7 @@ class DataConfig:
     split_seed: int = 0
     subset: int | None = None
     test_subset: int | None = None
-    augment: bool = True
+    augment: bool = False
     num_workers: int | None = None
     strict: bool = False
     download: bool = False
@@ -131,6 +137,8 @@ class DataConfig:
     cv_fold: int | None = None
     batched: str = "auto"
     aug: str = "basic"
+    hflip: bool = True
+    crop_scale: float = 0.08
     mixup: float = 0.0
     cutmix: float = 0.0
     cache: str | None = None
@@ -157,6 +165,10 @@ class DataConfig:
             self.cv_folds, self.cv_fold, subset=self.subset, test_subset=self.test_subset, split=self.split
         )
         self.aug = _as_choice("data.aug", self.aug, AUG_PRESETS)
+        self.hflip = _as_bool("data.hflip", self.hflip)
+        self.crop_scale = _as_float("data.crop_scale", self.crop_scale, minimum=0.0)
+        if not 0 < self.crop_scale <= 1:
+            raise ConfigError(f"`data.crop_scale` must be in (0, 1], got {self.crop_scale:g}.")
         self.mixup = _as_float("data.mixup", self.mixup, minimum=0.0)
         self.cutmix = _as_float("data.cutmix", self.cutmix, minimum=0.0)
 

@@ -21,6 +21,7 @@ from .flags import ArgumentParser, add_config_flags, config_dict
 from .progress import TqdmProgress, add_json_option, emit_json, format_table
 
 if TYPE_CHECKING:
+    from ..config import DataConfig
     from ..engine import Callback
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -40,12 +41,17 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import RunConfig
     from ..engine import distributed, resolve_device
+    from ..resolve import resolve_config
     from ..runs import resume_config, resume_run, run
     from ..runs.folder import SKIPPED_FILE
+    from ..runs.summary import augment_label
 
     overrides = config_dict(args, overrides=args.overrides)
     cfg = resume_config(args.resume, overrides) if args.resume else RunConfig.from_dict(overrides)
     info = distributed.dist_info_from_env(os.environ)  # set by torchrun
+    if info.is_main:  # what trains, as the protocol records it (a cached-features method never augments)
+        data = resolve_config(cfg).data
+        print(f"augmentation: {augment_label(data)} ({_augment_source(data)})", flush=True)
     distributed.init_distributed(info, resolve_device(cfg.train.device), cfg.train.dist_timeout_minutes)
     try:
         progress = [TqdmProgress(enabled=not args.quiet), *args.callbacks] if info.is_main else []
@@ -83,6 +89,14 @@ def _print_unreadable(counts: dict[str, int], path: str | None, write_error: str
 
     if note := skipped_note(counts, None if write_error else path):
         print(note + (f" (not recorded: {write_error})" if write_error else ""), file=sys.stderr)
+
+
+def _augment_source(data: DataConfig) -> str:
+    """The settings behind the train start line's augmentation label."""
+    if not data.augment or data.aug == "none":
+        return f"data.augment {str(data.augment).lower()}, data.aug {data.aug}: the eval transform"
+    flips = "flips on; --no-hflip forbids them" if data.hflip else "flips off: data.hflip false"
+    return f"data.aug {data.aug}, {flips}, crop scale {data.crop_scale:g}..1"
 
 
 def _interrupted_hint(out_dir: str) -> str:
