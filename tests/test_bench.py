@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from adaptertune.cli import main
-from adaptertune.config import options_section
+from adaptertune.config_keys import options_section
 from adaptertune.sweeps import PRESETS, load_preset
 
 PROTOCOL = {"input_size": [3, 32, 32], "epochs": 2, "selection": "best_val_top1", "split_seed": 0}

@@ -37,10 +37,8 @@ __all__ = [
     "DataConfig",
     "RunConfig",
     "TrainConfig",
-    "canonical_options",
     "load_yaml",
     "merge_dicts",
-    "options_section",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -364,31 +362,6 @@ class RunConfig:
             | sections
             | {"train": d["train"], "out_dir": d["out_dir"]}
         )
-
-
-def canonical_options(config: dict[str, Any]) -> dict[str, Any]:
-    """A resolved config mapping (``config.yaml``) in the form new runs write: its options under the method's
-    own key. Runs written before per-method sections recorded them under ``adapter:`` (null for a method
-    without options)."""
-    method, legacy = config.get("method"), config.get(LEGACY_OPTIONS)
-    if not isinstance(method, str) or method == LEGACY_OPTIONS or LEGACY_OPTIONS not in config:
-        return config
-    out = {k: v for k, v in config.items() if k != LEGACY_OPTIONS}
-    if legacy is not None and method not in config:
-        out = {**{k: v for k, v in out.items() if k in ("backbone", "data", "method")}, method: legacy, **out}
-    return out
-
-
-def options_section(config: Any) -> dict[str, Any] | None:
-    """The options a run config mapping (``config.yaml``, an adapter file's metadata) records for its method:
-    its own section (``lora:``), else the legacy ``adapter:`` (every run written before per-method sections),
-    else a file metadata's ``options``; None when it has none."""
-    if not isinstance(config, dict):
-        return None
-    for key in (config.get("method"), "options", LEGACY_OPTIONS):
-        if isinstance(key, str) and isinstance(config.get(key), dict):
-            return config[key]
-    return None
 
 
 def _section_from_dict(section: str, cls: type, d: dict[str, Any]) -> Any:

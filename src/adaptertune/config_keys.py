@@ -31,11 +31,13 @@ __all__ = [
     "apply_overrides",
     "apply_values",
     "canonical_key",
+    "canonical_options",
     "check_key",
     "flatten_config",
     "get_dotted",
     "is_method_key",
     "key_infos",
+    "options_section",
     "parse_override",
     "parse_value",
     "set_dotted",
@@ -272,3 +274,28 @@ def apply_overrides(d: Mapping[str, Any], overrides: Iterable[str]) -> dict[str,
 
 def _copy_sections(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _copy_sections(v) if isinstance(v, Mapping) else v for k, v in d.items()}
+
+
+def canonical_options(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config mapping (``config.yaml``) in the form new runs write: its options under the method's
+    own key. Runs written before per-method sections recorded them under ``adapter:`` (null for a method
+    without options)."""
+    method, legacy = config.get("method"), config.get(LEGACY_OPTIONS)
+    if not isinstance(method, str) or method == LEGACY_OPTIONS or LEGACY_OPTIONS not in config:
+        return config
+    out = {k: v for k, v in config.items() if k != LEGACY_OPTIONS}
+    if legacy is not None and method not in config:
+        out = {**{k: v for k, v in out.items() if k in ("backbone", "data", "method")}, method: legacy, **out}
+    return out
+
+
+def options_section(config: Any) -> dict[str, Any] | None:
+    """The options a run config mapping (``config.yaml``, an adapter file's metadata) records for its method:
+    its own section (``lora:``), else the legacy ``adapter:`` (every run written before per-method sections),
+    else a file metadata's ``options``; None when it has none."""
+    if not isinstance(config, dict):
+        return None
+    for key in (config.get("method"), "options", LEGACY_OPTIONS):
+        if isinstance(key, str) and isinstance(config.get(key), dict):
+            return config[key]
+    return None

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .config import options_section
+from .config_keys import options_section
 from .data.preprocessing import preprocessing_steps
 from .reports.collect import aggregate, collect_runs
 from .runs import folder as rf

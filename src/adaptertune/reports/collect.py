@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import options_section
-from ..config_keys import flatten_config
+from ..config_keys import flatten_config, options_section
 from ..errors import AdapterTuneError, CheckpointError
 from ..methods import METHODS
 from ..runs import folder as rf

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import options_section
+from ..config_keys import options_section
 from ..engine import load_tensors
 from ..errors import CheckpointError
 from ..methods import METHODS

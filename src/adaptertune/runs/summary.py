@@ -15,8 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ..config import options_section
-from ..config_keys import flatten_config
+from ..config_keys import flatten_config, options_section
 
 __all__ = [
     "CELL_FREE_KEYS",

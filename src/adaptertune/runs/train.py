@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from ..config import RunConfig, canonical_options, merge_dicts
+from ..config import RunConfig, merge_dicts
+from ..config_keys import canonical_options
 from ..data import build_splits, load_raw
 from ..data.loaders import make_loader, split_loaders
 from ..engine import Callback, fit, save_tensors
