@@ -19,8 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from adaptertune.backbones import create_backbone
 from adaptertune.config import BackboneConfig
-from adaptertune.config_checks import parse_placement
-from adaptertune.perf.step import build_for_speed, make_batch, make_train_step
+from adaptertune.perf.step import build_for_speed, make_batch, make_train_step, speed_options
 
 GROUPS = {
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::mkldnn_convolution", "aten::convolution_backward"),
@@ -55,7 +54,7 @@ def main() -> int:
     dev = torch.device("cpu")
     steps = {}
     for m in args.methods.split(","):
-        model = build_for_speed(m, copy.deepcopy(base), args.rank, parse_placement("all", len(base.blocks)), "qkv")
+        model = build_for_speed(m, copy.deepcopy(base), speed_options(m, rank=args.rank))
         x, y = make_batch(model.train(), args.batch_size, 10, dev)
         steps[m] = make_train_step(model, x, y, "fp32", dev)
         steps[m]()  # warm-up

@@ -61,6 +61,21 @@ def frozen_unchanged_after_training(model: nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if n in before and not torch.equal(p, before[n])]
 
 
+def counted_step_flops(model: nn.Module, batch: int = 2) -> int:
+    """Matmul FLOPs torch's FlopCounterMode counts in one forward + backward of ``model`` (train mode, math
+    attention: the counter would see the fused kernel as one op) on ``batch`` random images: what
+    ``step_flops(...).scaled(batch).total`` must equal (tests/test_flops.py compares every method's defaults)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.train()
+    for b in model.blocks:
+        b.attn.fused_attn = False
+    x, y = torch.randn(batch, 3, 32, 32), torch.arange(batch) % model.num_classes
+    with FlopCounterMode(display=False) as fc:
+        nn.functional.cross_entropy(model(x), y).backward()
+    return fc.get_total_flops()
+
+
 def merge_to_plain_timm(method: str, model: nn.Module, variant: str, folds: bool = True) -> float:
     """Merge ``model`` (trained, eval) with ``method``, load its state into a fresh plain timm model of the same
     arguments (strict), and return the max |logit diff| of the plain model vs the unmerged one. ``folds``: the

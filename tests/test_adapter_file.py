@@ -35,8 +35,9 @@ def test_round_trip_is_exact_and_file_holds_only_trained_tensors(tiny_run, tmp_p
     for key in ("backbone", "backbone_args", "weights_tag", "weights_sha256", "data_config", "width"):
         assert meta[key], key
     if adapter:
-        assert meta["adapter"]["rank"] == adapter["rank"] and meta["adapter"].get("init", "zero") == "zero"
-        assert set(meta["adapter"]) == set(METHODS.get(method).option_names())  # its own options, no others
+        assert meta["options"]["rank"] == adapter["rank"] and meta["options"].get("init", "zero") == "zero"
+        assert set(meta["options"]) == set(METHODS.get(method).option_names())  # its own options, no others
+        assert "adapter" not in meta  # the legacy key: files written before per-method options sections
     loaded = load_run(run_dir, device="cpu")
     with torch.no_grad():
         assert torch.equal(loaded.model(X), model(X))
@@ -71,8 +72,46 @@ def test_file_for_another_model_names_both_sides(tiny_run, tmp_path, change, sid
 
 def test_check_reports_the_differing_field():
     meta = {"backbone": "a", "weights_sha256": "0" * 64, "method": "lora", "adapter": {"rank": 4}, "width": 192}
-    with pytest.raises(CheckpointError, match=r"adapter rank differs: the file has 4, the model has 16"):
-        check_adapter_file(meta, {**meta, "adapter": {"rank": 16}}, "f.safetensors")
+    with pytest.raises(CheckpointError, match=r"option `lora.rank` differs: the file has 4, the model has 16"):
+        check_adapter_file(meta, {**meta, "adapter": {"rank": 16}}, "f.safetensors")  # files from before: `adapter`
+    new = {**meta, "options": {"rank": 4, "targets": "qkv"}}
+    new.pop("adapter")
+    check_adapter_file(new, meta, "f.safetensors")  # an old file's options, defaults filled, equal a new one's
+    with pytest.raises(
+        CheckpointError, match=r"option `lora.targets` differs: the file has 'qkv', the model has 'qkv\+mlp'"
+    ):
+        check_adapter_file(new, {**new, "options": {"rank": 4, "targets": "qkv+mlp"}}, "f.safetensors")
+
+
+def test_identity_is_the_methods_own_fields():
+    """A method's identity (Method.identity) decides what a file must match: a prompt count that differs is a
+    one-line error naming both values, an option the method leaves out of its identity is not compared."""
+    import dataclasses as dc
+
+    from adaptertune.methods import Method, register_method, unregister_method
+
+    @dc.dataclass
+    class PromptOptions:
+        prompts: int = 10
+        log_every: int = 1  # not part of what trains
+
+    class Prompts(Method):
+        name, description, options = "toy_prompts", "test", PromptOptions
+
+        def identity(self, options):
+            return {"prompts": options.prompts}
+
+    register_method(Prompts())
+    try:
+        meta = {"backbone": "a", "weights_sha256": "0", "method": "toy_prompts", "options": {"prompts": 10}}
+        check_adapter_file(meta, {**meta, "options": {"prompts": 10, "log_every": 5}}, "f.safetensors")
+        with pytest.raises(
+            CheckpointError, match=r"option `toy_prompts.prompts` differs: the file has 10, the model has 50"
+        ) as e:
+            check_adapter_file(meta, {**meta, "options": {"prompts": 50}}, "f.safetensors")
+        assert "\n" not in str(e.value)
+    finally:
+        unregister_method("toy_prompts")
 
 
 def test_not_an_adapter_file(tmp_path):
@@ -114,7 +153,7 @@ def test_summary_records_the_file_size(run_config, image_folder, tmp_path):
     )
     s = run(cfg)
     assert s.adapter_file_bytes == (tmp_path / "r" / "adaptertune_weights.safetensors").stat().st_size
-    assert yaml.safe_load(io.StringIO((tmp_path / "r" / "config.yaml").read_text()))["adapter"]["targets"] == "qkv"
+    assert yaml.safe_load(io.StringIO((tmp_path / "r" / "config.yaml").read_text()))["lora"]["targets"] == "qkv"
 
 
 def test_old_adapter_file_with_options_the_method_lacks_still_loads(tiny_run, tmp_path):
@@ -124,13 +163,14 @@ def test_old_adapter_file_with_options_the_method_lacks_still_loads(tiny_run, tm
 
     run_dir, model = tiny_run(tmp_path / "old", "adapter", {"rank": 4})
     tensors, meta = load_tensors(run_dir / "adaptertune_weights.safetensors")
+    meta["adapter"] = meta.pop("options")  # as files written before per-method options sections
     meta["adapter"]["targets"] = "qkv"
     save_tensors(run_dir / "adaptertune_weights.safetensors", tensors, meta)
     with torch.no_grad():
         assert torch.equal(load_run(run_dir, device="cpu").model(X), model(X))
     meta["adapter"]["rank"] = 8  # an option the method has still counts
     save_tensors(run_dir / "adaptertune_weights.safetensors", tensors, meta)
-    with pytest.raises(CheckpointError, match="adapter rank differs"):
+    with pytest.raises(CheckpointError, match="option `adapter.rank` differs"):
         load_run(run_dir, device="cpu")
 
 
@@ -163,7 +203,7 @@ def test_model_is_rebuilt_from_the_adapter_files_metadata_without_config_yaml(ti
     with caplog.at_level("WARNING"):
         loaded = load_run(run_dir, device="cpu")
     assert "adapter file's metadata" in loaded.config_source and "rebuilt from" in caplog.text
-    options = loaded.config.to_dict()["adapter"]
+    options = loaded.config.to_dict()["adapter"]  # method `adapter`: its own section
     assert options["rank"] == 4 and options["placement"] == "every:3"
     with torch.no_grad():
         assert torch.equal(loaded.model(X), model(X))

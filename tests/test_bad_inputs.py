@@ -72,6 +72,10 @@ def _train(*args):
     return lambda d: ["train", *TINY_VIT_ARGS, "--data-root", str(d["folder"]), *FAST, *args]
 
 
+def _predict(d):
+    return ["predict", str(d["run"]), str(d["folder"] / "test" / "class_0" / "0.png")]
+
+
 def _set(path: str, value):
     def edit(cfg):
         section, key = path.split(".")
@@ -172,6 +176,16 @@ CASES = [
      r"`data.cache` pre-resizes datasets read from image files; 'mnist-5k' is held in memory already"),
     ("cache-under-a-file", lambda d: _train("--cache", str(d["root"] / "a_file" / "c"))(d),
      r"a_file' is a file, not a folder"),
+    # issue 27: predict's records (--json, --csv); checked before the model loads, nothing written
+    ("predict-json-and-csv-both-stdout", lambda d: [*_predict(d), "--json", "-", "--csv", "-"],
+     r"--json - and --csv - both ask for stdout; send one of them to a FILE"),
+    ("predict-json-and-csv-same-file", lambda d: [*_predict(d), "--json", str(d["root"] / "p.out"), "--csv",
+                                                  str(d["root"] / "p.out")], r"both name '.*p.out'; give them diff"),
+    ("predict-json-under-a-file", lambda d: [*_predict(d), "--json", str(d["root"] / "a_file" / "p.json")],
+     r"Cannot write '.*a_file/p.json': '.*a_file' is a file, not a folder"),
+    ("predict-csv-is-a-folder", lambda d: [*_predict(d), "--csv", str(d["root"] / "empty")],
+     r"Cannot write '.*empty': it is a folder; give a file name"),
+    ("predict-topk-zero", lambda d: [*_predict(d), "--topk", "0"], r"--topk must be >= 1, got 0"),
 ]  # fmt: skip
 
 
@@ -248,6 +262,21 @@ def test_export_to_a_full_disk_is_one_line_and_keeps_the_old_file(data, tmp_path
     assert re.search(r"Cannot write '.*model.pt': No space left on device; the previous version .* intact", err)
     assert target.read_bytes() == b"the earlier export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no temporary file left
+
+
+def test_predict_records_to_a_full_disk_are_one_line_and_leave_nothing(data, tmp_path, capsys, monkeypatch):
+    from adaptertune import atomic
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    capsys.readouterr()
+    assert main([*_predict(data), "--csv", str(tmp_path / "p.csv")]) == 2
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert re.search(r"Cannot write '.*p.csv': No space left on device; nothing was written", err)
+    assert out == "" and list(tmp_path.iterdir()) == []  # no partial or temporary file
 
 
 def test_catalogue_is_large_enough():

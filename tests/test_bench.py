@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from adaptertune.cli import main
+from adaptertune.config_keys import options_section
 from adaptertune.sweeps import PRESETS, load_preset
 
 PROTOCOL = {"input_size": [3, 32, 32], "epochs": 2, "selection": "best_val_top1", "split_seed": 0}
@@ -20,7 +21,7 @@ def fake_trainer(monkeypatch):
     def run(cfg, callbacks=(), overwrite=False, resume=False, lock=None):
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        rank = (cfg.to_dict()["adapter"] or {}).get("rank")  # options may still be a mapping before resolution
+        rank = (options_section(cfg.to_dict()) or {}).get("rank")  # options may still be a mapping before resolution
         acc = FAKE_ACC[rank or cfg.method] + cfg.train.seed
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
         (out / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 1.0, "val_acc": acc}) + "\n")

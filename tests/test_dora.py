@@ -5,11 +5,13 @@ import torch
 
 from adaptertune.methods import METHODS, build_method
 from adaptertune.methods.dora import DoraOptions
+from adaptertune.methods.flops import StepFlops, ViTGeometry, step_flops, vit_geometry
 from adaptertune.methods.lora import LoraOptions
 from petl_checks import (
     HEAD_100,
     VARIANTS,
     X,
+    counted_step_flops,
     frozen_unchanged_after_training,
     merge_to_plain_timm,
     n_trainable,
@@ -104,3 +106,22 @@ def test_exports_load_back_with_the_runs_logits(tiny_run, tmp_path, fmt):
         assert not any("lora" in k for k in model.state_dict())
     with torch.no_grad():
         assert float((model(X) - want).abs().max()) <= 1e-5
+
+
+def test_flops_by_hand():
+    """LoRA's matmuls per image, plus PEFT's ``B(A(I_k))`` for the weight norm once per step: on a one-block ViT
+    (d=4, qkv 4 -> 12) at rank 2, 2*4*4*2 + 2*4*2*12 = 256 FLOPs whatever the batch."""
+    g = ViTGeometry(depth=1, dim=4, mlp_hidden=8, tokens=3, patches=2, patch_dim=6, num_classes=2)
+    lora, dora = step_flops(g, "lora", {"rank": 2}), step_flops(g, "dora", {"rank": 2})
+    assert dora == StepFlops(lora.forward, lora.backward_activations, lora.backward_weights, per_step=256)
+    assert dora.total == lora.total and dora.scaled(3).total == 3 * lora.total + 256
+
+
+@pytest.mark.parametrize("options", [{"rank": 4, "placement": "last:1"}, {"targets": "qkv+mlp", "placement": "1,5"}])
+def test_flops_match_torch_flop_counter(options):
+    """A placement and the MLP targets (the defaults: tests/test_flops.py), exactly, the per-step norms included."""
+    model = variant_vit("cls", num_classes=5)
+    geom = vit_geometry(model)
+    counted = counted_step_flops(build_method("dora", model, options))
+    assert counted == step_flops(geom, "dora", options).scaled(2).total
+    assert counted != 2 * step_flops(geom, "dora", options).total  # the per-step term is there to be counted

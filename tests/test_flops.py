@@ -15,6 +15,7 @@ from adaptertune.methods.flops import (
     StepFlops,
     ViTGeometry,
     count_step,
+    flop_methods,
     inference_flops,
     step_flops,
     vit_geometry,
@@ -86,10 +87,10 @@ def test_flops_by_hand_extras():
 
 
 def test_flops_errors():
-    with pytest.raises(
-        ConfigError, match="No FLOP formula for method 'linear-probe-cached'; known: adapter, bitfit, full, head, lora"
-    ):
+    with pytest.raises(ConfigError, match="No FLOP formula for method 'linear-probe-cached'; known: adapter, ") as e:
         step_flops(G, "linear-probe-cached")
+    known = str(e.value).split("known: ")[1].rstrip(".").split(", ")
+    assert known == flop_methods() and {"adapter", "bitfit", "full", "head", "lora"} <= set(known)
     with pytest.raises(ConfigError, match="mlp"):
         step_flops(G, "lora", {"targets": "mlp"})
     with pytest.raises(ConfigError, match="Unknown FLOP site 'after'; known: in, attn_in"):
@@ -155,9 +156,9 @@ def test_every_methods_formula_matches_torch_flop_counter(method, tiny_vit):
     convolution FLOPs torch's FlopCounterMode counts in one forward + backward. Tolerance: none (exact), since both
     count 2 FLOPs per multiply-add of the same products and the counter counts no elementwise op (the fused
     attention kernel is turned off: the counter would see it as one op); a batch of 2 makes a cost per step
-    rather than per image show up as a mismatch (a documented one is added: _per_step). A method with no formula
-    must train on cached features. (The counter's grouped-convolution weight gradient is corrected:
-    helpers.flop_counter.)"""
+    rather than per image show up as a mismatch unless the formula states it as ``per_step`` (DoRA's weight
+    norms, FacT-TK's cores), which ``scaled`` counts once. A method with no formula must train on cached features.
+    (The counter's grouped-convolution weight gradient is corrected: helpers.flop_counter.)"""
     info = METHODS.get(method)
     model = tiny_vit(num_classes=5)
     geom, options = vit_geometry(model), info.resolve(None)
@@ -174,14 +175,4 @@ def test_every_methods_formula_matches_torch_flop_counter(method, tiny_vit):
         torch.nn.functional.cross_entropy(model(x), y).backward()
     counted = {str(op).split(".")[-1]: n for op, n in fc.get_flop_counts()["Global"].items()}
     assert set(counted) <= MATMULS, f"ops the formula does not model: {set(counted) - MATMULS}"
-    assert sum(counted.values()) == 2 * formula.total + _per_step(method, geom, options)
-
-
-def _per_step(method, geom, options) -> int:
-    """FLOPs a method spends once per step, not per image, which its per-image formula leaves out (documented
-    there): FacT-TK builds its cores from Core and Pm once per forward."""
-    if method == "fact-tk":
-        from adaptertune.methods.fact import tk_core_flops
-
-        return tk_core_flops(geom, options).total
-    return 0
+    assert sum(counted.values()) == formula.scaled(2).total

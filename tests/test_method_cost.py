@@ -12,7 +12,7 @@ from adaptertune.vit import trainable_parameters
 
 
 def _count(info, model, options, num_classes):
-    if info.name == "lora":
+    if info.name in ("lora", "dora"):
         pytest.importorskip("peft")
     formula = info.trainable_params(vit_geometry(model), options, num_classes)
     assert formula is not None, f"method '{info.name}' has no trainable-parameter formula"
@@ -35,6 +35,11 @@ VIT_B = {
     "linear-probe-cached": (None, 0),
     "adapter": ({"rank": 8}, 12 * (2 * 768 * 8 + 8 + 768)),  # AdapterTune: down and up with biases, every block
     "full": (None, 85_798_656),  # timm's vit_base_patch16_224 without its head
+    "ssf": (None, 205_824),
+    "ln": (None, 38_400),
+    "difffit": (None, 140_544),
+    "selective": ({"parts": "qkv"}, 5_315_328),  # 3 blocks' qkv (the default trains the 3 blocks whole)
+    "dora": ({"rank": 8}, 322_560),
 }
 
 

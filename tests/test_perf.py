@@ -52,13 +52,29 @@ def test_speed_cli_writes_json(tmp_path, capsys):
 def test_speed_times_the_registered_lora_with_its_options(tiny_vit):
     from adaptertune.perf.step import build_for_speed
 
-    a = build_for_speed("lora", tiny_vit(), 4, "last:2", "qkv+mlp")
+    cfg = main_speed_config(rank=4, placement="last:2", options={"lora": {"targets": "qkv+mlp"}})
+    a = build_for_speed("lora", tiny_vit(), cfg.method_options("lora"))
     b = build_method("lora", tiny_vit(), {"rank": 4, "placement": "last:2", "targets": "qkv+mlp"})
     assert [n for n, p in a.named_parameters() if p.requires_grad] == [
         n for n, p in b.named_parameters() if p.requires_grad
     ]
     with pytest.raises(ConfigError, match="adapter.targets.*qkv, qkv\\+mlp; got 'fc1'"):
-        main_speed_config(lora_targets="fc1")
+        main_speed_config(options={"lora": {"targets": "fc1"}})
+
+
+def test_speed_passes_each_methods_own_options_and_the_shorthands():
+    """--rank/--placement reach every method that takes them; a method's section wins; head takes none."""
+    cfg = main_speed_config(methods=["head", "adapter", "lora"], rank=4, options={"lora": {"rank": 8}})
+    assert cfg.method_options("head") is None
+    assert (cfg.method_options("adapter").rank, cfg.method_options("lora").rank) == (4, 8)
+    assert main_speed_config(methods=["lora"]).method_options("lora").rank == 16  # the method's own default
+    with pytest.raises(ConfigError, match="Unknown option `lora.rnk`.*Did you mean `lora.rank`"):
+        main_speed_config(methods=["head"], options={"lora": {"rnk": 8}})
+    from adaptertune.cli.flags import config_dict
+    from adaptertune.cli.main import build_parser
+
+    args = build_parser(["speed"]).parse_args(["speed", "--set", "lora.targets=qkv+mlp", "--rank", "4"])
+    assert config_dict(args)["lora"] == {"targets": "qkv+mlp"} and args.rank == 4
 
 
 def main_speed_config(**kwargs):
@@ -78,9 +94,7 @@ def test_memory_probe_child_process():
         "backbone": "vit_tiny_patch16_224",
         "backbone_args": {"img_size": 32, "patch_size": 8, "depth": 2},
         "method": "full",
-        "rank": 4,
-        "placement": "all",
-        "lora_targets": ["qkv"],
+        "options": None,
         "batch_size": 2,
         "num_classes": 4,
         "device": "cpu",

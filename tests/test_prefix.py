@@ -148,8 +148,8 @@ def test_cached_prefix_trains_like_the_uncached_model():
 
 def test_cache_prefix_refuses_augmentation():
     with pytest.raises(ConfigError, match=r"cache_prefix.*augment"):
-        RunConfig.from_dict({"train": {"cache_prefix": True}})
-    RunConfig.from_dict({"train": {"cache_prefix": True}, "data": {"augment": False}})
+        RunConfig.from_dict({"train": {"cache_prefix": True}, "data": {"augment": True}})
+    RunConfig.from_dict({"train": {"cache_prefix": True}})  # augmentation is off by default
 
 
 def _folder_run(tmp_path, image_folder, placement, method="adapter"):

@@ -251,6 +251,7 @@ def test_overrides_reach_the_recipe_fields_and_checks_name_them():
         [
             "train.ema=0.999",
             "train.ema_eval=true",
+            "data.augment=true",
             "data.aug=randaug",
             "data.mixup=0.8",
             "train.layer_decay=0.75",

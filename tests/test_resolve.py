@@ -25,13 +25,13 @@ def test_resolving_leaves_no_default_open_and_is_idempotent(run_config, tmp_path
     assert None not in (t.lr, t.weight_decay, t.warmup_epochs)
     assert t.device in ("cpu", "cuda") and t.precision in ("fp32", "bf16", "fp16")
     assert resolve_run(r).config.to_dict() == r.to_dict() == resolve_config(r).to_dict()
-    assert r.adapter.rank == 2 and r.adapter.init == "zero"  # the method's options class, defaults filled
+    assert r.method_options.rank == 2 and r.method_options.init == "zero"  # its options class, defaults filled
     assert resolve_run(run_config(tmp_path, "x", **ADAPTER_RUN, device="cpu", precision="bf16")).precision == "bf16"
 
 
 def test_the_resolved_run_carries_every_decided_value(run_config, tmp_path):
     rr = resolve_run(run_config(tmp_path, tmp_path / "x", **ADAPTER_RUN, device="cpu"))
-    assert rr.method.name == "adapter" and rr.options is rr.config.adapter and rr.options.rank == 2
+    assert rr.method.name == "adapter" and rr.options is rr.config.method_options and rr.options.rank == 2
     assert (rr.device, rr.precision, rr.warmup_epochs) == (torch.device("cpu"), "fp32", 0.1)
     assert rr.selection is None and rr.config.data.batched == "auto"  # both decided by the data
     bound = rr.with_data(has_val=False, batched="off")
@@ -95,3 +95,80 @@ def test_official_val_split_with_val_fraction_0_records_the_rule_it_selected_wit
     assert saved["split_sizes"]["val"] == 12 and saved["best_val_acc"] is not None
     assert saved["selection"] == saved["protocol"]["selection"] == "best_val_top1"
     assert summary.protocol["selection"] == summary.selection == "best_val_top1"
+
+
+# ---------------------------------------------------------------- per-method options sections (issue 24)
+def _resolved(d):
+    return resolve_config(RunConfig.from_dict(d))
+
+
+def test_each_method_reads_its_own_section_and_records_it_alone():
+    d = {"method": "lora", "lora": {"rank": 4, "targets": "qkv+mlp"}, "parallel": {"rank": 3}}
+    cfg = _resolved(d)
+    assert (cfg.method_options.rank, cfg.method_options.targets) == (4, "qkv+mlp")
+    out = cfg.to_dict()  # config.yaml: the selected method's section, under its name, nothing else
+    assert out["lora"]["rank"] == 4 and "adapter" not in out and "parallel" not in out
+    assert list(out)[:4] == ["backbone", "data", "method", "lora"]
+    assert _resolved(out).to_dict() == out  # a config.yaml resolves to itself
+    assert _resolved({"method": "parallel", "lora": {"rank": 4}, "parallel": {"rank": 3}}).method_options.rank == 3
+    assert "head" not in _resolved({"method": "head", "lora": {"rank": 4}}).to_dict()  # others: checked, unused
+
+
+def test_legacy_adapter_section_is_the_selected_methods_options():
+    assert _resolved({"method": "lora", "adapter": {"rank": 4}}).method_options.rank == 4
+    same = _resolved({"method": "lora", "adapter": {"rank": 4}, "lora": {"rank": 4, "alpha": 2.0}})
+    assert (same.method_options.rank, same.method_options.alpha) == (4, 2.0)
+    with pytest.raises(ConfigError, match=r"`adapter.rank`=8 and `lora.rank`=4 disagree for method 'lora'") as e:
+        _resolved({"method": "lora", "adapter": {"rank": 8}, "lora": {"rank": 4}})
+    assert "\n" not in str(e.value)
+
+
+def test_sections_of_other_methods_are_checked_against_their_own_class():
+    with pytest.raises(ConfigError, match=r"Unknown option `parallel.targets` of method 'parallel'"):
+        _resolved({"method": "lora", "parallel": {"targets": "qkv"}})
+    with pytest.raises(ConfigError, match=r"Did you mean `lora.rank`"):
+        _resolved({"method": "adapter", "lora": {"rnk": 4}})
+    with pytest.raises(ConfigError, match=r"Unknown config key 'trian'.*Did you mean `train`"):
+        _resolved({"method": "lora", "trian": {"epochs": 1}})
+    with pytest.raises(ConfigError, match=r"Unknown config key 'epochs'"):
+        RunConfig.from_dict({"epochs": 3})  # not a mapping: not a section
+
+
+def test_each_method_keeps_its_own_defaults(plugin_methods):
+    """Two methods may give one option name different defaults (prompt dropout 0.1 beside adapter dropout 0)."""
+    a = _resolved({"method": "toy_vpt"}).method_options
+    b = _resolved({"method": "adapter"}).method_options
+    assert (a.dropout, b.dropout) == (0.1, 0.0)
+    assert _resolved({"method": "toy_vpt", "toy_vpt": {"prompts": 5}}).method_options.prompts == 5
+    assert _resolved({"method": "toy_vpt", "adapter": {"prompts": 5}}).method_options.prompts == 5  # legacy
+    from adaptertune.config_keys import apply_overrides
+
+    d = apply_overrides({"method": "toy_vpt"}, ["toy_vpt.prompts=7", "adapter.dropout=0.2"])
+    assert d == {"method": "toy_vpt", "toy_vpt": {"prompts": 7}, "adapter": {"dropout": 0.2}}
+    opts = _resolved(d).method_options
+    assert (opts.prompts, opts.dropout) == (7, 0.2)
+
+
+@pytest.fixture
+def plugin_methods():
+    """A method with a `dropout` default of 0.1 (the adapter's is 0.0) and an option no other method has."""
+    import dataclasses as dc
+
+    from adaptertune.methods import Method, register_method, unregister_method
+
+    @dc.dataclass
+    class ToyVptOptions:
+        """Args:
+        prompts: prompt tokens.
+        dropout: prompt dropout.
+        """
+
+        prompts: int = 10
+        dropout: float = 0.1
+
+    class ToyVpt(Method):
+        name, description, options = "toy_vpt", "test", ToyVptOptions
+
+    register_method(ToyVpt())
+    yield
+    unregister_method("toy_vpt")

@@ -3,13 +3,16 @@
 import pytest
 import torch
 
+from adaptertune.engine.prefix import PrefixTail, cacheable_prefix, prefix_tokens
 from adaptertune.errors import ConfigError
-from adaptertune.methods import build_method
+from adaptertune.methods import METHODS, build_method
+from adaptertune.methods.flops import step_flops, vit_geometry
 from adaptertune.methods.selective import SelectiveOptions
 from petl_checks import (
     HEAD_100,
     VARIANTS,
     X,
+    counted_step_flops,
     frozen_unchanged_after_training,
     merge_to_plain_timm,
     n_trainable,
@@ -71,3 +74,30 @@ def test_options():
 
 def test_resume_is_exact(tmp_path):
     assert resumed_equals_uninterrupted(tmp_path, "selective", {"blocks": "last:1", "parts": "mlp"}) == []
+
+
+@pytest.mark.parametrize(
+    "options", [{"blocks": "first:1"}, {"blocks": [3, 7], "parts": "attn"}, {"parts": "mlp"}, {"parts": "qkv"}]
+)
+def test_flops_match_torch_flop_counter(options):
+    """Each part and a first / middle placement (the defaults: tests/test_flops.py): a whole block's norms make its
+    qkv compute an input gradient, a part alone does not."""
+    model = variant_vit("cls", num_classes=5)
+    geom = vit_geometry(model)
+    assert (
+        counted_step_flops(build_method("selective", model, options))
+        == step_flops(geom, "selective", options).scaled(2).total
+    )
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_frozen_prefix_is_cached_exactly(variant):
+    """blocks last:3 leaves the first 9 blocks untouched: train.cache_prefix runs them once, and the cached
+    prefix's tokens through the rest of the model give the model's own logits."""
+    info = METHODS.get("selective")
+    options = info.resolve(None)
+    model = build_method("selective", variant_vit(variant), options).eval()
+    k = cacheable_prefix(model, info.frozen_prefix(model, options))
+    assert k == 9
+    with torch.no_grad():
+        assert torch.equal(PrefixTail(model, k)(prefix_tokens(model, X, k)), model(X))

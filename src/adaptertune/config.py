@@ -29,8 +29,10 @@ from .errors import ConfigError
 __all__ = [
     "AUG_PRESETS",
     "BATCHED_MODES",
+    "LEGACY_OPTIONS",
     "PRECISIONS",
     "RESIZE_MODES",
+    "RUN_KEYS",
     "BackboneConfig",
     "DataConfig",
     "RunConfig",
@@ -84,7 +86,9 @@ class DataConfig:
         split_seed: seed of the train/val split; independent of the training seed.
         subset: use a fixed stratified subset of N training images.
         test_subset: use a fixed stratified subset of N test images.
-        augment: random-resized-crop + flip for training (the paper's); off = eval transform.
+        augment: train with the ``aug`` preset; off (the default) = the eval transform, as the PETL benchmarks
+            (VTAB-1k) train; measured in benchmarks/augment.py, where random-resized-crop + flip cost points
+            on every offline task (README, "Augmentation").
         num_workers: DataLoader worker processes per process (None: the machine's cores / local processes).
         strict: a corrupt image is an error (default: skipped and counted in the summary).
         download: let loaders that can download do so (needs internet).
@@ -102,6 +106,10 @@ class DataConfig:
         aug: training augmentation preset (with ``augment`` on): ``basic`` (random-resized-crop + flip),
             ``randaug`` (timm ``create_transform``: + ``rand-m9-mstd0.5`` RandAugment, random erasing p=0.25)
             or ``none`` (the eval transform).
+        hflip: the preset may flip images horizontally (p=0.5); false for classes a mirror image changes
+            (digits, text, left/right): no preset then ever flips, on the per-image or the batched path.
+        crop_scale: the smallest share of the image area a random-resized crop keeps (range
+            ``(crop_scale, 1)``; torchvision's and timm's 0.08).
         mixup: timm ``Mixup`` alpha for mixup (0: off); the loss becomes soft-target cross-entropy.
         cutmix: timm ``Mixup`` alpha for cutmix (0: off); with mixup too, each batch uses one of the two.
         cache: a folder for a pre-resized copy of a dataset read from image files: each image is decoded and
@@ -117,7 +125,7 @@ class DataConfig:
     split_seed: int = 0
     subset: int | None = None
     test_subset: int | None = None
-    augment: bool = True
+    augment: bool = False
     num_workers: int | None = None
     strict: bool = False
     download: bool = False
@@ -127,6 +135,8 @@ class DataConfig:
     cv_fold: int | None = None
     batched: str = "auto"
     aug: str = "basic"
+    hflip: bool = True
+    crop_scale: float = 0.08
     mixup: float = 0.0
     cutmix: float = 0.0
     cache: str | None = None
@@ -153,6 +163,10 @@ class DataConfig:
             self.cv_folds, self.cv_fold, subset=self.subset, test_subset=self.test_subset, split=self.split
         )
         self.aug = _as_choice("data.aug", self.aug, AUG_PRESETS)
+        self.hflip = _as_bool("data.hflip", self.hflip)
+        self.crop_scale = _as_float("data.crop_scale", self.crop_scale, minimum=0.0)
+        if not 0 < self.crop_scale <= 1:
+            raise ConfigError(f"`data.crop_scale` must be in (0, 1], got {self.crop_scale:g}.")
         self.mixup = _as_float("data.mixup", self.mixup, minimum=0.0)
         self.cutmix = _as_float("data.cutmix", self.cutmix, minimum=0.0)
 
@@ -268,6 +282,13 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+# RunConfig's own keys; every other top-level key of a run config is a method's options section.
+RUN_KEYS = ("backbone", "data", "method", "train", "out_dir")
+# `adapter:` is the selected method's options whatever the method (the form before per-method sections);
+# for method ``adapter`` it is also that method's own section.
+LEGACY_OPTIONS = "adapter"
+
+
 @dataclass
 class RunConfig:
     """Everything one training run needs.
@@ -276,7 +297,9 @@ class RunConfig:
         backbone: which ViT to build.
         data: dataset, split and input pipeline.
         method: the transfer method: head, full, adapter, ... (adaptertune list methods).
-        adapter: the method's options (a mapping or its options dataclass).
+        options: the method options sections, by method name (YAML: top-level ``lora: {rank: 8}``); the
+            section ``adapter`` is also the selected method's options (the legacy form). Checked and reduced to
+            the selected method's options object by :func:`adaptertune.resolve.resolve_config`.
         train: optimization.
         out_dir: the run folder to write.
     """
@@ -284,7 +307,7 @@ class RunConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     data: DataConfig = field(default_factory=DataConfig)
     method: str = "adapter"
-    adapter: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     out_dir: str = "runs/default"
 
@@ -293,8 +316,11 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, _section_from_dict(name, cls, value))
-        if not (self.adapter is None or isinstance(self.adapter, dict) or dataclasses.is_dataclass(self.adapter)):
-            raise ConfigError(f"`adapter` must be a mapping of method options, got {self.adapter!r}.")
+        if not isinstance(self.options, dict):
+            raise ConfigError(f"`options` must map method names to their options, got {self.options!r}.")
+        for name, value in self.options.items():
+            if not (value is None or isinstance(value, dict) or dataclasses.is_dataclass(value)):
+                raise ConfigError(f"`{name}` must be a mapping of method options, got {value!r}.")
         if not isinstance(self.method, str) or not self.method:
             raise ConfigError(f"`method` must be a method name, got {self.method!r}.")
         self.out_dir = str(self.out_dir)
@@ -304,19 +330,38 @@ class RunConfig:
                 "frozen blocks' output cannot be cached."
             )
 
+    @property
+    def method_options(self) -> Any:
+        """The selected method's own section: after resolution its options object (None: it takes none)."""
+        return self.options.get(self.method)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        """Build from nested dicts; unknown keys raise ConfigError listing the valid keys."""
+        """Build from nested dicts: RunConfig's own keys, and any other key holding a mapping (or nothing) as a
+        method's options section (checked against the registered methods on resolution). Another unknown key
+        raises ConfigError listing the valid keys."""
         if not isinstance(d, dict):
             raise ConfigError(f"A run config must be a mapping, got {type(d).__name__}.")
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in d if k not in valid]
-        if unknown:
-            raise ConfigError(f"Unknown config key '{unknown[0]}'. Valid top-level keys: {', '.join(valid)}.")
-        return cls(**d)
+        own = {k: v for k, v in d.items() if k in RUN_KEYS}
+        sections = {k: v for k, v in d.items() if k not in RUN_KEYS}
+        for k, v in sections.items():
+            if not isinstance(k, str) or not (v is None or isinstance(v, dict) or dataclasses.is_dataclass(v)):
+                raise ConfigError(
+                    f"Unknown config key '{k}'. Valid top-level keys: {', '.join(RUN_KEYS)}, and a method's "
+                    "options section (e.g. `lora: {rank: 8}`)."
+                )
+        return cls(**own, options=sections)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Nested dicts in the YAML form: each options section a top-level key after ``method``."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
+        d = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in d.items()}
+        sections = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in self.options.items()}
+        return (
+            {k: d[k] for k in ("backbone", "data", "method")}
+            | sections
+            | {"train": d["train"], "out_dir": d["out_dir"]}
+        )
 
 
 def _section_from_dict(section: str, cls: type, d: dict[str, Any]) -> Any:

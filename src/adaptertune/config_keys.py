@@ -1,11 +1,13 @@
 """Dotted config keys (``train.lr``, ``adapter.rank``, ``backbone.args.img_size``): the one place that knows them.
 
 Every key is read off the dataclasses themselves: the sections of :class:`~adaptertune.config.RunConfig`
-(``backbone``, ``data``, ``train``), its plain fields (``method``, ``out_dir``) and, under ``adapter.``, the
-options classes of the registered methods (:data:`~adaptertune.methods.METHODS`), so a new field or a new
-method's option is a valid key with no table to update. ``backbone.args.NAME`` takes any model kwarg. A leaf
-name that is unique across all of them is accepted alone (``lr`` means ``train.lr``). The keys are read once per
-set of registered methods (a plugin that registers or unregisters a method changes them).
+(``backbone``, ``data``, ``train``), its plain fields (``method``, ``out_dir``) and the options classes of the
+registered methods (:data:`~adaptertune.methods.METHODS`): each under its method's own section (``lora.rank``,
+``vpt.prompts``), and all of them under ``adapter.`` (the selected method's options, the legacy form), so a
+new field or a new method's option is a valid key with no table to update. ``backbone.args.NAME`` takes any
+model kwarg. A leaf name that is unique across all of them is accepted alone (``lr`` means ``train.lr``;
+``rank`` means ``adapter.rank``, the selected method's). The keys are read once per set of registered methods
+(a plugin that registers or unregisters a method changes them).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .config import RunConfig
+from .config import LEGACY_OPTIONS, RunConfig
 from .errors import ConfigError
 
 __all__ = [
@@ -29,10 +31,13 @@ __all__ = [
     "apply_overrides",
     "apply_values",
     "canonical_key",
+    "canonical_options",
     "check_key",
     "flatten_config",
     "get_dotted",
+    "is_method_key",
     "key_infos",
+    "options_section",
     "parse_override",
     "parse_value",
     "set_dotted",
@@ -79,21 +84,33 @@ def _read_keys(methods: Iterable[Any]) -> _Keys:
             section_hints = typing.get_type_hints(tp)
             for sf in dataclasses.fields(tp):
                 infos[f"{f.name}.{sf.name}"] = KeyInfo(f"{f.name}.{sf.name}", tp, sf, section_hints[sf.name])
-        elif f.name == "adapter":
-            for method in methods:
-                if method.options is None:
-                    continue
-                option_hints = typing.get_type_hints(method.options)
-                for of in dataclasses.fields(method.options):
-                    key = f"adapter.{of.name}"
-                    infos.setdefault(key, KeyInfo(key, method.options, of, option_hints[of.name]))
+        elif f.name == "options":  # the legacy `adapter.*` (any method's option), then each method's own
+            for section in (LEGACY_OPTIONS, *(m.name for m in methods if m.name != LEGACY_OPTIONS)):
+                for method in methods if section == LEGACY_OPTIONS else [m for m in methods if m.name == section]:
+                    if method.options is None:
+                        continue
+                    option_hints = typing.get_type_hints(method.options)
+                    for of in dataclasses.fields(method.options):
+                        key = f"{section}.{of.name}"
+                        infos.setdefault(key, KeyInfo(key, method.options, of, option_hints[of.name]))
         else:
             infos[f.name] = KeyInfo(f.name, RunConfig, f, tp)
     owners: dict[str, list[str]] = {}
     for key, info in infos.items():
-        owners.setdefault(info.leaf, []).append(key)
+        if not is_method_key(key, methods):  # a bare option name is the legacy `adapter.NAME`
+            owners.setdefault(info.leaf, []).append(key)
     aliases = {leaf: keys[0] for leaf, keys in owners.items() if len(keys) == 1 and leaf not in infos}
     return _Keys(MappingProxyType(infos), MappingProxyType(aliases))
+
+
+def is_method_key(key: str, methods: Iterable[Any] | None = None) -> bool:
+    """``lora.rank``: a key of a method's own options section (not the legacy ``adapter.*``)."""
+    section = key.partition(".")[0]
+    if methods is None:
+        from .methods import METHODS
+
+        methods = METHODS
+    return section != LEGACY_OPTIONS and "." in key and any(m.name == section for m in methods)
 
 
 def _keys() -> _Keys:
@@ -108,8 +125,9 @@ def _keys() -> _Keys:
 
 
 def key_infos() -> Mapping[str, KeyInfo]:
-    """Every dotted key of a run config, in declaration order (``adapter.*``: the registered methods' options;
-    an option several methods share is described by the first method that declares it)."""
+    """Every dotted key of a run config, in declaration order: the sections' fields, ``adapter.*`` (the
+    selected method's options: any registered method's option, described by the first method that declares
+    it), then each method's own section (``lora.rank``)."""
     return _keys().infos
 
 
@@ -256,3 +274,28 @@ def apply_overrides(d: Mapping[str, Any], overrides: Iterable[str]) -> dict[str,
 
 def _copy_sections(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _copy_sections(v) if isinstance(v, Mapping) else v for k, v in d.items()}
+
+
+def canonical_options(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config mapping (``config.yaml``) in the form new runs write: its options under the method's
+    own key. Runs written before per-method sections recorded them under ``adapter:`` (null for a method
+    without options)."""
+    method, legacy = config.get("method"), config.get(LEGACY_OPTIONS)
+    if not isinstance(method, str) or method == LEGACY_OPTIONS or LEGACY_OPTIONS not in config:
+        return config
+    out = {k: v for k, v in config.items() if k != LEGACY_OPTIONS}
+    if legacy is not None and method not in config:
+        out = {**{k: v for k, v in out.items() if k in ("backbone", "data", "method")}, method: legacy, **out}
+    return out
+
+
+def options_section(config: Any) -> dict[str, Any] | None:
+    """The options a run config mapping (``config.yaml``, an adapter file's metadata) records for its method:
+    its own section (``lora:``), else the legacy ``adapter:`` (every run written before per-method sections),
+    else a file metadata's ``options``; None when it has none."""
+    if not isinstance(config, dict):
+        return None
+    for key in (config.get("method"), "options", LEGACY_OPTIONS):
+        if isinstance(key, str) and isinstance(config.get(key), dict):
+            return config[key]
+    return None

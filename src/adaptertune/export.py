@@ -7,7 +7,9 @@ Which formats a method's runs accept is the method's (its registry entry's ``exp
 onnxruntime. A method that can fold its modules into the base weights does so first (its ``merge``: LoRA;
 no extra matmuls at inference). Each export is
 checked against the training-time model on a batch of inputs; a mismatch above ``atol`` is an error and
-leaves no file behind. A JSON sidecar records the class names, the input preprocessing and the backbone weights.
+leaves no file behind. A JSON sidecar records the class names, the backbone weights and the whole input
+preprocessing (``preprocessing``: colour conversion, resize, crop, scaling, normalisation, layout; see
+:mod:`adaptertune.data.preprocessing`), enough to feed the model from PIL + numpy alone.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_write_bytes, atomic_write_text, check_output_dir, check_output_file
+from .data.preprocessing import eval_data_config, preprocessing_spec
 from .errors import ConfigError
 from .extras import require
 from .hub_export import FOLDER_FORMATS, ExportError, export_folder, run_weights
@@ -143,11 +146,13 @@ def export_run(
         path.unlink(missing_ok=True)
         raise ExportError(f"The {fmt} export differs from the trained model: max |logit diff| {diff:.3g} > {atol:g}.")
     sidecar = path.with_name(path.name + ".json")
+    resize = loaded.config.data.resize
     info: dict[str, Any] = {
         "format": fmt,
-        "input": "images (B, 3, H, W), float32, normalized",
+        "input": "images (B, 3, H, W), float32, RGB, normalized: see preprocessing",
         "classes": loaded.classes,
-        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in loaded.data_config.items()},
+        "preprocessing": preprocessing_spec(loaded.data_config, resize),  # every step from a file to `images`
+        "data_config": eval_data_config(loaded.data_config, resize),  # timm's create_transform of it is the same
         "method": loaded.config.method,
         "backbone": loaded.config.backbone.name,
         "weights": run_weights(loaded),  # which backbone weights, by name and hash

@@ -10,6 +10,8 @@ on seeded inputs before it replaces ``DIR``; a mismatch above ``atol`` leaves no
 
 The card, ``config.json`` (``adaptertune_weights``) and the PEFT ``base_model_name_or_path`` name the backbone
 weights the run loaded, from its summary (:func:`run_weights`): a Hub id only when the weights came from the Hub.
+The card and ``config.json`` (``adaptertune_preprocessing``, and ``pretrained_cfg`` set to the run's eval transform)
+spell out the input preprocessing (:mod:`adaptertune.data.preprocessing`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch import nn
 from .atomic import atomic_write_text
 from .backbones import create_backbone
 from .backbones.sources import weights_record
+from .data.preprocessing import eval_data_config, preprocessing_spec
 from .errors import AdapterTuneError
 from .extras import require
 from .methods import METHODS
@@ -86,6 +89,7 @@ def _write_timm(loaded: LoadedRun, tmp: Path) -> tuple[Callable[[], nn.Module], 
     merged = METHODS.get(loaded.config.method).merge(model)
     save_for_hf(model, str(tmp), model_config={"label_names": list(loaded.classes)}, safe_serialization=True)
     _name_weights(tmp / "config.json", run_weights(loaded))
+    _describe_inputs(tmp / "config.json", loaded)
 
     def load() -> nn.Module:
         import timm
@@ -112,6 +116,17 @@ def _name_weights(path: Path, weights: dict[str, Any]) -> None:
         pretrained["tag"] = weights["tag"]
         pretrained["description"] = f"{weights['name']}: {about}" if about else weights["name"]
     config["adaptertune_weights"] = weights
+    atomic_write_text(path, json.dumps(config, indent=2))
+
+
+def _describe_inputs(path: Path, loaded: LoadedRun) -> None:
+    """Make ``config.json``'s ``pretrained_cfg`` give the run's own eval transform (timm's ``resolve_data_config``
+    + ``create_transform`` read it: a ``squash`` run is crop_mode squash, not the backbone's centre crop), and
+    add every step written out under ``adaptertune_preprocessing``."""
+    resize = loaded.config.data.resize
+    config = json.loads(path.read_text())
+    config.setdefault("pretrained_cfg", {}).update(eval_data_config(loaded.data_config, resize))
+    config["adaptertune_preprocessing"] = preprocessing_spec(loaded.data_config, resize)
     atomic_write_text(path, json.dumps(config, indent=2))
 
 
@@ -156,6 +171,7 @@ def export_folder(
             accuracy=accuracy,
             usage=_usage(fmt, loaded, out),
             max_abs_diff=diff,
+            preprocessing=preprocessing_spec(loaded.data_config, loaded.config.data.resize),
         )
         atomic_write_text(tmp / "README.md", card)  # replaces PEFT's own template card
         if out.exists():

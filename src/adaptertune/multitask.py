@@ -25,7 +25,7 @@ from .backbones import create_backbone
 from .config import BackboneConfig
 from .errors import CheckpointError, ConfigError
 from .methods import METHODS
-from .runs.adapter_file import check_adapter_file, check_run_file, read_adapter_file
+from .runs.adapter_file import check_adapter_file, check_run_file, file_options, read_adapter_file
 from .runs.folder import ADAPTER_FILE, LEGACY_ADAPTER_FILES
 from .vit import backbone_width, feature_width
 
@@ -103,12 +103,13 @@ class MultiTaskModel(nn.Module):
                 f"'{path}' was trained with method '{info.name}', which changes the backbone itself; tasks on a "
                 f"shared backbone need one of: {sharing}."
             )
-        check_adapter_file(meta, {**self.identity, "method": info.name, "adapter": meta.get("adapter")}, str(path))
+        options = file_options(meta)
+        check_adapter_file(meta, {**self.identity, "method": info.name, "options": options}, str(path))
         head_sd = {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
         rest = {k: v for k, v in tensors.items() if not k.startswith("head.")}
         head = self._make_head(head_sd, meta, path)
         try:
-            info.attach(self.backbone, name, info.resolve(meta.get("adapter")), rest, str(path))
+            info.attach(self.backbone, name, info.resolve(options), rest, str(path))
         finally:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic, Protocol, TypeVar
 
 from .errors import UnknownNameError
@@ -27,9 +27,22 @@ T = TypeVar("T", bound=_Named)
 class Registry(Generic[T]):
     """Name -> record mapping for one kind of thing (``"backbone"``, ``"dataset"``, ``"method"``, ...)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, load: Callable[[], None] | None = None) -> None:
+        """``load``: called once, the first time the registry is consulted by name or listed (plugins that
+        register more entries; registering does not call it). If it raises it is called again next time."""
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._load = load
+
+    def _loaded(self) -> dict[str, T]:
+        if self._load is not None:
+            load, self._load = self._load, None
+            try:
+                load()
+            except BaseException:
+                self._load = load
+                raise
+        return self._entries
 
     def register(self, entry: T) -> T:
         """Add ``entry``; a second entry with the same name raises ``KeyError``."""
@@ -55,7 +68,7 @@ class Registry(Generic[T]):
             UnknownNameError: ``name`` is not registered; the message lists close matches and all names.
         """
         try:
-            return self._entries[name]
+            return self._loaded()[name]
         except KeyError:
             raise UnknownNameError(self.unknown_message(name)) from None
 
@@ -66,7 +79,7 @@ class Registry(Generic[T]):
 
     def names(self, filter: str | None = None) -> list[str]:
         """Sorted names, optionally filtered by a shell-style pattern (``"vit_*"``)."""
-        names = sorted(self._entries)
+        names = sorted(self._loaded())
         return [n for n in names if fnmatch.fnmatch(n, filter)] if filter else names
 
     def list(self, filter: str | None = None) -> list[T]:
@@ -74,10 +87,10 @@ class Registry(Generic[T]):
         return [self._entries[n] for n in self.names(filter)]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._loaded()
 
     def __iter__(self) -> Iterator[T]:
         return iter(self.list())
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._loaded())

@@ -23,13 +23,15 @@ import torch
 from torch import nn
 
 from .backbones import BuiltBackbone, create_backbone
-from .config import RunConfig, TrainConfig
+from .config import RUN_KEYS, RunConfig, TrainConfig
+from .config_keys import suggest_keys
 from .engine.device import resolve_device, resolve_precision
 from .engine.distributed import current
 from .engine.optim import check_optimizer
 from .engine.stopping import Selection, check_selection
 from .errors import ConfigError
 from .methods import METHODS, Method
+from .methods.registry import resolve_options
 
 __all__ = [
     "ResolvedRun",
@@ -60,7 +62,7 @@ class ResolvedRun:
     @property
     def options(self) -> Any:
         """The method's options object (None: the method takes none)."""
-        return self.config.adapter
+        return self.config.method_options
 
     @property
     def precision(self) -> str:
@@ -138,8 +140,11 @@ def resolve_train_config(train: TrainConfig, device: torch.device | None = None)
 
 def _resolve(cfg: RunConfig) -> tuple[RunConfig, Method]:
     method = METHODS.get(cfg.method)
-    d = cfg.to_dict()
-    d["adapter"] = method.resolve(cfg.adapter)  # the method's options dataclass (or None)
+    _check_sections(cfg.options)
+    options = resolve_options(cfg.method, cfg.options)  # the method's options dataclass (or None)
+    d = {k: v for k, v in cfg.to_dict().items() if k in RUN_KEYS}
+    if options is not None:  # config.yaml records the selected method's section alone (`lora: {...}`)
+        d[cfg.method] = options
     for key in ("lr", "weight_decay"):
         if d["train"][key] is None:
             d["train"][key] = method.defaults[key]
@@ -152,6 +157,19 @@ def _resolve(cfg: RunConfig) -> tuple[RunConfig, Method]:
     check_optimizer(d["train"]["optimizer"])
     d["train"]["warmup_epochs"] = _warmup_epochs(cfg.train)
     return RunConfig.from_dict(d), method
+
+
+def _check_sections(sections: dict[str, Any]) -> None:
+    """Every options section names a registered method (a typo'd top-level key gets the closest names)."""
+    for name in sections:
+        if name not in METHODS:
+            valid = [*RUN_KEYS, *(m.name for m in METHODS if m.options)]
+            close = suggest_keys(name, valid)
+            hint = f" Did you mean {' or '.join(f'`{c}`' for c in close)}?" if close else ""
+            raise ConfigError(
+                f"Unknown config key '{name}': neither a run config key nor a method.{hint} Valid top-level keys: "
+                f"{', '.join(RUN_KEYS)} and the options sections {', '.join(valid[len(RUN_KEYS) :])}."
+            )
 
 
 def default_warmup_epochs(epochs: int) -> float:

@@ -1,13 +1,14 @@
 """Command-line flags generated from the config dataclasses, and the config they build.
 
 Each field of :class:`~adaptertune.config.RunConfig`'s sections, and each option of the registered methods'
-options classes (``adapter.*``), is one flag: ``--{leaf}`` (``--lr``, ``--rank``, ``--targets``), typed from
-the field's annotation (``bool``: ``--x/--no-x``; ``int``, ``float``, ``str``; ``X | None`` also takes
-``none``), its help text the field's entry in the dataclass docstring's ``Args:``. A new field or a new method's
-option becomes a flag with nothing to add here. Parsed values are set on the config dict as they are (no
-``key=value`` text parsed again; ``--backbone-arg K=V`` is read once, into ``("K", value)``). Precedence: the
-dataclass defaults, a command's own defaults, ``--config`` files (in order), flags, then ``--set KEY=VALUE``
-(and ``train``'s positional overrides).
+options classes (as ``adapter.*``: the selected method's options), is one flag: ``--{leaf}`` (``--lr``,
+``--rank``, ``--targets``), typed from the field's annotation (``bool``: ``--x/--no-x``; ``int``, ``float``,
+``str``; ``X | None`` also takes ``none``), its help text the field's entry in the dataclass docstring's
+``Args:``. A new field or a new method's option becomes a flag with nothing to add here. A method's own
+section (``lora.rank``) is set with ``--set lora.rank=8``. Parsed values are set on the config dict as they
+are (no ``key=value`` text parsed again; ``--backbone-arg K=V`` is read once, into ``("K", value)``).
+Precedence: the dataclass defaults, a command's own defaults, ``--config`` files (in order), flags, then
+``--set KEY=VALUE`` (and ``train``'s positional overrides).
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..config import RunConfig, load_yaml, merge_dicts
-from ..config_keys import ARGS_PREFIX, KeyInfo, apply_overrides, apply_values, get_dotted, key_infos, parse_value
+from ..config_keys import (
+    ARGS_PREFIX,
+    KeyInfo,
+    apply_overrides,
+    apply_values,
+    get_dotted,
+    is_method_key,
+    key_infos,
+    parse_value,
+)
 from ..errors import ConfigError
 
 __all__ = [
@@ -161,7 +171,8 @@ def add_config_flags(p: argparse.ArgumentParser, groups: tuple[str, ...] = tuple
         metavar="KEY=VALUE",
         help="set any config key, e.g. train.lr=0.001 or backbone.args.img_size=56 (repeatable)",
     )
-    infos, helps = key_infos(), {}
+    # a method's own section (`lora.rank`) has no flag of its own: --set lora.rank=8 (the flags are `adapter.*`)
+    infos, helps = {k: v for k, v in key_infos().items() if not is_method_key(k)}, {}
     for group in groups:
         g = p.add_argument_group(group)
         for info in infos.values():

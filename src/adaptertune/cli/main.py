@@ -15,12 +15,13 @@ import sys
 from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import AdapterTuneError, ConfigError
-from . import advise, bench, drift, elbow, export, report, speed, sweep, toy
+from ..errors import AdapterTuneError
+from . import advise, bench, drift, elbow, export, predict, report, speed, sweep, toy
 from .flags import ArgumentParser, add_config_flags, config_dict
-from .progress import TqdmProgress, add_json_option, emit_json, format_table, print_skipped
+from .progress import TqdmProgress, add_json_option, emit_json, format_table
 
 if TYPE_CHECKING:
+    from ..config import DataConfig
     from ..engine import Callback
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -40,12 +41,17 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import RunConfig
     from ..engine import distributed, resolve_device
+    from ..resolve import resolve_config
     from ..runs import resume_config, resume_run, run
     from ..runs.folder import SKIPPED_FILE
+    from ..runs.summary import augment_label
 
     overrides = config_dict(args, overrides=args.overrides)
     cfg = resume_config(args.resume, overrides) if args.resume else RunConfig.from_dict(overrides)
     info = distributed.dist_info_from_env(os.environ)  # set by torchrun
+    if info.is_main:  # what trains, as the protocol records it (a cached-features method never augments)
+        data = resolve_config(cfg).data
+        print(f"augmentation: {augment_label(data)} ({_augment_source(data)})", flush=True)
     distributed.init_distributed(info, resolve_device(cfg.train.device), cfg.train.dist_timeout_minutes)
     try:
         progress = [TqdmProgress(enabled=not args.quiet), *args.callbacks] if info.is_main else []
@@ -62,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not info.is_main:
         return 0
     s = summary.to_dict()
-    row = {k: s[k] for k in ("method", "backbone", "dataset", "rank", "seed")}
+    row = {"variant": s["label"] or s["method"], **{k: s[k] for k in ("backbone", "dataset", "seed")}}
     row.update(
         test_acc=f"{s['test_acc']:.2f}",
         test_acc_last=f"{s['test_acc_last']:.2f}",
@@ -83,6 +89,14 @@ def _print_unreadable(counts: dict[str, int], path: str | None, write_error: str
 
     if note := skipped_note(counts, None if write_error else path):
         print(note + (f" (not recorded: {write_error})" if write_error else ""), file=sys.stderr)
+
+
+def _augment_source(data: DataConfig) -> str:
+    """The settings behind the train start line's augmentation label."""
+    if not data.augment or data.aug == "none":
+        return f"data.augment {str(data.augment).lower()}, data.aug {data.aug}: the eval transform"
+    flips = "flips on; --no-hflip forbids them" if data.hflip else "flips off: data.hflip false"
+    return f"data.aug {data.aug}, {flips}, crop scale {data.crop_scale:g}..1"
 
 
 def _interrupted_hint(out_dir: str) -> str:
@@ -126,41 +140,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "paths", nargs="*", metavar="RUN_DIR IMAGE", help="a run folder, then image files, folders or globs"
-    )
-    p.add_argument(
-        "--adapters",
-        nargs="+",
-        default=None,
-        metavar="FILE",
-        help="adapter files (.safetensors) sharing one backbone, then image files: each file is a task",
-    )
-    p.add_argument("--weights", default=None, metavar="FILE", help="with --adapters: the backbone weights file")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_predict)
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from ..runs import predict
-
-    if args.adapters is not None:  # several tasks on one backbone
-        from .multitask import cmd_predict_adapters
-
-        return cmd_predict_adapters(args)
-    if len(args.paths) < 2:
-        raise ConfigError("predict needs RUN_DIR and at least one IMAGE (or --adapters FILE... IMAGE...).")
-    results = predict(args.paths[0], args.paths[1:], topk=args.topk, device=args.device)
-    for r in (r for r in results if "top" in r):
-        print(r["image"])
-        for cls, p in r["top"]:
-            print(f"  {p:7.2%}  {cls}")
-    print_skipped([r for r in results if "error" in r], len(results))
-    return 0
-
-
 def _add_list(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", choices=["backbones", "datasets", "methods", "presets"])
     p.add_argument("--filter", default=None, help="shell pattern, e.g. 'vit_*'")
@@ -200,7 +179,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             {
                 "name": m.name,
                 "lr": m.defaults.get("lr"),
-                "adapter options": ", ".join(m.option_names()) or "none",
+                "options": ", ".join(f"{m.name}.{o}" for o in m.option_names()) or "none",
                 "description": m.description,
             }
             for m in METHODS.list(args.filter)
@@ -214,7 +193,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "train": ("train one run", _add_train),
     "eval": ("re-evaluate a finished run on its test split", _add_eval),
-    "predict": ("top-k classes for image files (one run, or many adapter files)", _add_predict),
+    "predict": (predict.HELP, predict.add_arguments),
     "list": ("list registered backbones, datasets, methods or presets", _add_list),
     "export": (export.HELP, export.add_arguments),
     "sweep": (sweep.HELP, sweep.add_arguments),
@@ -233,6 +212,13 @@ def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentPa
     and help line."""
     parser = ArgumentParser(prog="adaptertune", description="Zero-initialized low-rank adapters for frozen ViTs.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module or .py file that registers methods (repeatable; env: ADAPTERTUNE_PLUGINS=A,B)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (line, add_arguments) in COMMANDS.items():
         p = sub.add_parser(name, help=line)
@@ -242,9 +228,29 @@ def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentPa
 
 
 def _command(argv: Sequence[str]) -> str | None:
-    """The command ``argv`` names: its first word that is not an option (the top level's options take no
-    value)."""
-    return next((a for a in argv if not a.startswith("-")), None)
+    """The command ``argv`` names: its first word that is neither an option nor ``--plugin``'s value."""
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--plugin":
+            skip = True
+        elif not a.startswith("-"):
+            return a
+    return None
+
+
+def _plugins(argv: Sequence[str]) -> list[str]:
+    """The values of the top-level ``--plugin`` options before the command (``--plugin X``, ``--plugin=X``)."""
+    out, command = [], _command(argv)
+    for i, a in enumerate(argv):
+        if a == command:
+            break
+        if a == "--plugin" and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif a.startswith("--plugin="):
+            out.append(a.partition("=")[2])
+    return out
 
 
 def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> int:
@@ -257,9 +263,13 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> i
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv or os.environ.get("ADAPTERTUNE_DEBUG") == "1"
     try:
+        if plugins := _plugins(argv):  # before the command's flags are made: they read the methods' options
+            from ..methods.plugins import add_plugins
+
+            add_plugins(plugins)  # and ADAPTERTUNE_PLUGINS, for every child process started from here
         args = build_parser([c] if (c := _command(argv)) else []).parse_args(argv)
         args.callbacks = list(callbacks)
-        if getattr(args, "json", None) == "-":  # JSON alone on stdout; tables and notes go to stderr
+        if "-" in (getattr(args, "json", None), getattr(args, "csv", None)):  # data alone on stdout; the rest: stderr
             args.json_stream = sys.stdout
             with contextlib.redirect_stdout(sys.stderr):
                 return args.func(args)

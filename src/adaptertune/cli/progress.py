@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["TqdmProgress", "add_json_option", "emit_json", "format_table", "print_skipped"]
+__all__ = ["TqdmProgress", "add_json_option", "emit_json", "emit_text", "format_table", "print_skipped"]
 
 
 class TqdmProgress:
@@ -70,9 +70,14 @@ def emit_json(target: str, obj: Any, stream: Any = None) -> None:
     which :func:`~adaptertune.cli.main.main` keeps pure JSON by sending the command's tables to stderr)."""
     import json
 
+    emit_text(target, json.dumps(obj, indent=2) + "\n", stream)
+
+
+def emit_text(target: str, text: str, stream: Any = None) -> None:
+    """Write ``text`` to the file ``target`` atomically (a failed write leaves no partial file), or with
+    ``target`` ``-`` to ``stream`` (see :func:`emit_json`)."""
     from ..atomic import atomic_write_text
 
-    text = json.dumps(obj, indent=2) + "\n"
     if target == "-":
         (stream or sys.stdout).write(text)
         return

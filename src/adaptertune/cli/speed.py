@@ -16,12 +16,14 @@ HELP = "compare the methods' train-step time, memory and FLOP/s on one backbone"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_flags(p, ("backbone",))  # default: test_vit, random init (speed needs no trained weights)
+    # default: test_vit, random init (speed needs no trained weights); any method's options: --set lora.targets=qkv+mlp
+    add_config_flags(p, ("backbone",))
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--methods", default="head,full,adapter,lora", help="comma list of registered methods")
-    p.add_argument("--rank", type=int, default=16)
-    p.add_argument("--placement", default="all", help="adapter placement: all, every:K, last:N, 0,5,11")
-    p.add_argument("--lora-targets", default="qkv", help="LoRA's targets: qkv or qkv+mlp (train's adapter.targets)")
+    p.add_argument("--rank", type=int, default=None, help="the rank of every method that takes one (default: its own)")
+    p.add_argument(
+        "--placement", default=None, help="the placement of every method that takes one: all, every:K, last:N, 0,5,11"
+    )
     p.add_argument("--steps", type=int, default=10, help="timed rounds (one step of every method per round)")
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
     p.add_argument("--device", default="auto")
@@ -62,7 +64,7 @@ def speed_table(report: dict[str, Any]) -> str:
         lo, hi = m["step_ms_spread"]
         rows.append(
             {
-                "method": m["method"],
+                "method": m.get("label") or m["method"],
                 "step ms": f"{m['step_ms']:.1f}",
                 "IQR ms": f"{lo:.1f}-{hi:.1f}",
                 "img/s": f"{m['images_per_s']:.1f}",
@@ -85,7 +87,7 @@ def speed_table(report: dict[str, Any]) -> str:
     head = (
         f"{cfg['backbone']['name']} {cfg['backbone']['args'] or ''} batch {cfg['batch_size']}, "
         f"{cfg['tokens']} tokens, "
-        f"rank {cfg['rank']}, {cfg['steps']} rounds after {cfg['warmup']} warm-up | {mach['device']}, "
+        f"{cfg['steps']} rounds after {cfg['warmup']} warm-up | {mach['device']}, "
         f"{mach['threads']} threads, {mach['clock']} clock, {mach['precision']}, matmul {mach['matmul_size']}^2: "
         f"{mach['matmul_gflops']:.1f} GFLOP/s, malloc tuned: {mach['malloc_tuned']}"
     )
@@ -103,13 +105,14 @@ def cmd_speed(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}.")
         torch.set_num_threads(args.threads)
+    run = run_config(args, defaults={"backbone": {"name": "test_vit", "pretrained": False}})
     cfg = SpeedConfig(
-        backbone=run_config(args, defaults={"backbone": {"name": "test_vit", "pretrained": False}}).backbone,
+        backbone=run.backbone,
         methods=[m.strip() for m in args.methods.split(",") if m.strip()],
         batch_size=args.batch_size,
         rank=args.rank,
         placement=args.placement,
-        lora_targets=args.lora_targets,
+        options=run.options,
         steps=args.steps,
         warmup=args.warmup,
         device=args.device,

@@ -101,7 +101,9 @@ def build_splits(cfg: DataConfig, data_config: dict[str, Any], raw: RawDataset |
         from .cache import cache_raw
 
         raw = cache_raw(raw, cfg.cache, data_config, cfg.resize, cfg.name)
-    train_tf, eval_tf = build_transforms(data_config, augment=cfg.augment, resize=cfg.resize, aug=cfg.aug)
+    train_tf, eval_tf = build_transforms(
+        data_config, augment=cfg.augment, resize=cfg.resize, aug=cfg.aug, hflip=cfg.hflip, crop_scale=cfg.crop_scale
+    )
     if cfg.cv_folds is not None:
         pool = ConcatSource([s for s in (raw.train, raw.val, raw.test) if s is not None])
         idx = cv_split_indices(

@@ -18,10 +18,9 @@ from . import fact  # noqa: E402,F401
 from . import vpt  # noqa: E402,F401
 from . import convpass  # noqa: E402,F401
 from . import bottleneck  # noqa: E402,F401
+from .fit import FitContext, FitInputs
 from .registry import (
     METHODS,
-    FitContext,
-    FitInputs,
     Method,
     build_method,
     option_defaults,

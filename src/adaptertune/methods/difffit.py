@@ -22,7 +22,8 @@ from torch import nn
 from ..errors import ConfigError
 from ..vit import backbone_blocks, backbone_width
 from .bitfit import BitFitMethod
-from .ln_tuning import norm_parameter_names
+from .flops import LINEARS, BlockCost, Extra, StepFlops, ViTGeometry, count_step
+from .ln_tuning import NORM_SITES, norm_parameter_names
 from .registry import Method, register_method
 from .slots import BlockSlot
 
@@ -128,6 +129,21 @@ class DiffFitMethod(Method):
 
     def merge(self, model: nn.Module) -> bool:
         return merge_difffit(model)
+
+    def step_flops(self, geom: ViTGeometry, options: None) -> StepFlops:
+        # no matmul of its own: the linears' biases, the norms and the branch scales train elementwise, and the
+        # patch embedding's bias (or else block 0's norm1) starts gradients before the first block linear
+        biases = tuple(Extra(n) for n in LINEARS if geom.qkv_bias or n != "qkv")
+        cost = BlockCost(extras=(*NORM_SITES, *biases, Extra("attn_out"), Extra("mlp_out")))
+        return count_step(geom, [cost] * geom.depth, input_grad=geom.patch_bias or geom.norm_pre)
+
+    def trainable_params(self, geom: ViTGeometry, options: None, num_classes: int) -> int:
+        # every bias (the norms' included), the norms' weights, gamma1 and gamma2 per block
+        scales = 2 * geom.dim * geom.depth
+        return geom.bias_params() + geom.norm_params() // 2 + scales + geom.head_params(num_classes)
+
+    def frozen_prefix(self, model: nn.Module, options: None) -> int:
+        return 0  # the patch embedding's bias and block 0's norms train
 
 
 register_method(DiffFitMethod())

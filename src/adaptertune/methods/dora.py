@@ -8,10 +8,12 @@ merge through PEFT's ``merge``, the PEFT folder export) is :mod:`.lora`'s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from .lora import LoraMethod, LoraOptions
+from ..config_checks import parse_placement
+from .flops import StepFlops, ViTGeometry
+from .lora import LoraMethod, LoraOptions, _linears
 from .registry import register_method
 
 __all__ = ["DoraMethod", "DoraOptions"]
@@ -33,8 +35,19 @@ class DoraMethod(LoraMethod):
     description = "DoRA (PEFT): LoRA on qkv plus a learned per-output-unit weight magnitude + new linear head"
     options = DoraOptions
 
-    def step_flops(self, geom: Any, options: DoraOptions) -> None:
-        return None  # LoRA's count misses DoRA's weight norm per step; the FLOP counter's owner adds DoRA's
+    def step_flops(self, geom: ViTGeometry, options: DoraOptions) -> StepFlops:
+        """LoRA's matmuls per image, plus once per step and adapted linear (k -> n) PEFT's ``B A`` for the weight
+        norm, as ``B(A(I_k))``: ``2 k k r + 2 k r n`` forward FLOPs (the norm is detached: no backward)."""
+        k_n = [geom.linear_shape(linear) for linear in _linears(options)]
+        blocks = len(parse_placement(options.placement, geom.depth))
+        norms = blocks * sum(2 * k * options.rank * (k + n) for k, n in k_n)
+        return replace(super().step_flops(geom, options), per_step=norms)
+
+    def trainable_params(self, geom: ViTGeometry, options: DoraOptions, num_classes: int) -> int:
+        magnitudes = len(parse_placement(options.placement, geom.depth)) * sum(
+            geom.linear_shape(linear)[1] for linear in _linears(options)
+        )  # one per output unit of each adapted linear
+        return super().trainable_params(geom, options, num_classes) + magnitudes
 
 
 register_method(DoraMethod())

@@ -143,18 +143,26 @@ class ViTGeometry:
 
 @dataclass(frozen=True)
 class StepFlops:
-    """FLOPs of one step for one image, split by where they are spent."""
+    """FLOPs of one step for one image, split by where they are spent.
+
+    ``per_step`` holds the forward FLOPs a method spends once per step whatever the batch size (DoRA's weight
+    norms ``||W + s B A||``, computed from the weights alone); it is not in :attr:`total` (one image's share of a
+    step), and :meth:`scaled` adds it once.
+    """
 
     forward: int
     backward_activations: int
     backward_weights: int
+    per_step: int = 0
 
     @property
     def total(self) -> int:
         return self.forward + self.backward_activations + self.backward_weights
 
     def scaled(self, n: int) -> StepFlops:
-        return StepFlops(self.forward * n, self.backward_activations * n, self.backward_weights * n)
+        """One step on ``n`` images (the per-step FLOPs counted once, in ``forward``)."""
+        fwd = self.forward * n + self.per_step
+        return StepFlops(fwd, self.backward_activations * n, self.backward_weights * n)
 
 
 @dataclass(frozen=True)
@@ -337,7 +345,8 @@ def flop_methods() -> list[str]:
     """Names of the registered methods that have a FLOP formula."""
     from . import METHODS  # the registry's Method.step_flops is typed with this module's dataclasses
 
-    probe = ViTGeometry(depth=1, dim=4, mlp_hidden=4, tokens=2, patches=1, patch_dim=3, num_classes=2)
+    # deep enough for every default placement (selective's last:3)
+    probe = ViTGeometry(depth=12, dim=4, mlp_hidden=4, tokens=2, patches=1, patch_dim=3, num_classes=2)
     return [m.name for m in METHODS if m.step_flops(probe, m.resolve(None)) is not None]
 
 

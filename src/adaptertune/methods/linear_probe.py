@@ -18,9 +18,10 @@ from ..engine.distributed import current
 from ..engine.features import FeatureHead, extract_features, train_mode_layers
 from ..errors import ConfigError
 from ..vit import head_parameter_names
+from .fit import FitContext, FitInputs
 from .flops import StepFlops, ViTGeometry
 from .head import HeadMethod
-from .registry import FitContext, FitInputs, register_method
+from .registry import register_method
 
 __all__ = ["LinearProbeMethod", "cached_feature_fit_inputs"]
 

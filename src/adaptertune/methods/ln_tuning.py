@@ -10,9 +10,13 @@ from __future__ import annotations
 from torch import nn
 
 from ..vit import head_parameter_names
+from .flops import BlockCost, Extra, StepFlops, ViTGeometry, count_step
 from .registry import Method, register_method
 
-__all__ = ["LnTuningMethod", "norm_parameter_names"]
+__all__ = ["NORM_SITES", "LnTuningMethod", "norm_parameter_names"]
+
+# a block's trained norms as elementwise FLOP extras (methods/flops.py): norm1 feeds the attention, norm2 the MLP
+NORM_SITES = (Extra("attn_in"), Extra("mlp_in"))
 
 
 def norm_parameter_names(model: nn.Module) -> list[str]:
@@ -33,6 +37,17 @@ class LnTuningMethod(Method):
         for n, p in model.named_parameters():
             p.requires_grad_(n in train)
         return model
+
+    def step_flops(self, geom: ViTGeometry, options: None) -> StepFlops:
+        # no matmul of its own: gradients start at block 0's norm1 (before the blocks, with a pre-norm)
+        return count_step(geom, [BlockCost(extras=NORM_SITES)] * geom.depth, input_grad=geom.norm_pre)
+
+    def trainable_params(self, geom: ViTGeometry, options: None, num_classes: int) -> int:
+        # the blocks', final and pre-norms; a patch-embedding norm or qk-norms (not in ViTGeometry) are not counted
+        return geom.norm_params() + geom.head_params(num_classes)
+
+    def frozen_prefix(self, model: nn.Module, options: None) -> int:
+        return 0  # block 0's norm1 trains
 
 
 register_method(LnTuningMethod())

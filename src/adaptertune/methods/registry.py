@@ -17,64 +17,33 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+import difflib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
+from ..config import LEGACY_OPTIONS, RUN_KEYS
 from ..errors import CheckpointError, ConfigError
 from ..registry import Registry
 from ..vit import backbone_blocks, embedding_parts, head_parameter_names
+from .fit import FitContext, FitInputs
 from .slots import DEFAULT_SET, BlockSlot
 
 if TYPE_CHECKING:
-    from ..engine import FitResult
     from .flops import StepFlops, ViTGeometry
 
 __all__ = [
     "METHODS",
-    "FitContext",
-    "FitInputs",
     "Method",
     "build_method",
     "option_defaults",
     "register_method",
     "resolve_adapter_config",
+    "resolve_options",
     "unregister_method",
 ]
-
-
-@dataclass(frozen=True)
-class FitContext:
-    """What a method may use to prepare its training inputs (see :meth:`Method.prepare_fit`).
-
-    Args:
-        views: the (train, val, test) split datasets (val may be None); a train view of a method that
-            trains without augmentation carries the eval transform.
-        loader: makes a loader over a view in dataset order, with the run's batch size, workers and collate.
-        batch_size: per-process batch size.
-        seed: the training seed.
-        device: the training device.
-        precision: the resolved precision (fp32, bf16, fp16).
-    """
-
-    views: tuple[Any, Any, Any]
-    loader: Callable[[Any], Iterable]
-    batch_size: int
-    seed: int
-    device: torch.device
-    precision: str
-
-
-@dataclass
-class FitInputs:
-    """What ``fit`` trains (a model and its three loaders) and how its result maps back to the built model."""
-
-    model: nn.Module
-    loaders: tuple[Iterable, Iterable | None, Iterable]
-    finish: Callable[[FitResult], FitResult] = field(default=lambda result: result)
 
 
 class Method:
@@ -83,7 +52,9 @@ class Method:
     Attributes:
         name: registry name (``--method``).
         description: one line.
-        options: the options dataclass (YAML/CLI ``adapter.*`` keys); None: the method takes no options.
+        options: the options dataclass, its fields the method's own config section (YAML ``lora: {rank: 8}``,
+            CLI ``--set lora.rank=8``; ``adapter.*`` is the selected method's, whatever it is); each method's
+            defaults are its own. None: the method takes no options.
         defaults: the method's own hyper-parameter defaults (``lr``, ``weight_decay``).
         lr_grid: the learning rates a sweep's ``tune: {train.lr: default}`` searches for this method (on
             validation, :mod:`adaptertune.sweeps.tuning_spec`).
@@ -115,10 +86,11 @@ class Method:
         return tuple(f.name for f in dataclasses.fields(self.options)) if self.options else ()
 
     def resolve(self, given: Any) -> Any:
-        """The method's options object for ``given`` (None, a mapping, or an options dataclass).
+        """The method's options object for ``given`` (None, a mapping, or an options dataclass), as the legacy
+        ``adapter:`` section or an adapter file's metadata gives them.
 
-        A key the method does not accept is an error unless it has the value every method gives it by default
-        (so a shared sweep base or an unset CLI default does not trip it).
+        A key the method does not accept is an error unless it has the value some method gives it by default
+        (so a shared legacy sweep base or an unset CLI default does not trip it).
 
         Raises:
             ConfigError: an option the method does not take; a bad value (from the options class).
@@ -137,12 +109,61 @@ class Method:
         values, defaults = _values_and_defaults(given)
         accepted = self.option_names()
         for key, value in values.items():
-            if key not in accepted and (key not in defaults or value != defaults[key]):
+            if key not in accepted and (key not in defaults or value not in defaults[key]):
                 raise ConfigError(
                     f"Option `adapter.{key}`={value!r} does not apply to method '{self.name}'; "
                     f"it accepts {', '.join(sorted(accepted))}."
                 )
         return self.options(**{k: v for k, v in values.items() if k in accepted})
+
+    # ---- options, identity, label
+    # options a label shows by their value alone (``lora r=8 qkv+mlp``, ``adapter r=16 last:6``); others as k=v
+    label_plain: ClassVar[tuple[str, ...]] = ("placement", "targets")
+
+    def section_options(self, given: Any) -> Any:
+        """The options object of the method's own section ``given`` (``lora: {rank: 8}``: None, a mapping or
+        its options dataclass); unlike the legacy ``adapter:`` section, every key must be one of its options.
+
+        Raises:
+            ConfigError: a key it does not take (with the closest of its options), a bad value.
+        """
+        if given is None or (self.options is not None and isinstance(given, self.options)):
+            return given
+        if dataclasses.is_dataclass(given) and not isinstance(given, type):
+            given = dataclasses.asdict(given)
+        if not isinstance(given, Mapping):
+            raise ConfigError(f"`{self.name}` must be a mapping of its options, got {given!r}.")
+        accepted = self.option_names()
+        for key in given:
+            if key not in accepted:
+                close = difflib.get_close_matches(str(key), accepted, n=1, cutoff=0.6)
+                hint = f" Did you mean `{self.name}.{close[0]}`?" if close else ""
+                takes = f"It takes {', '.join(accepted)}" if accepted else "It takes no options"
+                raise ConfigError(f"Unknown option `{self.name}.{key}` of method '{self.name}'.{hint} {takes}.")
+        return self.options(**given) if self.options else None
+
+    def identity(self, options: Any) -> dict[str, Any]:
+        """The options that tell two trained variants apart: an adapter file must match them to load, and a
+        report cell holds one value of them. Default: every field; a method may drop fields that do not change
+        what trains (a kernel choice, a logging switch)."""
+        return dataclasses.asdict(options) if options is not None else {}
+
+    def label(self, options: Any) -> str:
+        """How reports and the console name the variant: the name, ``r=<rank>`` when the method has a rank,
+        then the identity fields that differ from their defaults (:attr:`label_plain` ones by value alone):
+        ``lora r=8 qkv+mlp``, ``adapter r=16 last:6 init=small``, ``head``."""
+        ident = self.identity(options)
+        if not ident:
+            return self.name
+        defaults = {f.name: _default(f) for f in dataclasses.fields(self.options)} if self.options else {}
+        parts = [self.name, *([f"r={ident['rank']}"] if "rank" in ident else [])]
+        plain = [k for k in self.label_plain if k in ident]
+        for key in [*plain, *(k for k in ident if k not in plain and k != "rank")]:
+            if key in defaults and ident[key] == defaults[key]:
+                continue
+            text = ",".join(map(str, ident[key])) if isinstance(ident[key], list | tuple) else str(ident[key])
+            parts.append(text if key in plain else f"{key}={text}")
+        return " ".join(parts)
 
     def build(self, model: nn.Module, options: Any) -> nn.Module:
         """Apply the method to ``model`` (a backbone with a fresh head) in place; freeze what it keeps frozen.
@@ -276,7 +297,20 @@ class Method:
                 p.copy_(renamed[k])
 
 
-METHODS: Registry[Method] = Registry("method")
+def _load_plugins() -> None:
+    from .plugins import load_plugins  # the entry points and ADAPTERTUNE_PLUGINS (methods/plugins.py)
+
+    load_plugins(_accept)
+
+
+def _accept(obj: Any) -> None:
+    """Register what an entry point names, unless importing it registered it: a Method instance or subclass."""
+    method = obj() if isinstance(obj, type) and issubclass(obj, Method) else obj
+    if isinstance(method, Method) and method.name not in METHODS:  # (the registry is loading: no recursion)
+        register_method(method)
+
+
+METHODS: Registry[Method] = Registry("method", load=_load_plugins)
 
 
 def register_method(method: Method) -> Method:
@@ -287,6 +321,8 @@ def register_method(method: Method) -> Method:
     """
     if not method.name or not isinstance(method, Method):
         raise ConfigError(f"A method must be a named Method instance, got {method!r}.")
+    if method.name in (*RUN_KEYS, "options"):  # its options section would be one of RunConfig's own keys
+        raise ConfigError(f"A method cannot be named '{method.name}': {', '.join(RUN_KEYS)} are run config keys.")
     return METHODS.register(method)
 
 
@@ -295,13 +331,49 @@ def unregister_method(name: str) -> Method:
     return METHODS.unregister(name)
 
 
-def option_defaults() -> dict[str, Any]:
-    """Every option key of the registered methods with its default (the union of their options classes)."""
-    out: dict[str, Any] = {}
+def option_defaults() -> dict[str, tuple[Any, ...]]:
+    """Every option key of the registered methods with the defaults the methods give it (one per method)."""
+    out: dict[str, tuple[Any, ...]] = {}
     for m in METHODS:
         for f in dataclasses.fields(m.options) if m.options else ():
-            out.setdefault(f.name, _default(f))
+            if (value := _default(f)) not in out.get(f.name, ()):
+                out[f.name] = (*out.get(f.name, ()), value)
     return out
+
+
+def resolve_options(method: str, sections: Mapping[str, Any]) -> Any:
+    """The options object of ``method`` from a run config's options sections (:attr:`RunConfig.options`).
+
+    Its own section (``lora:``) and the legacy ``adapter:`` (the selected method's options, whatever the
+    method) are merged; the same option given in both with different values is an error. Every other section
+    is checked against its own method's options class and then ignored (a sweep base may carry several).
+
+    Raises:
+        UnknownNameError: a section that names no method.
+        ConfigError: an option a section's method does not take, a bad value, a conflict.
+    """
+    info = METHODS.get(method)
+    for name, given in sections.items():
+        if name not in (method, LEGACY_OPTIONS):
+            METHODS.get(name).section_options(given)
+    if method == LEGACY_OPTIONS:  # its own section is also the legacy one: as tolerant
+        return info.resolve(sections.get(method))
+    own = info.section_options(sections.get(method))
+    legacy = sections.get(LEGACY_OPTIONS)
+    if own is None:  # no own section: the legacy one, or the method's defaults
+        return info.resolve(legacy)
+    if legacy is None:
+        return own
+    merged = dict(_values_and_defaults(legacy)[0])
+    mine = sections[method] if isinstance(sections[method], Mapping) else dataclasses.asdict(own)
+    for key, value in mine.items():
+        if key in merged and merged[key] != value:
+            raise ConfigError(
+                f"`{LEGACY_OPTIONS}.{key}`={merged[key]!r} and `{method}.{key}`={value!r} disagree for method "
+                f"'{method}' (`{LEGACY_OPTIONS}.*` is the selected method's options); give one of them."
+            )
+        merged[key] = value
+    return info.resolve(merged)
 
 
 def resolve_adapter_config(method: str, adapter: Any) -> Any:
@@ -333,7 +405,7 @@ def _values_and_defaults(given: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if given is None:
         return {}, {}
     if dataclasses.is_dataclass(given) and not isinstance(given, type):
-        return dataclasses.asdict(given), {f.name: _default(f) for f in dataclasses.fields(given)}
+        return dataclasses.asdict(given), {f.name: (_default(f),) for f in dataclasses.fields(given)}
     if isinstance(given, Mapping):
         return dict(given), option_defaults()
     raise ConfigError(f"`adapter` must be a mapping of method options, got {type(given).__name__} {given!r}.")
@@ -341,5 +413,5 @@ def _values_and_defaults(given: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _set_keys(given: Any) -> list[str]:
     values, defaults = _values_and_defaults(given)
-    changed = [k for k, v in values.items() if k not in defaults or v != defaults[k]]
+    changed = [k for k, v in values.items() if k not in defaults or v not in defaults[k]]
     return changed or list(values)

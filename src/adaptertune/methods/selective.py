@@ -3,8 +3,8 @@
 ``blocks`` picks the blocks (a placement spec: ``last:3`` = blocks 9-11 of a 12-block ViT); ``parts`` picks what of
 them trains: ``all`` (every tensor of the block), ``attn`` (the attention: qkv, proj, any qk-norms), ``mlp``
 (fc1, fc2) or ``qkv`` (the fused qkv projection). Nothing is added, so the tuned model is the plain timm
-architecture. The blocks before the first chosen one are frozen and unchanged, so a frozen-prefix feature cache
-could serve this method (not wired here).
+architecture. The blocks before the first chosen one are frozen and unchanged, so ``train.cache_prefix`` runs
+them once per image (:meth:`SelectiveMethod.frozen_prefix`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from torch import nn
 
 from ..config_checks import _as_choice, _check_placement_syntax, parse_placement
 from ..vit import backbone_blocks, head_parameter_names
+from .flops import LINEARS, BlockCost, StepFlops, ViTGeometry, count_step, placed
+from .ln_tuning import NORM_SITES
 from .registry import Method, register_method
 
 __all__ = ["SELECTIVE_PARTS", "SelectiveMethod", "SelectiveOptions", "selected_parameter_names"]
@@ -22,6 +24,8 @@ __all__ = ["SELECTIVE_PARTS", "SelectiveMethod", "SelectiveOptions", "selected_p
 # part -> the prefix (under a block) of the tensors that train; "" = the whole block
 _PARTS = {"all": "", "attn": "attn.", "mlp": "mlp.", "qkv": "attn.qkv."}
 SELECTIVE_PARTS = tuple(_PARTS)
+# part -> the block linears whose weights train (methods/flops.py LINEARS)
+_LINEARS = {"all": LINEARS, "attn": ("qkv", "proj"), "mlp": ("fc1", "fc2"), "qkv": ("qkv",)}
 
 
 @dataclass
@@ -69,6 +73,23 @@ class SelectiveMethod(Method):
         for n, p in model.named_parameters():
             p.requires_grad_(n in train)
         return model
+
+    def step_flops(self, geom: ViTGeometry, options: SelectiveOptions) -> StepFlops:
+        # the trained linears' weight gradients; a whole block's norms make its qkv need an input gradient too
+        # (its LayerScale gammas change nothing: proj and fc2 train before them)
+        norms = NORM_SITES if options.parts == "all" else ()
+        cost = BlockCost(extras=norms, trained=frozenset(_LINEARS[options.parts]))
+        return count_step(geom, placed(geom, parse_placement(options.blocks, geom.depth), cost))
+
+    def trainable_params(self, geom: ViTGeometry, options: SelectiveOptions, num_classes: int) -> int:
+        per_block = sum(geom.linear_params(n) for n in _LINEARS[options.parts])
+        # (a variant's qk-norms, which ViTGeometry does not describe, are not counted)
+        if options.parts == "all":  # norm1, norm2 and the LayerScale gammas
+            per_block += 4 * geom.dim + 2 * geom.dim * geom.layer_scale
+        return len(parse_placement(options.blocks, geom.depth)) * per_block + geom.head_params(num_classes)
+
+    def frozen_prefix(self, model: nn.Module, options: SelectiveOptions) -> int:
+        return min(parse_placement(options.blocks, len(backbone_blocks(model))))
 
 
 register_method(SelectiveMethod())

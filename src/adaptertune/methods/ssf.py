@@ -22,6 +22,7 @@ from torch import nn
 from ..config_checks import _as_choice
 from ..errors import CheckpointError, ConfigError
 from ..vit import backbone_blocks, backbone_width, head_parameter_names
+from .flops import LINEARS, BlockCost, Extra, StepFlops, ViTGeometry, count_step
 from .registry import Method, register_method
 from .slots import BlockSlot
 
@@ -38,6 +39,8 @@ BLOCK_POINTS = {
     "fc1": "mlp.fc1",
     "fc2": "mlp.fc2",
 }
+# the FLOP site (methods/flops.py SITES) of each point: elementwise, so it only says where gradients start
+_SITES = {"norm1": "attn_in", "qkv": "qkv", "proj": "proj", "norm2": "mlp_in", "fc1": "fc1", "fc2": "fc2"}
 
 
 @dataclass
@@ -293,6 +296,19 @@ class SSFMethod(Method):
 
     def merge(self, model: nn.Module) -> bool:
         return merge_ssf(model)
+
+    def step_flops(self, geom: ViTGeometry, options: SSFOptions) -> StepFlops:
+        # no matmul of its own; the scale-shift on the patch embedding's output trains: gradients from block 0 on
+        cost = BlockCost(extras=tuple(Extra(_SITES[k]) for k in BLOCK_POINTS))
+        return count_step(geom, [cost] * geom.depth, input_grad=True)
+
+    def trainable_params(self, geom: ViTGeometry, options: SSFOptions, num_classes: int) -> int:
+        # the width of each point: a linear's outputs (qkv 3d, fc1 the MLP's hidden width), a norm's d
+        per_block = sum(geom.linear_shape(s)[1] if s in LINEARS else geom.dim for s in _SITES.values())
+        return 2 * (geom.depth * per_block + 2 * geom.dim) + geom.head_params(num_classes)  # gamma, beta; 2 ends
+
+    def frozen_prefix(self, model: nn.Module, options: SSFOptions) -> int:
+        return 0  # the patch embedding's output is scaled and shifted
 
 
 register_method(SSFMethod())

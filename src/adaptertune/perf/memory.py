@@ -91,7 +91,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         _reset_peak_rss()
     cfg = BackboneConfig(name=spec["backbone"], pretrained=False, args=spec["backbone_args"])
     model = create_backbone(cfg, spec["num_classes"], seed=0).model
-    model = build_for_speed(spec["method"], model, spec["rank"], spec["placement"], spec["lora_targets"])
+    model = build_for_speed(spec["method"], model, spec.get("options"))
     model.to(device).train()
     x, y = make_batch(model, spec["batch_size"], spec["num_classes"], device)
     step = make_train_step(model, x, y, spec["precision"], device)

@@ -8,8 +8,9 @@ load from other processes hits every method alike; ratios to ``full`` are median
 which are much steadier than absolute times on a shared machine. Inference (eval forward under
 ``inference_mode``) is timed the same way against the plain backbone.
 
-Every name is a registered method, built as ``train --method NAME`` builds it, with the tool's ``rank``,
-``placement`` and ``lora_targets`` where the method takes them (its defaults otherwise). ``lora`` (PEFT's
+Every name is a registered method, built as ``train --method NAME`` builds it, with its options section
+(``options``: ``{"lora": {"targets": "qkv+mlp"}}``) over the shorthands ``rank`` and ``placement`` where the
+method takes them (its defaults otherwise). ``lora`` (PEFT's
 LoRA, injected by the registered method: ``lora_alpha = alpha * rank`` with alpha 1, head trainable) is also
 the reference of the ``ratio_to_lora`` column.
 """
@@ -28,7 +29,6 @@ import torch
 from torch import nn
 
 from ..config import BackboneConfig
-from ..config_checks import parse_placement
 from ..engine.device import autocast_context, resolve_device, resolve_precision
 from ..errors import ConfigError
 from ..methods import METHODS
@@ -58,9 +58,10 @@ class SpeedConfig:
         backbone: backbone (always built with a seeded random init: the cost does not depend on weights).
         methods: registered method names.
         batch_size: images per step.
-        rank: adapter / LoRA rank.
-        placement: adapter placement (all, last:N, ...).
-        lora_targets: LoRA's ``targets`` option (qkv or qkv+mlp), as ``adapter.targets`` in ``train``.
+        rank: shorthand: the rank of every timed method that takes one (None: each method's default).
+        placement: shorthand: the placement (all, last:N, ...) of every timed method that takes one.
+        options: options sections by method name, as ``train`` reads them (``{"lora": {"targets":
+            "qkv+mlp"}}``; CLI ``--set lora.targets=qkv+mlp``); they win over the shorthands.
         steps: timed rounds; warmup: untimed rounds before them.
         device: auto, cpu, cuda, cuda:N.
         precision: auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16, fp16.
@@ -80,9 +81,9 @@ class SpeedConfig:
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="test_vit", pretrained=False))
     methods: list[str] = field(default_factory=lambda: ["head", "full", "adapter", "lora"])
     batch_size: int = 32
-    rank: int = 16
-    placement: str | list[int] = "all"
-    lora_targets: str = "qkv"
+    rank: int | None = None
+    placement: str | list[int] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
     steps: int = 10
     warmup: int = 3
     device: str = "auto"
@@ -103,14 +104,19 @@ class SpeedConfig:
             raise ConfigError(f"A method is listed twice in {self.methods}.")
         for name in ("batch_size", "rank", "steps", "matmul_size", "matmul_repeats", "num_classes"):
             value = getattr(self, name)
-            if (value is not None or not name.startswith("matmul")) and (not isinstance(value, int) or value < 1):
+            optional = name in ("rank", "matmul_size", "matmul_repeats")
+            if (value is not None or not optional) and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"`{name}` must be a positive integer, got {value!r}.")
         if self.clock not in ("wall", "cpu"):
             raise ConfigError(f"`clock` must be wall or cpu, got {self.clock!r}.")
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise ConfigError(f"`warmup` must be an integer >= 0, got {self.warmup!r}.")
         for m in self.methods:
-            speed_options(m, self.rank, self.placement, self.lora_targets)  # unknown method, bad option
+            self.method_options(m)  # unknown method, bad option
+
+    def method_options(self, method: str) -> Any:
+        """The options object ``method`` is timed with (:func:`~adaptertune.perf.step.speed_options`)."""
+        return speed_options(method, self.options, self.rank, self.placement)
 
 
 @dataclass
@@ -118,6 +124,7 @@ class MethodSpeed:
     """Figures of one method (times in ms; ratios are medians of per-round ratios)."""
 
     method: str
+    label: str  # the method with the options it was timed with (Method.label: ``lora r=16 qkv+mlp``)
     step_ms: float
     step_ms_spread: tuple[float, float]  # inter-quartile range
     step_ms_min: float
@@ -220,7 +227,7 @@ def run_speed(cfg: SpeedConfig) -> SpeedReport:
     built = create_backbone(cfg.backbone, cfg.num_classes, seed=0)
     plain = built.model.to(device).eval()
     geom = vit_geometry(plain)
-    placement = parse_placement(cfg.placement, geom.depth)
+    options = {m: cfg.method_options(m) for m in cfg.methods}
     x, y = make_batch(plain, cfg.batch_size, cfg.num_classes, device)
     mm_size, mm_repeats = matmul_reference(device.type)
     mm_size, mm_repeats = cfg.matmul_size or mm_size, cfg.matmul_repeats or mm_repeats
@@ -231,7 +238,7 @@ def run_speed(cfg: SpeedConfig) -> SpeedReport:
     steps: dict[str, Callable[[], None]] = {"matmul": matmul_gflops(mm_size, precision, device, mm_repeats)}
     for m in cfg.methods:
         torch.manual_seed(0)
-        model = build_for_speed(m, copy.deepcopy(plain), cfg.rank, placement, cfg.lora_targets).to(device)
+        model = build_for_speed(m, copy.deepcopy(plain), options[m]).to(device)
         models[m] = model.train()
         steps[m] = make_train_step(torch.compile(model) if cfg.compile else model, x, y, precision, device)
     _logger.info("timing %d rounds (+%d warm-up) of %s", cfg.steps, cfg.warmup, ", ".join(steps))
@@ -250,12 +257,13 @@ def run_speed(cfg: SpeedConfig) -> SpeedReport:
     results = []
     for m in cfg.methods:
         q1, med, q3 = _quartiles(times[m])
-        formula = METHODS.get(m).step_flops(geom, speed_options(m, cfg.rank, placement, cfg.lora_targets))
-        flops = formula.total * cfg.batch_size if formula else None
-        peak = _peak_memory(cfg, m, placement, device, precision) if cfg.memory else None
+        formula = METHODS.get(m).step_flops(geom, options[m])
+        flops = formula.scaled(cfg.batch_size).total if formula else None
+        peak = _peak_memory(cfg, m, options[m], device, precision) if cfg.memory else None
         results.append(
             MethodSpeed(
                 method=m,
+                label=METHODS.get(m).label(options[m]),
                 step_ms=med,
                 step_ms_spread=(q1, q3),
                 step_ms_min=min(times[m]),
@@ -298,7 +306,12 @@ def run_speed(cfg: SpeedConfig) -> SpeedReport:
         "torch": torch.__version__,
         "plain_inference_ms": statistics.median(infer["plain"]) if infer else None,
     }
-    config = {**asdict(cfg), "backbone": asdict(cfg.backbone), "placement": placement, "tokens": geom.tokens}
+    config = {
+        **asdict(cfg),
+        "backbone": asdict(cfg.backbone),
+        "options": {m: asdict(o) for m, o in options.items() if o is not None},  # as timed, defaults filled
+        "tokens": geom.tokens,
+    }
     return SpeedReport(machine, config, results)
 
 
@@ -310,14 +323,12 @@ def _inference_fn(model: nn.Module, x: torch.Tensor, precision: str, device: tor
     return fwd
 
 
-def _peak_memory(cfg: SpeedConfig, method: str, placement: list[int], device: torch.device, precision: str) -> float:
+def _peak_memory(cfg: SpeedConfig, method: str, options: Any, device: torch.device, precision: str) -> float:
     spec = {
         "backbone": cfg.backbone.name,
         "backbone_args": cfg.backbone.args,
         "method": method,
-        "rank": cfg.rank,
-        "placement": placement,
-        "lora_targets": cfg.lora_targets,
+        "options": asdict(options) if options is not None else None,
         "batch_size": cfg.batch_size,
         "num_classes": cfg.num_classes,
         "device": str(device),

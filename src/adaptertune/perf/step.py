@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 from ..engine.device import autocast_context
 from ..engine.optim import build_optimizer
 from ..methods import METHODS, build_method
+from ..methods.registry import resolve_options
 
 __all__ = ["REFERENCE", "build_for_speed", "make_batch", "make_train_step", "speed_options"]
 
@@ -20,19 +22,33 @@ __all__ = ["REFERENCE", "build_for_speed", "make_batch", "make_train_step", "spe
 REFERENCE = "lora"
 
 
-def speed_options(method: str, rank: int, placement: str | list[int], lora_targets: str) -> Any:
-    """The options ``method`` is timed with: the speed tool's rank, placement and LoRA targets, where the
-    method takes them (the method's defaults for the rest)."""
+def speed_options(
+    method: str,
+    sections: Mapping[str, Any] | None = None,
+    rank: int | None = None,
+    placement: str | list[int] | None = None,
+) -> Any:
+    """The options ``method`` is timed with: its section of ``sections`` (``{"lora": {"targets": "qkv+mlp"}}``,
+    as ``train`` reads them; other methods' sections are checked against their own class), over the shorthands
+    ``rank`` and ``placement`` where the method takes them (None: not given); the method's defaults for the rest.
+
+    Raises:
+        UnknownNameError: no such method (or section).
+        ConfigError: a bad option.
+    """
     info = METHODS.get(method)
-    given = {"rank": rank, "placement": placement, "targets": lora_targets}
-    return info.resolve({k: v for k, v in given.items() if k in info.option_names()} if info.options else None)
+    short = {k: v for k, v in (("rank", rank), ("placement", placement)) if v is not None and k in info.option_names()}
+    own = sections.get(method) if sections else None
+    if dataclasses.is_dataclass(own) and not isinstance(own, type):
+        own = dataclasses.asdict(own)
+    merged = {**(sections or {}), method: {**short, **(own or {})} if short or own else None}
+    return resolve_options(method, merged)
 
 
-def build_for_speed(
-    method: str, model: nn.Module, rank: int, placement: str | list[int], lora_targets: str
-) -> nn.Module:
-    """Apply registered ``method`` to ``model`` in place, with :func:`speed_options`."""
-    return build_method(method, model, speed_options(method, rank, placement, lora_targets))
+def build_for_speed(method: str, model: nn.Module, options: Any) -> nn.Module:
+    """Apply registered ``method`` to ``model`` in place with ``options`` (:func:`speed_options`, or a mapping
+    of its options as a memory probe's spec carries them)."""
+    return build_method(method, model, options)
 
 
 def make_batch(

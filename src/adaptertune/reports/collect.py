@@ -3,8 +3,9 @@
 A cell's runs are its replicates: one per seed, or with k-fold cross-validation one per (seed, fold)
 (:attr:`RunRecord.pair`, the key the paired statistics match methods by).
 
-A cell is (dataset, backbone, variant), where the variant is the method plus its adapter options
-(``adapter r=16``, ``adapter r=16 last:6 init=small``). Runs share a cell only when they differ in the seed
+A cell is (dataset, backbone, variant), where the variant is the method plus its identity (its options, as
+:meth:`~adaptertune.methods.Method.identity` says), named by its label (``adapter r=16``, ``lora r=8 qkv+mlp``,
+``head``): LoRA on qkv and on qkv+mlp are two cells. Runs share a cell only when they differ in the seed
 alone: same protocol (the data itself: dataset, folder, classes and image counts; resolution,
 normalization, augmentation, epochs, selection rule, split seed, subsets) and same setup
 (hyper-parameters, backbone args and weights). Anything else is refused, or with
@@ -13,6 +14,7 @@ normalization, augmentation, epochs, selection rule, split seed, subsets) and sa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -21,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config_keys import flatten_config
+from ..config_keys import flatten_config, options_section
 from ..errors import AdapterTuneError, CheckpointError
+from ..methods import METHODS
 from ..runs import folder as rf
 from ..runs.summary import CELL_FREE_KEYS, RunStatus
 from .loss_curve import loss_stats
@@ -38,6 +41,7 @@ __all__ = [
     "pair_label",
     "readable",
     "unreadable_counts",
+    "variant_identity",
     "variant_label",
 ]
 
@@ -78,7 +82,8 @@ class RunRecord:
     history: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
     fold: int | None = None  # cross-validation fold (protocol cv_fold), None without CV
-    adapter: dict[str, Any] = field(default_factory=dict)  # adapter options as configured (empty: none)
+    adapter: dict[str, Any] = field(default_factory=dict)  # the method's options as configured (empty: none)
+    identity: dict[str, Any] = field(default_factory=dict)  # the method's identity of them (a cell holds one)
     loss_auc: float | None = None  # mean training loss over all steps (reports/loss_curve.py)
     diverged: bool | None = None  # the divergence rule of reports/loss_curve.py
 
@@ -143,18 +148,28 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return m, (math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0)
 
 
-def variant_label(method: str, adapter: dict[str, Any] | None) -> str:
-    """``adapter r=16``, plus placement / init / alpha / scaling / act / dropout when they are not the defaults."""
-    if not adapter:
-        return method
-    parts = [method, f"r={adapter.get('rank')}"]
-    placement = adapter.get("placement", "all")
-    if placement != "all":
-        parts.append(",".join(map(str, placement)) if isinstance(placement, list) else str(placement))
-    for key, default in (("init", "zero"), ("alpha", 1.0), ("scaling", "constant"), ("act", "gelu"), ("dropout", 0.0)):
-        if adapter.get(key, default) != default:
-            parts.append(f"{key}={adapter[key]}")
-    return " ".join(parts)
+def variant_label(method: str, options: dict[str, Any] | None) -> str:
+    """How a report names a variant: the method's own label (:meth:`~adaptertune.methods.Method.label`, e.g.
+    ``adapter r=16 last:6 init=small``, ``lora r=8 qkv+mlp``, ``head``); see :func:`variant_identity`."""
+    return variant_identity(method, options)[0]
+
+
+def variant_identity(method: str, options: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """(label, identity) of ``method`` with the options a run recorded (defaults filled, as the method resolves
+    them). A method not registered here (a plugin not loaded) or options it no longer reads are named by
+    every recorded option, so distinct variants still never share a cell."""
+    options = options or None
+    if method in METHODS:
+        info = METHODS.get(method)
+        try:
+            resolved = info.resolve(options)
+        except AdapterTuneError:
+            pass
+        else:
+            return info.label(resolved), info.identity(resolved)
+    shown = dict(options or {})
+    parts = [method, *([f"r={shown.pop('rank')}"] if "rank" in shown else [])]
+    return " ".join([*parts, *(f"{k}={readable(v)}" for k, v in sorted(shown.items()))]), dict(options or {})
 
 
 def _setup(summary: Any, config: dict[str, Any] | None) -> dict[str, Any]:
@@ -163,7 +178,8 @@ def _setup(summary: Any, config: dict[str, Any] | None) -> dict[str, Any]:
         setup["weights_sha256"] = summary.weights_sha256
     if config:
         for k, v in flatten_config(config).items():
-            if k not in CELL_FREE_KEYS and not k.startswith("adapter.") and k != "method":
+            # the method's options are the variant's identity, not its setup
+            if k not in CELL_FREE_KEYS and k.partition(".")[0] in ("backbone", "data", "train"):
                 setup[k] = v
     return setup
 
@@ -207,11 +223,13 @@ def _read_run(run_dir: Path, rel: str) -> RunRecord | None:
 def _identity(s: Any, config: dict[str, Any] | None) -> dict[str, Any]:
     """The fields that place a run (finished or failed) in a cell: dataset, variant, setup, fold, counts."""
     adapter, setup = _adapter(s, config), _setup(s, config)
+    variant, identity = variant_identity(s.method, adapter)
     return {
         "dataset": s.dataset,
         "backbone": s.backbone,
         "method": s.method,
-        "variant": variant_label(s.method, adapter),
+        "variant": variant,
+        "identity": identity,
         "rank": s.rank,
         "trainable_params": s.trainable_params,
         "total_params": s.total_params,
@@ -224,7 +242,7 @@ def _identity(s: Any, config: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _adapter(s: Any, config: dict[str, Any] | None) -> dict[str, Any] | None:
-    return (config or {}).get("adapter") or (
+    return options_section(config) or (
         {"rank": s.rank, "placement": s.placement or "all"} if s.rank is not None else None
     )
 
@@ -309,6 +327,27 @@ def _setup_label(setup: dict[str, Any], others: list[dict[str, Any]]) -> str:
     return ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(k, setup.get(k))}" for k in keys)
 
 
+def _distinct_labels(records: list[RunRecord]) -> list[RunRecord]:
+    """The records, each variant keyed by (method, identity): two identities that one label would merge (a
+    method whose label leaves out an identity field) get the fields that differ appended (``x r=4 [k=1]``)."""
+    by_label: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    for r in records:
+        ident = json.dumps([r.method, r.identity], sort_keys=True, default=str)
+        by_label.setdefault((r.dataset, r.backbone, r.variant), {})[ident] = r.identity
+    out = []
+    for r in records:
+        idents = list(by_label[(r.dataset, r.backbone, r.variant)].values())
+        if len(idents) > 1:
+            keys = sorted(
+                k for k in {k for i in idents for k in i} if any(i.get(k) != r.identity.get(k) for i in idents)
+            )
+            r = dataclasses.replace(
+                r, variant=f"{r.variant} [{', '.join(f'{k}={_short(k, r.identity.get(k))}' for k in keys)}]"
+            )
+        out.append(r)
+    return out
+
+
 def aggregate(records: list[RunRecord], split_protocols: bool = False) -> list[Cell]:
     """Group successful runs into cells over seeds.
 
@@ -317,9 +356,8 @@ def aggregate(records: list[RunRecord], split_protocols: bool = False) -> list[C
             one cell holds the same seed twice.
     """
     groups: dict[tuple[str, str, str], dict[str, list[RunRecord]]] = {}
-    for r in records:
-        if r.status is RunStatus.SUCCESS:
-            groups.setdefault((r.dataset, r.backbone, r.variant), {}).setdefault(r.setup_id, []).append(r)
+    for r in _distinct_labels([r for r in records if r.status is RunStatus.SUCCESS]):
+        groups.setdefault((r.dataset, r.backbone, r.variant), {}).setdefault(r.setup_id, []).append(r)
     cells = []
     for (dataset, backbone, variant), by_setup in groups.items():
         if len(by_setup) > 1 and not split_protocols:

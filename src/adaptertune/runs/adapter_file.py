@@ -1,13 +1,14 @@
 """Adapter files: ``adaptertune_weights.safetensors`` holds only the trained tensors plus metadata saying what
 they fit.
 
-The metadata (JSON under the safetensors key ``adaptertune``) records the backbone name and kwargs, the
-weight tag, the SHA-256 of the backbone weights and where they came from, the method, the adapter options
-(rank, alpha, init, placement, ...), the adapted blocks, the width, the class names, the data config and the
-task (``task``: the protocol's dataset, data folder, split and image counts). Loading a file onto a model
-that differs in any of the identity fields is a :class:`CheckpointError` naming both sides
-(:func:`check_adapter_file`), and so is a file of another task than its run folder's (:func:`check_task`,
-:func:`check_run_file`). :func:`file_metadata` produces that metadata and these check it: nowhere else.
+The metadata (JSON under the safetensors key ``adaptertune``) records the backbone name and kwargs, the weight
+tag, the SHA-256 of the backbone weights and where they came from, the method, its options (``options``;
+``adapter`` in files written before per-method options sections), the adapted blocks, the width, the class
+names, the data config and the task (``task``: the protocol's dataset, data folder, split and image counts).
+Loading a file onto a model that differs in any of the identity fields is a :class:`CheckpointError` naming
+both sides (:func:`check_adapter_file`), and so is a file of another task than its run folder's
+(:func:`check_task`, :func:`check_run_file`). :func:`file_metadata` produces that metadata and these check it:
+nowhere else.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config_keys import options_section
 from ..engine import load_tensors
 from ..errors import CheckpointError
 from ..methods import METHODS
@@ -35,6 +37,7 @@ __all__ = [
     "check_task",
     "file_identity",
     "file_metadata",
+    "file_options",
     "read_adapter_file",
 ]
 
@@ -46,9 +49,7 @@ IDENTITY_FIELDS = {
     "backbone_args": "backbone arguments",
     "weights_sha256": "backbone weights (sha256)",
     "method": "method",
-    "rank": "adapter rank",
-    "placement": "adapter placement",
-    "targets": "LoRA targets",
+    "options": "method options",  # compared option by option: the method's identity (Method.identity)
     "width": "backbone width",
 }
 
@@ -74,6 +75,7 @@ def file_metadata(
             are recorded as the file's ``task`` (None: a model's identity alone, as :func:`load_run` compares).
     """
     task = {} if protocol is None else {"task": {k: protocol[k] for k in TASK_KEYS if k in protocol}}
+    options = cfg.method_options  # the options object (or the mapping as read from config.yaml)
     return {
         "backbone": cfg.backbone.name,
         "backbone_args": cfg.backbone.args,
@@ -83,8 +85,8 @@ def file_metadata(
         "weights_sha256": built.weights_sha256,
         "weights_source": built.weights_source,
         "method": cfg.method,
-        "adapter": cfg.to_dict()["adapter"],  # the options as a mapping (dataclass or as read from config.yaml)
-        "adapted_blocks": adapted_blocks(model) if cfg.adapter else [],
+        "options": options if isinstance(options, dict) or options is None else dataclasses.asdict(options),
+        "adapted_blocks": adapted_blocks(model) if options else [],
         "width": backbone_width(model),
         "classes": list(classes),
         "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in built.data_config.items()},
@@ -92,23 +94,30 @@ def file_metadata(
     }
 
 
+def file_options(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The method options an adapter file's metadata records: ``options``, or ``adapter`` in files written
+    before per-method options sections."""
+    return options_section(meta)
+
+
 def file_identity(meta: dict[str, Any]) -> dict[str, Any]:
     """The identity fields of an adapter file's metadata (or of a model, in the same shape).
 
-    Only the options the method has count: files that recorded every method's options (``targets`` for
-    ``adapter``) identify by their own method's alone.
+    ``options`` is the method's own identity (:meth:`~adaptertune.methods.Method.identity`) of the recorded
+    options, defaults filled: files that recorded every method's options (``targets`` for ``adapter``) identify
+    by their own method's alone, and a file from before an option existed by that option's default.
     """
     method = meta.get("method")
-    own = set(METHODS.get(method).option_names()) if method in METHODS else None
-    adapter = {k: v for k, v in (meta.get("adapter") or {}).items() if own is None or k in own}
+    options = file_options(meta)
+    if method in METHODS:
+        info = METHODS.get(method)
+        options = info.identity(info.resolve(options))
     return {
         "backbone": meta.get("backbone"),
         "backbone_args": meta.get("backbone_args") or {},
         "weights_sha256": meta.get("weights_sha256"),
         "method": method,
-        "rank": adapter.get("rank"),
-        "placement": adapter.get("placement"),
-        "targets": adapter.get("targets"),  # only LoRA's options have targets
+        "options": options or {},
         "width": meta.get("width"),
     }
 
@@ -117,11 +126,21 @@ def check_adapter_file(meta: dict[str, Any], expected: dict[str, Any], source: s
     """Raise CheckpointError at the first identity field where the file's ``meta`` and ``expected`` differ.
 
     ``expected`` has the metadata's shape (keys of :func:`file_identity`'s input); ``fields`` restricts the
-    check (default: every identity field present in ``expected``).
+    check (default: every identity field present in ``expected``). Options are compared one by one, the
+    error naming the option and both values (``option `vpt.prompts` differs: the file has 10, the model has 50``).
     """
     have, want = file_identity(meta), file_identity(expected)
     for key in fields or IDENTITY_FIELDS:
-        if want[key] is None and key not in ("rank", "placement", "targets"):
+        if want[key] is None:
+            continue
+        if key == "options":
+            for name in [*want[key], *(k for k in have[key] if k not in want[key])]:
+                a, b = have[key].get(name), want[key].get(name)
+                if a != b:
+                    raise CheckpointError(
+                        f"{source} does not fit this model: option `{want['method']}.{name}` differs: the file has "
+                        f"{a!r}, the model has {b!r}."
+                    )
             continue
         if have[key] != want[key]:
             a, b = have[key], want[key]

@@ -12,14 +12,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import RunConfig
+from ..config import LEGACY_OPTIONS, RunConfig
 from ..data import build_splits, build_transforms, find_images, read_images
 from ..data.loaders import make_loader
 from ..engine import evaluate
 from ..engine.checkpoint import load_trained_tensors
 from ..errors import CheckpointError, OutputError
 from ..resolve import resolve_run
-from .adapter_file import check_adapter_file, check_task, file_metadata, read_adapter_file
+from .adapter_file import check_adapter_file, check_task, file_metadata, file_options, read_adapter_file
 from .folder import CONFIG_FILE, SUMMARY_FILE, adapter_file_path, read_state
 from .skipped import gather_unreadable, write_skipped
 from .summary import RunStatus
@@ -46,7 +46,7 @@ class LoadedRun:
 def _model_config(meta: dict[str, Any]) -> dict[str, Any]:
     """The model-defining part of a run config, as the adapter file's metadata records it."""
     backbone = meta.get("backbone_config") or {"name": meta["backbone"], "args": meta.get("backbone_args") or {}}
-    return {"backbone": backbone, "method": meta["method"], "adapter": meta.get("adapter")}
+    return {"backbone": backbone, "method": meta["method"], LEGACY_OPTIONS: file_options(meta)}  # as any method's
 
 
 def config_for_model(config: dict[str, Any] | None, meta: dict[str, Any]) -> tuple[RunConfig, str]:

@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ..config_keys import flatten_config
+from ..config_keys import flatten_config, options_section
 
 __all__ = [
     "CELL_FREE_KEYS",
@@ -23,6 +23,7 @@ __all__ = [
     "RESUME_FREE_KEYS",
     "RunStatus",
     "RunSummary",
+    "augment_label",
     "budget_label",
     "config_differences",
     "make_protocol",
@@ -51,6 +52,7 @@ class RunSummary:
     method: str = ""
     backbone: str = ""
     dataset: str = ""
+    label: str = ""  # the variant as reports name it (Method.label: ``lora r=8 qkv+mlp``, ``head``)
     rank: int | None = None
     placement: str | list[int] | None = None
     seed: int | None = None
@@ -111,7 +113,7 @@ class RunSummary:
         """The summary of a run that stopped before it could fill more than its config says."""
         config = config if isinstance(config, dict) else {}
         section = lambda k: config.get(k) if isinstance(config.get(k), dict) else {}  # noqa: E731
-        adapter, train = section("adapter"), section("train")
+        adapter, train = options_section(config) or {}, section("train")
         return cls(
             status=status,
             method=str(config.get("method") or ""),
@@ -172,7 +174,7 @@ def make_protocol(
         "mean": [round(float(m), 6) for m in data_config["mean"]],
         "std": [round(float(s), 6) for s in data_config["std"]],
         "crop_pct": float(data_config.get("crop_pct", 0.875)),
-        "augment": _augment_label(cfg.data),
+        "augment": augment_label(cfg.data),
         "epochs": cfg.train.epochs,
         "budget": budget_label(cfg.train),
         "selection": str(selection),
@@ -217,10 +219,15 @@ def budget_label(train: Any) -> str:
     return f"early_stop(patience={train.early_stop}{delta})"
 
 
-def _augment_label(data: Any) -> str:
+def augment_label(data: Any) -> str:
+    """The training augmentation of a ``DataConfig`` as the protocol names it: ``none``, ``rrc+flip``
+    (``basic``), ``rrc`` (``basic``, ``hflip`` off), ``rrc+flip+rand-m9-mstd0.5+erase0.25`` (``randaug``); a
+    crop scale other than 0.08 is written into the crop (``rrc(0.5)``). Labels of settings older than
+    ``hflip`` are unchanged, so their runs keep sharing cells."""
     if not data.augment or data.aug == "none":
         return "none"
-    return "rrc+flip" if data.aug == "basic" else "rrc+flip+rand-m9-mstd0.5+erase0.25"
+    parts = ["rrc" if data.crop_scale == 0.08 else f"rrc({data.crop_scale:g})", *(["flip"] if data.hflip else [])]
+    return "+".join(parts if data.aug == "basic" else [*parts, "rand-m9-mstd0.5", "erase0.25"])
 
 
 def config_differences(

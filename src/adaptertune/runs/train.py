@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..config import RunConfig, merge_dicts
+from ..config_keys import canonical_options
 from ..data import build_splits, load_raw
 from ..data.loaders import make_loader, split_loaders
 from ..engine import Callback, fit, save_tensors
@@ -86,7 +87,7 @@ def check_resumable(out_dir: Path, resolved: dict[str, Any]) -> None:
     if state.summary is not None and state.summary.status is RunStatus.SUCCESS:
         raise ConfigError(f"Run '{out_dir}' already finished; nothing to resume (train into a new --out-dir).")
     try:
-        saved = RunConfig.from_dict(saved).to_dict()
+        saved = canonical_options(RunConfig.from_dict(saved).to_dict())  # `adapter:` of a run from before
     except ConfigError as e:
         raise CheckpointError(f"Cannot resume '{out_dir}': its config.yaml is corrupt ({e}).") from None
     diff = config_differences(saved, resolved, RESUME_FREE_KEYS)
@@ -256,6 +257,7 @@ def _new_summary(
         method=cfg.method,
         backbone=cfg.backbone.name,
         dataset=cfg.data.name,
+        label=rr.method.label(rr.options),
         rank=getattr(rr.options, "rank", None),
         placement=getattr(rr.options, "placement", None),
         seed=cfg.train.seed,

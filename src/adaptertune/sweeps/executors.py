@@ -170,7 +170,10 @@ def _worker(job: PointJob, gpu: int | None, threads: int) -> PointResult:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     import torch
 
+    from ..methods.plugins import import_env_plugins
+
     torch.set_num_threads(threads)
+    import_env_plugins()  # the parent's --plugin modules (ADAPTERTUNE_PLUGINS): spawn starts a bare interpreter
     return run_point(job)
 
 
