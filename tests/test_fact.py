@@ -143,15 +143,15 @@ def test_cost_formulas_match_the_built_model(method):
     for b in model.blocks:
         b.attn.fused_attn = False  # the counter sees the math attention's matmuls
     geom = vit_geometry(model)
-    per_image = info.step_flops(geom, options).total
-    per_step = tk_core_flops(geom, options).total if method == "fact-tk" else 0
-    assert per_step in (0, 6 * 4**3 * 12 * 12)
+    flops = info.step_flops(geom, options)
+    assert flops.per_step == (tk_core_flops(geom, options) if method == "fact-tk" else 0)
+    assert flops.per_step in (0, 6 * 4**3 * 12 * 12)
     for batch in (1, 3):
         with flop_counter() as fc:
             torch.nn.functional.cross_entropy(
                 model(X[:1].repeat(batch, 1, 1, 1)), torch.zeros(batch).long()
             ).backward()
-        assert fc.get_total_flops() == batch * per_image + per_step
+        assert fc.get_total_flops() == flops.scaled(batch).total == batch * flops.total + flops.per_step
     n = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert info.trainable_params(geom, options, 10) == n == fact_param_count(method[-2:], 12, 192, 4) + 193 * 10
     assert info.frozen_prefix(model, options) == 0

@@ -26,7 +26,7 @@ the backbone's own keys are unchanged); one forward hook per adapted linear runs
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import ClassVar
 
@@ -293,14 +293,12 @@ def _geometry_chunks(geom: ViTGeometry) -> int:
     return geom.mlp_hidden // geom.dim
 
 
-def tk_core_flops(geom: ViTGeometry, options: FactTKOptions) -> StepFlops:
+def tk_core_flops(geom: ViTGeometry, options: FactTKOptions) -> int:
     """Matmul FLOPs FacT-TK spends once per training step, whatever the batch: each of the ``(4 + 2k) L`` cores
     ``C_j = Core x_3 Pm[:, j]`` is a ``(d^2, d) @ (d, 1)`` product in the forward, and the backward gives both
-    ``Core`` and ``Pm`` their gradient (``2 d^3`` FLOPs each per core). :meth:`FactTKMethod.step_flops` counts
-    per image and leaves this out (``6 d^3 (4 + 2k) L`` per step: 3.5 MFLOPs on ViT-B/16 at d = 16, next to
-    ~50 GFLOPs per image)."""
-    f = 2 * options.rank**3 * (4 + 2 * _geometry_chunks(geom)) * geom.depth
-    return StepFlops(f, 0, 2 * f)
+    ``Core`` and ``Pm`` their gradient: ``2 d^3`` FLOPs each, ``6 d^3 (4 + 2k) L`` per step (3.5 MFLOPs on
+    ViT-B/16 at d = 16)."""
+    return 3 * 2 * options.rank**3 * (4 + 2 * _geometry_chunks(geom)) * geom.depth
 
 
 class _FactMethod(Method):
@@ -347,8 +345,7 @@ class _FactMethod(Method):
     def step_flops(self, geom: ViTGeometry, options: FactTTOptions) -> StepFlops:
         """Per block, beside each of qkv / proj / fc1 / fc2: U on each of its ``n_in`` input chunks (``D -> d``), the
         core (``n_in d -> n_out d``) and V on each of its ``n_out`` output chunks (``d -> D``); U and V are shared,
-        but each use costs its own matmuls and weight gradient. FacT-TK also builds its cores from ``Core`` and
-        ``Pm`` once per step (not per image): :func:`tk_core_flops`, left out of this per-image count."""
+        but each use costs its own matmuls and weight gradient. (FacT-TK adds its cores' build once per step.)"""
         d, r, k = geom.dim, options.rank, _geometry_chunks(geom)
         extras = []
         for site in SITES:
@@ -381,6 +378,13 @@ class FactTKMethod(_FactMethod):
     options = FactTKOptions
     kind = FactTK
     factors = "tk"
+
+    def step_flops(self, geom: ViTGeometry, options: FactTKOptions) -> StepFlops:
+        """FacT-TT's matmuls per image, plus the cores built from ``Core`` and ``Pm`` once per step
+        (:func:`tk_core_flops`) as ``per_step``. ``StepFlops.per_step`` is one number that ``scaled`` adds to the
+        forward, so the two thirds of it spent in the backward (the gradients of ``Core`` and ``Pm``) count as
+        forward FLOPs there; the step's total is exact."""
+        return replace(super().step_flops(geom, options), per_step=tk_core_flops(geom, options))
 
 
 register_method(FactTTMethod())
