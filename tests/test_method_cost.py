@@ -40,6 +40,10 @@ VIT_B = {
     "difffit": (None, 140_544),
     "selective": ({"parts": "qkv"}, 5_315_328),  # 3 blocks' qkv (the default trains the 3 blocks whole)
     "dora": ({"rank": 8}, 322_560),
+    "adapter-plus": ({"rank": 8}, 165_984),
+    "repadapter": ({"rank": 8, "groups": 2}, 239_808),
+    "fact-tt": ({"rank": 8}, 21_504),
+    "fact-tk": ({"rank": 16}, 30_976),
 }
 
 
