@@ -27,6 +27,7 @@ from torch import nn
 from ..config_checks import _as_float, _as_int
 from ..errors import ConfigError
 from ..vit import backbone_blocks, backbone_width
+from .flops import BlockCost, StepFlops, ViTGeometry, bottleneck, count_step, placed
 from .registry import Method, register_method
 from .slots import BlockSlot
 
@@ -147,6 +148,18 @@ class _BottleneckMethod(Method):
             return Bottleneck(d, options.rank, options.scale, options.dropout, self.init)
 
         return {i: nn.ModuleDict({s: adapter() for s in self.slot.sites}) for i in range(len(backbone_blocks(model)))}
+
+    def step_flops(self, geom: ViTGeometry, options: BottleneckOptions) -> StepFlops:
+        """A bottleneck on each sub-layer output the slot holds (``attn_out``, ``mlp_out``), in every block."""
+        cost = BlockCost(extras=tuple(bottleneck(f"{s}_out", geom.dim, options.rank) for s in self.slot.sites))
+        return count_step(geom, placed(geom, range(geom.depth), cost))
+
+    def trainable_params(self, geom: ViTGeometry, options: BottleneckOptions, num_classes: int) -> int:
+        d, r = geom.dim, options.rank  # down D r + r, up r D + D per adapter
+        return geom.depth * len(self.slot.sites) * (2 * d * r + r + d) + geom.head_params(num_classes)
+
+    def frozen_prefix(self, model: nn.Module, options: BottleneckOptions) -> int:
+        return 0  # adapters in every block
 
 
 class PfeifferMethod(_BottleneckMethod):

@@ -9,7 +9,8 @@ For a timm ViT block (``h = norm1(x)``, ``g = norm2(x1)``)::
 The branch is added outside the LayerScale (as METHODS.md's ``x1 = x + a + s CP(h)`` and the original code, which
 has no LayerScale), and through the block's own drop-path module drawn separately (``dp1'``: the original calls
 ``drop_path`` on the branch on its own). The 3x3 convolution runs over the patch grid; the prefix tokens (class,
-register) go through the same convolution as 1x1 images (the centre tap). Init: ``down`` Xavier-uniform, zero bias;
+register) go through the same convolution as zero-padded 1x1 images, i.e. its centre tap alone (computed as that
+r x r matmul). Init: ``down`` Xavier-uniform, zero bias;
 the convolution the identity on its centre tap (``conv_init: identity``, zero bias; the original's default, which
 it also offers as Xavier-uniform: ``conv_init: xavier``); ``up`` zero, so the model starts exactly at the
 backbone's logits. Not mergeable (the activations are non-linear).
@@ -24,11 +25,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config_checks import _as_choice, _as_float, _as_int
 from ..errors import ConfigError
 from ..vit import backbone_blocks, backbone_width, patch_tokens
+from .flops import BlockCost, Extra, StepFlops, ViTGeometry, count_step, placed
 from .registry import Method, register_method
 from .slots import BlockSlot
 
@@ -104,8 +107,8 @@ class ConvpassBranch(nn.Module):
         r = z.shape[-1]
         patches = self.conv(z[:, p:].reshape(b, gh, gw, r).permute(0, 3, 1, 2))  # (B, r, gh, gw)
         parts = [patches.permute(0, 2, 3, 1).reshape(b, gh * gw, r)]
-        if p:  # each prefix token as a 1x1 image: the centre tap
-            parts.insert(0, self.conv(z[:, :p].reshape(b * p, r, 1, 1)).reshape(b, p, r))
+        if p:  # each prefix token as a 1x1 image, zero-padded: only the centre tap reads it (an r x r matmul)
+            parts.insert(0, F.linear(z[:, :p], self.conv.weight[:, :, 1, 1], self.conv.bias))
         z = torch.cat(parts, dim=1) if p else parts[0]
         return self.up(self.drop(quick_gelu(z)))
 
@@ -189,6 +192,25 @@ class ConvpassMethod(Method):
 
     def slot_modules(self, model: nn.Module, options: ConvpassOptions) -> dict[int, nn.Module]:
         return convpass_sets(model, options)
+
+    def step_flops(self, geom: ViTGeometry, options: ConvpassOptions) -> StepFlops:
+        """Per branch: down and up on every token beside the sub-layer; the 3x3 conv as its matmul equivalent
+        ``(9r, r)`` on the patch grid and the centre tap ``(r, r)`` on the prefix tokens. The conv reads the
+        trained down-projection, so its input always needs a gradient: it is counted at the site after the
+        branch (``attn_out`` / ``mlp_out``), whose input does too."""
+        d, r, prefix = geom.dim, options.rank, geom.tokens - geom.patches
+        extras: list[Extra] = []
+        for site in ("attn", "mlp"):
+            extras += [Extra(site, ((d, r), (r, d))), Extra(f"{site}_out", ((9 * r, r),), rows=geom.patches)]
+            extras += [Extra(f"{site}_out", ((r, r),), rows=prefix)] if prefix else []
+        return count_step(geom, placed(geom, range(geom.depth), BlockCost(extras=tuple(extras))))
+
+    def trainable_params(self, geom: ViTGeometry, options: ConvpassOptions, num_classes: int) -> int:
+        d, r = geom.dim, options.rank  # down D r + r, conv 9 r^2 + r, up r D + D; two branches per block
+        return 2 * geom.depth * (2 * d * r + 9 * r * r + 2 * r + d) + geom.head_params(num_classes)
+
+    def frozen_prefix(self, model: nn.Module, options: ConvpassOptions) -> int:
+        return 0  # branches in every block
 
 
 register_method(ConvpassMethod())

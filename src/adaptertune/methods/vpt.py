@@ -32,6 +32,7 @@ from torch import nn
 from ..config_checks import _as_float, _as_int
 from ..errors import ConfigError
 from ..vit import backbone_blocks, backbone_width, patch_tokens
+from .flops import BlockCost, Extra, StepFlops, ViTGeometry, count_step, placed
 from .registry import Method, register_method
 from .slots import BlockSlot
 
@@ -152,6 +153,21 @@ class _VPTMethod(Method):
 
     def slot_modules(self, model: nn.Module, options: VPTOptions) -> dict[int, nn.Module]:
         return prompt_sets(model, options, self.deep)
+
+    def step_flops(self, geom: ViTGeometry, options: VPTOptions) -> StepFlops:
+        """N more tokens in every block. Shallow: the prompts train before block 0, so every layer needs input
+        gradients; deep: each block's own prompts enter at its input (a trained tensor at ``in``, no matmul)."""
+        if self.deep:
+            cost = BlockCost(extras=(Extra("in"),), added_tokens=options.prompts)
+            return count_step(geom, placed(geom, range(geom.depth), cost))
+        return count_step(geom, [BlockCost(added_tokens=options.prompts)] * geom.depth, input_grad=True)
+
+    def trainable_params(self, geom: ViTGeometry, options: VPTOptions, num_classes: int) -> int:
+        sets = geom.depth if self.deep else 1
+        return sets * options.prompts * geom.dim + geom.head_params(num_classes)
+
+    def frozen_prefix(self, model: nn.Module, options: VPTOptions) -> int:
+        return 0  # the prompts enter at block 0's input
 
 
 class VPTShallowMethod(_VPTMethod):
