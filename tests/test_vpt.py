@@ -185,6 +185,7 @@ class _Stop:
         pass
 
 
+@pytest.mark.slow  # three tiny training runs: 20 s on the shared 2-core machine (convpass 44 s, houlsby 26 s)
 def test_resume_after_one_epoch_is_bitwise(tmp_path):
     """2 epochs in one go == 1 epoch, stopped, resumed for the second (prompt dropout draws from the RNG)."""
     folder = make_image_folder(tmp_path / "data", n_classes=2, n_train=8, n_test=2, size=32)
