@@ -43,13 +43,19 @@ def test_random_init_changes_logits_and_small_barely(tiny_vit):
     assert (small - base).abs().max() < (rand - base).abs().max()
 
 
+# methods whose init is not the identity by design (METHODS.md): Houlsby's and Adapter+'s non-zero up-projections,
+# SSF's N(1, 0.02) scales, VPT's prompts that every token attends to
+NOT_AT_PRETRAINED = {"adapter-plus", "houlsby", "ssf", "vpt-deep", "vpt-shallow"}
+
+
 @pytest.mark.parametrize("method", METHODS.names())
 def test_zero_init_methods_start_at_pretrained_logits(tiny_vit, method):
-    """Every registered method starts from the pretrained function (the head is the same new head)."""
+    """Every registered method but NOT_AT_PRETRAINED starts from the pretrained function (the head is the same new
+    head); those do not."""
     model = tiny_vit()
     base = model(X)
     build_method(method, model, None)
-    assert torch.equal(model.eval()(X), base)
+    assert torch.equal(model.eval()(X), base) is (method not in NOT_AT_PRETRAINED)
 
 
 def test_training_changes_only_adapters_and_head(tiny_vit):

@@ -10,7 +10,7 @@ from adaptertune.config import RunConfig
 from adaptertune.engine import load_tensors
 from adaptertune.errors import CheckpointError
 from adaptertune.methods import METHODS, build_method
-from adaptertune.methods.bottleneck import AttnBottleneckSlot, BottleneckOptions, MlpBottleneckSlot
+from adaptertune.methods.bottleneck import BottleneckOptions, HoulsbySlot, PfeifferSlot
 from adaptertune.multitask import MultiTaskModel
 from adaptertune.runs import run
 from helpers import TINY_VIT, TINY_VIT_TIMM, make_image_folder, trainable_names
@@ -53,8 +53,9 @@ def test_pfeiffer_starts_exactly_at_the_backbone(variant):
         assert torch.equal(model(X), plain(X))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert torch.equal(model(X), plain(X))
-    assert {k for k in model.state_dict() if ".mlp_adapters." not in k} == keys
-    assert not hasattr(model.blocks[0], "attn_adapters")
+    assert {k for k in model.state_dict() if ".pfeiffer.default.mlp." not in k} == keys
+    assert list(model.blocks[0].pfeiffer["default"]) == ["mlp"]
+    assert len(model.blocks[0].attn._forward_hooks) == 0  # no hook on the attention
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -62,7 +63,7 @@ def test_houlsby_does_not_start_at_the_backbone_but_its_wiring_adds_zero_at_zero
     """Houlsby's Xavier up-projection moves the logits at step 0; zeroing it (weight, bias) gives them back."""
     plain = tiny(variant)
     model = build_method("houlsby", tiny(variant))
-    ad = [b.get_submodule(a)["default"] for b in model.blocks for a in ("attn_adapters", "mlp_adapters")]
+    ad = [b.houlsby["default"][s] for b in model.blocks for s in ("attn", "mlp")]
     biases = torch.cat([t for m in ad for t in (m.down.bias, m.up.bias)])
     assert 0 < biases.abs().max() < 1e-5 and all(m.up.weight.abs().min() > 0 for m in ad)  # N(0, 1e-6), Xavier
     with torch.no_grad():
@@ -76,7 +77,7 @@ def test_houlsby_does_not_start_at_the_backbone_but_its_wiring_adds_zero_at_zero
 def test_houlsby_forward_written_out():
     model = build_method("houlsby", tiny("layerscale"), {"scale": 0.5})
     blk = model.blocks[2]
-    att, mlp = blk.attn_adapters["default"], blk.mlp_adapters["default"]
+    att, mlp = blk.houlsby["default"]["attn"], blk.houlsby["default"]["mlp"]
 
     def ad(m, z):
         return z + 0.5 * m.up(torch.relu(m.down(z)))
@@ -93,9 +94,9 @@ def test_only_adapters_and_head_train_and_the_backbone_stays(method):
     model = build_method(method, tiny("reg"), {"rank": 4}).train()
     names = trainable_names(model)
     per_block = 8 if method == "houlsby" else 4
-    assert len(names) == 2 + 12 * per_block and all("_adapters.default." in n for n in names if "head" not in n)
+    assert len(names) == 2 + 12 * per_block and all(f".{method}.default." in n for n in names if "head" not in n)
     frozen = {
-        k: v.clone() for k, v in model.state_dict().items() if "_adapters." not in k and not k.startswith("head")
+        k: v.clone() for k, v in model.state_dict().items() if f".{method}." not in k and not k.startswith("head")
     }
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(2):
@@ -103,7 +104,7 @@ def test_only_adapters_and_head_train_and_the_backbone_stays(method):
         torch.nn.functional.cross_entropy(model(X), torch.tensor([1, 2])).backward()
         opt.step()
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in frozen.items())
-    assert model.blocks[4].mlp_adapters["default"].up.weight.abs().sum() > 0
+    assert model.blocks[4].get_submodule(method)["default"]["mlp"].up.weight.abs().sum() > 0
 
 
 def test_houlsby_and_pfeiffer_tasks_share_a_backbone(tiny_run, tmp_path):
@@ -120,15 +121,12 @@ def test_houlsby_and_pfeiffer_tasks_share_a_backbone(tiny_run, tmp_path):
             mt.set_active(name)
             assert torch.equal(mt(X), want[name]), name
     mt.remove_task("h")
-    assert AttnBottleneckSlot.set_names(mt.backbone) == ["h2"] and MlpBottleneckSlot.set_names(mt.backbone) == [
-        "h2",
-        "p",
-    ]
+    assert HoulsbySlot.set_names(mt.backbone) == ["h2"] and PfeifferSlot.set_names(mt.backbone) == ["p"]
     tensors, _ = load_tensors(files[1])
     rest = {k: v for k, v in tensors.items() if not k.startswith("head.")}
-    with pytest.raises(CheckpointError, match="do not match the options"):  # a Pfeiffer file read as Houlsby
+    with pytest.raises(CheckpointError, match="do not match the rebuilt set"):  # a Pfeiffer file read as Houlsby
         METHODS.get("houlsby").attach(mt.backbone, "wrong", BottleneckOptions(rank=2), rest, "f")
-    assert AttnBottleneckSlot.set_names(mt.backbone) == ["h2"]
+    assert HoulsbySlot.set_names(mt.backbone) == ["h2"]
 
 
 class _StopAt(Exception):
@@ -150,7 +148,7 @@ class _Stop:
         pass
 
 
-@pytest.mark.slow  # three tiny training runs; vpt-deep's resume test runs by default
+@pytest.mark.slow  # three tiny training runs (over 10 s on the shared machine, as every resume test here)
 def test_resume_after_one_epoch_is_bitwise(tmp_path):
     """2 epochs in one go == 1 epoch, stopped, resumed for the second (the adapter dropout draws from the RNG)."""
     folder = make_image_folder(tmp_path / "data", n_classes=2, n_train=8, n_test=2, size=32)

@@ -151,7 +151,7 @@ class _Stop:
         pass
 
 
-@pytest.mark.slow  # three tiny training runs; vpt-deep's resume test runs by default
+@pytest.mark.slow  # three tiny training runs (over 10 s on the shared machine, as every resume test here)
 def test_resume_after_one_epoch_is_bitwise(tmp_path):
     """2 epochs in one go == 1 epoch, stopped, resumed for the second (the branch dropout draws from the RNG)."""
     folder = make_image_folder(tmp_path / "data", n_classes=2, n_train=8, n_test=2, size=32)

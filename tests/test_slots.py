@@ -162,3 +162,65 @@ def test_slot_attach_refuses_tensors_that_do_not_fit(tiny_vit):
     method.attach(model, "c", None, {k: torch.zeros(192) for k in wrong}, "f.st")
     with pytest.raises(ConfigError, match=r"Task 'c' \(g.st\): A set named 'c' already exists"):
         method.attach(model, "c", None, {}, "g.st")
+
+
+# ---------------------------------------------------------------- several hooks per slot; a set takes its block's mode
+class _PairSlot(BlockSlot):
+    """Keeps the attention's input (pre-hook) and adds a scaled copy of it to the attention and the MLP outputs."""
+
+    attr, kind = "pairs", "pair"
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__(block)
+        self.kept: torch.Tensor | None = None
+
+    @classmethod
+    def hook_targets(cls, block):
+        return {"attn": block.attn, "mlp": block.mlp}
+
+    @classmethod
+    def pre_hook_targets(cls, block):
+        return {"attn": block.attn}
+
+    def enter(self, name, target, args):
+        self.kept = args[0]
+
+    def run_at(self, name, target, args, output):
+        return output + self[self.active][name](self.kept if name == "attn" else args[0])
+
+
+def _pair(dim: int) -> nn.ModuleDict:
+    return nn.ModuleDict({"attn": nn.Sequential(nn.Dropout(0.5), _Scale(dim)), "mlp": _Scale(dim)})
+
+
+def test_a_slot_with_several_hooks_runs_and_removes_them_together(tiny_vit):
+    torch.manual_seed(0)
+    model = tiny_vit().eval()
+    keys, base = set(model.state_dict()), model(X)
+    _PairSlot.attach(model, "a", {i: _pair(192) for i in (1, 2)})
+    blk = model.blocks[2]
+    assert blk.pairs["a"].training is False  # the block's eval mode: no dropout in a set attached to it
+    assert (len(blk.attn._forward_hooks), len(blk.attn._forward_pre_hooks), len(blk.mlp._forward_hooks)) == (1, 1, 1)
+    assert torch.equal(model(X), base)  # inactive: every hook passes through
+    _PairSlot.activate(model, "a")
+    out = model(X)
+    assert not torch.equal(out, base) and torch.equal(model(X), out)  # eval mode: deterministic
+    with torch.no_grad():
+        x = torch.randn(2, 65, 192)
+        s = blk.pairs["a"]
+        h = blk.norm1(x)
+        x1 = x + blk.ls1(blk.attn.forward(h) + s["attn"](h))  # .forward: without the hooks
+        g = blk.norm2(x1)
+        torch.testing.assert_close(blk(x), x1 + blk.ls2(blk.mlp.forward(g) + s["mlp"](g)))
+    _PairSlot.remove(model)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert set(model.state_dict()) == keys and torch.equal(model(X), base)
+
+
+def test_a_set_joins_in_its_blocks_mode(tiny_vit):
+    model = tiny_vit().eval()
+    add_adapters(model, AdapterConfig(rank=4, dropout=0.5, placement="last:1"))
+    assert model.blocks[11].adapters["default"].training is False
+    model.train()
+    _ScaleSlot.attach(model, "a", {0: _Scale(192).eval()})
+    assert model.blocks[0].scales["a"].training is True

@@ -11,9 +11,9 @@ exactly at the backbone's logits. Houlsby's weights are both Xavier-uniform and 
 al.'s init): the adapters add a non-zero update from the start, so the model does not start at the backbone's
 logits. Not mergeable (ReLU).
 
-Each adapter is run by a forward hook on ``block.attn`` / ``block.mlp``; a block's sets live in
-``block.attn_adapters`` / ``block.mlp_adapters`` (:class:`AttnBottleneckSlot`, :class:`MlpBottleneckSlot`), so the
-backbone's ``state_dict`` keys never change and Houlsby and Pfeiffer tasks share one backbone.
+Each adapter is run by a forward hook on ``block.attn`` / ``block.mlp``; a block's sets live in ``block.pfeiffer``
+/ ``block.houlsby`` (:class:`PfeifferSlot`, :class:`HoulsbySlot`; a set's adapters under ``.mlp`` / ``.attn``), so
+the backbone's ``state_dict`` keys never change and Houlsby and Pfeiffer tasks share one backbone.
 """
 
 from __future__ import annotations
@@ -25,21 +25,22 @@ import torch
 from torch import nn
 
 from ..config_checks import _as_float, _as_int
-from ..errors import CheckpointError, ConfigError
-from ..vit import backbone_blocks, backbone_width, head_parameter_names
+from ..errors import ConfigError
+from ..vit import backbone_blocks, backbone_width
+from .flops import BlockCost, StepFlops, ViTGeometry, bottleneck, count_step, placed
 from .registry import Method, register_method
 from .slots import BlockSlot
 
 __all__ = [
-    "AttnBottleneckSlot",
     "Bottleneck",
     "BottleneckOptions",
+    "BottleneckSlot",
     "HoulsbyMethod",
-    "MlpBottleneckSlot",
+    "HoulsbySlot",
     "PfeifferMethod",
+    "PfeifferSlot",
 ]
 
-DEFAULT_SET = "default"
 BOTTLENECK_INITS = ("zero", "houlsby")
 
 
@@ -97,143 +98,68 @@ class Bottleneck(nn.Module):
         return f"scale={self.scale:g}, init={self.init}"
 
 
-def _part(block: nn.Module, name: str) -> nn.Module:
-    part = getattr(block, name, None)
-    if not isinstance(part, nn.Module):
-        raise ConfigError(f"Block {type(block).__name__} has no `.{name}`; bottleneck adapters need a timm ViT block.")
-    return part
+class BottleneckSlot(BlockSlot):
+    """Adapter sets of one block, one adapter per sub-layer in :attr:`sites` (a forward hook on ``block.<site>``);
+    a set is a ``ModuleDict`` of :class:`Bottleneck` keyed by site."""
 
-
-class AttnBottleneckSlot(BlockSlot):
-    """Adapter sets on the attention output of one block (``block.attn_adapters``; Houlsby's first adapter)."""
-
-    attr = "attn_adapters"
-    kind = "bottleneck adapter"
+    sites: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def hook_target(cls, block: nn.Module) -> nn.Module:
-        return _part(block, "attn")
+    def hook_targets(cls, block: nn.Module) -> dict[str, nn.Module]:
+        if missing := [s for s in cls.sites if not isinstance(getattr(block, s, None), nn.Module)]:
+            raise ConfigError(
+                f"Block {type(block).__name__} has no `.{'`, `.'.join(missing)}`; {cls.kind}s need a timm ViT block."
+            )
+        return {s: getattr(block, s) for s in cls.sites}
 
-    def run(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        return module(output)
+    def run_at(self, name: str, target: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return self[self.active][name](output)
 
 
-class MlpBottleneckSlot(BlockSlot):
-    """Adapter sets on the MLP output of one block (``block.mlp_adapters``; Pfeiffer's, Houlsby's second)."""
+class PfeifferSlot(BottleneckSlot):
+    """Pfeiffer sets of one block (``block.pfeiffer``): an adapter on the MLP output."""
 
-    attr = "mlp_adapters"
-    kind = "bottleneck adapter"
+    attr, kind, sites = "pfeiffer", "Pfeiffer adapter", ("mlp",)
 
-    @classmethod
-    def hook_target(cls, block: nn.Module) -> nn.Module:
-        return _part(block, "mlp")
 
-    def run(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        return module(output)
+class HoulsbySlot(BottleneckSlot):
+    """Houlsby sets of one block (``block.houlsby``): adapters on the attention output and the MLP output."""
+
+    attr, kind, sites = "houlsby", "Houlsby adapter", ("attn", "mlp")
 
 
 class _BottleneckMethod(Method):
-    """Pfeiffer and Houlsby: the same options and adapter; ``slots`` and ``init`` differ."""
+    """Pfeiffer and Houlsby: the same options and adapter; the slot (its sites) and ``init`` differ."""
 
     options = BottleneckOptions
     defaults = {"lr": 1e-3, "weight_decay": 1e-4}  # Mai et al.'s grid: lr {1e-3, 1e-2} x wd {1e-4, 1e-3}
     lr_grid = (1e-3, 3e-3, 1e-2)
     shares_backbone = True
-    slots: ClassVar[tuple[type[BlockSlot], ...]] = ()
+    slot: ClassVar[type[BottleneckSlot]]
     init: ClassVar[str] = "zero"
 
-    def adapters(self, model: nn.Module, options: BottleneckOptions) -> dict[int, Bottleneck]:
-        """Block index -> a fresh adapter (on the block's device and in its train/eval mode)."""
+    def slot_modules(self, model: nn.Module, options: BottleneckOptions) -> dict[int, nn.Module]:
+        """Block index -> fresh adapters, one per site of the slot."""
         d = backbone_width(model)
         if options.rank > d:
             raise ConfigError(f"`adapter.rank` {options.rank} is larger than the backbone width {d}; use 1..{d}.")
-        return {
-            i: Bottleneck(d, options.rank, options.scale, options.dropout, self.init)
-            .to(next(b.parameters()).device)
-            .train(b.training)
-            for i, b in enumerate(backbone_blocks(model))
-        }
 
-    def _attach(self, model: nn.Module, name: str, options: BottleneckOptions) -> None:
-        done: list[type[BlockSlot]] = []
-        try:
-            for slot in self.slots:
-                slot.attach(model, name, self.adapters(model, options))
-                done.append(slot)
-        except ConfigError:
-            for slot in done:
-                slot.detach(model, name)
-            raise
+        def adapter() -> Bottleneck:
+            return Bottleneck(d, options.rank, options.scale, options.dropout, self.init)
 
-    def build(self, model: nn.Module, options: BottleneckOptions) -> nn.Module:
-        self._attach(model, DEFAULT_SET, options)
-        self.activate(model, DEFAULT_SET)
-        head = set(head_parameter_names(model))
-        marks = tuple(f".{slot.attr}.{DEFAULT_SET}." for slot in self.slots)
-        for n, p in model.named_parameters():
-            p.requires_grad_(n in head or any(m in n for m in marks))
-        return model
+        return {i: nn.ModuleDict({s: adapter() for s in self.slot.sites}) for i in range(len(backbone_blocks(model)))}
 
-    def attach(
-        self,
-        backbone: nn.Module,
-        task: str,
-        options: BottleneckOptions,
-        tensors: dict[str, torch.Tensor],
-        source: str,
-    ) -> None:
-        try:
-            self._attach(backbone, task, options)
-        except ConfigError as e:
-            raise ConfigError(f"Task '{task}' ({source}): {e}") from None
-        try:
-            by_attr: dict[str, dict[str, torch.Tensor]] = {slot.attr: {} for slot in self.slots}
-            for k, v in tensors.items():
-                parts = k.split(".")
-                if len(parts) < 5 or parts[0] != "blocks" or parts[2] not in by_attr:
-                    raise CheckpointError(f"it holds '{k}', not a {self.name} adapter tensor of a timm ViT block.")
-                by_attr[parts[2]][k] = v
-            for slot in self.slots:
-                _load_set(backbone, slot, task, by_attr[slot.attr])
-        except CheckpointError as e:
-            self.detach(backbone, task)
-            raise CheckpointError(f"'{source}': {e}") from None
+    def step_flops(self, geom: ViTGeometry, options: BottleneckOptions) -> StepFlops:
+        """A bottleneck on each sub-layer output the slot holds (``attn_out``, ``mlp_out``), in every block."""
+        cost = BlockCost(extras=tuple(bottleneck(f"{s}_out", geom.dim, options.rank) for s in self.slot.sites))
+        return count_step(geom, placed(geom, range(geom.depth), cost))
 
-    def activate(self, backbone: nn.Module, task: str | None) -> None:
-        for slot in (AttnBottleneckSlot, MlpBottleneckSlot):  # a Pfeiffer task turns the attention adapters off
-            slot.activate(backbone, task if task in slot.set_names(backbone) else None)
+    def trainable_params(self, geom: ViTGeometry, options: BottleneckOptions, num_classes: int) -> int:
+        d, r = geom.dim, options.rank  # down D r + r, up r D + D per adapter
+        return geom.depth * len(self.slot.sites) * (2 * d * r + r + d) + geom.head_params(num_classes)
 
-    def detach(self, backbone: nn.Module, task: str) -> None:
-        for slot in self.slots:
-            if task in slot.set_names(backbone):
-                slot.detach(backbone, task)
-
-
-def _load_set(model: nn.Module, slot: type[BlockSlot], name: str, tensors: dict[str, torch.Tensor]) -> None:
-    """Copy a file's ``blocks.{i}.{attr}.{set}.{tensor}`` into set ``name`` (keys and shapes must match)."""
-    blocks = backbone_blocks(model)
-    want = {
-        f"{i}.{k}": p
-        for i in slot.blocks_of(model, name)
-        for k, p in blocks[i].get_submodule(slot.attr)[name].named_parameters()
-    }
-    got = {}
-    for k, v in tensors.items():
-        parts = k.split(".")
-        if len(parts) < 5 or parts[0] != "blocks" or parts[2] != slot.attr:
-            raise CheckpointError(f"it holds '{k}', not a {slot.kind} tensor of a timm ViT block.")
-        got[f"{parts[1]}.{'.'.join(parts[4:])}"] = v
-    if set(got) != set(want):
-        extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
-        raise CheckpointError(
-            f"its {slot.kind} tensors do not match the options: unexpected {extra[:3]}, missing {missing[:3]}."
-        )
-    for k, v in got.items():
-        if v.shape != want[k].shape:
-            raise CheckpointError(f"'{k}' is {tuple(v.shape)} in the file, {tuple(want[k].shape)} in the model.")
-    with torch.no_grad():
-        for k, v in got.items():
-            want[k].copy_(v)
+    def frozen_prefix(self, model: nn.Module, options: BottleneckOptions) -> int:
+        return 0  # adapters in every block
 
 
 class PfeifferMethod(_BottleneckMethod):
@@ -242,7 +168,7 @@ class PfeifferMethod(_BottleneckMethod):
 
     name = "pfeiffer"
     description = "Pfeiffer: frozen backbone + zero-init bottleneck adapter after each MLP (rank 8) + head"
-    slots = (MlpBottleneckSlot,)
+    slot = PfeifferSlot
 
 
 class HoulsbyMethod(_BottleneckMethod):
@@ -251,7 +177,7 @@ class HoulsbyMethod(_BottleneckMethod):
 
     name = "houlsby"
     description = "Houlsby: frozen backbone + bottleneck adapters after each attention and MLP (rank 8) + head"
-    slots = (AttnBottleneckSlot, MlpBottleneckSlot)
+    slot = HoulsbySlot
     init = "houlsby"
 
 

@@ -9,7 +9,8 @@ For a timm ViT block (``h = norm1(x)``, ``g = norm2(x1)``)::
 The branch is added outside the LayerScale (as METHODS.md's ``x1 = x + a + s CP(h)`` and the original code, which
 has no LayerScale), and through the block's own drop-path module drawn separately (``dp1'``: the original calls
 ``drop_path`` on the branch on its own). The 3x3 convolution runs over the patch grid; the prefix tokens (class,
-register) go through the same convolution as 1x1 images (the centre tap). Init: ``down`` Xavier-uniform, zero bias;
+register) go through the same convolution as zero-padded 1x1 images, i.e. its centre tap alone (computed as that
+r x r matmul). Init: ``down`` Xavier-uniform, zero bias;
 the convolution the identity on its centre tap (``conv_init: identity``, zero bias; the original's default, which
 it also offers as Xavier-uniform: ``conv_init: xavier``); ``up`` zero, so the model starts exactly at the
 backbone's logits. Not mergeable (the activations are non-linear).
@@ -24,17 +25,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config_checks import _as_choice, _as_float, _as_int
-from ..errors import CheckpointError, ConfigError
-from ..vit import backbone_blocks, backbone_width, head_parameter_names, patch_tokens
+from ..errors import ConfigError
+from ..vit import backbone_blocks, backbone_width, patch_tokens
+from .flops import BlockCost, Extra, StepFlops, ViTGeometry, count_step, placed
 from .registry import Method, register_method
 from .slots import BlockSlot
 
 __all__ = ["ConvpassBranch", "ConvpassMethod", "ConvpassOptions", "ConvpassPair", "ConvpassSlot", "quick_gelu"]
 
-DEFAULT_SET = "default"
 CONV_INITS = ("identity", "xavier")
 _HOOKED = ("norm1", "attn", "drop_path1", "norm2", "mlp", "drop_path2")  # the timm Block parts the hooks need
 
@@ -105,8 +107,8 @@ class ConvpassBranch(nn.Module):
         r = z.shape[-1]
         patches = self.conv(z[:, p:].reshape(b, gh, gw, r).permute(0, 3, 1, 2))  # (B, r, gh, gw)
         parts = [patches.permute(0, 2, 3, 1).reshape(b, gh * gw, r)]
-        if p:  # each prefix token as a 1x1 image: the centre tap
-            parts.insert(0, self.conv(z[:, :p].reshape(b * p, r, 1, 1)).reshape(b, p, r))
+        if p:  # each prefix token as a 1x1 image, zero-padded: only the centre tap reads it (an r x r matmul)
+            parts.insert(0, F.linear(z[:, :p], self.conv.weight[:, :, 1, 1], self.conv.bias))
         z = torch.cat(parts, dim=1) if p else parts[0]
         return self.up(self.drop(quick_gelu(z)))
 
@@ -127,17 +129,6 @@ class ConvpassPair(nn.Module):
         return f"scale={self.scale:g}"
 
 
-class _Hooks:
-    """Several hook handles removed as one (a slot that hooks several parts of its block)."""
-
-    def __init__(self, *handles) -> None:
-        self.handles = handles
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
 class ConvpassSlot(BlockSlot):
     """Convpass sets of one block (``block.convpass``): the active one's branches beside the attention and MLP."""
 
@@ -145,44 +136,38 @@ class ConvpassSlot(BlockSlot):
     kind = "convpass"
 
     def __init__(self, block: nn.Module) -> None:
-        nn.ModuleDict.__init__(self)
-        self.active: str | None = None
+        super().__init__(block)
         self._inputs: dict[str, torch.Tensor] = {}  # h and g of the running forward, until their branch is added
-        self._handle = _Hooks(
-            block.attn.register_forward_pre_hook(self._keeper("attn")),
-            block.drop_path1.register_forward_hook(self._adder("attn")),
-            block.mlp.register_forward_pre_hook(self._keeper("mlp")),
-            block.drop_path2.register_forward_hook(self._adder("mlp")),
-        )
 
     @classmethod
-    def hook_target(cls, block: nn.Module) -> nn.Module:
+    def _parts(cls, block: nn.Module) -> dict[str, nn.Module]:
         if missing := [n for n in _HOOKED if not isinstance(getattr(block, n, None), nn.Module)]:
             raise ConfigError(
                 f"Block {type(block).__name__} has no {', '.join(missing)}; Convpass needs a timm ViT block."
             )
-        return block
+        return {n: getattr(block, n) for n in _HOOKED}
 
-    def _keeper(self, which: str):
-        def keep(module: nn.Module, args: tuple) -> None:
-            if self.active is not None:
-                self._inputs[which] = args[0]
+    @classmethod
+    def pre_hook_targets(cls, block: nn.Module) -> dict[str, nn.Module]:
+        parts = cls._parts(block)
+        return {"attn": parts["attn"], "mlp": parts["mlp"]}  # keep h (g), the input of attn (mlp)
 
-        return keep
+    @classmethod
+    def hook_targets(cls, block: nn.Module) -> dict[str, nn.Module]:
+        parts = cls._parts(block)
+        return {"attn": parts["drop_path1"], "mlp": parts["drop_path2"]}  # add the branch to the residual branch
 
-    def _adder(self, which: str):
-        def add(drop_path: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-            if self.active is None:
-                return out
-            pair = self[self.active]
-            branch = getattr(pair, which)(self._inputs.pop(which)) * pair.scale
-            return out + drop_path.forward(branch).to(out.dtype)  # .forward: a draw of its own, no hook re-entry
+    def enter(self, name: str, target: nn.Module, args: tuple) -> None:
+        self._inputs[name] = args[0]
 
-        return add
+    def run_at(self, name: str, drop_path: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        pair = self[self.active]
+        branch = getattr(pair, name)(self._inputs.pop(name)) * pair.scale
+        return out + drop_path.forward(branch).to(out.dtype)  # .forward: a draw of its own, no hook re-entry
 
 
 def convpass_sets(model: nn.Module, options: ConvpassOptions) -> dict[int, ConvpassPair]:
-    """Block index -> that block's :class:`ConvpassPair` for one task (fresh init, on the block's device and mode)."""
+    """Block index -> that block's :class:`ConvpassPair` for one task (fresh init)."""
     blocks = backbone_blocks(model)
     d = backbone_width(model)
     grid, tokens = getattr(getattr(model, "patch_embed", None), "grid_size", None), patch_tokens(model)
@@ -190,10 +175,7 @@ def convpass_sets(model: nn.Module, options: ConvpassOptions) -> dict[int, Convp
         raise ConfigError(f"Convpass needs a patch grid (`patch_embed.grid_size`); {type(model).__name__} has none.")
     if options.rank > d:
         raise ConfigError(f"`adapter.rank` {options.rank} is larger than the backbone width {d}; use 1..{d}.")
-    return {
-        i: ConvpassPair(d, grid, tokens.prefix, options).to(next(b.parameters()).device).train(b.training)
-        for i, b in enumerate(blocks)
-    }
+    return {i: ConvpassPair(d, grid, tokens.prefix, options) for i in range(len(blocks))}
 
 
 class ConvpassMethod(Method):
@@ -206,60 +188,29 @@ class ConvpassMethod(Method):
     defaults = {"lr": 1e-3, "weight_decay": 1e-4}  # the original's AdamW recipe; Mai et al.'s grid around it
     lr_grid = (1e-3, 3e-3, 1e-2)
     shares_backbone = True
+    slot = ConvpassSlot
 
-    def build(self, model: nn.Module, options: ConvpassOptions) -> nn.Module:
-        ConvpassSlot.attach(model, DEFAULT_SET, convpass_sets(model, options))
-        ConvpassSlot.activate(model, DEFAULT_SET)
-        head = set(head_parameter_names(model))
-        for n, p in model.named_parameters():
-            p.requires_grad_(n in head or f".{ConvpassSlot.attr}.{DEFAULT_SET}." in n)
-        return model
+    def slot_modules(self, model: nn.Module, options: ConvpassOptions) -> dict[int, nn.Module]:
+        return convpass_sets(model, options)
 
-    def attach(
-        self, backbone: nn.Module, task: str, options: ConvpassOptions, tensors: dict[str, torch.Tensor], source: str
-    ) -> None:
-        try:
-            ConvpassSlot.attach(backbone, task, convpass_sets(backbone, options))
-        except ConfigError as e:
-            raise ConfigError(f"Task '{task}' ({source}): {e}") from None
-        try:
-            _load_set(backbone, ConvpassSlot, task, tensors)
-        except CheckpointError as e:
-            ConvpassSlot.detach(backbone, task)
-            raise CheckpointError(f"'{source}': {e}") from None
+    def step_flops(self, geom: ViTGeometry, options: ConvpassOptions) -> StepFlops:
+        """Per branch: down and up on every token beside the sub-layer; the 3x3 conv as its matmul equivalent
+        ``(9r, r)`` on the patch grid and the centre tap ``(r, r)`` on the prefix tokens. The conv reads the
+        trained down-projection, so its input always needs a gradient: it is counted at the site after the
+        branch (``attn_out`` / ``mlp_out``), whose input does too."""
+        d, r, prefix = geom.dim, options.rank, geom.tokens - geom.patches
+        extras: list[Extra] = []
+        for site in ("attn", "mlp"):
+            extras += [Extra(site, ((d, r), (r, d))), Extra(f"{site}_out", ((9 * r, r),), rows=geom.patches)]
+            extras += [Extra(f"{site}_out", ((r, r),), rows=prefix)] if prefix else []
+        return count_step(geom, placed(geom, range(geom.depth), BlockCost(extras=tuple(extras))))
 
-    def activate(self, backbone: nn.Module, task: str | None) -> None:
-        ConvpassSlot.activate(backbone, task)
+    def trainable_params(self, geom: ViTGeometry, options: ConvpassOptions, num_classes: int) -> int:
+        d, r = geom.dim, options.rank  # down D r + r, conv 9 r^2 + r, up r D + D; two branches per block
+        return 2 * geom.depth * (2 * d * r + 9 * r * r + 2 * r + d) + geom.head_params(num_classes)
 
-    def detach(self, backbone: nn.Module, task: str) -> None:
-        ConvpassSlot.detach(backbone, task)
-
-
-def _load_set(model: nn.Module, slot: type[BlockSlot], name: str, tensors: dict[str, torch.Tensor]) -> None:
-    """Copy a file's ``blocks.{i}.{attr}.{set}.{tensor}`` into set ``name`` (keys and shapes must match)."""
-    blocks = backbone_blocks(model)
-    want = {
-        f"{i}.{k}": p
-        for i in slot.blocks_of(model, name)
-        for k, p in blocks[i].get_submodule(slot.attr)[name].named_parameters()
-    }
-    got = {}
-    for k, v in tensors.items():
-        parts = k.split(".")
-        if len(parts) < 5 or parts[0] != "blocks" or parts[2] != slot.attr:
-            raise CheckpointError(f"it holds '{k}', not a {slot.kind} tensor of a timm ViT block.")
-        got[f"{parts[1]}.{'.'.join(parts[4:])}"] = v
-    if set(got) != set(want):
-        extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
-        raise CheckpointError(
-            f"its {slot.kind} tensors do not match the options: unexpected {extra[:3]}, missing {missing[:3]}."
-        )
-    for k, v in got.items():
-        if v.shape != want[k].shape:
-            raise CheckpointError(f"'{k}' is {tuple(v.shape)} in the file, {tuple(want[k].shape)} in the model.")
-    with torch.no_grad():
-        for k, v in got.items():
-            want[k].copy_(v)
+    def frozen_prefix(self, model: nn.Module, options: ConvpassOptions) -> int:
+        return 0  # branches in every block
 
 
 register_method(ConvpassMethod())

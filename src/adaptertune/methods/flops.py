@@ -276,10 +276,10 @@ def _block(c: _Counter, geom: ViTGeometry, cost: BlockCost, grad: bool) -> bool:
     h = site("attn_in", grad, grad)
     z = c.attention(n_tok, geom.dim, linear("qkv", h))
     a = site("attn", h, linear("proj", z))
-    grad = grad or site("attn_out", a, a)  # x1 = x + a
+    grad = site("attn_out", a, a) or grad  # x1 = x + a (the site first: its extras count in every block)
     g = site("mlp_in", grad, grad)
     m = site("mlp", g, linear("fc2", linear("fc1", g)))
-    grad = grad or site("mlp_out", m, m)  # x2 = x1 + m
+    grad = site("mlp_out", m, m) or grad  # x2 = x1 + m
     return site("out", grad, grad)
 
 

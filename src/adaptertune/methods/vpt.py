@@ -30,14 +30,13 @@ import torch
 from torch import nn
 
 from ..config_checks import _as_float, _as_int
-from ..errors import CheckpointError, ConfigError
-from ..vit import backbone_blocks, backbone_width, head_parameter_names, patch_tokens
+from ..errors import ConfigError
+from ..vit import backbone_blocks, backbone_width, patch_tokens
+from .flops import BlockCost, Extra, StepFlops, ViTGeometry, count_step, placed
 from .registry import Method, register_method
 from .slots import BlockSlot
 
 __all__ = ["BlockPrompts", "PromptSlot", "VPTDeepMethod", "VPTOptions", "VPTShallowMethod", "prompt_bound"]
-
-DEFAULT_SET = "default"
 
 
 @dataclass
@@ -104,17 +103,6 @@ class BlockPrompts(nn.Module):
         return f"n={self.n}, prefix={self.prefix}, mode={self.mode}, drop_after={self.drop_after}"
 
 
-class _Hooks:
-    """Several hook handles removed as one (a slot whose sets act before and after its block)."""
-
-    def __init__(self, *handles) -> None:
-        self.handles = handles
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
 class PromptSlot(BlockSlot):
     """Prompt sets of one block (``block.prompts``): the active one enters before the block (a forward pre-hook)
     and leaves after it (a forward hook)."""
@@ -122,20 +110,19 @@ class PromptSlot(BlockSlot):
     attr = "prompts"
     kind = "prompt"
 
-    def __init__(self, block: nn.Module) -> None:
-        nn.ModuleDict.__init__(self)
-        self.active: str | None = None
-        self._handle = _Hooks(block.register_forward_pre_hook(self._enter), block.register_forward_hook(self._hook))
+    @classmethod
+    def pre_hook_targets(cls, block: nn.Module) -> dict[str, nn.Module]:
+        return {"": block}
 
-    def _enter(self, module: nn.Module, args: tuple) -> tuple | None:
-        return None if self.active is None else (self[self.active].enter(args[0]), *args[1:])
+    def enter(self, name: str, target: nn.Module, args: tuple) -> tuple:
+        return (self[self.active].enter(args[0]), *args[1:])
 
     def run(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         return module.leave(output)
 
 
 def prompt_sets(model: nn.Module, options: VPTOptions, deep: bool) -> dict[int, BlockPrompts]:
-    """Block index -> that block's :class:`BlockPrompts` for one task (fresh init, on the block's device)."""
+    """Block index -> that block's :class:`BlockPrompts` for one task (fresh init)."""
     blocks = backbone_blocks(model)
     tokens = patch_tokens(model)
     if tokens is None:
@@ -147,8 +134,7 @@ def prompt_sets(model: nn.Module, options: VPTOptions, deep: bool) -> dict[int, 
     bound = prompt_bound(tokens.patch_dim, d)
 
     def make(i: int, mode: str) -> BlockPrompts:
-        m = BlockPrompts(options.prompts, d, tokens.prefix, mode, i == last, options.dropout, bound)
-        return m.to(next(blocks[i].parameters()).device).train(blocks[i].training)  # the block's mode
+        return BlockPrompts(options.prompts, d, tokens.prefix, mode, i == last, options.dropout, bound)
 
     if deep:
         return {i: make(i, "insert" if i == 0 else "replace") for i in range(len(blocks))}
@@ -162,61 +148,26 @@ class _VPTMethod(Method):
     defaults = {"lr": 1e-3, "weight_decay": 1e-4}  # Mai et al.'s grid: lr {1e-3, 1e-2} x wd {1e-4, 1e-3}
     lr_grid = (1e-3, 3e-3, 1e-2)
     shares_backbone = True
+    slot = PromptSlot
     deep: ClassVar[bool] = False
 
-    def build(self, model: nn.Module, options: VPTOptions) -> nn.Module:
-        PromptSlot.attach(model, DEFAULT_SET, prompt_sets(model, options, self.deep))
-        PromptSlot.activate(model, DEFAULT_SET)
-        head = set(head_parameter_names(model))
-        for n, p in model.named_parameters():
-            p.requires_grad_(n in head or f".{PromptSlot.attr}.{DEFAULT_SET}." in n)
-        return model
+    def slot_modules(self, model: nn.Module, options: VPTOptions) -> dict[int, nn.Module]:
+        return prompt_sets(model, options, self.deep)
 
-    def attach(
-        self, backbone: nn.Module, task: str, options: VPTOptions, tensors: dict[str, torch.Tensor], source: str
-    ) -> None:
-        try:
-            PromptSlot.attach(backbone, task, prompt_sets(backbone, options, self.deep))
-        except ConfigError as e:
-            raise ConfigError(f"Task '{task}' ({source}): {e}") from None
-        try:
-            _load_set(backbone, PromptSlot, task, tensors)
-        except CheckpointError as e:
-            PromptSlot.detach(backbone, task)
-            raise CheckpointError(f"'{source}': {e}") from None
+    def step_flops(self, geom: ViTGeometry, options: VPTOptions) -> StepFlops:
+        """N more tokens in every block. Shallow: the prompts train before block 0, so every layer needs input
+        gradients; deep: each block's own prompts enter at its input (a trained tensor at ``in``, no matmul)."""
+        if self.deep:
+            cost = BlockCost(extras=(Extra("in"),), added_tokens=options.prompts)
+            return count_step(geom, placed(geom, range(geom.depth), cost))
+        return count_step(geom, [BlockCost(added_tokens=options.prompts)] * geom.depth, input_grad=True)
 
-    def activate(self, backbone: nn.Module, task: str | None) -> None:
-        PromptSlot.activate(backbone, task)
+    def trainable_params(self, geom: ViTGeometry, options: VPTOptions, num_classes: int) -> int:
+        sets = geom.depth if self.deep else 1
+        return sets * options.prompts * geom.dim + geom.head_params(num_classes)
 
-    def detach(self, backbone: nn.Module, task: str) -> None:
-        PromptSlot.detach(backbone, task)
-
-
-def _load_set(model: nn.Module, slot: type[BlockSlot], name: str, tensors: dict[str, torch.Tensor]) -> None:
-    """Copy a file's ``blocks.{i}.{attr}.{set}.{tensor}`` into set ``name`` (keys and shapes must match)."""
-    blocks = backbone_blocks(model)
-    want = {
-        f"{i}.{k}": p
-        for i in slot.blocks_of(model, name)
-        for k, p in blocks[i].get_submodule(slot.attr)[name].named_parameters()
-    }
-    got = {}
-    for k, v in tensors.items():
-        parts = k.split(".")
-        if len(parts) < 5 or parts[0] != "blocks" or parts[2] != slot.attr:
-            raise CheckpointError(f"it holds '{k}', not a {slot.kind} tensor of a timm ViT block.")
-        got[f"{parts[1]}.{'.'.join(parts[4:])}"] = v
-    if set(got) != set(want):
-        extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
-        raise CheckpointError(
-            f"its {slot.kind} tensors do not match the options: unexpected {extra[:3]}, missing {missing[:3]}."
-        )
-    for k, v in got.items():
-        if v.shape != want[k].shape:
-            raise CheckpointError(f"'{k}' is {tuple(v.shape)} in the file, {tuple(want[k].shape)} in the model.")
-    with torch.no_grad():
-        for k, v in got.items():
-            want[k].copy_(v)
+    def frozen_prefix(self, model: nn.Module, options: VPTOptions) -> int:
+        return 0  # the prompts enter at block 0's input
 
 
 class VPTShallowMethod(_VPTMethod):
