@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from adaptertune.data import ImageFiles, SplitView, find_images, open_rgb, read_images, to_rgb
+from adaptertune.data.base import Unreadable
 from adaptertune.errors import DataError
 
 RNG = np.random.default_rng(0)
@@ -103,7 +104,7 @@ def test_training_views_use_the_same_rescaling(tmp_path):
     src = ImageFiles([tmp_path / "8.png", tmp_path / "16.png", tmp_path / "bad.tif"], [0, 1, 0])
     view = SplitView(src, [0, 1, 2], transform=to_tensor)
     assert torch.equal(view[0][0], view[1][0])
-    assert view[2] is None  # refused: skipped like a corrupt file ...
+    assert isinstance(view[2], Unreadable) and "mode 'F'" in view[2].reason  # refused: skipped like a corrupt file ...
     with pytest.raises(DataError, match=r"bad.tif has mode 'F'"):  # ... or an error with --strict
         SplitView(src, [2], transform=to_tensor, strict=True)[0]
 

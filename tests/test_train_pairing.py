@@ -56,8 +56,9 @@ def _seen(method: str, seed: int, image_folder, tmp_path, monkeypatch, data: dic
         "train": {"epochs": 2, "batch_size": 4, "seed": seed},
         "out_dir": str(tmp_path / f"{method}-{seed}-{len(list(tmp_path.iterdir()))}"),
     }
-    if "rank" in info.option_names():
-        raw["adapter"] = {"rank": 2, "placement": "last:1"}
+    small = {"rank": 2, "placement": "last:1", "prompts": 2}  # whichever of these the method takes
+    if mine := {k: v for k, v in small.items() if k in info.option_names()}:
+        raw[method] = mine
     cfg = RunConfig.from_dict(raw)
     with pytest.raises(_Stop):
         runs.run(cfg)

@@ -133,7 +133,8 @@ def _describe_inputs(path: Path, loaded: LoadedRun) -> None:
 def _write_peft(loaded: LoadedRun, tmp: Path, base_id: str) -> Callable[[], nn.Module]:
     cfg = loaded.config
     method = METHODS.get(cfg.method)
-    method.save_peft(loaded.model.cpu(), _fresh_backbone(loaded), method.resolve(cfg.adapter), str(tmp), base_id)
+    options = method.resolve(cfg.method_options)
+    method.save_peft(loaded.model.cpu(), _fresh_backbone(loaded), options, str(tmp), base_id)
 
     def load() -> nn.Module:
         peft = require("peft", "Loading the PEFT folder back")

@@ -21,7 +21,15 @@ __all__ = ["DoraMethod", "DoraOptions"]
 
 @dataclass
 class DoraOptions(LoraOptions):
-    """DoRA's options: LoRA's (:class:`~.lora.LoraOptions`), rank 8 by default (METHODS.md's size)."""
+    """DoRA's options (YAML/CLI ``dora.*``): LoRA's (:class:`~.lora.LoraOptions`), rank 8 by default (METHODS.md).
+
+    Args:
+        rank: rank r of the low-rank update (1 <= r <= min(in, out) of every adapted linear).
+        alpha: output scale ``lora_alpha / r`` (the adapters' meaning of alpha).
+        dropout: dropout on the layer input of the low-rank branch.
+        placement: blocks whose projections are adapted: all, every:K, first:N, last:N or indices.
+        targets: ``qkv`` or ``qkv+mlp`` (also fc1, fc2).
+    """
 
     rank: int = 8
     peft_extra: ClassVar[dict[str, Any]] = {"use_dora": True}

@@ -33,6 +33,7 @@ __all__ = [
     "set_active",
 ]
 
+
 # ---------------------------------------------------------------- attach / switch / remove
 def add_adapters(model: nn.Module, config: AdapterConfig | None = None, name: str = DEFAULT_SET) -> nn.Module:
     """Attach a set of adapters to ``model`` in place, make it active and freeze the backbone.
