@@ -32,6 +32,8 @@ def test_aliases_and_spellings():
     assert canonical_key("batch-size") == "train.batch_size"
     assert canonical_key("targets") == "adapter.targets"
     assert canonical_key("backbone.args.img_size") == "backbone.args.img_size"
+    assert canonical_key("vpt-deep.prompts") == "vpt-deep.prompts"  # a dash in a method's name stays
+    assert canonical_key("adapter-plus.drop-path") == "adapter-plus.drop_path"
     with pytest.raises(ConfigError, match="Unknown config key 'name'"):  # backbone.name or data.name
         canonical_key("name")
     check_key("train.lr")

@@ -139,13 +139,15 @@ def canonical_key(key: Any, where: str = "") -> str:
     """
     keys = _keys()
     if isinstance(key, str):
-        norm = key.strip().replace("-", "_")
-        if norm.startswith(ARGS_PREFIX) and len(norm) > len(ARGS_PREFIX):
-            return norm
-        if norm in keys.infos:
-            return norm
-        if (alias := keys.aliases.get(norm)) is not None:
-            return alias
+        section, dot, leaf = key.strip().partition(".")
+        # dashes mean underscores in a field name, never in a method's section name (``vpt-deep.prompts``)
+        for norm in (f"{section}{dot}{leaf.replace('-', '_')}", key.strip().replace("-", "_")):
+            if norm.startswith(ARGS_PREFIX) and len(norm) > len(ARGS_PREFIX):
+                return norm
+            if norm in keys.infos:
+                return norm
+            if (alias := keys.aliases.get(norm)) is not None:
+                return alias
     _unknown(key, where, keys.infos)
 
 
