@@ -96,7 +96,7 @@ def test_the_grouped_conv_is_the_block_diagonal_matrix():
 
 
 def test_options_and_trainable_tensors():
-    with pytest.raises(ConfigError, match="multiple of `adapter.groups`"):
+    with pytest.raises(ConfigError, match="multiple of `repadapter.groups`"):
         RepAdapterOptions(rank=5, groups=2)
     model = build_method("repadapter", tiny(), {"placement": [11]})
     names = trainable_names(model)
