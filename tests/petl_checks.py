@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from adaptertune.methods import METHODS
+from adaptertune.multitask import MultiTaskModel
+from adaptertune.runs import ADAPTER_FILE
 from helpers import TINY_VIT, TINY_VIT_TIMM, make_image_folder
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -25,7 +27,7 @@ VIT_B = {"name": "vit_base_patch16_224", "num_classes": 100}
 HEAD_100 = 76_900  # a 100-class head on ViT-B/16
 
 
-def variant_vit(variant: str, seed: int = 0, num_classes: int = 10) -> nn.Module:
+def variant_vit(variant: str = "cls", seed: int = 0, num_classes: int = 10) -> nn.Module:
     """The tiny ViT (helpers.TINY_VIT_TIMM) with the ``VARIANTS[variant]`` arguments, random init, eval mode."""
     torch.manual_seed(seed)
     args = {**TINY_VIT_TIMM["args"], **VARIANTS[variant]}
@@ -95,13 +97,13 @@ class _Stopped(Exception):
 
 
 class _StopAt:
-    """A run callback that stops the run (an exception) after step ``n``."""
+    """A run callback that stops the run (an exception) after step ``n`` and keeps the step the run started at."""
 
     def __init__(self, n: int) -> None:
-        self.n = n
+        self.n, self.start_step = n, None
 
     def on_train_start(self, total_steps, steps_per_epoch, start_step):
-        pass
+        self.start_step = start_step
 
     def on_step(self, step, loss, lr):
         if step + 1 == self.n:
@@ -111,13 +113,44 @@ class _StopAt:
         pass
 
 
-def resumed_equals_uninterrupted(tmp: Path, method: str, adapter: dict | None) -> list[str]:
-    """Train 2 epochs in one go and, apart, 1 epoch + 1 step, stopped, resumed; the trained tensors that differ."""
+def tasks_share_a_backbone(
+    tiny_run, tmp: Path, specs: dict[str, tuple[str, dict | None]], order: list[str]
+) -> tuple[MultiTaskModel, list[Path], dict[str, torch.Tensor]]:
+    """Write a run per task ``name: (method, options)`` with the ``tiny_run`` fixture, load their adapter files as
+    one MultiTaskModel and check, switching in ``order``, that each task's logits equal its own model's bitwise.
+    Returns (the multi-task model, the adapter files, each task's logits)."""
+    files, want = [], {}
+    for name, (method, options) in specs.items():
+        run_dir, model = tiny_run(tmp / name, method, options)
+        files.append(run_dir / ADAPTER_FILE)
+        with torch.no_grad():
+            want[name] = model(X)
+    mt = MultiTaskModel.from_files(files, names=list(specs))
+    with torch.no_grad():
+        for name in order:
+            mt.set_active(name)
+            assert torch.equal(mt(X), want[name]), name
+    return mt, files, want
+
+
+def resume_runs(
+    tmp: Path,
+    method: str,
+    adapter: dict | None,
+    n_classes: int = 4,
+    size: int = 36,
+    stop_at: int = 5,
+    train: dict | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], int | None]:
+    """Train 2 epochs in one go (``tmp/ref``) and, apart (``tmp/cut``), stop after step ``stop_at`` and resume;
+    ``train``: the train section's batch size, lr ... (default batch 8, lr 1e-2), over 2 epochs, seed 3, CPU.
+    Returns (the uninterrupted run's trained tensors, the resumed run's, the step the resumed run started at)."""
     from adaptertune.config import RunConfig
     from adaptertune.engine import load_tensors
     from adaptertune.runs import run
 
-    folder = make_image_folder(tmp / "data", n_classes=4, n_train=8, n_test=2, size=36)  # 28 train: 4 steps/epoch
+    folder = make_image_folder(tmp / "data", n_classes=n_classes, n_train=8, n_test=2, size=size)
+    train = {"epochs": 2, "seed": 3, "device": "cpu", **(train or {"batch_size": 8, "lr": 1e-2})}
 
     def config(out: Path) -> RunConfig:
         d = {
@@ -125,23 +158,32 @@ def resumed_equals_uninterrupted(tmp: Path, method: str, adapter: dict | None) -
             "data": {"name": "imagefolder", "root": str(folder), "num_workers": 0},
             "method": method,
             "adapter": adapter,
-            "train": {"epochs": 2, "batch_size": 8, "seed": 3, "device": "cpu", "lr": 1e-2},
+            "train": train,
             "out_dir": str(out),
         }
         return RunConfig.from_dict(d)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    resumed = _StopAt(-1)
     try:
         run(config(tmp / "ref"))
         try:
-            run(config(tmp / "cut"), [_StopAt(5)])  # the epoch-1 checkpoint is at step 4
+            run(config(tmp / "cut"), [_StopAt(stop_at)])
         except _Stopped:
             pass
-        run(config(tmp / "cut"), resume=True)
+        else:
+            raise AssertionError(f"the run was not stopped after step {stop_at}")
+        run(config(tmp / "cut"), [resumed], resume=True)
     finally:
         torch.set_num_threads(threads)
-    a, _ = load_tensors(tmp / "ref" / "adaptertune_weights.safetensors")
-    b, _ = load_tensors(tmp / "cut" / "adaptertune_weights.safetensors")
+    a, _ = load_tensors(tmp / "ref" / ADAPTER_FILE)
+    b, _ = load_tensors(tmp / "cut" / ADAPTER_FILE)
+    return a, b, resumed.start_step
+
+
+def resumed_equals_uninterrupted(tmp: Path, method: str, adapter: dict | None) -> list[str]:
+    """Train 2 epochs in one go and, apart, 1 epoch + 1 step, stopped, resumed; the trained tensors that differ."""
+    a, b, _ = resume_runs(tmp, method, adapter)  # 28 train images: 4 steps/epoch, the epoch-1 checkpoint at step 4
     assert a.keys() == b.keys() and len(a) > 2
     return [k for k in a if not torch.equal(a[k], b[k])]

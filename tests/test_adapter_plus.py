@@ -7,8 +7,6 @@ import pytest
 import timm
 import torch
 
-from adaptertune.config import RunConfig
-from adaptertune.engine import load_tensors
 from adaptertune.methods import METHODS, build_method
 from adaptertune.methods.adapter_plus import (
     HOULSBY_STD,
@@ -17,25 +15,11 @@ from adaptertune.methods.adapter_plus import (
     adapter_plus_param_count,
 )
 from adaptertune.methods.flops import step_flops, vit_geometry
-from adaptertune.multitask import MultiTaskModel
-from adaptertune.runs import ADAPTER_FILE, run
-from helpers import TINY_VIT, TINY_VIT_TIMM, make_image_folder, trainable_names
+from helpers import trainable_names
+from petl_checks import VARIANTS, X, resume_runs, tasks_share_a_backbone, variant_vit
 
-X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-VARIANTS = {
-    "cls": {},
-    "avg": {"global_pool": "avg", "class_token": False},
-    "reg": {"reg_tokens": 4},
-    "layerscale": {"init_values": 1e-5},
-}
 # the default suite runs the plain ViT; the other variants with -m slow
 VARIANT_PARAMS = ["cls", *(pytest.param(v, marks=pytest.mark.slow) for v in VARIANTS if v != "cls")]
-
-
-def tiny(variant: str = "cls", seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    args = {**TINY_VIT_TIMM["args"], **VARIANTS[variant]}
-    return timm.create_model(TINY_VIT_TIMM["name"], **args, num_classes=10).eval()
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +40,7 @@ def test_trainable_parameters_on_vit_b_match_methods_md(vit_b):
 
 @pytest.mark.parametrize("variant", VARIANT_PARAMS)
 def test_start_is_close_but_not_exact_and_bounded(variant):
-    model = build_method("adapter-plus", tiny(variant), None).eval()
+    model = build_method("adapter-plus", variant_vit(variant), None).eval()
     with torch.no_grad():
         out = model(X)
         AdapterPlusSlot.activate(model, None)  # the plain backbone
@@ -76,7 +60,7 @@ def test_start_is_close_but_not_exact_and_bounded(variant):
 
 
 def test_forward_is_the_formula_and_drop_path_is_per_sample():
-    model = build_method("adapter-plus", tiny(), {"placement": [0]}).eval()
+    model = build_method("adapter-plus", variant_vit(), {"placement": [0]}).eval()
     ad = model.blocks[0].adapters["default"]
     with torch.no_grad():
         ad.scale.uniform_(0.5, 2.0)
@@ -97,7 +81,7 @@ def test_forward_is_the_formula_and_drop_path_is_per_sample():
 
 
 def test_bf16_autocast_keeps_the_stream_dtype():
-    model = build_method("adapter-plus", tiny(), None).eval()
+    model = build_method("adapter-plus", variant_vit(), None).eval()
     with torch.no_grad():
         full = model.forward_features(X)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -109,7 +93,7 @@ def test_bf16_autocast_keeps_the_stream_dtype():
 
 
 def test_only_adapters_and_head_train_and_the_backbone_stays():
-    model = build_method("adapter-plus", tiny(), {"placement": "last:2"}).train()
+    model = build_method("adapter-plus", variant_vit(), {"placement": "last:2"}).train()
     names = trainable_names(model)
     tensors = ("scale", "down.weight", "down.bias", "up.weight", "up.bias")
     assert names == [
@@ -129,7 +113,7 @@ def test_cost_is_adaptertunes_bottleneck_with_a_free_scale():
     """FLOPs: AdapterTune's matmuls at the same rank and placement (the scale c is elementwise); the parameter
     formula adds c; the cache prefix ends at the first placed block."""
     info, options = METHODS.get("adapter-plus"), AdapterPlusOptions(rank=4, placement="last:2")
-    model = build_method("adapter-plus", tiny(), options)
+    model = build_method("adapter-plus", variant_vit(), options)
     geom = vit_geometry(model)
     assert info.step_flops(geom, options) == step_flops(geom, "adapter", {"rank": 4, "placement": "last:2"})
     n = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -138,56 +122,15 @@ def test_cost_is_adaptertunes_bottleneck_with_a_free_scale():
 
 
 def test_two_tasks_share_a_backbone_exactly(tiny_run, tmp_path):
-    a, model_a = tiny_run(tmp_path / "a", "adapter-plus", {"rank": 4})
-    b, model_b = tiny_run(tmp_path / "b", "adapter-plus", {"placement": "last:3"})
-    mt = MultiTaskModel.from_files([a / ADAPTER_FILE, b / ADAPTER_FILE], names=["a", "b"])
-    with torch.no_grad():
-        want = {"a": model_a(X), "b": model_b(X)}
-        for name in ["a", "b", "a"]:
-            mt.set_active(name)
-            assert torch.equal(mt(X), want[name]), name
+    specs = {"a": ("adapter-plus", {"rank": 4}), "b": ("adapter-plus", {"placement": "last:3"})}
+    tasks_share_a_backbone(tiny_run, tmp_path, specs, ["a", "b", "a"])
 
 
-class _Stop(Exception):
-    pass
-
-
-class _StopAt:
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def on_train_start(self, total_steps, steps_per_epoch, start_step):
-        pass
-
-    def on_step(self, step, loss, lr):
-        if step + 1 == self.n:
-            raise _Stop
-
-    def on_epoch_end(self, metrics):
-        pass
-
-
-def test_resume_after_one_epoch_is_bitwise(tmp_path, one_thread):
-    folder = make_image_folder(tmp_path / "data", n_classes=2, n_train=8, n_test=2, size=36)
-
-    def cfg(out):  # 14 train images, batch 7: 2 steps per epoch; drop-path draws from the restored RNG
-        return RunConfig.from_dict(
-            {
-                "backbone": TINY_VIT,
-                "data": {"name": "imagefolder", "root": str(folder), "num_workers": 0},
-                "method": "adapter-plus",
-                "adapter": {"rank": 4, "placement": "last:3", "drop_path": 0.5},
-                "train": {"epochs": 2, "batch_size": 7, "seed": 3, "device": "cpu"},
-                "out_dir": str(out),
-            }
-        )
-
-    run(cfg(tmp_path / "ref"))
-    with pytest.raises(_Stop):
-        run(cfg(tmp_path / "res"), [_StopAt(3)])  # stopped in epoch 2, after the epoch-1 checkpoint
-    run(cfg(tmp_path / "res"), resume=True)
-    ta, _ = load_tensors(tmp_path / "ref" / ADAPTER_FILE)
-    tb, _ = load_tensors(tmp_path / "res" / ADAPTER_FILE)
+def test_resume_after_one_epoch_is_bitwise(tmp_path):
+    # 14 train images, batch 7: 2 steps per epoch; stopped in epoch 2, after the epoch-1 checkpoint; drop-path draws
+    # from the restored RNG
+    options = {"rank": 4, "placement": "last:3", "drop_path": 0.5}
+    ta, tb, _ = resume_runs(tmp_path, "adapter-plus", options, n_classes=2, stop_at=3, train={"batch_size": 7})
     assert ta.keys() == tb.keys() and any(".scale" in k for k in ta)
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
-    assert json.loads((tmp_path / "res" / "summary.json").read_text())["status"] == "success"
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["status"] == "success"

@@ -4,29 +4,11 @@ import pytest
 import timm
 import torch
 
-from adaptertune.config import RunConfig
-from adaptertune.engine import load_tensors
 from adaptertune.errors import ConfigError
 from adaptertune.methods import METHODS, build_method
 from adaptertune.methods.convpass import ConvpassOptions, ConvpassSlot, quick_gelu
-from adaptertune.multitask import MultiTaskModel
-from adaptertune.runs import run
-from helpers import TINY_VIT, TINY_VIT_TIMM, make_image_folder, trainable_names
-
-X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-VARIANTS = {
-    "cls": {},
-    "avg": {"global_pool": "avg", "class_token": False},
-    "reg": {"reg_tokens": 4},
-    "layerscale": {"init_values": 1e-5},
-}
-
-
-def tiny(variant: str = "cls", seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return timm.create_model(
-        TINY_VIT_TIMM["name"], **TINY_VIT_TIMM["args"], **VARIANTS[variant], num_classes=10
-    ).eval()
+from helpers import trainable_names
+from petl_checks import VARIANTS, X, resume_runs, tasks_share_a_backbone, train_steps, variant_vit
 
 
 def test_trainable_parameters_on_vit_b16_match_methods_md():
@@ -39,9 +21,9 @@ def test_trainable_parameters_on_vit_b16_match_methods_md():
 @pytest.mark.parametrize("conv_init", ["identity", "xavier"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_starts_exactly_at_the_backbone(variant, conv_init):
-    plain = tiny(variant)
+    plain = variant_vit(variant)
     keys = set(plain.state_dict())
-    model = build_method("convpass", tiny(variant), {"conv_init": conv_init, "scale": 10})
+    model = build_method("convpass", variant_vit(variant), {"conv_init": conv_init, "scale": 10})
     with torch.no_grad():
         assert torch.equal(model(X), plain(X))
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -72,7 +54,7 @@ def manual_block(blk: torch.nn.Module, x: torch.Tensor, prefix: int) -> torch.Te
 
 @pytest.mark.parametrize("variant,prefix", [("layerscale", 1), ("reg", 5), ("avg", 0)])
 def test_branches_sit_beside_attn_and_mlp_outside_the_layerscale(variant, prefix):
-    model = build_method("convpass", tiny(variant), {"scale": 2.0, "conv_init": "xavier"})
+    model = build_method("convpass", variant_vit(variant), {"scale": 2.0, "conv_init": "xavier"})
     blk = model.blocks[3]
     with torch.no_grad():
         for p in blk.convpass["default"].parameters():
@@ -88,28 +70,24 @@ def test_bad_options_and_a_changed_grid_are_refused():
     with pytest.raises(ConfigError, match="conv_init"):
         METHODS.get("convpass").resolve({"conv_init": "zero"})
     with pytest.raises(ConfigError, match="rank` 500 is larger"):
-        build_method("convpass", tiny(), {"rank": 500})
-    model = build_method("convpass", tiny(), {})
+        build_method("convpass", variant_vit(), {"rank": 500})
+    model = build_method("convpass", variant_vit(), {})
     with pytest.raises(ConfigError, match=r"8x8 patch grid \+ 1 prefix tokens, got 50"):
         model.blocks[0](torch.randn(1, 50, 192))
 
 
 def test_only_convpass_and_head_train_and_the_backbone_stays():
-    model = build_method("convpass", tiny("layerscale")).train()
+    model = build_method("convpass", variant_vit("layerscale")).train()
     names = trainable_names(model)
     assert len(names) == 2 + 12 * 2 * 6 and all(".convpass.default." in n for n in names if not n.startswith("head"))
     frozen = {
         k: v.clone() for k, v in model.state_dict().items() if ".convpass." not in k and not k.startswith("head")
     }
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    for _ in range(2):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(X), torch.tensor([1, 2])).backward()
-        opt.step()
+    train_steps(model, steps=2)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in frozen.items())
     assert model.blocks[5].convpass["default"].mlp.up.weight.abs().sum() > 0  # the zero up-projection moved
     ConvpassSlot.remove(model)
-    assert set(model.state_dict()) == set(tiny("layerscale").state_dict())
+    assert set(model.state_dict()) == set(variant_vit("layerscale").state_dict())
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
@@ -119,63 +97,15 @@ def test_tasks_share_a_backbone(tiny_run, tmp_path):
         "b": ("convpass", {"rank": 2, "scale": 10}),
         "c": ("adapter", {"rank": 4}),
     }
-    files, want = [], {}
-    for name, (method, options) in specs.items():
-        run_dir, model = tiny_run(tmp_path / name, method, options)
-        files.append(run_dir / "adaptertune_weights.safetensors")
-        with torch.no_grad():
-            want[name] = model(X)
-    mt = MultiTaskModel.from_files(files, names=list(specs))
-    with torch.no_grad():
-        for name in ["a", "b", "c", "a", "c", "b"]:
-            mt.set_active(name)
-            assert torch.equal(mt(X), want[name]), name
-
-
-class _StopAt(Exception):
-    pass
-
-
-class _Stop:
-    def __init__(self, n: int) -> None:
-        self.n, self.start_step = n, None
-
-    def on_train_start(self, total_steps, steps_per_epoch, start_step):
-        self.start_step = start_step
-
-    def on_step(self, step, loss, lr):
-        if step + 1 == self.n:
-            raise _StopAt
-
-    def on_epoch_end(self, metrics):
-        pass
+    tasks_share_a_backbone(tiny_run, tmp_path, specs, ["a", "b", "c", "a", "c", "b"])
 
 
 @pytest.mark.slow  # three tiny training runs (over 10 s on the shared machine, as every resume test here)
 def test_resume_after_one_epoch_is_bitwise(tmp_path):
     """2 epochs in one go == 1 epoch, stopped, resumed for the second (the branch dropout draws from the RNG)."""
-    folder = make_image_folder(tmp_path / "data", n_classes=2, n_train=8, n_test=2, size=32)
-
-    def cfg(out):  # 14 train images + 2 val, batch 7: 2 steps per epoch
-        train = {"epochs": 2, "batch_size": 7, "seed": 3, "device": "cpu", "log_every_steps": 1}
-        return RunConfig.from_dict(
-            {
-                "backbone": TINY_VIT,
-                "data": {"name": "imagefolder", "root": str(folder), "num_workers": 0},
-                "method": "convpass",
-                "adapter": {"rank": 2},
-                "train": train,
-                "out_dir": str(out),
-            }
-        )
-
-    run(cfg(tmp_path / "ref"))
-    with pytest.raises(_StopAt):
-        run(cfg(tmp_path / "run"), [_Stop(3)])  # the first step of epoch 2
-    resumed = _Stop(-1)
-    run(cfg(tmp_path / "run"), [resumed], resume=True)
-    assert resumed.start_step == 2  # from the end-of-epoch-1 checkpoint
-    a, _ = load_tensors(tmp_path / "ref" / "adaptertune_weights.safetensors")
-    b, _ = load_tensors(tmp_path / "run" / "adaptertune_weights.safetensors")
+    train = {"batch_size": 7, "log_every_steps": 1}  # 14 train images + 2 val, batch 7: 2 steps per epoch
+    # stopped at the first step of epoch 2
+    a, b, start = resume_runs(tmp_path, "convpass", {"rank": 2}, n_classes=2, size=32, stop_at=3, train=train)
+    assert start == 2  # from the end-of-epoch-1 checkpoint
     assert a.keys() == b.keys() and len(a) == 2 + 12 * 2 * 6
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -8,32 +8,15 @@ import timm
 import torch
 
 from adaptertune.cli import main
-from adaptertune.config import RunConfig
-from adaptertune.engine import load_tensors
 from adaptertune.methods import METHODS, build_method
 from adaptertune.methods.fact import FactSets, FactTK, FactTT, fact_param_count, tk_core_flops
 from adaptertune.methods.flops import vit_geometry
-from adaptertune.multitask import MultiTaskModel
-from adaptertune.runs import ADAPTER_FILE, run
-from helpers import TINY_VIT, TINY_VIT_TIMM, flop_counter, make_image_folder, trainable_names
+from helpers import TINY_VIT_TIMM, flop_counter, trainable_names
+from petl_checks import VARIANTS, X, resume_runs, tasks_share_a_backbone, variant_vit
 
-X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-VARIANTS = {
-    "cls": {},
-    "avg": {"global_pool": "avg", "class_token": False},
-    "reg": {"reg_tokens": 4},
-    "layerscale": {"init_values": 1e-5},
-}
 # the default suite runs the plain ViT; the other variants with -m slow
 VARIANT_PARAMS = ["cls", *(pytest.param(v, marks=pytest.mark.slow) for v in VARIANTS if v != "cls")]
 METHOD_NAMES = ("fact-tt", "fact-tk")
-
-
-def tiny(variant: str = "cls", seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return timm.create_model(
-        TINY_VIT_TIMM["name"], **TINY_VIT_TIMM["args"], **VARIANTS[variant], num_classes=10
-    ).eval()
 
 
 def random_steps(model: torch.nn.Module, n: int = 3) -> None:
@@ -67,7 +50,7 @@ def test_trainable_parameters_on_vit_b_match_methods_md(vit_b_sizes):
 @pytest.mark.parametrize("method", METHOD_NAMES)
 @pytest.mark.parametrize("variant", VARIANT_PARAMS)
 def test_starts_bitwise_at_the_backbone_fp32_and_bf16(method, variant):
-    plain, model = tiny(variant), build_method(method, tiny(variant), None)
+    plain, model = variant_vit(variant), build_method(method, variant_vit(variant), None)
     assert {k for k in model.state_dict() if not k.startswith("fact.")} == set(plain.state_dict())
     with torch.no_grad():
         assert torch.equal(model(X), plain(X))
@@ -78,13 +61,13 @@ def test_starts_bitwise_at_the_backbone_fp32_and_bf16(method, variant):
 @pytest.mark.parametrize("method", METHOD_NAMES)
 @pytest.mark.parametrize("variant", VARIANT_PARAMS)
 def test_merge_gives_plain_timm_with_the_same_logits(method, variant):
-    model = build_method(method, tiny(variant), {"scale": 0.5})
+    model = build_method(method, variant_vit(variant), {"scale": 0.5})
     random_steps(model)
     assert model.fact["default"].V.weight.abs().sum() > 0
     with torch.no_grad():
         want = model(X)
         assert METHODS.get(method).merge(model)
-        plain = tiny(variant, seed=1)
+        plain = variant_vit(variant, seed=1)
         plain.load_state_dict(model.state_dict())  # strict: exactly timm's keys
         diff = float((plain(X) - want).abs().max())
     print(f"{method} merge ({variant}): max |logit diff| {diff:.3g}")
@@ -117,7 +100,7 @@ def test_updates_are_the_written_formula(kind):
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
 def test_only_fact_tensors_and_head_train(method):
-    model = build_method(method, tiny(), None)
+    model = build_method(method, variant_vit(), None)
     names = trainable_names(model)
     assert names[:2] == ["head.weight", "head.bias"] and all(n.startswith("fact.default.") for n in names[2:])
     if method == "fact-tk":
@@ -139,7 +122,7 @@ def test_cost_formulas_match_the_built_model(method):
     the parameter formula counts the trainable tensors; nothing before block 0 is frozen."""
     info = METHODS.get(method)
     options = info.resolve({"rank": 4})
-    model = build_method(method, tiny(), options).train()
+    model = build_method(method, variant_vit(), options).train()
     for b in model.blocks:
         b.attn.fused_attn = False  # the counter sees the math attention's matmuls
     geom = vit_geometry(model)
@@ -167,15 +150,9 @@ def test_export_as_a_timm_folder(tiny_run, tmp_path):
 
 
 def test_tt_and_tk_tasks_share_a_backbone_exactly(tiny_run, tmp_path):
-    a, model_a = tiny_run(tmp_path / "a", "fact-tt", {"rank": 4})
-    b, model_b = tiny_run(tmp_path / "b", "fact-tk", {"rank": 6, "scale": 0.5})
-    c, model_c = tiny_run(tmp_path / "c", "fact-tt", {"rank": 2})
-    mt = MultiTaskModel.from_files([a / ADAPTER_FILE, b / ADAPTER_FILE, c / ADAPTER_FILE], names=["a", "b", "c"])
+    specs = {"a": ("fact-tt", {"rank": 4}), "b": ("fact-tk", {"rank": 6, "scale": 0.5}), "c": ("fact-tt", {"rank": 2})}
+    mt, _, want = tasks_share_a_backbone(tiny_run, tmp_path, specs, ["a", "b", "c", "a", "c"])
     with torch.no_grad():
-        want = {"a": model_a(X), "b": model_b(X), "c": model_c(X)}
-        for name in ["a", "b", "c", "a", "c"]:
-            mt.set_active(name)
-            assert torch.equal(mt(X), want[name]), name
         for name in ["a", "b"]:
             mt.remove_task(name)
         mt.set_active("c")
@@ -185,46 +162,11 @@ def test_tt_and_tk_tasks_share_a_backbone_exactly(tiny_run, tmp_path):
         assert not any(m._forward_hooks for m in mt.backbone.modules())
 
 
-class _Stop(Exception):
-    pass
-
-
-class _StopAt:
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def on_train_start(self, total_steps, steps_per_epoch, start_step):
-        pass
-
-    def on_step(self, step, loss, lr):
-        if step + 1 == self.n:
-            raise _Stop
-
-    def on_epoch_end(self, metrics):
-        pass
-
-
-def test_resume_after_one_epoch_is_bitwise(tmp_path, one_thread):
-    folder = make_image_folder(tmp_path / "data", n_classes=2, n_train=8, n_test=2, size=36)
-
-    def cfg(out):  # 14 train images, batch 7: 2 steps per epoch; dropout draws from the restored RNG
-        return RunConfig.from_dict(
-            {
-                "backbone": TINY_VIT,
-                "data": {"name": "imagefolder", "root": str(folder), "num_workers": 0},
-                "method": "fact-tk",
-                "adapter": {"rank": 4, "dropout": 0.5},
-                "train": {"epochs": 2, "batch_size": 7, "seed": 3, "device": "cpu"},
-                "out_dir": str(out),
-            }
-        )
-
-    run(cfg(tmp_path / "ref"))
-    with pytest.raises(_Stop):
-        run(cfg(tmp_path / "res"), [_StopAt(3)])  # stopped in epoch 2, after the epoch-1 checkpoint
-    run(cfg(tmp_path / "res"), resume=True)
-    ta, _ = load_tensors(tmp_path / "ref" / ADAPTER_FILE)
-    tb, _ = load_tensors(tmp_path / "res" / ADAPTER_FILE)
+def test_resume_after_one_epoch_is_bitwise(tmp_path):
+    # 14 train images, batch 7: 2 steps per epoch; stopped in epoch 2, after the epoch-1 checkpoint; dropout draws
+    # from the restored RNG
+    options = {"rank": 4, "dropout": 0.5}
+    ta, tb, _ = resume_runs(tmp_path, "fact-tk", options, n_classes=2, stop_at=3, train={"batch_size": 7})
     assert ta.keys() == tb.keys() and ta["fact.default.V.weight"].any()
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
-    assert json.loads((tmp_path / "res" / "summary.json").read_text())["status"] == "success"
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["status"] == "success"

@@ -8,32 +8,15 @@ import timm
 import torch
 
 from adaptertune.cli import main
-from adaptertune.config import RunConfig
-from adaptertune.engine import load_tensors
 from adaptertune.errors import ConfigError
 from adaptertune.methods import METHODS, build_method
 from adaptertune.methods.flops import vit_geometry
 from adaptertune.methods.repadapter import RepAdapter, RepAdapterOptions, repadapter_param_count
-from adaptertune.multitask import MultiTaskModel
-from adaptertune.runs import ADAPTER_FILE, run
-from helpers import TINY_VIT, TINY_VIT_TIMM, flop_counter, make_image_folder, trainable_names
+from helpers import TINY_VIT_TIMM, flop_counter, trainable_names
+from petl_checks import VARIANTS, X, resume_runs, tasks_share_a_backbone, variant_vit
 
-X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-VARIANTS = {
-    "cls": {},
-    "avg": {"global_pool": "avg", "class_token": False},
-    "reg": {"reg_tokens": 4},
-    "layerscale": {"init_values": 1e-5},
-}
 # the default suite runs the plain ViT; the other variants with -m slow
 VARIANT_PARAMS = ["cls", *(pytest.param(v, marks=pytest.mark.slow) for v in VARIANTS if v != "cls")]
-
-
-def tiny(variant: str = "cls", seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return timm.create_model(
-        TINY_VIT_TIMM["name"], **TINY_VIT_TIMM["args"], **VARIANTS[variant], num_classes=10
-    ).eval()
 
 
 def random_steps(model: torch.nn.Module, n: int = 3) -> None:
@@ -55,7 +38,7 @@ def test_trainable_parameters_on_vit_b_match_methods_md():
 
 @pytest.mark.parametrize("variant", VARIANT_PARAMS)
 def test_starts_bitwise_at_the_backbone_fp32_and_bf16(variant):
-    plain, model = tiny(variant), build_method("repadapter", tiny(variant), None)
+    plain, model = variant_vit(variant), build_method("repadapter", variant_vit(variant), None)
     assert {k for k in model.state_dict() if ".repadapter_" not in k} == set(plain.state_dict())
     with torch.no_grad():
         assert torch.equal(model(X), plain(X))
@@ -65,13 +48,13 @@ def test_starts_bitwise_at_the_backbone_fp32_and_bf16(variant):
 
 @pytest.mark.parametrize("variant", VARIANT_PARAMS)
 def test_merge_gives_plain_timm_with_the_same_logits(variant):
-    model = build_method("repadapter", tiny(variant), {"scale": 0.5})
+    model = build_method("repadapter", variant_vit(variant), {"scale": 0.5})
     random_steps(model)
     assert model.blocks[0].repadapter_attn["default"].B.weight.abs().sum() > 0
     with torch.no_grad():
         want = model(X)
         assert METHODS.get("repadapter").merge(model)
-        plain = tiny(variant, seed=1)
+        plain = variant_vit(variant, seed=1)
         plain.load_state_dict(model.state_dict())  # strict: exactly timm's keys
         diff = float((plain(X) - want).abs().max())
     print(f"repadapter merge ({variant}): max |logit diff| {diff:.3g}")
@@ -96,9 +79,9 @@ def test_the_grouped_conv_is_the_block_diagonal_matrix():
 
 
 def test_options_and_trainable_tensors():
-    with pytest.raises(ConfigError, match="multiple of `adapter.groups`"):
+    with pytest.raises(ConfigError, match="multiple of `repadapter.groups`"):
         RepAdapterOptions(rank=5, groups=2)
-    model = build_method("repadapter", tiny(), {"placement": [11]})
+    model = build_method("repadapter", variant_vit(), {"placement": [11]})
     names = trainable_names(model)
     slots = ("repadapter_attn", "repadapter_mlp")
     tensors = ("A.weight", "A.bias", "B.weight", "B.bias")
@@ -115,7 +98,7 @@ def test_cost_formulas_match_the_built_model():
     trainable tensors as the formula says, and the cache prefix ends at the first placed block."""
     info = METHODS.get("repadapter")
     options = info.resolve({"rank": 8, "groups": 4, "placement": "last:2"})
-    model = build_method("repadapter", tiny(), options).train()
+    model = build_method("repadapter", variant_vit(), options).train()
     for b in model.blocks:
         b.attn.fused_attn = False  # the counter sees the math attention's matmuls
     geom = vit_geometry(model)
@@ -137,59 +120,19 @@ def test_export_as_a_timm_folder(tiny_run, tmp_path):
 
 
 def test_two_tasks_share_a_backbone_exactly(tiny_run, tmp_path):
-    a, model_a = tiny_run(tmp_path / "a", "repadapter", {"rank": 4})
-    b, model_b = tiny_run(tmp_path / "b", "repadapter", {"placement": "last:3", "scale": 5.0})
-    mt = MultiTaskModel.from_files([a / ADAPTER_FILE, b / ADAPTER_FILE], names=["a", "b"])
+    specs = {"a": ("repadapter", {"rank": 4}), "b": ("repadapter", {"placement": "last:3", "scale": 5.0})}
+    mt, _, want = tasks_share_a_backbone(tiny_run, tmp_path, specs, ["a", "b", "a"])
     with torch.no_grad():
-        want = {"a": model_a(X), "b": model_b(X)}
-        for name in ["a", "b", "a"]:
-            mt.set_active(name)
-            assert torch.equal(mt(X), want[name]), name
         mt.remove_task("a")
         mt.set_active("b")
         assert torch.equal(mt(X), want["b"])
 
 
-class _Stop(Exception):
-    pass
-
-
-class _StopAt:
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def on_train_start(self, total_steps, steps_per_epoch, start_step):
-        pass
-
-    def on_step(self, step, loss, lr):
-        if step + 1 == self.n:
-            raise _Stop
-
-    def on_epoch_end(self, metrics):
-        pass
-
-
-def test_resume_after_one_epoch_is_bitwise(tmp_path, one_thread):
-    folder = make_image_folder(tmp_path / "data", n_classes=2, n_train=8, n_test=2, size=36)
-
-    def cfg(out):  # 14 train images, batch 7: 2 steps per epoch; dropout draws from the restored RNG
-        return RunConfig.from_dict(
-            {
-                "backbone": TINY_VIT,
-                "data": {"name": "imagefolder", "root": str(folder), "num_workers": 0},
-                "method": "repadapter",
-                "adapter": {"rank": 4, "placement": "last:3", "dropout": 0.5},
-                "train": {"epochs": 2, "batch_size": 7, "seed": 3, "device": "cpu"},
-                "out_dir": str(out),
-            }
-        )
-
-    run(cfg(tmp_path / "ref"))
-    with pytest.raises(_Stop):
-        run(cfg(tmp_path / "res"), [_StopAt(3)])  # stopped in epoch 2, after the epoch-1 checkpoint
-    run(cfg(tmp_path / "res"), resume=True)
-    ta, _ = load_tensors(tmp_path / "ref" / ADAPTER_FILE)
-    tb, _ = load_tensors(tmp_path / "res" / ADAPTER_FILE)
+def test_resume_after_one_epoch_is_bitwise(tmp_path):
+    # 14 train images, batch 7: 2 steps per epoch; stopped in epoch 2, after the epoch-1 checkpoint; dropout draws
+    # from the restored RNG
+    options = {"rank": 4, "placement": "last:3", "dropout": 0.5}
+    ta, tb, _ = resume_runs(tmp_path, "repadapter", options, n_classes=2, stop_at=3, train={"batch_size": 7})
     assert ta.keys() == tb.keys() and any(".B.weight" in k and ta[k].any() for k in ta)
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
-    assert json.loads((tmp_path / "res" / "summary.json").read_text())["status"] == "success"
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["status"] == "success"

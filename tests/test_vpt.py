@@ -6,32 +6,15 @@ import pytest
 import timm
 import torch
 
-from adaptertune.config import RunConfig
 from adaptertune.engine import load_tensors
 from adaptertune.errors import CheckpointError, ConfigError
 from adaptertune.methods import METHODS, build_method
 from adaptertune.methods.vpt import PromptSlot, VPTOptions, prompt_bound
-from adaptertune.multitask import MultiTaskModel
-from adaptertune.runs import run
 from adaptertune.vit import backbone_blocks, embed_tokens, logits_from_tokens, patch_tokens
-from helpers import TINY_VIT, TINY_VIT_TIMM, make_image_folder, trainable_names
+from helpers import trainable_names
+from petl_checks import VARIANTS, X, resume_runs, tasks_share_a_backbone, train_steps, variant_vit
 
-X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-# the timm ViT kinds a method must handle: class token, global average pool, register tokens, LayerScale
-VARIANTS = {
-    "cls": {},
-    "avg": {"global_pool": "avg", "class_token": False},
-    "reg": {"reg_tokens": 4},
-    "layerscale": {"init_values": 1e-5},
-}
 METHOD_NAMES = ("vpt-shallow", "vpt-deep")
-
-
-def tiny(variant: str = "cls", seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return timm.create_model(
-        TINY_VIT_TIMM["name"], **TINY_VIT_TIMM["args"], **VARIANTS[variant], num_classes=10
-    ).eval()
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +34,7 @@ def test_trainable_parameters_on_vit_b16_match_methods_md(vit_b, method, n, prom
 def test_defaults_and_init_range(vit_b):
     assert VPTOptions() == VPTOptions(prompts=10, dropout=0.1)
     assert prompt_bound(patch_tokens(vit_b).patch_dim, 768) == 0.0625  # sqrt(6 / (3 * 16 * 16 + 768))
-    model = build_method("vpt-deep", tiny(), {"prompts": 50})
+    model = build_method("vpt-deep", variant_vit(), {"prompts": 50})
     v = prompt_bound(3 * 4 * 4, 192)
     t = torch.stack([b.prompts["default"].tokens for b in model.blocks])  # (12, 50, 192)
     assert t.abs().max() <= v and t.abs().max() > 0.99 * v
@@ -83,9 +66,9 @@ def manual_logits(model: torch.nn.Module, x: torch.Tensor, deep: bool) -> torch.
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("method", METHOD_NAMES)
 def test_forward_is_vpt_and_the_head_reads_the_plain_tokens(method, variant):
-    plain = tiny(variant)
+    plain = variant_vit(variant)
     keys, ref = set(plain.state_dict()), plain(X)
-    model = build_method(method, tiny(variant), {"prompts": 3})
+    model = build_method(method, variant_vit(variant), {"prompts": 3})
     with torch.no_grad():
         out, feats = model(X), model.forward_features(X)
         assert torch.equal(out, manual_logits(model, X, deep=method == "vpt-deep"))
@@ -100,7 +83,7 @@ def test_forward_is_vpt_and_the_head_reads_the_plain_tokens(method, variant):
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
 def test_bf16_autocast_keeps_the_stream_dtype(method):
-    model = build_method(method, tiny("reg"), {"prompts": 3})
+    model = build_method(method, variant_vit("reg"), {"prompts": 3})
     with torch.no_grad():
         want = model(X)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -109,31 +92,28 @@ def test_bf16_autocast_keeps_the_stream_dtype(method):
 
 
 def test_prompt_dropout_only_in_training():
-    model = build_method("vpt-shallow", tiny(), {"prompts": 4, "dropout": 0.5})  # no other dropout in the tiny ViT
+    # no other dropout in the tiny ViT
+    model = build_method("vpt-shallow", variant_vit(), {"prompts": 4, "dropout": 0.5})
     with torch.no_grad():
         a, b = model(X), model(X)
         model.train()
         c, d = model(X), model(X)
     assert torch.equal(a, b) and not torch.equal(c, d) and not torch.equal(a, c)
-    model = build_method("vpt-shallow", tiny(), {"prompts": 4, "dropout": 0.0})
+    model = build_method("vpt-shallow", variant_vit(), {"prompts": 4, "dropout": 0.0})
     with torch.no_grad():
         assert torch.equal(model(X), model.train()(X))
 
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
 def test_only_prompts_and_head_train_and_the_backbone_stays(method):
-    model = build_method(method, tiny("reg"), {"prompts": 3}).train()
+    model = build_method(method, variant_vit("reg"), {"prompts": 3}).train()
     blocks = range(12) if method == "vpt-deep" else [0]
     assert sorted(trainable_names(model)) == sorted(
         ["head.weight", "head.bias", *(f"blocks.{i}.prompts.default.tokens" for i in blocks)]
     )
     frozen = {k: v.clone() for k, v in model.state_dict().items() if ".prompts." not in k and not k.startswith("head")}
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    for _ in range(2):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(X), torch.tensor([1, 2])).backward()
-        opt.step()
+    train_steps(model, steps=2)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in frozen.items())
     assert all(not torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
 
@@ -144,17 +124,9 @@ def test_tasks_with_their_own_prompts_share_a_backbone(tiny_run, tmp_path):
         "deep": ("vpt-deep", {"prompts": 5}),
         "ad": ("adapter", {"rank": 4}),
     }
-    files, want = [], {}
-    for name, (method, options) in specs.items():
-        run_dir, model = tiny_run(tmp_path / name, method, options)
-        files.append(run_dir / "adaptertune_weights.safetensors")
-        with torch.no_grad():
-            want[name] = model(X)
-    mt = MultiTaskModel.from_files(files, names=list(specs))
-    with torch.no_grad():
-        for name in ["shallow", "deep", "ad", "deep", "shallow", "ad"]:
-            mt.set_active(name)
-            assert torch.equal(mt(X), want[name]), name
+    mt, files, want = tasks_share_a_backbone(
+        tiny_run, tmp_path, specs, ["shallow", "deep", "ad", "deep", "shallow", "ad"]
+    )
     mt.remove_task("deep")
     mt.set_active("shallow")
     with torch.no_grad():
@@ -166,50 +138,12 @@ def test_tasks_with_their_own_prompts_share_a_backbone(tiny_run, tmp_path):
     assert PromptSlot.set_names(mt.backbone) == ["shallow"]
 
 
-class _StopAt(Exception):
-    pass
-
-
-class _Stop:
-    def __init__(self, n: int) -> None:
-        self.n, self.start_step = n, None
-
-    def on_train_start(self, total_steps, steps_per_epoch, start_step):
-        self.start_step = start_step
-
-    def on_step(self, step, loss, lr):
-        if step + 1 == self.n:
-            raise _StopAt
-
-    def on_epoch_end(self, metrics):
-        pass
-
-
 @pytest.mark.slow  # three tiny training runs: 20 s on the shared 2-core machine (convpass 44 s, houlsby 26 s)
 def test_resume_after_one_epoch_is_bitwise(tmp_path):
     """2 epochs in one go == 1 epoch, stopped, resumed for the second (prompt dropout draws from the RNG)."""
-    folder = make_image_folder(tmp_path / "data", n_classes=2, n_train=8, n_test=2, size=32)
-
-    def cfg(out):  # 14 train images + 2 val, batch 7: 2 steps per epoch
-        train = {"epochs": 2, "batch_size": 7, "seed": 3, "device": "cpu", "log_every_steps": 1}
-        return RunConfig.from_dict(
-            {
-                "backbone": TINY_VIT,
-                "data": {"name": "imagefolder", "root": str(folder), "num_workers": 0},
-                "method": "vpt-deep",
-                "adapter": {"prompts": 2},
-                "train": train,
-                "out_dir": str(out),
-            }
-        )
-
-    run(cfg(tmp_path / "ref"))
-    with pytest.raises(_StopAt):
-        run(cfg(tmp_path / "run"), [_Stop(3)])  # the first step of epoch 2
-    resumed = _Stop(-1)
-    run(cfg(tmp_path / "run"), [resumed], resume=True)
-    assert resumed.start_step == 2  # from the end-of-epoch-1 checkpoint
-    a, _ = load_tensors(tmp_path / "ref" / "adaptertune_weights.safetensors")
-    b, _ = load_tensors(tmp_path / "run" / "adaptertune_weights.safetensors")
+    train = {"batch_size": 7, "log_every_steps": 1}  # 14 train images + 2 val, batch 7: 2 steps per epoch
+    # stopped at the first step of epoch 2
+    a, b, start = resume_runs(tmp_path, "vpt-deep", {"prompts": 2}, n_classes=2, size=32, stop_at=3, train=train)
+    assert start == 2  # from the end-of-epoch-1 checkpoint
     assert a.keys() == b.keys() and len(a) == 14
     assert all(torch.equal(a[k], b[k]) for k in a)

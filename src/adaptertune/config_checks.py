@@ -43,6 +43,14 @@ def _as_float(name: str, value: Any, minimum: float | None = None, exclusive: bo
     return value
 
 
+def _as_probability(name: str, value: Any) -> float:
+    """``value`` as a float in [0, 1) (a dropout or drop-path rate)."""
+    value = _as_float(name, value, minimum=0.0)
+    if value >= 1:
+        raise ConfigError(f"`{name}` must be in [0, 1), got {value:g}.")
+    return value
+
+
 def _as_bool(name: str, value: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
         return value.strip().lower() in ("true", "yes", "1")

@@ -14,12 +14,13 @@ cannot share one backbone, as with the parallel adapters).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from timm.layers import DropPath
 from torch import nn
 
-from ..config_checks import _as_float, _as_int, _check_placement_syntax, parse_placement
+from ..config_checks import _as_int, _as_probability, _check_placement_syntax, parse_placement
 from ..errors import ConfigError
 from ..vit import backbone_blocks, backbone_width
 from .adapter import Adapter, AdapterMethod, AdapterSlot
@@ -41,7 +42,7 @@ HOULSBY_STD = 0.01  # trunc-normal std of both weights, truncated at +-2 std (A'
 
 @dataclass
 class AdapterPlusOptions:
-    """Adapter+'s options (YAML/CLI ``adapter.*``).
+    """Adapter+'s options (YAML/CLI ``adapter-plus.*``, or the legacy ``adapter.*``).
 
     Args:
         rank: bottleneck width r (1 <= r <= the backbone's width); default 8 (P = 165,984 on ViT-B/16).
@@ -52,12 +53,11 @@ class AdapterPlusOptions:
     rank: int = 8
     drop_path: float = 0.1
     placement: str | list[int] = "all"
+    section: ClassVar[str] = "adapter-plus"  # the method's config section, for messages
 
     def __post_init__(self) -> None:
-        self.rank = _as_int("adapter.rank", self.rank, minimum=1)
-        self.drop_path = _as_float("adapter.drop_path", self.drop_path, minimum=0.0)
-        if self.drop_path >= 1:
-            raise ConfigError(f"`adapter.drop_path` must be in [0, 1), got {self.drop_path:g}.")
+        self.rank = _as_int(f"{self.section}.rank", self.rank, minimum=1)
+        self.drop_path = _as_probability(f"{self.section}.drop_path", self.drop_path)
         self.placement = _check_placement_syntax(self.placement)
 
 

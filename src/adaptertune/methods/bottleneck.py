@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config_checks import _as_float, _as_int
+from ..config_checks import _as_float, _as_int, _as_probability
 from ..errors import ConfigError
 from ..vit import backbone_blocks, backbone_width
 from .flops import BlockCost, StepFlops, ViTGeometry, bottleneck, count_step, placed
@@ -61,9 +61,7 @@ class BottleneckOptions:
     def __post_init__(self) -> None:
         self.rank = _as_int("adapter.rank", self.rank, minimum=1)
         self.scale = _as_float("adapter.scale", self.scale)
-        self.dropout = _as_float("adapter.dropout", self.dropout, minimum=0.0)
-        if self.dropout >= 1:
-            raise ConfigError(f"`adapter.dropout` must be in [0, 1), got {self.dropout:g}.")
+        self.dropout = _as_probability("adapter.dropout", self.dropout)
 
 
 class Bottleneck(nn.Module):

@@ -23,12 +23,13 @@ Hooks: a forward pre-hook on ``block.attn`` (``block.mlp``) keeps its input ``h`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config_checks import _as_choice, _as_float, _as_int
+from ..config_checks import _as_choice, _as_float, _as_int, _as_probability
 from ..errors import ConfigError
 from ..vit import backbone_blocks, backbone_width, patch_tokens
 from .flops import BlockCost, Extra, StepFlops, ViTGeometry, count_step, placed
@@ -43,7 +44,7 @@ _HOOKED = ("norm1", "attn", "drop_path1", "norm2", "mlp", "drop_path2")  # the t
 
 @dataclass
 class ConvpassOptions:
-    """Convpass's options (YAML/CLI ``adapter.*``).
+    """Convpass's options (YAML/CLI ``convpass.*``, or the legacy ``adapter.*``).
 
     Args:
         rank: bottleneck width r (the convolution's channels).
@@ -57,14 +58,13 @@ class ConvpassOptions:
     scale: float = 1.0
     dropout: float = 0.1
     conv_init: str = "identity"
+    section: ClassVar[str] = "convpass"  # the method's config section, for messages
 
     def __post_init__(self) -> None:
-        self.rank = _as_int("adapter.rank", self.rank, minimum=1)
-        self.scale = _as_float("adapter.scale", self.scale)
-        self.dropout = _as_float("adapter.dropout", self.dropout, minimum=0.0)
-        if self.dropout >= 1:
-            raise ConfigError(f"`adapter.dropout` must be in [0, 1), got {self.dropout:g}.")
-        self.conv_init = _as_choice("adapter.conv_init", self.conv_init, CONV_INITS)
+        self.rank = _as_int(f"{self.section}.rank", self.rank, minimum=1)
+        self.scale = _as_float(f"{self.section}.scale", self.scale)
+        self.dropout = _as_probability(f"{self.section}.dropout", self.dropout)
+        self.conv_init = _as_choice(f"{self.section}.conv_init", self.conv_init, CONV_INITS)
 
 
 def quick_gelu(z: torch.Tensor) -> torch.Tensor:

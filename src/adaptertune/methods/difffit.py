@@ -25,7 +25,7 @@ from .bitfit import BitFitMethod
 from .flops import LINEARS, BlockCost, Extra, StepFlops, ViTGeometry, count_step
 from .ln_tuning import NORM_SITES, norm_parameter_names
 from .registry import Method, register_method
-from .slots import BlockSlot
+from .slots import BlockSlot, HookHandles
 
 __all__ = ["BranchScales", "DiffFitMethod", "DiffFitSlot", "add_difffit", "merge_difffit"]
 
@@ -43,15 +43,6 @@ class BranchScales(nn.Module):
         self.gamma2 = nn.Parameter(torch.ones(dim))
 
 
-class _Handles:
-    def __init__(self, handles: list) -> None:
-        self.handles = handles
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
 class DiffFitSlot(BlockSlot):
     """The branch scales of one block (``block.difffit``): forward hooks on ``ls1`` and ``ls2``."""
 
@@ -62,7 +53,8 @@ class DiffFitSlot(BlockSlot):
         nn.ModuleDict.__init__(self)
         self.active: str | None = None
         targets = self.targets(block)
-        self._handle = _Handles([targets[k].register_forward_hook(functools.partial(self._scale, k)) for k in targets])
+        hooks = [targets[k].register_forward_hook(functools.partial(self._scale, k)) for k in targets]
+        self._handle = HookHandles(hooks)
 
     @classmethod
     def targets(cls, block: nn.Module) -> dict[str, nn.Module]:

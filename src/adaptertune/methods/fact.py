@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config_checks import _as_float, _as_int
+from ..config_checks import _as_float, _as_int, _as_probability
 from ..errors import CheckpointError, ConfigError
 from ..vit import backbone_blocks, backbone_width, head_parameter_names, mlp_hidden_width
 from .flops import BlockCost, Extra, StepFlops, ViTGeometry, count_step
@@ -64,7 +64,7 @@ def _chunks(site: str, k: int) -> tuple[int, int]:
 
 @dataclass
 class FactTTOptions:
-    """FacT's options (YAML/CLI ``adapter.*``).
+    """FacT's options (YAML/CLI ``fact-tt.*`` / ``fact-tk.*``, or the legacy ``adapter.*``).
 
     Args:
         rank: d, the width of the shared factors U (D -> d) and V (d -> D) and of the cores.
@@ -75,18 +75,18 @@ class FactTTOptions:
     rank: int = 8
     scale: float = 1.0
     dropout: float = 0.1
+    section: ClassVar[str] = "fact-tt"  # the method's config section, for messages
 
     def __post_init__(self) -> None:
-        self.rank = _as_int("adapter.rank", self.rank, minimum=1)
-        self.scale = _as_float("adapter.scale", self.scale)
-        self.dropout = _as_float("adapter.dropout", self.dropout, minimum=0.0)
-        if self.dropout >= 1:
-            raise ConfigError(f"`adapter.dropout` must be in [0, 1), got {self.dropout:g}.")
+        self.rank = _as_int(f"{self.section}.rank", self.rank, minimum=1)
+        self.scale = _as_float(f"{self.section}.scale", self.scale)
+        self.dropout = _as_probability(f"{self.section}.dropout", self.dropout)
 
 
 @dataclass
 class FactTKOptions(FactTTOptions):
     __doc__ = FactTTOptions.__doc__
+    section: ClassVar[str] = "fact-tk"
     rank: int = 16
 
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..config_checks import _as_choice, _as_float, _as_int, _check_placement_syntax, parse_placement
+from ..config_checks import _as_choice, _as_float, _as_int, _as_probability, _check_placement_syntax, parse_placement
 from ..errors import CheckpointError, ConfigError
 from ..extras import require
 from ..vit import backbone_blocks, head_parameter_names
@@ -65,9 +65,7 @@ class LoraOptions:
     def __post_init__(self) -> None:
         self.rank = _as_int("adapter.rank", self.rank, minimum=1)
         self.alpha = _as_float("adapter.alpha", self.alpha, minimum=0.0)
-        self.dropout = _as_float("adapter.dropout", self.dropout, minimum=0.0)
-        if self.dropout >= 1:
-            raise ConfigError(f"`adapter.dropout` must be in [0, 1), got {self.dropout:g}.")
+        self.dropout = _as_probability("adapter.dropout", self.dropout)
         self.placement = _check_placement_syntax(self.placement)
         self.targets = _as_choice("adapter.targets", self.targets, LORA_TARGETS)
 

@@ -18,11 +18,12 @@ after which the model is the plain timm architecture. The weights live in two
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ..config_checks import _as_float, _as_int, _check_placement_syntax, parse_placement
+from ..config_checks import _as_float, _as_int, _as_probability, _check_placement_syntax, parse_placement
 from ..errors import CheckpointError, ConfigError
 from ..vit import backbone_blocks, backbone_width, head_parameter_names
 from .flops import BlockCost, Extra, StepFlops, ViTGeometry, count_step, placed
@@ -43,7 +44,7 @@ DEFAULT_SET = "default"
 
 @dataclass
 class RepAdapterOptions:
-    """RepAdapter's options (YAML/CLI ``adapter.*``).
+    """RepAdapter's options (YAML/CLI ``repadapter.*``, or the legacy ``adapter.*``).
 
     Args:
         rank: bottleneck width r (a multiple of ``groups``, at most the backbone's width); default 8.
@@ -58,16 +59,17 @@ class RepAdapterOptions:
     scale: float = 1.0
     dropout: float = 0.1
     placement: str | list[int] = "all"
+    section: ClassVar[str] = "repadapter"  # the method's config section, for messages
 
     def __post_init__(self) -> None:
-        self.rank = _as_int("adapter.rank", self.rank, minimum=1)
-        self.groups = _as_int("adapter.groups", self.groups, minimum=1)
+        self.rank = _as_int(f"{self.section}.rank", self.rank, minimum=1)
+        self.groups = _as_int(f"{self.section}.groups", self.groups, minimum=1)
         if self.rank % self.groups:
-            raise ConfigError(f"`adapter.rank` {self.rank} must be a multiple of `adapter.groups` {self.groups}.")
-        self.scale = _as_float("adapter.scale", self.scale)
-        self.dropout = _as_float("adapter.dropout", self.dropout, minimum=0.0)
-        if self.dropout >= 1:
-            raise ConfigError(f"`adapter.dropout` must be in [0, 1), got {self.dropout:g}.")
+            raise ConfigError(
+                f"`{self.section}.rank` {self.rank} must be a multiple of `{self.section}.groups` {self.groups}."
+            )
+        self.scale = _as_float(f"{self.section}.scale", self.scale)
+        self.dropout = _as_probability(f"{self.section}.dropout", self.dropout)
         self.placement = _check_placement_syntax(self.placement)
 
 

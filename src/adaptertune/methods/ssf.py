@@ -24,7 +24,7 @@ from ..errors import CheckpointError, ConfigError
 from ..vit import backbone_blocks, backbone_width, head_parameter_names
 from .flops import LINEARS, BlockCost, Extra, StepFlops, ViTGeometry, count_step
 from .registry import Method, register_method
-from .slots import BlockSlot
+from .slots import BlockSlot, HookHandles
 
 __all__ = ["SSF_INITS", "SSFEnds", "SSFMethod", "SSFOptions", "SSFSlot", "ScaleShift", "add_ssf", "merge_ssf"]
 
@@ -73,17 +73,6 @@ class ScaleShift(nn.Module):
         return t * self.gamma.to(t.dtype) + self.beta.to(t.dtype)
 
 
-class _Handles:
-    """Several hook handles removed as one (what :class:`BlockSlot` keeps as ``_handle``)."""
-
-    def __init__(self, handles: list) -> None:
-        self.handles = handles
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
 class SSFSlot(BlockSlot):
     """The SSF sets of one block (``block.ssf``): one forward hook per point in :data:`BLOCK_POINTS`; a set is a
     ``ModuleDict`` of :class:`ScaleShift` keyed by point."""
@@ -95,7 +84,7 @@ class SSFSlot(BlockSlot):
         nn.ModuleDict.__init__(self)
         self.active: str | None = None
         hooks = [m.register_forward_hook(functools.partial(self._point, k)) for k, m in self.points(owner).items()]
-        self._handle = _Handles(hooks)
+        self._handle = HookHandles(hooks)
 
     @classmethod
     def points(cls, owner: nn.Module) -> dict[str, nn.Module]:

@@ -29,7 +29,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config_checks import _as_float, _as_int
+from ..config_checks import _as_int, _as_probability
 from ..errors import ConfigError
 from ..vit import backbone_blocks, backbone_width, patch_tokens
 from .flops import BlockCost, Extra, StepFlops, ViTGeometry, count_step, placed
@@ -53,9 +53,7 @@ class VPTOptions:
 
     def __post_init__(self) -> None:
         self.prompts = _as_int("adapter.prompts", self.prompts, minimum=1)
-        self.dropout = _as_float("adapter.dropout", self.dropout, minimum=0.0)
-        if self.dropout >= 1:
-            raise ConfigError(f"`adapter.dropout` must be in [0, 1), got {self.dropout:g}.")
+        self.dropout = _as_probability("adapter.dropout", self.dropout)
 
 
 def prompt_bound(patch_dim: int, width: int) -> float:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ...config_checks import _as_choice, _as_float, _as_int, _check_placement_syntax
-from ...errors import ConfigError
+from ...config_checks import _as_choice, _as_float, _as_int, _as_probability, _check_placement_syntax
 
 __all__ = ["ADAPTER_ACTS", "ADAPTER_INITS", "ADAPTER_SCALINGS", "AdapterConfig", "adapter_scale"]
 
@@ -48,9 +47,7 @@ class AdapterConfig:
         self.rank = _as_int("adapter.rank", self.rank, minimum=1)
         self.alpha = _as_float("adapter.alpha", self.alpha, minimum=0.0)
         self.init = _as_choice("adapter.init", self.init, ADAPTER_INITS)
-        self.dropout = _as_float("adapter.dropout", self.dropout, minimum=0.0)
-        if self.dropout >= 1:
-            raise ConfigError(f"`adapter.dropout` must be in [0, 1), got {self.dropout:g}.")
+        self.dropout = _as_probability("adapter.dropout", self.dropout)
         self.placement = _check_placement_syntax(self.placement)
         self.act = _as_choice("adapter.act", self.act, ADAPTER_ACTS)
         self.scaling = _as_choice("adapter.scaling", self.scaling, ADAPTER_SCALINGS)
