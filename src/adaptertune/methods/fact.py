@@ -39,6 +39,7 @@ from ..errors import CheckpointError, ConfigError
 from ..vit import backbone_blocks, backbone_width, head_parameter_names, mlp_hidden_width
 from .flops import BlockCost, Extra, StepFlops, ViTGeometry, count_step
 from .registry import Method, register_method
+from .slots import DEFAULT_SET, copy_set_tensors
 
 __all__ = [
     "FactSets",
@@ -53,7 +54,6 @@ __all__ = [
     "tk_core_flops",
 ]
 
-DEFAULT_SET = "default"
 SITES = {"qkv": "attn.qkv", "proj": "attn.proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}  # site -> linear in a block
 
 
@@ -321,17 +321,11 @@ class _FactMethod(Method):
             raise ConfigError(f"Task '{task}' ({source}): {e}") from None
         prefix, own_prefix = f"{FactSets.attr}.{DEFAULT_SET}.", f"{FactSets.attr}.{task}."
         own = {k: p for k, p in backbone.named_parameters() if k.startswith(own_prefix)}
-        renamed = {own_prefix + k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
-        if (
-            len(renamed) != len(tensors)
-            or set(renamed) != set(own)
-            or any(renamed[k].shape != own[k].shape for k in own)
-        ):
+        try:  # a file key without the prefix keeps its name and is refused as unexpected
+            copy_set_tensors(own, tensors, prefix, own_prefix, self.name)
+        except CheckpointError as e:
             self.detach(backbone, task)
-            raise CheckpointError(f"'{source}': its FacT tensors do not match the rebuilt {self.name} set.")
-        with torch.no_grad():
-            for k, v in renamed.items():
-                own[k].copy_(v)
+            raise CheckpointError(f"'{source}': {e}") from None
 
     def activate(self, backbone: nn.Module, task: str | None) -> None:
         FactSets.activate(backbone, task)

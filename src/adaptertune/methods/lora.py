@@ -27,6 +27,7 @@ from ..extras import require
 from ..vit import backbone_blocks, head_parameter_names
 from .flops import BlockCost, StepFlops, ViTGeometry, count_step, low_rank, placed
 from .registry import Method, register_method
+from .slots import DEFAULT_SET, copy_set_tensors
 
 __all__ = [
     "LORA_TARGETS",
@@ -190,13 +191,11 @@ class LoraMethod(Method):
             warnings.filterwarnings("ignore", message=".*multiple adapters.*")
             add_lora(backbone, options, name=task)
         own = {k: p for k, p in backbone.named_parameters() if f".{task}." in k and ".lora_" in k}
-        renamed = {k.replace(".default.", f".{task}."): v for k, v in tensors.items()}
-        if set(renamed) != set(own) or any(renamed[k].shape != own[k].shape for k in own):
+        try:
+            copy_set_tensors(own, tensors, f".{DEFAULT_SET}.", f".{task}.", "LoRA")
+        except CheckpointError as e:
             self.detach(backbone, task)
-            raise CheckpointError(f"'{source}': its LoRA tensors do not match the rebuilt LoRA layers.")
-        with torch.no_grad():
-            for k, v in renamed.items():
-                own[k].copy_(v)
+            raise CheckpointError(f"'{source}': {e}") from None
 
     def activate(self, backbone: nn.Module, task: str | None) -> None:
         _set_active(backbone, task)

@@ -29,7 +29,7 @@ from ..errors import CheckpointError, ConfigError
 from ..registry import Registry
 from ..vit import backbone_blocks, embedding_parts, head_parameter_names
 from .fit import FitContext, FitInputs
-from .slots import DEFAULT_SET, BlockSlot
+from .slots import DEFAULT_SET, BlockSlot, copy_set_tensors
 
 if TYPE_CHECKING:
     from .flops import StepFlops, ViTGeometry
@@ -281,20 +281,7 @@ class Method:
         """
         own, theirs = f".{self.slot.attr}.{name}.", f".{self.slot.attr}.{DEFAULT_SET}."
         target = {n: p for n, p in model.named_parameters() if own in n and p.requires_grad}
-        renamed = {k.replace(theirs, own): v for k, v in tensors.items()}
-        if set(renamed) != set(target):
-            extra, missing = sorted(set(renamed) - set(target)), sorted(set(target) - set(renamed))
-            raise CheckpointError(
-                f"its {self.name} tensors do not match the rebuilt set: unexpected {extra[:3]}, missing {missing[:3]}."
-            )
-        if bad := [k for k, p in target.items() if renamed[k].shape != p.shape]:
-            k = bad[0]
-            raise CheckpointError(
-                f"'{k}' is {tuple(renamed[k].shape)} in the file, {tuple(target[k].shape)} in the rebuilt set."
-            )
-        with torch.no_grad():
-            for k, p in target.items():
-                p.copy_(renamed[k])
+        copy_set_tensors(target, tensors, theirs, own, self.name)
 
 
 def _load_plugins() -> None:

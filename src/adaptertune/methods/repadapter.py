@@ -28,7 +28,7 @@ from ..errors import CheckpointError, ConfigError
 from ..vit import backbone_blocks, backbone_width, head_parameter_names
 from .flops import BlockCost, Extra, StepFlops, ViTGeometry, count_step, placed
 from .registry import Method, register_method
-from .slots import BlockSlot
+from .slots import DEFAULT_SET, BlockSlot, copy_set_tensors
 
 __all__ = [
     "RepAdapter",
@@ -38,8 +38,6 @@ __all__ = [
     "merge_repadapter",
     "repadapter_param_count",
 ]
-
-DEFAULT_SET = "default"
 
 
 @dataclass
@@ -235,13 +233,11 @@ class RepAdapterMethod(Method):
         except ConfigError as e:
             raise ConfigError(f"Task '{task}' ({source}): {e}") from None
         own = {k: p for k, p in backbone.named_parameters() if any(f".{s.attr}.{task}." in k for s in SLOTS)}
-        renamed = {k.replace(f".{DEFAULT_SET}.", f".{task}.", 1): v for k, v in tensors.items()}
-        if set(renamed) != set(own) or any(renamed[k].shape != own[k].shape for k in own):
+        try:
+            copy_set_tensors(own, tensors, f".{DEFAULT_SET}.", f".{task}.", "RepAdapter")
+        except CheckpointError as e:
             self.detach(backbone, task)
-            raise CheckpointError(f"'{source}': its RepAdapter tensors do not match the rebuilt adapters.")
-        with torch.no_grad():
-            for k, v in renamed.items():
-                own[k].copy_(v)
+            raise CheckpointError(f"'{source}': {e}") from None
 
     def activate(self, backbone: nn.Module, task: str | None) -> None:
         for slot in SLOTS:

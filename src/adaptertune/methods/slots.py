@@ -40,12 +40,37 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..vit import backbone_blocks
 
-__all__ = ["DEFAULT_SET", "BlockSlot", "HookHandles"]
+__all__ = ["DEFAULT_SET", "BlockSlot", "HookHandles", "copy_set_tensors"]
 
 DEFAULT_SET = "default"  # the set a single-task build makes (its tensors' names, and the adapter file's, carry it)
+
+
+def copy_set_tensors(
+    target: Mapping[str, torch.Tensor], tensors: Mapping[str, torch.Tensor], theirs: str, own: str, what: str
+) -> None:
+    """Copy an adapter file's ``tensors`` (named with set marker ``theirs``, e.g. ``.adapters.default.``) into a
+    rebuilt set's ``target`` parameters (named with ``own``), in place.
+
+    Raises:
+        CheckpointError: the renamed names or the shapes differ from ``target``'s (``what`` names the tensors).
+    """
+    renamed = {k.replace(theirs, own, 1): v for k, v in tensors.items()}
+    if set(renamed) != set(target):
+        extra, missing = sorted(set(renamed) - set(target)), sorted(set(target) - set(renamed))
+        raise CheckpointError(
+            f"its {what} tensors do not match the rebuilt set: unexpected {extra[:3]}, missing {missing[:3]}."
+        )
+    if bad := [k for k, p in target.items() if renamed[k].shape != p.shape]:
+        k = bad[0]
+        raise CheckpointError(
+            f"'{k}' is {tuple(renamed[k].shape)} in the file, {tuple(target[k].shape)} in the rebuilt set."
+        )
+    with torch.no_grad():
+        for k, p in target.items():
+            p.copy_(renamed[k])
 
 
 class HookHandles:

@@ -24,12 +24,11 @@ from ..errors import CheckpointError, ConfigError
 from ..vit import backbone_blocks, backbone_width, head_parameter_names
 from .flops import LINEARS, BlockCost, Extra, StepFlops, ViTGeometry, count_step
 from .registry import Method, register_method
-from .slots import BlockSlot, HookHandles
+from .slots import DEFAULT_SET, BlockSlot, HookHandles, copy_set_tensors
 
 __all__ = ["SSF_INITS", "SSFEnds", "SSFMethod", "SSFOptions", "SSFSlot", "ScaleShift", "add_ssf", "merge_ssf"]
 
 SSF_INITS = ("normal", "identity")
-DEFAULT_SET = "default"
 # the points inside a block: set key -> the module (path under the block) whose output is scaled and shifted
 BLOCK_POINTS = {
     "norm1": "norm1",
@@ -267,13 +266,11 @@ class SSFMethod(Method):
     ) -> None:
         _attach(backbone, task, "identity")
         own = {k: p for k, p in backbone.named_parameters() if f"ssf.{task}." in k}
-        renamed = {k.replace(f"ssf.{DEFAULT_SET}.", f"ssf.{task}."): v for k, v in tensors.items()}
-        if set(renamed) != set(own) or any(renamed[k].shape != own[k].shape for k in own):
+        try:
+            copy_set_tensors(own, tensors, f"ssf.{DEFAULT_SET}.", f"ssf.{task}.", "SSF")
+        except CheckpointError as e:
             _detach(backbone, task)
-            raise CheckpointError(f"'{source}': its SSF tensors do not match the rebuilt SSF set.")
-        with torch.no_grad():
-            for k, v in renamed.items():
-                own[k].copy_(v)
+            raise CheckpointError(f"'{source}': {e}") from None
         for p in own.values():
             p.requires_grad_(False)
 
