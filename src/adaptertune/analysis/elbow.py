@@ -103,21 +103,27 @@ def holm(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def paired_table(points: Iterable[tuple[int, Any, float]]) -> tuple[list[int], list[Any], np.ndarray, list[Any]]:
+def paired_table(
+    points: Iterable[tuple[int, Any, float]], min_rank: int = 1
+) -> tuple[list[int], list[Any], np.ndarray, list[Any]]:
     """Arrange ``(rank, seed, acc)`` points as a seeds x ranks table of the seeds run at every rank.
+
+    ``min_rank`` is the smallest rank accepted (0: head only, for rules that need no log of the rank).
 
     Returns:
         Ranks (ascending), kept seeds, the (seeds, ranks) table and the seeds dropped for missing ranks.
 
     Raises:
-        DataError: a rank below 1, a non-finite accuracy, a repeated (rank, seed), fewer than 2 ranks or
+        DataError: a rank below ``min_rank``, a non-finite accuracy, a repeated (rank, seed), fewer than 2 ranks or
             fewer than 2 seeds run at every rank.
     """
     cells: dict[tuple[int, Any], float] = {}
     for r, s, a in points:
         r, a = int(r), float(a)
-        if r < 1 or not math.isfinite(a):
-            raise DataError(f"Elbow points need ranks >= 1 and finite accuracies, got rank {r}, accuracy {a}.")
+        if r < min_rank or not math.isfinite(a):
+            raise DataError(
+                f"Elbow points need ranks >= {min_rank} and finite accuracies, got rank {r}, accuracy {a}."
+            )
         if (r, s) in cells:
             raise DataError(f"Rank {r}, seed {s} appears twice; give one accuracy per (rank, seed).")
         cells[(r, s)] = a
