@@ -320,6 +320,7 @@ def fit_elbow(
 
     Args:
         points: ``(rank, seed, accuracy)`` per run; seeds not run at every rank are dropped (and listed).
+            Rank 0 (head only) joins the rule's comparisons, not the curve fits (they are in log r).
         alpha: familywise level of the comparisons.
         noise: ``pooled`` or ``per-step`` standard errors (see the module docstring).
         compare: ``later`` (every larger rank) or ``adjacent`` (the next swept rank only).
@@ -351,7 +352,7 @@ def fit_elbow(
     if unknown:
         raise ConfigError(f"Unknown curve family {unknown[0]!r}; accepted: {', '.join(FAMILIES)}.")
     pts = list(points)
-    ranks, seeds, y, dropped = paired_table(pts)
+    ranks, seeds, y, dropped = paired_table(pts, min_rank=0)
     if dropped:
         _logger.warning("elbow: seeds %s are not run at every rank and were left out", dropped)
     k = len(ranks)
@@ -374,10 +375,11 @@ def fit_elbow(
 
     steps = [t for t in tests if ranks.index(t.hi) == ranks.index(t.lo) + 1]
     centred = y - y.mean(1, keepdims=True) + y.mean()  # each seed's offset removed (n - 1 nuisance parameters)
+    pos = np.array(ranks) > 0  # the curves are in log r: rank 0 (head only) is left out of the fits
     fits = fit_curves(
-        np.repeat([ranks], len(seeds), axis=0).ravel(),
-        centred.ravel(),
-        [(t.lo, t.hi, t.detectable) for t in tests],
+        np.repeat([np.array(ranks)[pos]], len(seeds), axis=0).ravel(),
+        centred[:, pos].ravel(),
+        [(t.lo, t.hi, t.detectable) for t in tests if t.lo > 0],
         families,
         n_nuisance=len(seeds) - 1,
     )
