@@ -46,6 +46,12 @@ from adaptertune.analysis.elbow_table import read_rows
 from adaptertune.analysis.synthetic import TRUTHS, simulate, true_answer, truth_curve
 
 GRIDS = {"1..64": (1, 2, 4, 8, 16, 32, 64), "0,1..256": (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)}
+# (gain per doubling, run noise sd) from --calibrate: the first is the main table's; the others bracket it
+PROFILES = {
+    "typical (Fashion-MNIST, validation grid)": (1.3, 0.95),
+    "flat, low noise (8-epoch sweeps)": (0.5, 0.6),
+    "steep, noisy (MNIST-5k)": (2.8, 1.5),
+}
 SWEEPS = "results/science/rank-*-results.csv results/science/rank-validation/*-results.csv"
 
 
@@ -61,12 +67,21 @@ def calibrate(patterns: str = SWEEPS) -> list[dict]:
         seed_sd = math.sqrt(max(np.var(y.mean(1), ddof=1) - sigma**2 / k, 0.0))
         m = y.mean(0)
         gain = (m[-1] - m[0]) / math.log2(ranks[-1] / ranks[0])
-        out.append(dict(sweep=Path(path).name, ranks=f"{ranks[0]}..{ranks[-1]}", seeds=n, sigma=sigma, seed_sd=seed_sd, gain=gain))
+        out.append(
+            dict(
+                sweep=Path(path).name,
+                ranks=f"{ranks[0]}..{ranks[-1]}",
+                seeds=n,
+                sigma=sigma,
+                seed_sd=seed_sd,
+                gain=gain,
+            )
+        )
     return out
 
 
 def _paired_index(y: np.ndarray, alpha: float) -> np.ndarray:
-    """The paired-significance rule (``fit_elbow`` defaults, no bootstrap, no fits) per sweep: index, K = not reached."""
+    """The paired-significance rule per sweep (``fit_elbow`` defaults, no bootstrap or fits): index, K not reached."""
     _, n, k = y.shape
     ranks = list(range(k))  # the rule only orders the ranks
     out = np.empty(len(y), dtype=int)
@@ -99,23 +114,36 @@ def _label(i: int, ranks: tuple[int, ...]) -> str:
     return "not reached" if i == len(ranks) else "inconclusive" if i < 0 else str(ranks[i])
 
 
-def run(args: argparse.Namespace) -> list[dict]:
+def run(args: argparse.Namespace, gain: float, run_sd: float, profile: str) -> list[dict]:
     rows = []
-    curve = dict(gain=args.gain, after=args.after)
+    curve = dict(gain=gain, after=args.after)
     for gname, ranks in GRIDS.items():
         for t_i, truth in enumerate(TRUTHS):
             mu = truth_curve(truth, ranks, **curve)
             t_idx = true_answer(truth, ranks, args.delta, **curve)
             for n in args.seeds:
                 rng = np.random.default_rng([args.seed, t_i, n, len(ranks)])
-                y = simulate(rng, mu, n, args.replicates, run_sd=args.run_sd, seed_sd=args.seed_sd)
+                y = simulate(rng, mu, n, args.replicates, run_sd=run_sd, seed_sd=args.seed_sd)
                 rules = {"effect": effect_index(y, args.delta, args.alpha)}
                 if not args.effect_only:
                     rules["paired"] = _paired_index(y, args.alpha)
                 for rule, idx in rules.items():
                     s = score(idx, t_idx, mu, args.delta)
                     answers = " ".join(f"{_label(i, ranks)}:{c}" for i, c in s.pop("answers").items())
-                    rows.append(dict(grid=gname, truth=truth, answer=_label(t_idx, ranks), seeds=n, rule=rule, **s, answers=answers))
+                    rows.append(
+                        dict(
+                            profile=profile,
+                            gain=gain,
+                            run_sd=run_sd,
+                            grid=gname,
+                            truth=truth,
+                            answer=_label(t_idx, ranks),
+                            seeds=n,
+                            rule=rule,
+                            **s,
+                            answers=answers,
+                        )
+                    )
     return rows
 
 
@@ -123,33 +151,55 @@ def _pct(v: float | None) -> str:
     return "" if v is None else f"{100 * v:.0f}%"
 
 
+def _needed(rows: list[dict], key: str, seeds: list[int]) -> str:
+    ok = [r["seeds"] for r in rows if r[key] >= 0.8]
+    return str(min(ok)) if ok else f"> {max(seeds)}"
+
+
 def markdown(rows: list[dict], args: argparse.Namespace, seconds: float) -> str:
+    main_profile = next(iter(PROFILES))
+    gain, run_sd = PROFILES[main_profile]
     lines = [
-        f"Setup: gain {args.gain:g} points per doubling (below a knee), {args.after:g} after it, run noise sd "
-        f"{args.run_sd:g}, seed sd {args.seed_sd:g}; delta {args.delta:g} points, alpha {args.alpha:g}; "
-        f"{args.replicates} simulated sweeps per cell ({seconds:.0f} s).",
+        f"Main table, {main_profile}: gain {gain:g} points per doubling (below a knee), {args.after:g} after it, "
+        f"run noise sd {run_sd:g}, seed sd {args.seed_sd:g}; delta {args.delta:g} points, alpha {args.alpha:g}; "
+        f"{args.replicates} simulated sweeps per cell ({seconds:.0f} s in all).",
         "",
         "| grid | truth | true answer | seeds | rule | correct | within delta | too small | false elbow (below top) "
         "| inconclusive | answers |",
         "|---|---|---|---:|---|---:|---:|---:|---|---:|---|",
     ]
-    for r in rows:
+    for r in (r for r in rows if r["profile"] == main_profile):
         fe = "" if r["false_elbow"] is None else f"{_pct(r['false_elbow'])} ({_pct(r['false_elbow_below_top'])})"
         inc = _pct(r["inconclusive"]) if r["rule"] == "effect" else ""
         lines.append(
             f"| {r['grid']} | {r['truth']} | {r['answer']} | {r['seeds']} | {r['rule']} | {_pct(r['correct'])} | "
             f"{_pct(r['within_delta'])} | {_pct(r['too_small'])} | {fe} | {inc} | {r['answers']} |"
         )
-    lines += ["", "Seeds needed for 80% correct (of " + ", ".join(map(str, args.seeds)) + "):", ""]
     rules = sorted({r["rule"] for r in rows})
-    lines += ["| grid | truth | " + " | ".join(rules) + " |", "|---|---|" + "---:|" * len(rules)]
-    for gname in GRIDS:
-        for truth in TRUTHS:
-            cells = []
-            for rule in rules:
-                ok = [r["seeds"] for r in rows if (r["grid"], r["truth"], r["rule"]) == (gname, truth, rule) and r["correct"] >= 0.8]
-                cells.append(str(min(ok)) if ok else f"> {max(args.seeds)}")
-            lines.append(f"| {gname} | {truth} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Seeds needed (of " + ", ".join(map(str, args.seeds)) + ") for 80% correct / 80% within delta, and the "
+        "largest too-small share over the seed counts:",
+        "",
+        "| profile | grid | truth | " + " | ".join(rules) + " |",
+        "|---|---|---|" + "---|" * len(rules),
+    ]
+    for profile in PROFILES:
+        for gname in GRIDS:
+            for truth in TRUTHS:
+                cells = []
+                for rule in rules:
+                    cell = [
+                        r
+                        for r in rows
+                        if (r["profile"], r["grid"], r["truth"], r["rule"]) == (profile, gname, truth, rule)
+                    ]
+                    worst = max(r["too_small"] for r in cell)
+                    cells.append(
+                        f"{_needed(cell, 'correct', args.seeds)} / {_needed(cell, 'within_delta', args.seeds)}; "
+                        f"too small <= {_pct(worst)}"
+                    )
+                lines.append(f"| {profile} | {gname} | {truth} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -157,9 +207,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--replicates", type=int, default=1000)
     p.add_argument("--seeds", default="3,5,10,20", help="comma-separated numbers of seeds per sweep")
-    p.add_argument("--gain", type=float, default=1.3, help="points per doubling below a knee")
     p.add_argument("--after", type=float, default=0.15, help="points per doubling after a knee")
-    p.add_argument("--run-sd", type=float, default=0.95)
     p.add_argument("--seed-sd", type=float, default=0.6)
     p.add_argument("--delta", type=float, default=DEFAULT_DELTA)
     p.add_argument("--alpha", type=float, default=0.05)
@@ -172,11 +220,12 @@ def main() -> None:
         cal = calibrate()
         print("| sweep | ranks | seeds | run noise sd | seed sd | gain per doubling |\n|---|---|---:|---:|---:|---:|")
         for c in cal:
-            print(f"| {c['sweep']} | {c['ranks']} | {c['seeds']} | {c['sigma']:.2f} | {c['seed_sd']:.2f} | {c['gain']:.2f} |")
+            cols = (c["sweep"], c["ranks"], c["seeds"], f"{c['sigma']:.2f}", f"{c['seed_sd']:.2f}", f"{c['gain']:.2f}")
+            print("| " + " | ".join(map(str, cols)) + " |")
         return
     args.seeds = [int(s) for s in args.seeds.split(",")]
     t0 = time.perf_counter()
-    rows = run(args)
+    rows = [r for name, (gain, sd) in PROFILES.items() for r in run(args, gain, sd, name)]
     md = markdown(rows, args, time.perf_counter() - t0)
     print(md)
     if args.out:

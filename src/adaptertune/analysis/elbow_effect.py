@@ -120,7 +120,9 @@ def pair_lower_bounds(
     return mean - stats.t.isf(alpha, df) * se, mean, sigma
 
 
-def effect_index(y: np.ndarray, delta: float = DEFAULT_DELTA, alpha: float = 0.05, noise: str = "pooled") -> np.ndarray:
+def effect_index(
+    y: np.ndarray, delta: float = DEFAULT_DELTA, alpha: float = 0.05, noise: str = "pooled"
+) -> np.ndarray:
     """The effect-size rule's answer for each of a batch of seeds x ranks tables, as an index.
 
     Args:

@@ -1,6 +1,7 @@
 """Synthetic rank sweeps with a known answer, to check the elbow rules' coverage and false-elbow rates (pure).
 
-Two generators. :func:`knee_sweep` (with :func:`recovery`): a sweep rises ``gain`` points per doubling of the rank up to the knee ``r0`` and is flat after it,
+Two generators. :func:`knee_sweep` (with :func:`recovery`): a sweep rises ``gain`` points per doubling of
+the rank up to the knee ``r0`` and is flat after it,
 
     acc[s, r] = base + gain * log2(min(r, r0)) + seed_s + eps[s, r],
     seed_s ~ N(0, seed_sd^2)   (shared by every rank of seed s: a good seed is good everywhere)
