@@ -182,7 +182,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
     path = plot_rank_elbows(fits, out_dir / "rank_elbow.png")
     if path is not None:
         report.files.append(path)
-        images.append(("Rank elbow (paired-seed rule) with its bootstrap interval and the best-weighted curve", path))
+        images.append(("Rank elbow (effect-size rule: smallest rank within delta of the best) with its bound", path))
     html_path = out_dir / "report.html"
     extra = [(title, h) for title, _, h in studies]
     atomic_write_text(html_path, _html(report, results_dir, gs, shares, images, elbow_md, extra))
