@@ -24,7 +24,7 @@ seed effect sd 0.6.
 
     PYTHONPATH=src python benchmarks/elbow_coverage.py --calibrate
     PYTHONPATH=src python benchmarks/elbow_coverage.py --replicates 1000 \\
-        --out results/science/elbow-coverage          # writes .md and .csv; a few minutes on one core
+        --out results/science/elbow-coverage          # writes -tables.md and .csv; ~5 minutes on one core
 
 Pure numpy/scipy.
 """
@@ -214,7 +214,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--effect-only", action="store_true", help="skip the (slower) paired rule")
     p.add_argument("--calibrate", action="store_true", help="print the committed sweeps' noise and gains, then exit")
-    p.add_argument("--out", default=None, metavar="PREFIX", help="write PREFIX.md and PREFIX.csv")
+    p.add_argument("--out", default=None, metavar="PREFIX", help="write PREFIX-tables.md and PREFIX.csv")
     args = p.parse_args()
     if args.calibrate:
         cal = calibrate()
@@ -229,7 +229,7 @@ def main() -> None:
     md = markdown(rows, args, time.perf_counter() - t0)
     print(md)
     if args.out:
-        Path(f"{args.out}.md").write_text(md)
+        Path(f"{args.out}-tables.md").write_text(md)
         with open(f"{args.out}.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
