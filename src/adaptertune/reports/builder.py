@@ -123,8 +123,10 @@ def _elbow_markdown(fits: list[Any]) -> str:
     return elbow_markdown(fits)
 
 
-def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: bool = False) -> Report:
-    """Collect, aggregate and write every report file.
+def build_report(
+    results_dir: str | Path, out_dir: str | Path, split_protocols: bool = False, elbow: dict[str, Any] | None = None
+) -> Report:
+    """Collect, aggregate and write every report file (``elbow``: ``rule``/``delta`` of the elbow section).
 
     Raises:
         ProtocolMismatchError: runs with different protocols would share a cell (see ``split_protocols``).
@@ -143,7 +145,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
     ensure_output_dir(out_dir)
     gs, shares = gains(cells), param_shares(cells)
     table = markdown_table(cells)
-    fits = rank_elbows(cells)
+    fits = rank_elbows(cells, **(elbow or {}))
     sections = [
         "## Top-1 test accuracy\n\n" + table,
         "## Data\n\n" + data_markdown(cells) + f"\n{skipped_counts(records)}.\n",
@@ -182,7 +184,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
     path = plot_rank_elbows(fits, out_dir / "rank_elbow.png")
     if path is not None:
         report.files.append(path)
-        images.append(("Rank elbow (paired-seed rule) with its bootstrap interval and the best-weighted curve", path))
+        images.append(("Rank elbow with its bound or interval (the rule is stated with the elbow table)", path))
     html_path = out_dir / "report.html"
     extra = [(title, h) for title, _, h in studies]
     atomic_write_text(html_path, _html(report, results_dir, gs, shares, images, elbow_md, extra))
