@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import AdapterTuneError
 from .collect import Cell
+from .noise import pooled_rows
 from .predictions import Predictions, aligned, read_predictions
 from .tables import comparable, sorted_variants
 
@@ -36,6 +37,7 @@ __all__ = [
     "ensemble_accuracy",
     "ensemble_over_seeds",
     "ensemble_rows",
+    "prediction_tables",
     "top_k",
 ]
 
@@ -187,3 +189,14 @@ def ensemble_rows(cells: list[Cell], ks: Sequence[int] = ENSEMBLE_KS) -> list[di
                 }
             )
     return rows
+
+
+def prediction_tables(cells: list[Cell], gs: Sequence[Any]) -> dict[str, list[dict[str, Any]]]:
+    """The report's per-image tables that have rows: ``agreement.csv``, ``ensemble.csv`` and ``pooled.csv``
+    (:func:`.noise.pooled_rows`, from the gains ``gs``); none when no run wrote predictions."""
+    tables = {
+        "agreement.csv": agreement_rows(cells),
+        "ensemble.csv": ensemble_rows(cells),
+        "pooled.csv": pooled_rows(gs, cells),
+    }
+    return {name: rows for name, rows in tables.items() if rows}
