@@ -201,3 +201,15 @@ def test_a_broken_predictions_file_is_named(tmp_path):
     np.savez(path, index=np.arange(3), label=np.arange(3), pred=np.arange(3))
     with pytest.raises(CheckpointError, match="lacks prob"):
         read_predictions(path)
+
+
+def test_a_broken_file_leaves_its_seed_out_and_says_so(pred_runs, tmp_path, caplog):
+    broken = next(pred_runs.glob("dataset=mnist-5k,method=full,rank=None,seed=1"))
+    (broken / PREDICTIONS_FILE).write_bytes(b"not an npz")
+    build_report(pred_runs, tmp_path / "report")
+    agree = list(csv.DictReader((tmp_path / "report" / "agreement.csv").open()))
+    assert {r["n_seeds"] for r in agree if r["dataset"] == "mnist-5k"} == {"2"}
+    gains_csv = list(csv.DictReader((tmp_path / "report" / "gains.csv").open()))
+    g = next(r for r in gains_csv if r["dataset"] == "mnist-5k" and r["reference"] == "full")
+    assert g["all_noise_low"] == "" and g["all_noise_covers"].startswith("not computed (Cannot read predictions file")
+    assert "left out of agreement" in caplog.text

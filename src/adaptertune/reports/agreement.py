@@ -18,12 +18,13 @@ a report's cells.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from ..errors import AdapterTuneError
+from ..errors import AdapterTuneError, CheckpointError
 from .collect import Cell
 from .noise import pooled_rows
 from .predictions import Predictions, aligned, read_predictions
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 ENSEMBLE_KS = (2, 3)
+_logger = logging.getLogger(__name__)
 
 
 def disagreement(pred_a: np.ndarray, pred_b: np.ndarray) -> float:
@@ -120,7 +122,11 @@ def _by_seed(group: list[Cell]) -> tuple[dict[str, dict[Hashable, Predictions]],
     for pair, paths in runs.items():
         if len(paths) < 2:
             continue
-        preds = aligned([read_predictions(p) for p in paths.values()])
+        try:
+            preds = aligned([read_predictions(p) for p in paths.values()])
+        except CheckpointError as e:  # a broken file or another split: that seed is left out, and said so
+            _logger.warning("seed %s of %s left out of agreement and ensembles: %s", pair, group[0].dataset, e)
+            continue
         for variant, p in zip(paths, preds, strict=True):
             out[variant][pair] = p
         sizes[pair] = len(preds[0].index)

@@ -3,7 +3,8 @@
 Writes into the output folder: ``results.csv`` (one row per run folder, failed and broken ones included),
 ``cells.csv`` (one row per cell: mean, std, n, per-seed accuracies), ``gains.csv`` (each variant against each
 reference over paired seeds: mean difference, 95% intervals, n, verdict), ``table.md`` (accuracy tables, gains,
-parameter shares), ``table.tex`` (paper-style), PNG plots and ``report.html`` (images embedded as base64).
+parameter shares), ``table.tex`` (paper-style), PNG plots and ``report.html`` (images embedded as base64); where
+runs wrote per-image predictions, also ``agreement.csv``, ``ensemble.csv`` and ``pooled.csv`` (:mod:`.agreement`).
 """
 
 from __future__ import annotations

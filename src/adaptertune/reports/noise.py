@@ -62,7 +62,9 @@ def paired_values(variant: Cell, reference: Cell) -> tuple[list[np.ndarray], lis
         return "not computed (cross-validation: each fold tests other images)"
     runs = [{r.pair: r for r in c.runs} for c in (variant, reference)]
     missing = sum(any(m[p].predictions is None for m in runs) for p in pairs)
-    if missing or not pairs:
+    if not pairs:
+        return "no paired seeds"
+    if missing:
         return f"no predictions at {missing} of {len(pairs)} paired seeds"
     try:
         preds = aligned([read_predictions(m[p].predictions) for m in runs for p in pairs])
