@@ -205,7 +205,7 @@ def test_pruned_runs_stop_record_it_and_are_no_candidates(sweeps):
         (names[1], 3, None),
         (names[2], 1, 1),
     ]
-    assert record["spent"]["epochs"] == 7 and record["spent"]["seconds"] > 0
+    assert record["spent"]["epochs"] == 7 and record["spent"]["train_seconds"] > 0
     assert record["chosen"] == {"train.lr": 1e-2}
     trials = optuna.load_study(
         study_name="epochs=3,early_stop=None,halving=1-2",

@@ -148,7 +148,7 @@ def choose(group: TuneGroup) -> tuple[dict[str, float], dict[str, Any]]:
                 "run": run.run_dir.name,
                 "epochs": min(ended, default=group.epochs),
                 "pruned_at_epoch": summary.pruned_at_epoch,
-                "seconds": summary.train_seconds,
+                "train_seconds": summary.train_seconds,
             }
         )
     scores = {combo: sum(accs.values()) / len(accs) for combo, accs in per_combo.items()}
@@ -174,7 +174,7 @@ def choose(group: TuneGroup) -> tuple[dict[str, float], dict[str, Any]]:
         "trained": trained,
         "spent": {
             "epochs": sum(t["epochs"] for t in trained),
-            "seconds": sum(t["seconds"] or 0.0 for t in trained),
+            "train_seconds": sum(t["train_seconds"] or 0.0 for t in trained),
         },
     }
     return chosen, record
