@@ -17,7 +17,7 @@ from adaptertune.runs import RunStatus
 from adaptertune.sweeps import InProcessExecutor, SweepSpec, plan_sweep, run_sweep
 from adaptertune.sweeps.pruning import JOURNAL_FILE, PruneTrial, PruningCallback, replay
 from adaptertune.sweeps.sweep import expand_grid
-from adaptertune.sweeps.tuning_runs import choose, plan_tuning
+from adaptertune.sweeps.tuning_runs import choose, plan_tuning, replay_group
 from adaptertune.sweeps.tuning_spec import RULE, Halving, TuneBudget, parse_budget, rule
 from helpers import TINY_VIT
 
@@ -241,6 +241,10 @@ def test_replay_of_the_full_grid_matches_the_live_pruned_sweep(sweeps):
     order = [(lr,) for lr in LRS]  # the plan's order
     curves = {(lr,): _curve(full / GROUP / f"seed=0,epochs=3,lr={lr:g}") for lr in LRS}
     r = replay(curves, order, min_epochs=1, reduction=2)
+    spec = _spec(Path("x"), "none")
+    assert replay_group(plan_tuning(expand_grid(spec), None, full)[FINAL], Halving(1, 2)) == r  # from the folders
+    with pytest.raises(TuningError, match="lr=0.03' was pruned; replay needs the full grid"):
+        replay_group(plan_tuning(expand_grid(spec), None, pruned)[FINAL], Halving(1, 2))
     for lr in LRS:
         live = pruned / GROUP / f"seed=0,epochs=3,lr={lr:g}"
         assert (r.runs[(lr,)].epochs, r.runs[(lr,)].pruned_at_epoch) == (

@@ -22,11 +22,11 @@ from ..errors import ConfigError, TuningError
 from ..methods import METHODS
 from ..runs import folder as rf
 from ..runs.summary import RunStatus
-from .pruning import JOURNAL_FILE, PruneTrial, study_name
+from .pruning import JOURNAL_FILE, PruneTrial, Replay, replay, study_name
 from .sweep import SweepPoint, point_name
 from .tuning_spec import Halving, TuneBudget, combinations, parse_budget, resolve_grid, rule, select
 
-__all__ = ["TUNE_DIR", "TuneGroup", "TuneRun", "apply_choice", "choose", "plan_tuning"]
+__all__ = ["TUNE_DIR", "TuneGroup", "TuneRun", "apply_choice", "choose", "plan_tuning", "replay_group"]
 
 TUNE_DIR = "tune"  # under the sweep's results folder
 
@@ -178,6 +178,28 @@ def choose(group: TuneGroup) -> tuple[dict[str, float], dict[str, Any]]:
         },
     }
     return chosen, record
+
+
+def replay_group(group: TuneGroup, pruner: Halving) -> Replay:
+    """What ``pruner`` would have trained and picked in ``group``, a finished full-grid search (one budget seed),
+    replayed from its runs' validation curves (``metrics.jsonl``) in plan order (:func:`.pruning.replay`).
+
+    Raises:
+        TuningError: more than one budget seed, or a run that has not finished or was itself pruned.
+    """
+    if len(group.seeds) != 1:
+        raise TuningError(f"tune/{group.name} has {len(group.seeds)} budget seeds; replay takes one (a trial per run)")
+    curves = {}
+    for run in group.runs:
+        state = rf.read_state(run.run_dir)
+        if state.status is not RunStatus.SUCCESS or state.summary.pruned_at_epoch is not None:
+            what = "was pruned" if state.status is RunStatus.SUCCESS else f"is {state.status.value}"
+            raise TuningError(f"tuning run '{run.point.name}' {what}; replay needs the full grid, trained out")
+        curves[tuple(run.combo.values())] = [m["val_acc"] for m in rf.read_jsonl(run.run_dir / rf.METRICS_FILE)]
+    cfg = RunConfig.from_dict(group.runs[0].point.config).train
+    return replay(
+        curves, list(curves), pruner.min_epochs, pruner.reduction, group.early_stop, cfg.early_stop_min_delta
+    )
 
 
 def apply_choice(config: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
