@@ -20,6 +20,7 @@ EXTRAS: dict[str, str] = {
     "matplotlib": "report",
     "onnx": "onnx",
     "onnxruntime": "onnx",
+    "optuna": "tune",
     "peft": "peft",
     "ray": "ray",
     "scipy": "report",

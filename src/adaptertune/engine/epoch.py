@@ -46,7 +46,8 @@ class Callback(Protocol):
 
     def on_step(self, step: int, loss: float, lr: float) -> None: ...
 
-    def on_epoch_end(self, metrics: dict[str, Any]) -> None: ...
+    def on_epoch_end(self, metrics: dict[str, Any]) -> bool | None:
+        """True asks the loop to end training after this epoch (like early stopping; resume keeps it)."""
 
 
 @dataclass

@@ -28,7 +28,7 @@ from ..config import TrainConfig
 from ..errors import ConfigError
 from .checkpoint import load_checkpoint, restore_training_state
 from .device import autocast_context, cuda_backend_settings
-from .distributed import rank_seed, reduce_sums
+from .distributed import all_true, rank_seed, reduce_sums
 from .ema import ema_metrics, use_weights
 from .epoch import Callback, Trainer, make_trainer, save_state, train_one_epoch, trainable_state
 from .metrics import topk_hits
@@ -63,6 +63,7 @@ class FitResult:
     selection: Selection
     backend: dict[str, Any] = field(default_factory=dict)  # CUDA math settings the run trained with
     stopped_epoch: int | None = None  # the epoch early stopping ended training at (None: all epochs ran)
+    stop_requested_epoch: int | None = None  # the epoch a callback ended training at (None: none asked)
 
 
 def fit(
@@ -83,6 +84,8 @@ def fit(
 
     With ``cfg.early_stop`` (patience P) training ends once validation accuracy has not improved for P
     epochs (:mod:`~adaptertune.engine.stopping`); the counter is part of the checkpoint, so resume stays exact.
+    A callback whose ``on_epoch_end`` returns True (a tuning pruner) ends training after that epoch the same way
+    (``FitResult.stop_requested_epoch``).
     Under torchrun every rank takes the same steps (:mod:`~adaptertune.engine.epoch`), draws its own dropout /
     drop-path masks (seed :func:`~adaptertune.engine.distributed.rank_seed`) and keeps its own RNG in checkpoints.
 
@@ -110,12 +113,16 @@ def fit(
         state = start_state(tr, resume)
         for cb in callbacks:
             cb.on_train_start(tr.total_steps, tr.steps_per_epoch, state.step)
-        for epoch in range(state.epochs_done + 1, (state.stopped_epoch or cfg.epochs) + 1):
+        last = state.stopped_epoch or state.stop_requested_epoch or cfg.epochs  # a resumed run that had stopped
+        for epoch in range(state.epochs_done + 1, last + 1):
             metrics = train_one_epoch(tr, state, train_loader, epoch)
             validate_and_select(tr, state, val_loader, epoch, metrics, selection)
             end_epoch(tr, state, metrics)
             if state.stopped_epoch is not None:
                 _logger.info("early stop at epoch %d: no val improvement for %d epochs", epoch, cfg.early_stop)
+            if state.stop_requested_epoch is not None:
+                _logger.info("stop at epoch %d, asked by a callback", epoch)
+            if state.stopped_epoch is not None or state.stop_requested_epoch is not None:
                 break
         test, test_last = final_test(tr, state, test_loader)
         (skipped,) = reduce_sums([state.skipped])
@@ -132,6 +139,7 @@ def fit(
         selection=selection,
         backend=backend,
         stopped_epoch=state.stopped_epoch,
+        stop_requested_epoch=state.stop_requested_epoch,
     )
 
 
@@ -192,10 +200,12 @@ def validate_and_select(
 
 
 def end_epoch(tr: Trainer, state: TrainState, metrics: dict[str, Any]) -> None:
-    """Record the finished epoch (history, ``on_epoch_end`` callbacks) and write its checkpoint."""
+    """Record the finished epoch (history, ``on_epoch_end`` callbacks) and write its checkpoint. A callback
+    that returns True ends training after this epoch (``state.stop_requested_epoch``, agreed over ranks)."""
     state.history.append(metrics)
-    for cb in tr.callbacks:
-        cb.on_epoch_end(metrics)
+    asked = [bool(cb.on_epoch_end(metrics)) for cb in tr.callbacks]  # every callback sees every epoch
+    if not all_true(not any(asked)):  # under torchrun only rank 0 has callbacks
+        state.stop_requested_epoch = metrics["epoch"]
     state.epochs_done = metrics["epoch"]
     save_state(tr, state)
 

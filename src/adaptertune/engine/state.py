@@ -41,6 +41,7 @@ class TrainState:
     best_epoch: int = 0  # the epoch selected so far (0: none yet)
     stale_epochs: int = 0  # early stopping: epochs since validation last improved by more than min_delta
     stopped_epoch: int | None = None  # the epoch early stopping ended training at
+    stop_requested_epoch: int | None = None  # the epoch a callback ended training at (on_epoch_end returned True)
     history: list[dict[str, Any]] = field(default_factory=list)  # every completed epoch's metrics
     # the selected model's trainable tensors (checkpoint tensors ``best.*``, not part of the meta)
     best_state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)

@@ -62,6 +62,8 @@ class RunSummary:
     best_val_acc: float | None = None
     best_epoch: int | None = None
     stopped_epoch: int | None = None  # the epoch early stopping ended training at (None: all epochs ran)
+    # a tuning run stopped by its search's pruner (sweeps/pruning.py) after this epoch (None: not pruned)
+    pruned_at_epoch: int | None = None
     selection: str = "best_val_top1"
     trainable_params: int = 0
     total_params: int = 0

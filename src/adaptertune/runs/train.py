@@ -293,6 +293,7 @@ def _write_results(
         summary.test_acc_last = result.test_last["acc"]
     summary.best_val_acc, summary.best_epoch = result.best_val_acc, result.best_epoch
     summary.stopped_epoch = result.stopped_epoch
+    summary.pruned_at_epoch = result.stop_requested_epoch  # the one callback that asks for a stop: the pruner
     summary.train_seconds, summary.train_images_per_second = result.train_seconds, result.images_per_second
     summary.peak_memory_mb = _peak_memory_mb(device)
     summary.skipped_images = result.skipped_images

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from ..runs import folder as rf
 from ..runs.lock import RunLock, lock_path_for
 from ..runs.summary import RunStatus, RunSummary
+from .pruning import PruneTrial
 
 __all__ = [
     "Executor",
@@ -41,7 +42,8 @@ _logger = logging.getLogger(__name__)
 class PointJob:
     """One point to run: its name, nested run config (``out_dir`` is set by the executor) and folder.
 
-    ``tuning``: a run of a learning-rate search (:mod:`.tuning`): validated, never tested.
+    ``tuning``: a run of a learning-rate search (:mod:`.tuning_runs`): validated, never tested.
+    ``trial``: a tuning run of a pruned search: its Optuna trial, reported to after each epoch (:mod:`.pruning`).
     """
 
     name: str
@@ -49,6 +51,7 @@ class PointJob:
     run_dir: str
     values: dict[str, Any]
     tuning: bool = False
+    trial: PruneTrial | None = None
 
 
 @dataclass
@@ -121,6 +124,12 @@ def _run_locked_point(job: PointJob, run_dir: Path, callbacks: Sequence[Any], lo
     try:
         cfg = RunConfig.from_dict({**job.config, "out_dir": str(run_dir)})
         extra = {"tuning": True} if job.tuning else {}
+        pruning = None
+        if job.trial is not None:  # created under the lock: one attempt of a run at a time joins the study
+            from .pruning import PruningCallback
+
+            pruning = PruningCallback(job.trial)
+            callbacks = [*callbacks, pruning]
         summary = None
         if state.checkpoint is not None:
             try:
@@ -132,6 +141,8 @@ def _run_locked_point(job: PointJob, run_dir: Path, callbacks: Sequence[Any], lo
         if summary is None:
             rf.discard_attempt(run_dir)
             summary = runs.run(cfg, callbacks=list(callbacks), lock=lock, **extra)
+        if pruning is not None:
+            pruning.finish(summary)
         rf.write_point(run_dir, job.name, job.values)
         seconds = time.perf_counter() - t0
         val_acc = getattr(summary, "best_val_acc", None)

@@ -17,6 +17,7 @@ from ..errors import AdapterTuneError, TuningError
 from ..runs import folder as rf
 from ..runs.summary import RunStatus, RunSummary
 from .executors import Executor, PointEvent, PointJob, PointResult
+from .pruning import PruneTrial
 from .sweep import SweepPoint, SweepSpec, expand_grid
 from .tuning_runs import TuneGroup, apply_choice, choose, plan_tuning
 
@@ -35,10 +36,13 @@ class PlannedPoint:
     detail: str = ""  # the error of a failed/invalid point, ``resumable (epoch N, step S)``, the lock holder
     tuning: bool = False  # a run of a learning-rate search (validated, never tested)
     group: TuneGroup | None = None  # a tuned point: the search that selects its values
+    trial: PruneTrial | None = None  # a tuning run of a pruned search: its trial
 
     @property
     def job(self) -> PointJob:
-        return PointJob(self.point.name, self.point.config, str(self.run_dir), self.point.values, self.tuning)
+        return PointJob(
+            self.point.name, self.point.config, str(self.run_dir), self.point.values, self.tuning, self.trial
+        )
 
 
 @dataclass
@@ -100,6 +104,7 @@ def plan_sweep(spec: SweepSpec, results_dir: str | Path) -> list[PlannedPoint]:
             for run in group.runs:
                 tp = _plan_point(run.point, run.run_dir, tuning=True)
                 tp.detail = tp.detail or "tuning run: validated, never tested"
+                tp.trial = run.trial
                 tuning.append(tp)
     return tuning + planned
 

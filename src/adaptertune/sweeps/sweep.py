@@ -64,7 +64,8 @@ class SweepSpec:
         meta: free-form facts about the sweep (description, runs, estimated_gpu_hours, ...).
         tune: values of ``train.lr`` / ``train.weight_decay`` to select on validation for every point (a
             bundle's own ``tune`` replaces it for that entry); ``{}``: nothing is tuned.
-        tune_budget: ``{epochs: E, seeds: [...]}`` of each tuning run (default: the point's epochs, first seed).
+        tune_budget: ``{epochs: E, seeds: [...], early_stop: P, pruner: ...}`` of each tuning run (default: the
+            point's epochs, first seed and patience; no pruner: the full grid).
     """
 
     name: str

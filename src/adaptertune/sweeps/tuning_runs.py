@@ -4,7 +4,9 @@ Points that differ only in their seed share one search (a *group*): one run per 
 and budget seed, in ``<results>/tune/<group>/<run>`` (``tune/method=adapter,rank=16/seed=0,epochs=2,lr=0.001``).
 Those folders are ordinary run folders, so a re-run of the sweep skips the finished ones and resumes the rest.
 A tuning run is validated and never tested (:func:`adaptertune.runs.run` with ``tuning=True``); the choice
-(:func:`choose`) reads only their best validation accuracies, through :mod:`adaptertune.runs.folder`.
+(:func:`choose`) reads only their best validation accuracies, through :mod:`adaptertune.runs.folder`. With
+``tune_budget.pruner`` the group's runs are trials of one Optuna study (:mod:`.pruning`, ``optuna.journal`` in
+the group's folder) and a run the pruner stopped (``pruned_at_epoch``) is no candidate.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from ..errors import ConfigError, TuningError
 from ..methods import METHODS
 from ..runs import folder as rf
 from ..runs.summary import RunStatus
+from .pruning import JOURNAL_FILE, PruneTrial, Replay, replay, study_name
 from .sweep import SweepPoint, point_name
-from .tuning_spec import RULE, TuneBudget, combinations, parse_budget, resolve_grid, select
+from .tuning_spec import Halving, TuneBudget, combinations, parse_budget, resolve_grid, rule, select
 
-__all__ = ["TUNE_DIR", "TuneGroup", "TuneRun", "apply_choice", "choose", "plan_tuning"]
+__all__ = ["TUNE_DIR", "TuneGroup", "TuneRun", "apply_choice", "choose", "plan_tuning", "replay_group"]
 
 TUNE_DIR = "tune"  # under the sweep's results folder
 
@@ -36,6 +39,7 @@ class TuneRun:
     run_dir: Path
     combo: dict[str, float]
     seed: int
+    trial: PruneTrial | None = None  # its trial in the group's study (a pruned search)
 
 
 @dataclass
@@ -47,6 +51,8 @@ class TuneGroup:
     epochs: int
     seeds: tuple[int, ...]
     runs: list[TuneRun] = field(default_factory=list)
+    early_stop: int | None = None  # the tuning runs' patience (None: they train every epoch of the budget)
+    pruner: Halving | None = None  # None: the full grid
 
 
 def _group_values(point: SweepPoint) -> dict[str, Any]:
@@ -78,41 +84,81 @@ def plan_tuning(points: list[SweepPoint], budget: dict[str, Any] | None, results
         name = point_name(_group_values(point)) or "all"
         if name not in groups:
             grid = resolve_grid(point.tune, METHODS.get(cfg.method).lr_grid)
-            group = TuneGroup(name, grid, parsed.epochs or cfg.train.epochs, parsed.seeds or (cfg.train.seed,))
+            epochs, seeds = parsed.epochs or cfg.train.epochs, parsed.seeds or (cfg.train.seed,)
+            early_stop = parsed.early_stop or cfg.train.early_stop
+            group = TuneGroup(name, grid, epochs, seeds, early_stop=early_stop, pruner=parsed.pruner)
+            patience = {"train.early_stop": parsed.early_stop} if parsed.early_stop else {}  # else the point's
             for combo in combinations(grid):
                 for seed in group.seeds:
-                    values = {"train.seed": seed, "train.epochs": group.epochs, **combo}
+                    values = {"train.seed": seed, "train.epochs": group.epochs, **patience, **combo}
                     config = apply_choice(point.config, values)
                     run_name = point_name(values)
                     full = {**_group_values(point), **values}
                     sweep_point = SweepPoint(f"{TUNE_DIR}/{name}/{run_name}", full, config)
-                    group.runs.append(TuneRun(sweep_point, results_dir / TUNE_DIR / name / run_name, combo, seed))
+                    run_dir = results_dir / TUNE_DIR / name / run_name
+                    trial = _trial(group, results_dir, run_name, {**combo, "train.seed": seed})
+                    group.runs.append(TuneRun(sweep_point, run_dir, combo, seed, trial))
             groups[name] = group
         of_point[point.name] = groups[name]
     return of_point
 
 
+def _trial(group: TuneGroup, results_dir: Path, run_name: str, params: dict[str, Any]) -> PruneTrial | None:
+    if group.pruner is None:
+        return None
+    journal = str(results_dir / TUNE_DIR / group.name / JOURNAL_FILE)
+    return PruneTrial(
+        journal, study_name(group.epochs, group.early_stop, group.pruner), run_name, params, group.pruner
+    )
+
+
 def choose(group: TuneGroup) -> tuple[dict[str, float], dict[str, Any]]:
     """The selected values of ``group`` and the record of the search for ``summary.json``.
 
-    Reads each tuning run's best validation accuracy (nothing else: tuning runs have no test metrics).
+    Reads each tuning run's best validation accuracy (nothing else: tuning runs have no test metrics) and
+    whether the pruner stopped it: a combination with a pruned run is no candidate.
 
     Raises:
-        TuningError: a tuning run has not finished, or has no validation accuracy.
+        TuningError: a tuning run has not finished, has no validation accuracy, or was pruned by a search
+            that has no pruner now.
     """
     per_combo: dict[tuple[float, ...], dict[int, float]] = {}
+    pruned: set[tuple[float, ...]] = set()
+    trained = []
     for run in group.runs:
         state = rf.read_state(run.run_dir)
         if state.status is not RunStatus.SUCCESS:
             detail = f": {state.describe()}" if state.describe() else ""
             raise TuningError(f"tuning run '{run.point.name}' is {state.status.value}{detail}")
-        if state.summary.best_val_acc is None:
+        summary = state.summary
+        if summary.best_val_acc is None:
             raise TuningError(f"tuning run '{run.point.name}' has no validation accuracy")
-        per_combo.setdefault(tuple(run.combo.values()), {})[run.seed] = float(state.summary.best_val_acc)
+        if summary.pruned_at_epoch is not None and group.pruner is None:
+            raise TuningError(
+                f"tuning run '{run.point.name}' was pruned at epoch {summary.pruned_at_epoch} by an earlier search "
+                "with a pruner, and this search has none; remove its folder to train it out"
+            )
+        combo = tuple(run.combo.values())
+        per_combo.setdefault(combo, {})[run.seed] = float(summary.best_val_acc)
+        if summary.pruned_at_epoch is not None:
+            pruned.add(combo)
+        ended = [e for e in (summary.pruned_at_epoch, summary.stopped_epoch) if e is not None]
+        trained.append(
+            {
+                "run": run.run_dir.name,
+                "epochs": min(ended, default=group.epochs),
+                "pruned_at_epoch": summary.pruned_at_epoch,
+                "train_seconds": summary.train_seconds,
+            }
+        )
     scores = {combo: sum(accs.values()) / len(accs) for combo, accs in per_combo.items()}
-    chosen_tuple = select(scores)
+    candidates = {combo: score for combo, score in scores.items() if combo not in pruned}
+    if not candidates:
+        raise TuningError(f"every tuning run of tune/{group.name} was pruned; nothing to select from")
+    chosen_tuple = select(candidates)
     keys = list(group.grid)
     chosen = dict(zip(keys, chosen_tuple))
+    budget = {"epochs": group.epochs, "seeds": list(group.seeds)}
     record = {
         "keys": keys,
         "grid": {k: list(v) for k, v in group.grid.items()},
@@ -121,11 +167,39 @@ def choose(group: TuneGroup) -> tuple[dict[str, float], dict[str, Any]]:
             for combo, accs in per_combo.items()
         ],
         "chosen": chosen,
-        "budget": {"epochs": group.epochs, "seeds": list(group.seeds)},
-        "rule": RULE,
+        "budget": budget | ({"early_stop": group.early_stop} if group.early_stop is not None else {}),
+        "rule": rule(group.pruner),
         "runs": f"{TUNE_DIR}/{group.name}",
+        "pruner": group.pruner.to_dict() if group.pruner else None,
+        "trained": trained,
+        "spent": {
+            "epochs": sum(t["epochs"] for t in trained),
+            "train_seconds": sum(t["train_seconds"] or 0.0 for t in trained),
+        },
     }
     return chosen, record
+
+
+def replay_group(group: TuneGroup, pruner: Halving) -> Replay:
+    """What ``pruner`` would have trained and picked in ``group``, a finished full-grid search (one budget seed),
+    replayed from its runs' validation curves (``metrics.jsonl``) in plan order (:func:`.pruning.replay`).
+
+    Raises:
+        TuningError: more than one budget seed, or a run that has not finished or was itself pruned.
+    """
+    if len(group.seeds) != 1:
+        raise TuningError(f"tune/{group.name} has {len(group.seeds)} budget seeds; replay takes one (a trial per run)")
+    curves = {}
+    for run in group.runs:
+        state = rf.read_state(run.run_dir)
+        if state.status is not RunStatus.SUCCESS or state.summary.pruned_at_epoch is not None:
+            what = "was pruned" if state.status is RunStatus.SUCCESS else f"is {state.status.value}"
+            raise TuningError(f"tuning run '{run.point.name}' {what}; replay needs the full grid, trained out")
+        curves[tuple(run.combo.values())] = [m["val_acc"] for m in rf.read_jsonl(run.run_dir / rf.METRICS_FILE)]
+    cfg = RunConfig.from_dict(group.runs[0].point.config).train
+    return replay(
+        curves, list(curves), pruner.min_epochs, pruner.reduction, group.early_stop, cfg.early_stop_min_delta
+    )
 
 
 def apply_choice(config: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,8 @@ A sweep spec may tune the learning rate (and weight decay) of its points::
 
     tune: {train.lr: default}           # every point: its method's grid (Method.lr_grid)
     tune_budget: {epochs: 2, seeds: [0]}   # optional; default: the point's own epochs, its first seed
+    # or trained out and cut by successive halving (Optuna; the `tune` extra):
+    # tune_budget: {epochs: 27, early_stop: 3, pruner: {name: halving, min_epochs: 1, reduction: 3}}
     grid:
       train.seed: [0, 1, 2]
       method:
@@ -14,7 +16,9 @@ A sweep spec may tune the learning rate (and weight decay) of its points::
 Each value (each combination, when both keys are tuned) is trained for the budget and scored by the mean,
 over the budget's seeds, of its best checkpoint's validation top-1 (:data:`RULE`). :func:`select` sees
 those scores and nothing else; the tuning runs never evaluate the test set
-(:mod:`adaptertune.sweeps.tuning_runs` runs them).
+(:mod:`adaptertune.sweeps.tuning_runs` runs them). With a pruner, a run that falls behind the others at
+epoch ``min_epochs * reduction**k`` is stopped there (:mod:`adaptertune.sweeps.pruning`) and is no candidate
+(:func:`rule` states it).
 """
 
 from __future__ import annotations
@@ -31,11 +35,14 @@ __all__ = [
     "DEFAULT_WORDS",
     "RULE",
     "TUNABLE",
+    "Halving",
     "TuneBudget",
     "check_block",
     "combinations",
     "parse_budget",
+    "parse_pruner",
     "resolve_grid",
+    "rule",
     "select",
 ]
 
@@ -48,11 +55,27 @@ RULE = (
 
 
 @dataclass(frozen=True)
+class Halving:
+    """Successive halving (Optuna's ``SuccessiveHalvingPruner``): at epochs ``min_epochs * reduction**k`` a
+    tuning run goes on only if its best validation accuracy so far is among the best ``n // reduction`` (at
+    least the best one) of the ``n`` runs that have reached that epoch, itself included."""
+
+    min_epochs: int = 1
+    reduction: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": "halving", "min_epochs": self.min_epochs, "reduction": self.reduction}
+
+
+@dataclass(frozen=True)
 class TuneBudget:
-    """How long each tuning run trains. None: the point's own ``train.epochs`` / its first seed."""
+    """How long each tuning run trains. None: the point's own ``train.epochs`` / its first seed /
+    its own ``train.early_stop``; ``pruner`` None: every run trains its whole budget (the full grid)."""
 
     epochs: int | None = None
     seeds: tuple[int, ...] | None = None
+    early_stop: int | None = None
+    pruner: Halving | None = None
 
 
 def check_block(block: Any, where: str = "tune") -> dict[str, Any]:
@@ -93,25 +116,79 @@ def check_block(block: Any, where: str = "tune") -> dict[str, Any]:
     return out
 
 
+def _is_int(v: Any, low: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
 def parse_budget(d: Any) -> TuneBudget:
-    """``{epochs: E, seeds: [0]}`` (either may be left out) as a :class:`TuneBudget`.
+    """``{epochs: E, seeds: [0], early_stop: P, pruner: ...}`` (any may be left out) as a :class:`TuneBudget`.
 
     Raises:
-        ConfigError: unknown key, epochs < 1, seeds not a non-empty list of integers >= 0.
+        ConfigError: unknown key, epochs or early_stop < 1, seeds not a non-empty list of integers >= 0, a bad
+            pruner (:func:`parse_pruner`), or a pruner with more than one seed (each tuning run is one trial).
     """
     if d is None:
         return TuneBudget()
-    if not isinstance(d, dict) or set(d) - {"epochs", "seeds"}:
-        raise ConfigError(f"`tune_budget` takes `epochs` and `seeds`, got {d!r}.")
-    epochs, seeds = d.get("epochs"), d.get("seeds")
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+    if not isinstance(d, dict) or set(d) - {"epochs", "seeds", "early_stop", "pruner"}:
+        raise ConfigError(f"`tune_budget` takes `epochs`, `seeds`, `early_stop` and `pruner`, got {d!r}.")
+    epochs, seeds, early_stop = d.get("epochs"), d.get("seeds"), d.get("early_stop")
+    if epochs is not None and not _is_int(epochs, 1):
         raise ConfigError(f"`tune_budget.epochs` must be an integer >= 1, got {epochs!r}.")
+    if early_stop is not None and not _is_int(early_stop, 1):
+        raise ConfigError(
+            f"`tune_budget.early_stop` must be a patience in epochs, an integer >= 1, got {early_stop!r}."
+        )
     if seeds is not None:
         ok = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
         if not ok or min(seeds) < 0 or len(set(seeds)) != len(seeds):
             raise ConfigError(f"`tune_budget.seeds` must be a list of distinct integers >= 0, got {seeds!r}.")
         seeds = tuple(seeds)
-    return TuneBudget(epochs, seeds)
+    pruner = parse_pruner(d.get("pruner"))
+    if pruner is not None and seeds is not None and len(seeds) > 1:
+        raise ConfigError(
+            f"`tune_budget.pruner` halving needs one seed in `tune_budget.seeds` (each tuning run is one trial "
+            f"judged alone), got {list(seeds)}; give one seed or `pruner: none`."
+        )
+    return TuneBudget(epochs, seeds, early_stop, pruner)
+
+
+def parse_pruner(value: Any) -> Halving | None:
+    """``none`` (or None), ``halving`` or ``{name: halving, min_epochs: 1, reduction: 3}`` (defaults as shown).
+
+    Raises:
+        ConfigError: another name or key, ``min_epochs`` < 1, ``reduction`` < 2.
+    """
+    if value is None or value == "none":
+        return None
+    if value == "halving":
+        return Halving()
+    if (
+        not isinstance(value, dict)
+        or value.get("name") != "halving"
+        or set(value) - {"name", "min_epochs", "reduction"}
+    ):
+        raise ConfigError(
+            f"`tune_budget.pruner` must be none, halving or {{name: halving, min_epochs: M, reduction: R}}, "
+            f"got {value!r}."
+        )
+    min_epochs, reduction = value.get("min_epochs", 1), value.get("reduction", 3)
+    if not _is_int(min_epochs, 1):
+        raise ConfigError(f"`tune_budget.pruner.min_epochs` must be an integer >= 1, got {min_epochs!r}.")
+    if not _is_int(reduction, 2):
+        raise ConfigError(f"`tune_budget.pruner.reduction` must be an integer >= 2, got {reduction!r}.")
+    return Halving(min_epochs, reduction)
+
+
+def rule(pruner: Halving | None) -> str:
+    """The selection rule as the tuning record states it (:data:`RULE`, plus the pruner's cut)."""
+    if pruner is None:
+        return RULE
+    return (
+        f"{RULE}; successive halving (min_epochs {pruner.min_epochs}, reduction {pruner.reduction}): at epochs "
+        f"{pruner.min_epochs}*{pruner.reduction}^k a run goes on only if its best validation top-1 so far is among "
+        f"the best n//{pruner.reduction} (at least the best one) of the n runs that have reached that epoch, itself "
+        "included; a pruned run is no candidate"
+    )
 
 
 def resolve_grid(block: Mapping[str, Any], lr_grid: Sequence[float]) -> dict[str, list[float]]:
