@@ -188,7 +188,7 @@ def ranks_markdown(ranks: list[BudgetRank], fractions: tuple[float, ...] = BUDGE
     out = []
     for pair in dict.fromkeys((r.dataset, r.backbone) for r in ranks):
         mine = sorted((r for r in ranks if (r.dataset, r.backbone) == pair), key=_final_rank)
-        head = " | ".join(f"{f:.0%} ({s:,.0f} steps)" for f, s in zip(fractions, mine[0].budgets))
+        head = " | ".join(f"{f:.0%} ({s:,.4g} steps)" for f, s in zip(fractions, mine[0].budgets))
         out += [f"**{pair[0]} / {pair[1]}**", "", f"| cell | {head} |", "|---|" + "---:|" * len(fractions)]
         for r in mine:
             vals = ["-" if k is None or a is None else f"{k} ({a:.2f})" for k, a in zip(r.ranks, r.accs)]

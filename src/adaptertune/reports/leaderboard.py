@@ -36,7 +36,7 @@ from .budget import BUDGET_RULE, budget_curves, budget_rows, plot_budget, ranks_
 from .collect import Cell, RunRecord, mean_std
 from .plots import _axes, _chance_line, _params_axis, _plt, _save, pareto_front
 from .stats import t_interval
-from .tables import Gain, comparable, interval_text, paired_gain
+from .tables import Gain, comparable, interval_text, paired_gain, sorted_variants
 
 __all__ = [
     "DEFAULT_REFERENCE",
@@ -218,7 +218,7 @@ def csv_rows(rows: list[BoardRow]) -> list[dict[str, Any]]:
                 "paired_seeds": g.seeds_shared if g else "",
                 "trainable_params": r.trainable_params,
                 "ms_per_step": _num(r.ms_per_step, ".2f"),
-                "gflops_per_step": _num(r.gflops_per_step, ".3f"),
+                "gflops_per_step": _num(r.gflops_per_step, ".6g"),
                 "epochs": f"{r.epochs:.2f}",
                 "epoch_cap": r.epoch_cap if r.epoch_cap is not None else "",
                 "runs_stopped_early": r.stopped_early,
@@ -256,7 +256,7 @@ def board_markdown(rows: list[BoardRow]) -> str:
             out.append(
                 f"| {i} | {r.variant} | {r.acc:.2f} {_acc_ci(r)} | {gain} | {g.verdict if g else '-'} "
                 f"| {r.gain_interval or '-'} | {r.trainable_params:,} | {_num(r.ms_per_step, '.1f') or '-'} "
-                f"| {_num(r.gflops_per_step, '.2f') or '-'} | {r.epochs:.1f}{cap} | {_stops(r)} | {r.lr} |"
+                f"| {_num(r.gflops_per_step, '.4g') or '-'} | {r.epochs:.1f}{cap} | {_stops(r)} | {r.lr} |"
             )
         out.append("")
     notes = sorted({f"{r.variant}: {r.gflops_note}" for r in rows if r.gflops_note})
@@ -291,21 +291,25 @@ def plot_pareto(rows: list[BoardRow], path: Path, cells: list[Cell]) -> Path | N
         ax.step(
             [p[0] for p in front], [p[1] for p in front], where="post", color="k", alpha=0.5, label="Pareto frontier"
         )
-        for i, r in enumerate(mine):
+        order = sorted_variants([c for c in cells if (c.dataset, c.backbone) == pair])  # the budget plots' colours
+        for i, r in enumerate(sorted(mine, key=lambda r: r.trainable_params)):
             lo, hi = r.acc_ci
             err = [[r.acc - lo], [hi - r.acc]] if r.n > 1 else None
+            color = f"C{order.index(r.variant) % 10}"
             on = (r.trainable_params, r.acc) in front
+            mfc = "none" if r.budget_limited else color
             ax.errorbar(
-                r.trainable_params,
-                r.acc,
-                yerr=err,
-                fmt="o",
-                color=f"C{i % 10}",
-                mfc="none" if r.budget_limited else f"C{i % 10}",
-                ms=7 if on else 5,
-                capsize=3,
+                r.trainable_params, r.acc, yerr=err, fmt="o", color=color, mfc=mfc, ms=7 if on else 5, capsize=3
             )
-            ax.annotate(r.variant, (r.trainable_params, r.acc), xytext=(4, 4), textcoords="offset points", fontsize=7)
+            ax.annotate(  # neighbours by parameters alternate above and below their point
+                r.variant,
+                (r.trainable_params, r.acc),
+                xytext=(5, 5 if i % 2 == 0 else -11),
+                textcoords="offset points",
+                fontsize=7,
+                color=color,
+            )
+        ax.margins(x=0.2)
         _chance_line(ax, [c for c in cells if (c.dataset, c.backbone) == pair])
         _params_axis(ax, [r.trainable_params for r in mine])
         ax.set(xlabel="trainable parameters", ylabel="top-1 test accuracy (%, 95% CI over seeds)")
