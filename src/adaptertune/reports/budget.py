@@ -210,33 +210,45 @@ def _final_rank(r: BudgetRank) -> tuple[float, str]:
 def plot_budget(
     curves: dict[tuple[str, str], dict[str, list[RunCurve]]], path: Path, axis: str, cells: list[Cell]
 ) -> Path | None:
-    """Validation accuracy vs ``axis`` (``steps`` or ``seconds``), one subplot per pair: the mean over seeds
-    (solid, while every seed runs), each seed (thin), its selected epoch (o) and its end: early stop (x) or
+    """Validation accuracy vs ``axis`` (``steps`` or ``seconds``), per pair a subplot of the whole curves and
+    below it the same zoomed to the band of the runs' best accuracies (where the ranking is decided): the mean
+    over seeds (solid, while every seed runs), each seed (thin), its selected epoch (o) and its end: early stop (x) or
     the epoch cap (|)."""
     if not curves:
         return None
     plt = _plt()
-    fig, axes = _axes(plt, len(curves), width=5.6, height=4.0)
-    for ax, ((d, b), by_variant) in zip(axes.flat, curves.items()):
-        for i, (v, runs) in enumerate(by_variant.items()):
-            color = f"C{i % 10}"
-            xs, accs = mean_curve(runs, axis)
-            ax.plot(xs, accs, "-", color=color, lw=2, label=v)
-            for c in runs:
-                x = c.x(axis)
-                ax.plot(x, c.val_acc, "-", color=color, lw=0.7, alpha=0.35)
-                if c.best_epoch in c.epochs:
-                    j = c.epochs.index(c.best_epoch)
-                    ax.plot(x[j], c.val_acc[j], "o", color=color, ms=5, mfc="none")
-                ax.plot(x[-1], c.val_acc[-1], "x" if c.stopped_early else "|", color=color, ms=8, mew=1.5)
+    fig, axes = _axes(plt, len(curves), rows_per=2, width=5.6, height=3.6)
+    cols = axes.shape[1]
+    what = "optimizer steps" if axis == "steps" else "training seconds (sum of epoch_seconds)"
+    for k, ((d, b), by_variant) in enumerate(curves.items()):
+        whole, zoom = axes[2 * (k // cols)][k % cols], axes[2 * (k // cols) + 1][k % cols]
+        for ax in (whole, zoom):
+            _draw_curves(ax, by_variant, axis)
+            ax.set(xlabel=what, ylabel="validation top-1 (%)")
+            ax.grid(alpha=0.3)
+        _chance_line(whole, [c for c in cells if (c.dataset, c.backbone) == (d, b)])
         for marker, text in (("o", "selected epoch"), ("x", "early stop"), ("|", "epoch cap (budget-limited)")):
-            ax.plot([], [], marker, color="0.3", ls="none", mfc="none", label=text)
-        _chance_line(ax, [c for c in cells if (c.dataset, c.backbone) == (d, b)])
-        what = "optimizer steps" if axis == "steps" else "training seconds (sum of epoch_seconds)"
-        ax.set(xlabel=what, ylabel="validation top-1 (%)")
-        ax.set_title(f"{d} / {b}", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(curves) :]:
-        ax.axis("off")
+            whole.plot([], [], marker, color="0.3", ls="none", mfc="none", label=text)
+        whole.legend(fontsize=7, loc="lower right")
+        whole.set_title(f"{d} / {b}", fontsize=9)
+        runs = [c for rs in by_variant.values() for c in rs]
+        zoom.set_ylim(min(max(c.val_acc) for c in runs) - 1.0, max(max(c.val_acc) for c in runs) + 0.5)
+        zoom.set_title(f"{d} / {b}: zoomed to the best accuracies", fontsize=9)
+    for k in range(len(curves), axes.shape[0] // 2 * cols):  # the empty places of the last row pair
+        axes[2 * (k // cols)][k % cols].axis("off")
+        axes[2 * (k // cols) + 1][k % cols].axis("off")
     return _save(fig, plt, path)
+
+
+def _draw_curves(ax: Any, by_variant: dict[str, list[RunCurve]], axis: str) -> None:
+    for i, (v, runs) in enumerate(by_variant.items()):
+        color = f"C{i % 10}"
+        xs, accs = mean_curve(runs, axis)
+        ax.plot(xs, accs, "-", color=color, lw=2, label=v)
+        for c in runs:
+            x = c.x(axis)
+            ax.plot(x, c.val_acc, "-", color=color, lw=0.7, alpha=0.35)
+            if c.best_epoch in c.epochs:
+                j = c.epochs.index(c.best_epoch)
+                ax.plot(x[j], c.val_acc[j], "o", color=color, ms=5, mfc="none")
+            ax.plot(x[-1], c.val_acc[-1], "x" if c.stopped_early else "|", color=color, ms=8, mew=1.5)

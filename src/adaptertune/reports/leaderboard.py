@@ -34,7 +34,7 @@ from ..atomic import atomic_write_text
 from ..errors import AdapterTuneError
 from .budget import BUDGET_RULE, budget_curves, budget_rows, plot_budget, ranks_at_budgets, ranks_markdown
 from .collect import Cell, RunRecord, mean_std
-from .plots import _axes, _chance_line, _params_axis, _plt, _save, pareto_front
+from .plots import _axes, _params_axis, _plt, _save, pareto_front
 from .stats import t_interval
 from .tables import Gain, comparable, interval_text, paired_gain, sorted_variants
 
@@ -279,7 +279,8 @@ def _acc_ci(r: BoardRow) -> str:
 
 def plot_pareto(rows: list[BoardRow], path: Path, cells: list[Cell]) -> Path | None:
     """Mean test accuracy with its 95% interval vs trainable parameters (log axis), one subplot per pair, every
-    point labelled, the Pareto frontier drawn (hollow: budget-limited cells)."""
+    point labelled, the Pareto frontier drawn (hollow: budget-limited cells); the y axis spans the points (no
+    chance line: it would squeeze the differences that matter)."""
     pairs = list(dict.fromkeys((r.dataset, r.backbone) for r in rows))
     if not pairs:
         return None
@@ -310,7 +311,6 @@ def plot_pareto(rows: list[BoardRow], path: Path, cells: list[Cell]) -> Path | N
                 color=color,
             )
         ax.margins(x=0.2)
-        _chance_line(ax, [c for c in cells if (c.dataset, c.backbone) == pair])
         _params_axis(ax, [r.trainable_params for r in mine])
         ax.set(xlabel="trainable parameters", ylabel="top-1 test accuracy (%, 95% CI over seeds)")
         ax.set_title(f"{pair[0]} / {pair[1]} (hollow: budget-limited)", fontsize=9)
