@@ -387,9 +387,8 @@ def _markdown_html(md: str) -> str:
             if set(line) <= set("|-: "):  # the separator row
                 continue
             tag = "td" if in_table else "th"
-            out.append(
-                ("" if in_table else "<table>") + "<tr>" + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells)
-            )
+            row = "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells)
+            out.append(("" if in_table else "<table>") + f"<tr>{row}</tr>")
             in_table = True
             continue
         if in_table:
