@@ -68,7 +68,9 @@ class BoardRow:
     acc_ci: tuple[float, float]  # 95% t-interval of the mean over seeds
     reference: str  # the reference cell's variant ("" when the pair has none)
     gain: Gain | None  # against the reference (None: this is the reference, or there is none or not paired)
-    gain_interval: str  # which interval decided the verdict
+    gain_ci: tuple[float, float]  # the 95% interval of the gain that decides its verdict (gain_interval names it)
+    gain_verdict: str  # win / tie / loss from gain_ci ("" without a gain)
+    gain_interval: str  # which interval gain_ci is
     trainable_params: int
     ms_per_step: float | None
     gflops_per_step: float | None
@@ -174,7 +176,7 @@ def _row(c: Cell, ref: Cell | None) -> BoardRow:
         t_interval(accs),
         ref.variant if ref is not None else "",
         gain,
-        "t (paired seeds)" if gain is not None else "",
+        *(_decided(gain) if gain is not None else ((math.nan, math.nan), "", "")),
         c.trainable_params,
         sum(times) / len(times) if len(times) == c.n else None,
         flops,
@@ -186,6 +188,12 @@ def _row(c: Cell, ref: Cell | None) -> BoardRow:
         ", ".join(f"{lr:.3g}" for lr in lrs) or "-",
         _mean_val(c),
     )
+
+
+def _decided(g: Gain) -> tuple[tuple[float, float], str, str]:
+    """The interval that decides a gain's verdict, the verdict and the interval's name: the paired-seed
+    t-interval (:mod:`adaptertune.reports.stats`), the rule every gains table of the report uses."""
+    return g.ci, g.verdict, "t (paired seeds)"
 
 
 def _num(x: float | None, fmt: str) -> str:
@@ -211,9 +219,9 @@ def csv_rows(rows: list[BoardRow]) -> list[dict[str, Any]]:
                 "test_acc_high": _num(r.acc_ci[1], ".4f"),
                 "reference": r.reference,
                 "gain": _num(g.delta, ".4f") if g else "",
-                "gain_low": _num(g.ci[0], ".4f") if g else "",
-                "gain_high": _num(g.ci[1], ".4f") if g else "",
-                "gain_verdict": g.verdict if g else "",
+                "gain_low": _num(r.gain_ci[0], ".4f"),
+                "gain_high": _num(r.gain_ci[1], ".4f"),
+                "gain_verdict": r.gain_verdict,
                 "gain_interval": r.gain_interval,
                 "paired_seeds": g.seeds_shared if g else "",
                 "trainable_params": r.trainable_params,
@@ -251,10 +259,10 @@ def board_markdown(rows: list[BoardRow]) -> str:
         ]
         for i, r in enumerate(mine, 1):
             g = r.gain
-            gain = f"{g.delta:+.2f} {interval_text(*g.ci)}" if g else ("(reference)" if r.variant == ref else "-")
+            gain = f"{g.delta:+.2f} {interval_text(*r.gain_ci)}" if g else ("(reference)" if r.variant == ref else "-")
             cap = f" / {r.epoch_cap}" if r.epoch_cap is not None else ""
             out.append(
-                f"| {i} | {r.variant} | {r.acc:.2f} {_acc_ci(r)} | {gain} | {g.verdict if g else '-'} "
+                f"| {i} | {r.variant} | {r.acc:.2f} {_acc_ci(r)} | {gain} | {r.gain_verdict or '-'} "
                 f"| {r.gain_interval or '-'} | {r.trainable_params:,} | {_num(r.ms_per_step, '.1f') or '-'} "
                 f"| {_num(r.gflops_per_step, '.4g') or '-'} | {r.epochs:.1f}{cap} | {_stops(r)} | {r.lr} |"
             )
