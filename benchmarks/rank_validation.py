@@ -92,7 +92,7 @@ def run_task(task: str, p: dict, out: Path) -> dict:
     t0 = time.perf_counter()
     main(["bench", "--preset", str(spec), "--out-dir", str(d / "runs"), "--quiet"])
     sweep_s = time.perf_counter() - t0
-    rows = elbow_rows(read_rows(d / "runs" / "report" / "results.csv"), group_by=["dataset"])
+    rows = elbow_rows(read_rows(d / "runs" / "report" / "results.csv"), group_by=["dataset"], rule="paired")
     res = rows[0].result
     if res is None:
         raise SystemExit(f"{task}: no elbow ({rows[0].reason})")

@@ -124,9 +124,10 @@ def test_to_dict_is_json_with_the_rule_and_every_fit():
     assert sum(f["weight"] for f in d["fits"]) == pytest.approx(1.0)
 
 
-# Recovery on synthetic paired-seed sweeps sized like results/science: 3 seeds, a seed effect (sd 0.7) shared
-# by every rank plus per-run noise (sd 0.7), +2 points per doubling up to the knee, ranks 1..256.
-# benchmarks/elbow_coverage.py prints the same figures over 200 replicates.
+# Recovery on synthetic paired-seed sweeps: 3 seeds, a seed effect (sd 0.7) shared by every rank plus per-run
+# noise (sd 0.7), +2 points per doubling up to the knee and exactly flat after it (the rule's own null), ranks
+# 1..256. The paired rule where it fails (still-rising curves, a knee at the top, the measured noise, the
+# real grids) is in tests/test_elbow_effect.py and benchmarks/elbow_coverage.py.
 
 
 @pytest.mark.parametrize("knee", [4, 32])

@@ -216,9 +216,20 @@ def test_report_fits_the_rank_elbow(tmp_path):
     assert "<h2>Rank elbow</h2>" in (tmp_path / "report" / "report.html").read_text()
     row = next(line for line in md.split("## Rank elbow")[1].splitlines() if line.startswith("| fashion-mnist"))
     cols = [c.strip() for c in row.strip("|").split("|")]
-    # paired gains 20 r^-1.5 (1 - 2^-1.5): 0.20 from 16 to 32 is significant, 0.07 from 32 to 64 is not
-    assert cols[4] == "32" and cols[8].startswith("power a=90 b=20 c=1.5"), row
+    # effect-size rule (default, delta 1): 90 - 20 r^-1.5 is 0.85 below r = 64 at r = 8, 2.5 at r = 4
+    assert cols[4] == "8" and cols[5].startswith("acc(8) - best >="), row
     assert report.files
+    # the earlier rule on request: paired gains 20 r^-1.5 (1 - 2^-1.5): 0.20 from 16 to 32 is significant,
+    # 0.07 from 32 to 64 is not
+    build_report(root, tmp_path / "paired", elbow={"rule": "paired"})
+    md = (tmp_path / "paired" / "table.md").read_text()
+    row = next(line for line in md.split("## Rank elbow")[1].splitlines() if line.startswith("| fashion-mnist"))
+    cols = [c.strip() for c in row.strip("|").split("|")]
+    assert "Holm" in md and cols[4] == "32" and cols[8].startswith("power a=90 b=20 c=1.5"), row
+    # from the command line, a wider margin: r = 4 is 2.5 points below the best, within delta 5
+    assert main(["report", str(root), "--out", str(tmp_path / "wide"), "--elbow-delta", "5"]) == 0
+    md = (tmp_path / "wide" / "table.md").read_text()
+    assert "delta = 5 points" in md and "| fashion-mnist | vit_s | adapter | 1,2,4,8,16,32,64 | 4 |" in md
 
 
 def test_report_of_a_one_seed_rank_sweep_says_it_needs_two_seeds(tmp_path):

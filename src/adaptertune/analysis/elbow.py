@@ -103,21 +103,27 @@ def holm(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def paired_table(points: Iterable[tuple[int, Any, float]]) -> tuple[list[int], list[Any], np.ndarray, list[Any]]:
+def paired_table(
+    points: Iterable[tuple[int, Any, float]], min_rank: int = 1
+) -> tuple[list[int], list[Any], np.ndarray, list[Any]]:
     """Arrange ``(rank, seed, acc)`` points as a seeds x ranks table of the seeds run at every rank.
+
+    ``min_rank`` is the smallest rank accepted (0: head only, for rules that need no log of the rank).
 
     Returns:
         Ranks (ascending), kept seeds, the (seeds, ranks) table and the seeds dropped for missing ranks.
 
     Raises:
-        DataError: a rank below 1, a non-finite accuracy, a repeated (rank, seed), fewer than 2 ranks or
+        DataError: a rank below ``min_rank``, a non-finite accuracy, a repeated (rank, seed), fewer than 2 ranks or
             fewer than 2 seeds run at every rank.
     """
     cells: dict[tuple[int, Any], float] = {}
     for r, s, a in points:
         r, a = int(r), float(a)
-        if r < 1 or not math.isfinite(a):
-            raise DataError(f"Elbow points need ranks >= 1 and finite accuracies, got rank {r}, accuracy {a}.")
+        if r < min_rank or not math.isfinite(a):
+            raise DataError(
+                f"Elbow points need ranks >= {min_rank} and finite accuracies, got rank {r}, accuracy {a}."
+            )
         if (r, s) in cells:
             raise DataError(f"Rank {r}, seed {s} appears twice; give one accuracy per (rank, seed).")
         cells[(r, s)] = a
@@ -314,6 +320,7 @@ def fit_elbow(
 
     Args:
         points: ``(rank, seed, accuracy)`` per run; seeds not run at every rank are dropped (and listed).
+            Rank 0 (head only) joins the rule's comparisons, not the curve fits (they are in log r).
         alpha: familywise level of the comparisons.
         noise: ``pooled`` or ``per-step`` standard errors (see the module docstring).
         compare: ``later`` (every larger rank) or ``adjacent`` (the next swept rank only).
@@ -345,7 +352,7 @@ def fit_elbow(
     if unknown:
         raise ConfigError(f"Unknown curve family {unknown[0]!r}; accepted: {', '.join(FAMILIES)}.")
     pts = list(points)
-    ranks, seeds, y, dropped = paired_table(pts)
+    ranks, seeds, y, dropped = paired_table(pts, min_rank=0)
     if dropped:
         _logger.warning("elbow: seeds %s are not run at every rank and were left out", dropped)
     k = len(ranks)
@@ -368,10 +375,11 @@ def fit_elbow(
 
     steps = [t for t in tests if ranks.index(t.hi) == ranks.index(t.lo) + 1]
     centred = y - y.mean(1, keepdims=True) + y.mean()  # each seed's offset removed (n - 1 nuisance parameters)
+    pos = np.array(ranks) > 0  # the curves are in log r: rank 0 (head only) is left out of the fits
     fits = fit_curves(
-        np.repeat([ranks], len(seeds), axis=0).ravel(),
-        centred.ravel(),
-        [(t.lo, t.hi, t.detectable) for t in tests],
+        np.repeat([np.array(ranks)[pos]], len(seeds), axis=0).ravel(),
+        centred[:, pos].ravel(),
+        [(t.lo, t.hi, t.detectable) for t in tests if t.lo > 0],
         families,
         n_nuisance=len(seeds) - 1,
     )

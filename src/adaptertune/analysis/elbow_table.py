@@ -2,8 +2,9 @@
 
 Shared by ``adaptertune elbow`` and ``adaptertune report``: rows are grouped (by default on the columns of
 the product's results.csv that exist: dataset, backbone, method, the variant without its rank, setup_id),
-and each group gets :func:`.elbow.fit_elbow`, or the reason it cannot (one seed per rank: "needs >= 2
-seeds").
+and each group gets the elbow by the chosen rule, or the reason it cannot (one seed per rank: "needs >= 2
+seeds"). Rules: ``effect`` (default, :func:`.elbow_effect.fit_effect_elbow`: the smallest rank shown within
+``delta`` points of the best) or ``paired`` (:func:`.elbow.fit_elbow`: paired significance of the gains).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .elbow import ElbowResult, fit_elbow
+from .elbow_effect import DEFAULT_DELTA, RULES, EffectElbow, fit_effect_elbow
 
 __all__ = ["DEFAULT_GROUP_BY", "ElbowRow", "elbow_markdown", "elbow_rows", "plot_elbow", "read_rows"]
 
@@ -29,7 +31,7 @@ class ElbowRow:
     """One group of a table: its key values and its elbow, or why there is none."""
 
     group: dict[str, str]
-    result: ElbowResult | None
+    result: ElbowResult | EffectElbow | None
     reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,6 +76,8 @@ def elbow_rows(
     rows: Iterable[Mapping[str, Any]],
     group_by: Sequence[str] | None = None,
     acc_col: str | None = None,
+    rule: str = "effect",
+    delta: float = DEFAULT_DELTA,
     **fit_kwargs: Any,
 ) -> list[ElbowRow]:
     """The elbow of every group of rank-sweep rows.
@@ -84,14 +88,20 @@ def elbow_rows(
         group_by: columns that define a sweep; None: those of :data:`DEFAULT_GROUP_BY` present in the rows
             (``variant`` grouped without its rank).
         acc_col: the accuracy column; None: ``test_acc`` if present, else ``acc``.
-        **fit_kwargs: passed to :func:`.elbow.fit_elbow`.
+        rule: ``effect`` (the effect-size rule) or ``paired`` (the paired-significance rule).
+        delta: the effect-size rule's margin in accuracy points (``effect`` only).
+        **fit_kwargs: passed to :func:`.elbow_effect.fit_effect_elbow` (``alpha``, ``noise``) or
+            :func:`.elbow.fit_elbow`.
 
     Returns:
         One :class:`ElbowRow` per group, sorted by group values.
 
     Raises:
         DataError: a required or grouping column is missing, or no row has a rank and an accuracy.
+        ConfigError: an unknown rule, or a bad rule option (``delta``, ``alpha``, ``noise``, ...).
     """
+    if rule not in RULES:
+        raise ConfigError(f"Unknown elbow rule '{rule}'; accepted: {', '.join(RULES)}.")
     rows = list(rows)
     cols = list(rows[0]) if rows else []
     if acc_col is None:
@@ -119,7 +129,8 @@ def elbow_rows(
     for key, pts in sorted(groups.items()):
         group = dict(zip(keys, key))
         try:
-            out.append(ElbowRow(group, fit_elbow(pts, **fit_kwargs)))
+            res = fit_effect_elbow(pts, delta, **fit_kwargs) if rule == "effect" else fit_elbow(pts, **fit_kwargs)
+            out.append(ElbowRow(group, res))
         except DataError as e:
             reason = f"{NEEDS_SEEDS}: {e}" if "2 seeds" in str(e) else str(e)
             out.append(ElbowRow(group, None, reason))
@@ -135,10 +146,38 @@ def _fits_text(res: ElbowResult) -> str:
     return "; ".join(parts)
 
 
+def _effect_markdown(table: Sequence[ElbowRow], keys: list[str], res0: EffectElbow) -> str:
+    conf = f"{(1 - res0.alpha) * 100:g}%"
+    lines = [
+        f"Rule: {res0.rule}. Bound: the one-sided {conf} lower bound behind the verdict (acc(elbow) - acc(best); "
+        "for 'not reached', acc(largest) - acc(best smaller rank)).",
+        "",
+        "| " + " | ".join([*keys, "ranks", "elbow", "bound", "seeds", "best mean", "shown within delta"]) + " |",
+        "|" + "---|" * (len(keys) + 6),
+    ]
+    for t in table:
+        vals = [t.group[k] for k in keys]
+        if not isinstance(t.result, EffectElbow):
+            lines.append("| " + " | ".join([*vals, "", t.reason or "", "", "", "", ""]) + " |")
+            continue
+        r = t.result
+        shown = ",".join(str(k) for k, ok in zip(r.ranks, r.shown) if ok) or "none"
+        best = f"{r.best} ({r.mean_acc[r.ranks.index(r.best)]:.2f})"
+        cells = [",".join(map(str, r.ranks)), str(r.label), r.interval_label, str(len(r.seeds)), best, shown]
+        lines.append("| " + " | ".join([*vals, *cells]) + " |")
+    return "\n".join(lines)
+
+
 def elbow_markdown(table: Sequence[ElbowRow]) -> str:
-    """A markdown table: group, ranks, seeds, elbow, interval, largest-step gain, curve fits with weights."""
+    """A markdown table of one rule's elbows: the rule, then per group its ranks, seeds, elbow and bound.
+
+    Effect-size rule: the bound behind the verdict, the best-mean rank and the ranks shown within delta.
+    Paired rule: the bootstrap interval, the largest step's gain and the curve fits with their weights.
+    """
     keys = list(table[0].group) if table else []
     res0 = next((t.result for t in table if t.result is not None), None)
+    if isinstance(res0, EffectElbow):
+        return _effect_markdown(table, keys, res0)
     lines = [
         f"Rule: {res0.rule}. Interval: {res0.level:.0%} bootstrap over whole seeds." if res0 else "",
         "Fits: AICc weight and the curve's own elbow (its predicted step gains below the rule's detectable "
@@ -174,15 +213,52 @@ def elbow_markdown(table: Sequence[ElbowRow]) -> str:
     return "\n".join(lines)
 
 
-def plot_elbow(ax: Any, res: ElbowResult, label: str | None = None, color: str | None = None) -> None:
-    """Seeds, mean +- std, the highest-weight fitted curve and the elbow with its interval on a matplotlib Axes."""
+def _plot_effect(ax: Any, res: EffectElbow, label: str | None, color: str | None) -> None:
+    """Seeds, mean +- std, the line ``delta`` below the best mean and the elbow with its bound."""
+    ax.scatter([p[0] for p in res.points], [p[2] for p in res.points], s=12, alpha=0.5, color=color)
+    eb = ax.errorbar(res.ranks, res.mean_acc, yerr=res.std_acc, fmt="o-", color=color, capsize=3, ms=4, label=label)
+    color = eb[0].get_color()
+    ax.axhline(max(res.mean_acc) - res.delta, color=color, ls=":", lw=1)
+    x = res.elbow if res.reached else res.ranks[-1]
+    ax.axvline(x, color=color, ls="--", lw=1)
+    ax.annotate(
+        f"elbow {res.label} (delta {res.delta:g}): {res.interval_label}",
+        (x, min(res.mean_acc)),
+        textcoords="offset points",
+        xytext=(4, 4),
+        fontsize=8,
+        color=color,
+    )
+
+
+def plot_elbow(ax: Any, res: ElbowResult | EffectElbow, label: str | None = None, color: str | None = None) -> None:
+    """Seeds, mean +- std and the elbow on a matplotlib Axes: with its bound and the line ``delta`` below the
+    best (effect-size rule), or with its bootstrap interval and the highest-weight fitted curve (paired rule).
+
+    A rank axis with rank 0 (head only) is linear below 1, log2 above.
+    """
+    if isinstance(res, EffectElbow):
+        _plot_effect(ax, res, label, color)
+    else:
+        _plot_paired(ax, res, label, color)
+    if 0 in res.ranks:
+        ax.set_xscale("symlog", base=2, linthresh=1)
+    else:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(res.ranks)
+    ax.set_xticklabels([str(r) for r in res.ranks])
+    ax.set_xlabel("adapter rank r")
+    ax.set_ylabel("test top-1 (%)")
+
+
+def _plot_paired(ax: Any, res: ElbowResult, label: str | None, color: str | None) -> None:
     import numpy as np
 
     r_pts = [p[0] for p in res.points]
     a_pts = [p[2] for p in res.points]
     best = res.best_fit
     if best is not None:
-        dense = np.geomspace(res.ranks[0], res.ranks[-1], 64)
+        dense = np.geomspace(min(r for r in res.ranks if r > 0), res.ranks[-1], 64)
         line = ax.plot(dense, best.predict(dense), "-", color=color, label=label or f"{best.family} ({best.formula})")
         color = line[0].get_color()
     ax.scatter(r_pts, a_pts, s=12, alpha=0.5, color=color)
@@ -200,8 +276,3 @@ def plot_elbow(ax: Any, res: ElbowResult, label: str | None = None, color: str |
         fontsize=8,
         color=color,
     )
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(res.ranks)
-    ax.set_xticklabels([str(r) for r in res.ranks])
-    ax.set_xlabel("adapter rank r")
-    ax.set_ylabel("test top-1 (%)")

@@ -1,12 +1,26 @@
-"""Synthetic rank sweeps with a known knee, to check the elbow rule's recovery and false-elbow rates (pure).
+"""Synthetic rank sweeps with a known answer, to check the elbow rules' coverage and false-elbow rates (pure).
 
-A sweep rises ``gain`` points per doubling of the rank up to the knee ``r0`` and is flat after it,
+Two generators. :func:`knee_sweep` (with :func:`recovery`): a sweep rises ``gain`` points per doubling of
+the rank up to the knee ``r0`` and is flat after it,
 
     acc[s, r] = base + gain * log2(min(r, r0)) + seed_s + eps[s, r],
     seed_s ~ N(0, seed_sd^2)   (shared by every rank of seed s: a good seed is good everywhere)
     eps    ~ N(0, run_sd^2)    (per run)
 
 ``r0 = inf`` gives a log-linear sweep with no knee in the grid.
+
+:func:`truth_curve` and :func:`simulate` (for ``benchmarks/elbow_coverage.py``): named true curves
+(:data:`TRUTHS`) on any grid, rank 0 (head only) included, each with the answer a user wants
+(:func:`true_answer`: the smallest swept rank within ``delta`` of the grid's best, or "not reached" when one
+more doubling past the grid would gain more than ``delta``), and batches of noisy paired sweeps of them.
+With ``x = log2 r`` (rank 0 is placed one doubling below rank 1, ``x = -1``):
+
+    rising      base + gain x                                 (no knee: still rising past the grid)
+    saturating  base - b r^-c, b = gain / (1 - 2^-c), c = 0.5 (smooth; gains ``gain`` from r = 1 to 2)
+    knee8       base + gain min(x, 3) + after max(x - 3, 0)   (a knee at 8, then ``after`` per doubling)
+    knee32      the same with the knee at 32
+    knee_top    the knee at the grid's largest rank, flat past it (on the grid the same curve as rising)
+    flat        base at every rank
 """
 
 from __future__ import annotations
@@ -18,9 +32,77 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RecoveryStats", "knee_sweep", "recovery"]
+__all__ = ["TRUTHS", "RecoveryStats", "knee_sweep", "recovery", "simulate", "true_answer", "truth_curve"]
 
 GRID = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+TRUTHS = ("rising", "saturating", "knee8", "knee32", "knee_top", "flat")
+
+
+def _log2(ranks: Sequence[float]) -> np.ndarray:
+    r = np.asarray(ranks, dtype=float)
+    return np.log2(np.where(r > 0, r, 0.5))  # rank 0 one doubling below rank 1
+
+
+def truth_curve(
+    truth: str,
+    ranks: Sequence[int],
+    gain: float = 1.3,
+    after: float = 0.15,
+    base: float = 70.0,
+    c: float = 0.5,
+    top: int | None = None,
+) -> np.ndarray:
+    """Mean accuracy of a named true curve at each rank (see the module docstring).
+
+    ``top`` is the knee of ``knee_top`` (default: the largest rank given); the curve may be evaluated past
+    it (:func:`true_answer` looks one doubling past the grid).
+
+    Raises:
+        ValueError: an unknown truth.
+    """
+    x = _log2(ranks)
+    knees = {"knee8": 3.0, "knee32": 5.0, "knee_top": math.log2(top if top is not None else max(ranks))}
+    if truth == "rising":
+        return base + gain * x
+    if truth == "saturating":
+        return base - gain / (1 - 2**-c) * np.exp2(-c * x)
+    if truth in knees:
+        k = knees[truth]
+        return base + gain * np.minimum(x, k) + (0.0 if truth == "knee_top" else after) * np.maximum(x - k, 0)
+    if truth == "flat":
+        return np.full(len(x), base)
+    raise ValueError(f"Unknown truth {truth!r}; accepted: {', '.join(TRUTHS)}.")
+
+
+def true_answer(truth: str, ranks: Sequence[int], delta: float, **curve_kwargs: Any) -> int:
+    """The answer a user wants of a true curve on a grid, as an index into ``ranks`` (``len(ranks)``: not reached).
+
+    Not reached: one doubling past the grid's largest rank gains more than ``delta``. Otherwise the smallest
+    swept rank whose mean is within ``delta`` of the best swept rank's (strictly: ``mu_r > max mu - delta``).
+    """
+    ranks = list(ranks)
+    top = curve_kwargs.pop("top", max(ranks))
+    mu = truth_curve(truth, [*ranks, 2 * max(ranks)], top=top, **curve_kwargs)
+    if mu[-1] - mu[:-1].max() > delta:
+        return len(ranks)
+    return int(np.argmax(mu[:-1] > mu[:-1].max() - delta))
+
+
+def simulate(
+    rng: np.random.Generator,
+    means: np.ndarray,
+    n_seeds: int,
+    replicates: int,
+    run_sd: float = 0.95,
+    seed_sd: float = 0.6,
+) -> np.ndarray:
+    """Noisy paired sweeps of true means: ``means[r] + seed_s + eps[s, r]``, shape ``(replicates, n_seeds, K)``.
+
+    ``seed_s ~ N(0, seed_sd^2)`` is shared by every rank of a seed (a good seed is good everywhere),
+    ``eps ~ N(0, run_sd^2)`` is per run.
+    """
+    seed_fx = rng.normal(0.0, seed_sd, (replicates, n_seeds, 1))
+    return np.asarray(means)[None, None, :] + seed_fx + rng.normal(0.0, run_sd, (replicates, n_seeds, len(means)))
 
 
 def knee_sweep(

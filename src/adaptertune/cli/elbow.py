@@ -5,21 +5,27 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from .progress import add_json_option, emit_json, format_table
 
 __all__ = ["HELP", "add_arguments", "cmd_elbow"]
 
 
-HELP = "the rank elbow of every sweep in a CSV (paired seeds, bootstrap interval, curve fits)"
+RULES = ("effect", "paired")  # analysis.elbow_effect.RULES (not imported here: it loads numpy)
+DELTA_HELP = "1.0"  # analysis.elbow_effect.DEFAULT_DELTA, as the help shows it (tests check they agree)
+HELP = "the rank elbow of every sweep in a CSV (smallest rank within delta of the best, paired seeds)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
-        "Elbow = the smallest swept rank that no larger swept rank beats with a paired gain "
-        "(same seed) significantly above 0 (Holm over the comparisons); 'not reached' when the largest rank "
-        "still beats the one below it. Reads the report's results.csv or any CSV with rank, seed and accuracy "
-        "columns."
+        "Elbow (--rule effect, the default) = the smallest swept rank shown within --delta points of the best "
+        "swept rank: a one-sided lower bound of its paired difference (same seed) to every other rank above "
+        "-delta; 'not reached' when the largest rank is shown better than every smaller one by more than delta; "
+        "'inconclusive' when no rank is shown within delta (too few seeds). --rule paired: the smallest swept "
+        "rank that no larger swept rank beats with a paired gain significantly above 0 (Holm over the "
+        "comparisons); 'not reached' when the largest rank still beats the one below it. Reads the report's "
+        "results.csv or any CSV with rank, seed and accuracy columns (rank 0 = head only)."
     )
     p.add_argument("csv", metavar="FILE.csv")
     p.add_argument(
@@ -30,36 +36,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "variant, setup_id present); '' for one sweep",
     )
     p.add_argument("--acc-col", default=None, help="accuracy column (default: test_acc if present, else acc)")
-    p.add_argument("--alpha", type=float, default=0.05, help="familywise level of the paired comparisons")
+    p.add_argument(
+        "--rule",
+        choices=list(RULES),
+        default="effect",
+        help="effect: smallest rank within --delta of the best (default); paired: the paired-significance rule",
+    )
+    p.add_argument(
+        "--delta",
+        type=float,
+        default=None,
+        help=f"effect rule: accuracy points below the best that still count as as good (default {DELTA_HELP}: "
+        "about one run's noise)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="effect rule: one-sided level of each bound; paired rule: familywise level of the comparisons",
+    )
+    p.add_argument("--noise", choices=["pooled", "per-step"], default="pooled")
     p.add_argument(
         "--compare",
         choices=["later", "adjacent"],
         default="later",
-        help="compare with every larger rank or the next only",
+        help="paired rule: compare with every larger rank or the next only",
     )
-    p.add_argument("--noise", choices=["pooled", "per-step"], default="pooled")
-    p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples of whole seeds")
-    p.add_argument("--level", type=float, default=0.9, help="coverage of the bootstrap interval")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--boot", type=int, default=2000, help="paired rule: bootstrap resamples of whole seeds")
+    p.add_argument("--level", type=float, default=0.9, help="paired rule: coverage of the bootstrap interval")
+    p.add_argument("--seed", type=int, default=0, help="paired rule: bootstrap seed")
     add_json_option(p, "every group's elbow, interval, rule and fits")
     p.set_defaults(func=cmd_elbow)
 
 
 def cmd_elbow(args: argparse.Namespace) -> int:
     from ..analysis.elbow_table import elbow_rows, read_rows
+    from ..errors import ConfigError
 
     group_by = None if args.group_by is None else [c.strip() for c in args.group_by.split(",") if c.strip()]
-    table = elbow_rows(
-        read_rows(args.csv),
-        group_by=group_by,
-        acc_col=args.acc_col,
-        alpha=args.alpha,
-        compare=args.compare,
-        noise=args.noise,
-        n_boot=args.boot,
-        level=args.level,
-        seed=args.seed,
-    )
+    if args.rule == "paired" and args.delta is not None:
+        raise ConfigError("--delta belongs to the effect-size rule; drop it or use --rule effect.")
+    if args.rule == "effect":
+        opts = dict(alpha=args.alpha, noise=args.noise)
+        if args.delta is not None:
+            opts["delta"] = args.delta
+    else:
+        opts = dict(alpha=args.alpha, compare=args.compare, noise=args.noise, n_boot=args.boot, level=args.level)
+        opts["seed"] = args.seed
+    table = elbow_rows(read_rows(args.csv), group_by=group_by, acc_col=args.acc_col, rule=args.rule, **opts)
     if all(row.result is None for row in table):
         from ..errors import DataError
 
@@ -70,6 +94,9 @@ def cmd_elbow(args: argparse.Namespace) -> int:
             print(f"{name}: {row.reason}\n")
             continue
         r = row.result
+        if args.rule == "effect":
+            _print_effect(name, r)
+            continue
         print(
             f"{name}: elbow {r.label}, {r.level:.0%} interval {r.interval_label} ({len(r.seeds)} paired seeds"
             + (f"; left out, missing ranks: {', '.join(map(str, r.dropped_seeds))}" if r.dropped_seeds else "")
@@ -108,3 +135,24 @@ def cmd_elbow(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(args.json, [row.to_dict() for row in table], getattr(args, "json_stream", None))
     return 0
+
+
+def _print_effect(name: str, r: Any) -> None:
+    """One sweep's verdict by the effect-size rule, its per-rank bounds and the rule."""
+    conf = f"{(1 - r.alpha) * 100:g}%"
+    dropped = f"; left out, missing ranks: {', '.join(map(str, r.dropped_seeds))}" if r.dropped_seeds else ""
+    print(f"{name}: elbow {r.label} (delta {r.delta:g}; {r.interval_label}; {len(r.seeds)} paired seeds{dropped})")
+    rows = [
+        {
+            "rank": k,
+            "mean": f"{m:.2f}",
+            "sd": f"{sd:.2f}",
+            "vs best mean": f"{g:+.2f}",
+            f"lower bound ({conf}) vs best": f"{lo:+.2f}",
+            f"within {r.delta:g}": "yes" if ok else "",
+        }
+        for k, m, sd, g, lo, ok in zip(r.ranks, r.mean_acc, r.std_acc, r.gap, r.lower, r.shown)
+    ]
+    print(format_table(rows))
+    print(f"largest rank vs the best smaller one: lower bound {r.top_gain:+.2f} (not reached when > +{r.delta:g})")
+    print(f"rule: {r.rule}\n")

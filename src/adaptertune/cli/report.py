@@ -20,6 +20,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="show runs with different protocols as separate cells instead of refusing",
     )
+    p.add_argument(
+        "--elbow-rule",
+        choices=["effect", "paired"],
+        default="effect",
+        help="rule of the rank-elbow section: effect (smallest rank within --elbow-delta of the best, default) "
+        "or paired (paired significance of the gains); see `adaptertune elbow --help`",
+    )
+    p.add_argument(
+        "--elbow-delta", type=float, default=None, help="effect rule: points below the best still as good (1.0)"
+    )
     p.set_defaults(func=cmd_report)
 
 
@@ -43,5 +53,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ..reports.builder import build_report
 
     out = Path(args.out) if args.out else Path(args.results_dir) / "report"
-    print_report(build_report(args.results_dir, out, split_protocols=args.split_protocols))
+    elbow = {"rule": args.elbow_rule, "delta": args.elbow_delta}
+    print_report(build_report(args.results_dir, out, split_protocols=args.split_protocols, elbow=elbow))
     return 0

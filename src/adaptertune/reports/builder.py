@@ -3,7 +3,8 @@
 Writes into the output folder: ``results.csv`` (one row per run folder, failed and broken ones included),
 ``cells.csv`` (one row per cell: mean, std, n, per-seed accuracies), ``gains.csv`` (each variant against each
 reference over paired seeds: mean difference, 95% intervals, n, verdict), ``table.md`` (accuracy tables, gains,
-parameter shares), ``table.tex`` (paper-style), PNG plots and ``report.html`` (images embedded as base64).
+parameter shares), ``table.tex`` (paper-style), PNG plots and ``report.html`` (images embedded as base64); where
+runs wrote per-image predictions, also ``agreement.csv``, ``ensemble.csv`` and ``pooled.csv`` (:mod:`.agreement`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from typing import Any
 from ..atomic import atomic_write_text, check_output_dir, ensure_output_dir
 from ..errors import AdapterTuneError
 from .ablation import ablation_html, ablation_markdown, init_ablation
+from .agreement import prediction_tables
 from .collect import Cell, RunRecord, aggregate, collect_runs, pair_label
 from .data_table import DATA_NOTE, data_markdown, data_rows
 from .leaderboard import write_board
+from .noise import noise_columns, noise_rule
 from .placement import placement_html, placement_markdown, placement_rows
 from .plots import plot_accuracy_vs_params, plot_accuracy_vs_rank, plot_rank_elbows, plot_training_curves, rank_elbows
 from .stats import WIN_RULE
@@ -124,8 +127,10 @@ def _elbow_markdown(fits: list[Any]) -> str:
     return elbow_markdown(fits)
 
 
-def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: bool = False) -> Report:
-    """Collect, aggregate and write every report file.
+def build_report(
+    results_dir: str | Path, out_dir: str | Path, split_protocols: bool = False, elbow: dict[str, Any] | None = None
+) -> Report:
+    """Collect, aggregate and write every report file (``elbow``: ``rule``/``delta`` of the elbow section).
 
     Raises:
         ProtocolMismatchError: runs with different protocols would share a cell (see ``split_protocols``).
@@ -144,7 +149,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
     ensure_output_dir(out_dir)
     gs, shares = gains(cells), param_shares(cells)
     table = markdown_table(cells)
-    fits = rank_elbows(cells)
+    fits = rank_elbows(cells, **(elbow or {}))
     sections = [
         "## Top-1 test accuracy\n\n" + table,
         "## Data\n\n" + data_markdown(cells) + f"\n{skipped_counts(records)}.\n",
@@ -174,6 +179,8 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
         "table.md": lambda p: atomic_write_text(p, md.rstrip("\n") + "\n"),
         "table.tex": lambda p: atomic_write_text(p, latex_table(cells)),
     }
+    for name, rows in prediction_tables(cells, gs).items():  # agreement, ensemble, pooled: where predictions exist
+        written[name] = lambda p, rows=rows: _write_csv(p, rows)
     for name, write in written.items():
         write(out_dir / name)
         report.files.append(out_dir / name)
@@ -186,7 +193,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, split_protocols: 
     path = plot_rank_elbows(fits, out_dir / "rank_elbow.png")
     if path is not None:
         report.files.append(path)
-        images.append(("Rank elbow (paired-seed rule) with its bootstrap interval and the best-weighted curve", path))
+        images.append(("Rank elbow with its bound or interval (the rule is stated with the elbow table)", path))
     html_path = out_dir / "report.html"
     extra = [(title, h) for title, _, h in studies]
     atomic_write_text(html_path, _html(report, results_dir, gs, shares, images, elbow_md, extra))
@@ -267,15 +274,20 @@ def _html(
             f"</ul><p>{esc(WIN_RULE)}</p><table><tr><th>dataset</th><th>backbone</th><th>variant</th><th>vs</th>"
         )
         parts.append("<th>gain (points)</th><th>95% CI (t)</th><th>95% CI (bootstrap)</th><th>verdict</th>")
-        parts.append("<th>seeds won</th><th>paired seeds</th></tr>")  # the columns of table.md's gains table
+        cols = noise_columns(gs)  # seeds + test-images columns where predictions exist
+        parts.append("<th>seeds won</th><th>paired seeds</th>" + "".join(f"<th>{esc(h)}</th>" for h in cols) + "</tr>")
         parts += [
             f"<tr><td>{esc(g.dataset)}</td><td>{esc(g.backbone)}</td><td>{esc(g.variant)}</td>"
             f"<td>{esc(g.baseline)}</td><td>{g.delta:+.2f}</td><td>{esc(interval_text(*g.ci))}</td>"
             f"<td>{esc(interval_text(*g.boot))}</td><td>{esc(g.verdict)}</td><td>{g.seeds_won}/{g.seeds_shared}</td>"
-            f"<td>{g.seeds_shared}" + (f" (+{g.seeds_unpaired} unpaired)" if g.seeds_unpaired else "") + "</td></tr>"
-            for g in gs
+            f"<td>{g.seeds_shared}"
+            + (f" (+{g.seeds_unpaired} unpaired)" if g.seeds_unpaired else "")
+            + "</td>"
+            + "".join(f"<td>{esc(col[i])}</td>" for col in cols.values())
+            + "</tr>"
+            for i, g in enumerate(gs)
         ]
-        parts.append("</table>")
+        parts.append("</table>" + (f"<p>{esc(noise_rule(gs))}</p>" if cols else ""))
     parts.append("<h2>Trainable parameters</h2><table><tr><th>backbone</th><th>variant</th>")
     parts.append("<th>trainable params</th><th>share</th></tr>")
     parts += [

@@ -29,6 +29,7 @@ from ..methods import METHODS
 from ..runs import folder as rf
 from ..runs.summary import CELL_FREE_KEYS, RunStatus
 from .loss_curve import loss_stats
+from .predictions import predictions_path
 from .values import plain
 
 __all__ = [
@@ -88,6 +89,7 @@ class RunRecord:
     identity: dict[str, Any] = field(default_factory=dict)  # the method's identity of them (a cell holds one)
     loss_auc: float | None = None  # mean training loss over all steps (reports/loss_curve.py)
     diverged: bool | None = None  # the divergence rule of reports/loss_curve.py
+    predictions: Path | None = None  # the run's per-image test predictions file, when it wrote one
 
     @property
     def pair(self) -> Any:
@@ -221,6 +223,7 @@ def _read_run(run_dir: Path, rel: str) -> RunRecord | None:
         history=history,
         loss_auc=stats[0] if stats else None,
         diverged=stats[1] if stats else None,
+        predictions=predictions_path(run_dir),
     )
 
 

@@ -137,9 +137,12 @@ def plot_accuracy_vs_rank(cells: list[Cell], path: Path) -> Path | None:
     return _save(fig, plt, path)
 
 
-def rank_elbows(cells: list[Cell], min_ranks: int = 3, n_boot: int = 2000) -> list[Any]:
-    """The elbow (``analysis.elbow.fit_elbow``, paired seeds) of every rank-swept family with ``min_ranks``
-    ranks or more.
+def rank_elbows(
+    cells: list[Cell], min_ranks: int = 3, n_boot: int = 2000, rule: str = "effect", delta: float | None = None
+) -> list[Any]:
+    """The elbow (``analysis.elbow_table.elbow_rows``: the effect-size rule by default, or ``paired``) of every
+    rank-swept family with ``min_ranks`` ranks or more; ``n_boot`` is the paired rule's bootstrap, ``delta``
+    the effect rule's margin (None: its default).
 
     Returns:
         One ``analysis.elbow_table.ElbowRow`` per family (group: dataset, backbone, variant); a family that
@@ -167,7 +170,10 @@ def rank_elbows(cells: list[Cell], min_ranks: int = 3, n_boot: int = 2000) -> li
     rows = [row for row in rows if len(families[(row["dataset"], row["backbone"], row["variant"])]) >= min_ranks]
     if not rows:
         return []
-    return elbow_rows(rows, group_by=["dataset", "backbone", "variant"], n_boot=n_boot)
+    opts: dict[str, Any] = {"n_boot": n_boot} if rule == "paired" else {}
+    if delta is not None:
+        opts["delta"] = delta
+    return elbow_rows(rows, group_by=["dataset", "backbone", "variant"], rule=rule, **opts)
 
 
 def plot_rank_elbows(fits: list[Any], path: Path) -> Path | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..runs.summary import RunStatus
 from .collect import Cell, RunRecord
+from .noise import noise_columns, noise_csv, noise_fields, noise_rule
 from .stats import VERDICTS, WIN_RULE, paired_comparison
 from .tuning_table import lr_selection
 
@@ -182,6 +183,10 @@ class Gain:
     ci: tuple[float, float] = (-math.inf, math.inf)  # 95% t-interval of delta
     boot: tuple[float, float] = (math.nan, math.nan)  # 95% percentile bootstrap (n >= 5)
     verdict: str = "tie"
+    noise: str = ""  # what the t-interval (and bootstrap) count (reports/noise.py)
+    all_noise: tuple[float, float] = (math.nan, math.nan)  # 95% paired bootstrap over seeds and test images
+    all_noise_verdict: str = ""  # from all_noise and ci (bootstrap.ALL_NOISE_RULE); "" without predictions
+    all_noise_note: str = ""  # what all_noise counts, or why it is missing
 
     @property
     def wins(self) -> bool:
@@ -213,6 +218,7 @@ def paired_gain(variant: Cell, reference: Cell, baseline: str | None = None) -> 
         (p.ci_low, p.ci_high),
         (p.boot_low, p.boot_high),
         p.verdict,
+        **noise_fields(variant, reference, (p.ci_low, p.ci_high)),
     )
 
 
@@ -291,20 +297,23 @@ def interval_text(lo: float, hi: float) -> str:
 def gains_markdown(gs: list[Gain]) -> str:
     if not gs:
         return "No pair has both a reference (head, linear-probe-cached, full) and another variant.\n"
+    extra = noise_columns(gs)  # seeds + test-images columns, only where predictions exist
     rows = [
         "| dataset | backbone | variant | vs | gain (points) | 95% CI (t) | 95% CI (bootstrap) | verdict "
-        "| seeds won | paired seeds |",
-        "|---|---|---|---|---:|---:|---:|---|---:|---:|",
+        "| seeds won | paired seeds |" + "".join(f" {h} |" for h in extra),
+        "|---|---|---|---|---:|---:|---:|---|---:|---:|" + "---|" * len(extra),
     ]
     rows += [
         f"| {g.dataset} | {g.backbone} | {g.variant} | {g.baseline} | {g.delta:+.2f} | {interval_text(*g.ci)} "
         f"| {interval_text(*g.boot)} | {g.verdict} | {g.seeds_won}/{g.seeds_shared} | {g.seeds_shared}"
         + (f" (+{g.seeds_unpaired} unpaired)" if g.seeds_unpaired else "")
         + " |"
-        for g in gs
+        + "".join(f" {col[i]} |" for col in extra.values())
+        for i, g in enumerate(gs)
     ]
     summary = gains_summary(gs, rule=False)
-    return "\n".join(rows) + "\n\n" + "\n".join(f"- {line}" for line in summary) + f"\n\n{WIN_RULE}\n"
+    rules = "\n\n".join(r for r in (WIN_RULE, noise_rule(gs)) if r)
+    return "\n".join(rows) + "\n\n" + "\n".join(f"- {line}" for line in summary) + f"\n\n{rules}\n"
 
 
 def gains_rows(gs: list[Gain]) -> list[dict[str, Any]]:
@@ -313,7 +322,7 @@ def gains_rows(gs: list[Gain]) -> list[dict[str, Any]]:
     def num(x: float) -> str:
         return "" if math.isnan(x) or math.isinf(x) else f"{x:.4f}"
 
-    return [
+    rows = [
         {
             "dataset": g.dataset,
             "backbone": g.backbone,
@@ -331,6 +340,7 @@ def gains_rows(gs: list[Gain]) -> list[dict[str, Any]]:
         }
         for g in gs
     ]
+    return noise_csv(gs, rows)  # + the seeds + test-images columns where predictions exist
 
 
 def param_shares(cells: list[Cell]) -> list[dict[str, Any]]:
