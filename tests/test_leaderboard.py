@@ -10,11 +10,13 @@ import pytest
 
 from adaptertune.config import RunConfig
 from adaptertune.methods.flops import step_flops, vit_geometry
+from adaptertune.reports.board import write_board
 from adaptertune.reports.builder import build_report
 from adaptertune.reports.collect import Cell, RunRecord
-from adaptertune.reports.leaderboard import budget_limited, ms_per_step, reference_cell, write_board
+from adaptertune.reports.leaderboard import budget_limited, gain_interval, ms_per_step, reference_cell
 from adaptertune.reports.plots import pareto_front
 from adaptertune.reports.stats import paired_comparison, t_interval
+from adaptertune.reports.tables import Gain
 from adaptertune.resolve import resolve_run
 from adaptertune.runs import RunStatus, run
 from helpers import TINY_VIT, make_image_folder
@@ -109,7 +111,7 @@ def test_leaderboard_numbers_are_the_run_folders(sweep):
         else:
             p = paired_comparison({s["seed"]: s["test_acc"] for s, _ in runs}, ref)
             assert float(row["gain"]) == pytest.approx(p.mean_diff, abs=1e-4)
-            assert row["gain_verdict"] == p.verdict and row["gain_interval"] == "t (paired seeds)"
+            assert row["gain_verdict"] == p.verdict and row["gain_interval"] == "t: seeds (init, order)"
     assert rows["head"]["runs_stopped_early"] == "2" and rows["head"]["budget_limited"] == "False"
     assert rows["adapter r=16"]["runs_at_cap"] == "2" and rows["adapter r=16"]["budget_limited"] == "True"
     assert "2/2 at cap **budget-limited**" in (out / "leaderboard.md").read_text()
@@ -175,3 +177,16 @@ def test_the_reference_is_the_named_cell_else_the_best_by_validation():
 def test_no_section_below_three_cells_with_validation_curves(tmp_path):
     cells = [_c("adapter r=4", "adapter", 70.0), _c("head", "head", 60.0)]  # no val_acc in the history at all
     assert write_board(cells, tmp_path) is None and not list(tmp_path.iterdir())
+
+
+def test_the_gain_interval_counts_test_images_where_both_cells_have_predictions():
+    seeds_only = Gain(
+        "d", "b", "lora", "adapter", 1.0, 3, 3, ci=(0.2, 1.8), verdict="win", noise="seeds (init, order)"
+    )
+    assert gain_interval(seeds_only) == ((0.2, 1.8), "win", "t: seeds (init, order)")
+    both = Gain(
+        "d", "b", "lora", "adapter", 1.0, 3, 3, ci=(0.2, 1.8), verdict="win", noise="seeds (init, order)",
+        all_noise=(-0.4, 2.4), all_noise_verdict="tie", all_noise_note="seeds (init, order) + 1000 test images",
+    )  # fmt: skip
+    # the test images widen the interval past 0: a tie, where the seeds alone said win
+    assert gain_interval(both) == ((-0.4, 2.4), "tie", "bootstrap and t: seeds (init, order) + 1000 test images")

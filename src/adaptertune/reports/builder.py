@@ -24,9 +24,9 @@ from ..atomic import atomic_write_text, check_output_dir, ensure_output_dir
 from ..errors import AdapterTuneError
 from .ablation import ablation_html, ablation_markdown, init_ablation
 from .agreement import prediction_tables
+from .board import write_board
 from .collect import Cell, RunRecord, aggregate, collect_runs, pair_label
 from .data_table import DATA_NOTE, data_markdown, data_rows
-from .leaderboard import write_board
 from .noise import noise_columns, noise_rule
 from .placement import placement_html, placement_markdown, placement_rows
 from .plots import plot_accuracy_vs_params, plot_accuracy_vs_rank, plot_rank_elbows, plot_training_curves, rank_elbows

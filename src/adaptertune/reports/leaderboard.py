@@ -6,7 +6,8 @@ accuracy against trainable parameters.
 - Test accuracy: the mean over seeds with the 95% Student t-interval of that mean (seeds only: init, data order,
   and the subset where the seeds draw it; not test-set noise).
 - Gain: the cell against the reference over paired seeds (:func:`~adaptertune.reports.tables.paired_gain`),
-  its 95% interval and verdict; the ``interval`` column names which interval decided it.
+  its 95% interval and verdict (:func:`gain_interval`: over seeds and test images where both cells wrote
+  predictions, else the t-interval over seeds); the ``interval`` column names it and the noise it counts.
 - ms per step: each run's summed ``epoch_seconds`` over its optimizer steps (``metrics.jsonl``), mean over
   seeds: training time measured under the sweep's own conditions (device, concurrent runs, data loading).
 - GFLOPs per step: the method's analytic matmul FLOPs (:func:`~adaptertune.methods.flops.step_flops`) on the
@@ -18,21 +19,14 @@ accuracy against trainable parameters.
 
 from __future__ import annotations
 
-import base64
-import csv
-import html
-import io
 import json
 import math
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_text
 from ..errors import AdapterTuneError
-from .budget import BUDGET_RULE, budget_curves, budget_rows, plot_budget, ranks_at_budgets, ranks_markdown
 from .collect import Cell, RunRecord, mean_std
 from .plots import _axes, _params_axis, _plt, _save, pareto_front
 from .stats import t_interval
@@ -40,21 +34,18 @@ from .tables import Gain, comparable, interval_text, paired_gain, sorted_variant
 
 __all__ = [
     "DEFAULT_REFERENCE",
-    "MIN_CELLS",
-    "Board",
     "BoardRow",
     "board_markdown",
     "board_rows",
     "budget_limited",
     "csv_rows",
+    "gain_interval",
     "ms_per_step",
     "plot_pareto",
     "reference_cell",
-    "write_board",
 ]
 
 DEFAULT_REFERENCE = "adapter"  # AdapterTune
-MIN_CELLS = 3  # the section appears once a pair has this many cells with validation curves
 
 
 @dataclass(frozen=True)
@@ -176,7 +167,7 @@ def _row(c: Cell, ref: Cell | None) -> BoardRow:
         t_interval(accs),
         ref.variant if ref is not None else "",
         gain,
-        *(_decided(gain) if gain is not None else ((math.nan, math.nan), "", "")),
+        *(gain_interval(gain) if gain is not None else ((math.nan, math.nan), "", "")),
         c.trainable_params,
         sum(times) / len(times) if len(times) == c.n else None,
         flops,
@@ -190,10 +181,13 @@ def _row(c: Cell, ref: Cell | None) -> BoardRow:
     )
 
 
-def _decided(g: Gain) -> tuple[tuple[float, float], str, str]:
-    """The interval that decides a gain's verdict, the verdict and the interval's name: the paired-seed
-    t-interval (:mod:`adaptertune.reports.stats`), the rule every gains table of the report uses."""
-    return g.ci, g.verdict, "t (paired seeds)"
+def gain_interval(g: Gain) -> tuple[tuple[float, float], str, str]:
+    """The interval shown for a gain, its verdict and what it counts: the paired bootstrap over seeds and test
+    images where both cells have predictions (its verdict needs the t-interval to agree:
+    :data:`~adaptertune.reports.bootstrap.ALL_NOISE_RULE`), else the t-interval over paired seeds."""
+    if not math.isnan(g.all_noise[0]):
+        return g.all_noise, g.all_noise_verdict, f"bootstrap and t: {g.all_noise_note}"
+    return g.ci, g.verdict, f"t: {g.noise}" if g.noise else "t: paired seeds"
 
 
 def _num(x: float | None, fmt: str) -> str:
@@ -269,12 +263,15 @@ def board_markdown(rows: list[BoardRow]) -> str:
         out.append("")
     notes = sorted({f"{r.variant}: {r.gflops_note}" for r in rows if r.gflops_note})
     out += [
-        "Test accuracy: mean over seeds, 95% t-interval of that mean (seed noise only). Gain: paired seeds against "
-        "the reference cell (AdapterTune by default; of several, the best by validation), verdict from the named "
-        "interval (win / loss: it excludes 0). ms/step: summed epoch_seconds over optimizer steps, mean over seeds, "
-        "measured under the sweep's own conditions (concurrent runs, data loading included), not an isolated "
-        "benchmark. GFLOP/step: analytic matmul FLOPs of one step at the run's batch (whole forward, a cached "
-        "prefix not subtracted). epochs: mean trained / cap. A run at its cap was not stopped by early stopping: "
+        "Test accuracy: mean over seeds, 95% t-interval of that mean (seed noise only). "
+        "Gain: paired seeds against the reference cell (AdapterTune by default; of several, the best by "
+        "validation); the interval column names the interval shown and what it counts (with test images: the "
+        "bootstrap over seeds and test images, win / loss only when it and the t-interval agree; else the "
+        "t-interval, win / loss when it excludes 0). "
+        "ms/step: summed epoch_seconds over optimizer steps, mean over seeds, measured under the sweep's own "
+        "conditions (concurrent runs, data loading included), not an isolated benchmark. "
+        "GFLOP/step: analytic matmul FLOPs of one step at the run's batch (whole forward, a cached prefix not "
+        "subtracted). epochs: mean trained / cap. A run at its cap was not stopped by early stopping: "
         "**budget-limited**, its validation might still have improved.",
         *(["", "No FLOP count for " + "; ".join(notes) + "."] if notes else []),
     ]
@@ -327,83 +324,3 @@ def plot_pareto(rows: list[BoardRow], path: Path, cells: list[Cell]) -> Path | N
     for ax in list(axes.flat)[len(pairs) :]:
         ax.axis("off")
     return _save(fig, plt, path)
-
-
-@dataclass
-class Board:
-    """The report section: its title, Markdown (table.md) and HTML (report.html, images embedded), the files."""
-
-    title: str
-    markdown: str
-    html: str
-    files: list[Path] = field(default_factory=list)
-
-
-def write_board(cells: list[Cell], out_dir: Path, reference: str = DEFAULT_REFERENCE) -> Board | None:
-    """Write ``leaderboard.csv``, ``leaderboard.md``, ``budget.csv``, ``budget_steps.png``,
-    ``budget_seconds.png`` and ``pareto.png`` into ``out_dir``; None (nothing written) unless some (dataset,
-    backbone) pair has :data:`MIN_CELLS` cells whose runs all have validation curves."""
-    curves = budget_curves(cells)
-    if not any(len(by_variant) >= MIN_CELLS for by_variant in curves.values()):
-        return None
-    rows = board_rows(cells, reference)
-    budget_md = BUDGET_RULE + "\n\n" + ranks_markdown(ranks_at_budgets(curves))
-    md = "### Leaderboard\n\n" + board_markdown(rows) + "\n### Ranking at a budget of steps\n\n" + budget_md
-    board = Board("Leaderboard and budget curves", md, "")
-    for name, table in (("leaderboard.csv", csv_rows(rows)), ("budget.csv", budget_rows(curves))):
-        _write_csv(out_dir / name, table)
-        board.files.append(out_dir / name)
-    atomic_write_text(out_dir / "leaderboard.md", md)
-    board.files.append(out_dir / "leaderboard.md")
-    images = [
-        ("Test accuracy vs trainable parameters, Pareto frontier", plot_pareto(rows, out_dir / "pareto.png", cells)),
-        ("Validation accuracy vs optimizer steps", plot_budget(curves, out_dir / "budget_steps.png", "steps", cells)),
-        (
-            "Validation accuracy vs training seconds",
-            plot_budget(curves, out_dir / "budget_seconds.png", "seconds", cells),
-        ),
-    ]
-    board.files += [p for _, p in images if p is not None]
-    board.html = _markdown_html(md) + "".join(
-        f"<h3>{html.escape(t)}</h3><img alt='{html.escape(t)}' src='data:image/png;base64,"
-        f"{base64.b64encode(p.read_bytes()).decode()}'>"
-        for t, p in images
-        if p is not None
-    )
-    return board
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
-def _inline(text: str) -> str:
-    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text.strip()))
-
-
-def _markdown_html(md: str) -> str:
-    """The section's Markdown (headings, pipe tables, paragraphs) as HTML."""
-    out, in_table = [], False
-    for line in md.splitlines():
-        if line.startswith("|"):
-            cells = line.strip().strip("|").split("|")
-            if set(line) <= set("|-: "):  # the separator row
-                continue
-            tag = "td" if in_table else "th"
-            row = "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells)
-            out.append(("" if in_table else "<table>") + f"<tr>{row}</tr>")
-            in_table = True
-            continue
-        if in_table:
-            out.append("</table>")
-            in_table = False
-        if line.startswith("### "):
-            out.append(f"<h3>{html.escape(line[4:])}</h3>")
-        elif line.strip():
-            out.append(f"<p>{_inline(line)}</p>")
-    return "\n".join(out + (["</table>"] if in_table else []))
