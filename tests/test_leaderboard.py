@@ -111,7 +111,7 @@ def test_leaderboard_numbers_are_the_run_folders(sweep):
         else:
             p = paired_comparison({s["seed"]: s["test_acc"] for s, _ in runs}, ref)
             assert float(row["gain"]) == pytest.approx(p.mean_diff, abs=1e-4)
-            assert row["gain_verdict"] == p.verdict and row["gain_interval"] == "t: seeds (init, order)"
+            assert row["gain_verdict"] == p.verdict and row["gain_interval"] == "seeds (init, order) (t)"
     assert rows["head"]["runs_stopped_early"] == "2" and rows["head"]["budget_limited"] == "False"
     assert rows["adapter r=16"]["runs_at_cap"] == "2" and rows["adapter r=16"]["budget_limited"] == "True"
     assert "2/2 at cap **budget-limited**" in (out / "leaderboard.md").read_text()
@@ -183,10 +183,14 @@ def test_the_gain_interval_counts_test_images_where_both_cells_have_predictions(
     seeds_only = Gain(
         "d", "b", "lora", "adapter", 1.0, 3, 3, ci=(0.2, 1.8), verdict="win", noise="seeds (init, order)"
     )
-    assert gain_interval(seeds_only) == ((0.2, 1.8), "win", "t: seeds (init, order)")
+    assert gain_interval(seeds_only) == ((0.2, 1.8), "win", "seeds (init, order) (t)")
     both = Gain(
         "d", "b", "lora", "adapter", 1.0, 3, 3, ci=(0.2, 1.8), verdict="win", noise="seeds (init, order)",
         all_noise=(-0.4, 2.4), all_noise_verdict="tie", all_noise_note="seeds (init, order) + 1000 test images",
     )  # fmt: skip
     # the test images widen the interval past 0: a tie, where the seeds alone said win
-    assert gain_interval(both) == ((-0.4, 2.4), "tie", "bootstrap and t: seeds (init, order) + 1000 test images")
+    assert gain_interval(both) == (
+        (-0.4, 2.4),
+        "tie",
+        "seeds (init, order) + 1000 test images (bootstrap; verdict with t)",
+    )

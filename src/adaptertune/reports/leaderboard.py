@@ -186,8 +186,8 @@ def gain_interval(g: Gain) -> tuple[tuple[float, float], str, str]:
     images where both cells have predictions (its verdict needs the t-interval to agree:
     :data:`~adaptertune.reports.bootstrap.ALL_NOISE_RULE`), else the t-interval over paired seeds."""
     if not math.isnan(g.all_noise[0]):
-        return g.all_noise, g.all_noise_verdict, f"bootstrap and t: {g.all_noise_note}"
-    return g.ci, g.verdict, f"t: {g.noise}" if g.noise else "t: paired seeds"
+        return g.all_noise, g.all_noise_verdict, f"{g.all_noise_note} (bootstrap; verdict with t)"
+    return g.ci, g.verdict, f"{g.noise or 'paired seeds'} (t)"
 
 
 def _num(x: float | None, fmt: str) -> str:
