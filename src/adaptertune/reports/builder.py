@@ -24,6 +24,7 @@ from ..atomic import atomic_write_text, check_output_dir, ensure_output_dir
 from ..errors import AdapterTuneError
 from .ablation import ablation_html, ablation_markdown, init_ablation
 from .agreement import prediction_tables
+from .board import write_board
 from .collect import Cell, RunRecord, aggregate, collect_runs, pair_label
 from .data_table import DATA_NOTE, data_markdown, data_rows
 from .noise import noise_columns, noise_rule
@@ -164,10 +165,13 @@ def build_report(
         sections.append("## Rank elbow\n\n" + elbow_md)
     placement = placement_rows(cells)
     studies = _studies(records, placement)  # shown only when the results hold an init ablation / placements
+    board = write_board(cells, out_dir)  # budget curves, Pareto plot, leaderboard: >= 3 cells with val curves
+    studies += [(board.title, board.markdown, board.html)] if board else []
     sections += [f"## {title}\n\n{md}" for title, md, _ in studies]
     gs_csv = gs + [r.gain for r in placement if r.gain is not None]  # gains.csv: vs head/full and vs `all`
     md = "\n\n".join(sections)
     report = Report(out_dir, records, cells, table, gains_summary(gs), warnings=edges)
+    report.files += board.files if board else []
     written = {
         "results.csv": lambda p: _write_csv(p, results_rows(records)),
         "cells.csv": lambda p: _write_csv(p, _cell_rows(cells)),

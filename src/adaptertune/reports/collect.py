@@ -69,6 +69,8 @@ class RunRecord:
     test_acc: float | None = None
     test_acc_last: float | None = None
     best_val_acc: float | None = None
+    best_epoch: int | None = None  # the selected epoch
+    stopped_epoch: int | None = None  # the epoch early stopping ended training at (None: it did not stop it)
     trainable_params: int | None = None
     total_params: int | None = None
     train_seconds: float | None = None
@@ -210,6 +212,8 @@ def _read_run(run_dir: Path, rel: str) -> RunRecord | None:
         test_acc=float(s.test_acc),
         test_acc_last=s.test_acc_last,
         best_val_acc=s.best_val_acc,
+        best_epoch=s.best_epoch,
+        stopped_epoch=s.stopped_epoch,
         train_seconds=s.train_seconds,
         lr=((config or {}).get("train") or {}).get("lr"),
         tuning=s.tuning,
