@@ -32,6 +32,7 @@ from . import folder as rf
 from .adapter_file import file_metadata
 from .callbacks import MetricsWriter, TensorBoardWriter
 from .lock import RunLock, lock_path_for
+from .predictions import predictions_of, write_predictions
 from .prefix_cache import prefix_fit_inputs
 from .skipped import SPLITS, gather_unreadable, write_skipped
 from .summary import RESUME_FREE_KEYS, RunStatus, RunSummary, config_differences, make_protocol
@@ -228,6 +229,10 @@ def _train(rr: ResolvedRun, callbacks: list, overwrite: bool, resume: bool, tuni
             meta = file_metadata(cfg, built, raw.classes, model, summary.protocol)
             summary.unreadable_images = {s: len(items) for s, items in unreadable.items()}
             write_skipped(work_dir, unreadable)
+            if not tuning and result.test_outputs is not None:  # one process: the test set in the view's order
+                preds = predictions_of(result.test_outputs, splits.test, unreadable.get("test", []))
+                write_predictions(work_dir, preds)
+                summary.predictions = rf.PREDICTIONS_FILE
             _write_results(work_dir, summary, result, meta, device)
             if tensorboard is not None:
                 tensorboard.write_hparams(resolved, summary.to_dict())
@@ -261,6 +266,7 @@ def _new_summary(
         rank=getattr(rr.options, "rank", None),
         placement=getattr(rr.options, "placement", None),
         seed=cfg.train.seed,
+        subset_seed=cfg.data.subset_seed,
         trainable_params=params.trainable,
         total_params=params.total,
         num_classes=len(raw.classes),
