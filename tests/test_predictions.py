@@ -187,3 +187,21 @@ def test_read_predictions_round_trip_and_one_line_errors(tmp_path):
         with pytest.raises(CheckpointError, match=match) as e:
             read_predictions(tmp_path)
         assert "\n" not in str(e.value)
+
+
+def test_a_run_with_an_unreadable_test_image_leaves_its_position_out(run_config, tmp_path, one_thread):
+    from helpers import make_image_folder
+
+    root = make_image_folder(tmp_path / "data", n_classes=3, n_train=6, n_test=3, size=36)
+    bad = root / "test" / "class_1" / "0.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    out = tmp_path / "run"
+    summary = run(run_config(root, out, epochs=1, batch_size=4, device="cpu"))
+    assert summary.skipped_test_images == 1 and summary.predictions == PREDICTIONS_FILE
+    loaded = load_run(out, "cpu")
+    view = build_splits(loaded.config.data, loaded.data_config).test
+    gone = [j for j, i in enumerate(view.indices) if view.source.describe(int(i)) == str(bad)]
+    p = read_predictions(out)
+    assert len(gone) == 1 and p.index.tolist() == [j for j in range(len(view)) if j != gone[0]]
+    assert np.array_equal(p.label, np.asarray(view.targets)[p.index])
+    assert p.acc == pytest.approx(summary.test_acc, abs=1e-9)
