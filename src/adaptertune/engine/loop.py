@@ -280,8 +280,8 @@ def _evaluate(
         sums += torch.cat((loss.double()[None], topk_hits(logits, y, (1, 5)).double()))
         n += y.numel()
         if keep:  # top-1 from topk_hits' own call: a tie (likely in fp16 / bf16 logits) breaks as it counts
-            top1 = logits.topk(min(5, logits.shape[1]), dim=1).indices[:, 0]
-            kept.append((y, top1, logits.softmax(dim=1).half()))
+            pred = logits.topk(min(5, logits.shape[1]), dim=1).indices[:, 0]
+            kept.append((y, pred, logits.softmax(dim=1).half()))
     loss_sum, top1, top5 = sums.tolist()
     loss_sum, top1, top5, n, skipped = reduce_sums([loss_sum, top1, top5, n, skipped])
     outputs = EvalOutputs.from_batches(kept) if keep else None
