@@ -268,3 +268,113 @@ def test_a_sweep_over_the_folds():
     points = expand_grid(spec)
     assert [p.name for p in points] == [f"cv_fold={i}" for i in range(5)]
     assert [RunConfig.from_dict(p.config).data.cv_fold for p in points] == [0, 1, 2, 3, 4]
+
+
+# ---------------------------------------------------------------- a subset per training seed
+# data.subset_per_seed: the subset and its validation are drawn with resolve.subset_draw_seed(split_seed, seed);
+# the test split stays the one split_seed fixes, so runs at different seeds are paired per test image
+def _per_seed_splits(seed: int, with_val: bool = False, **data):
+    from adaptertune.resolve import resolve_config
+
+    d = {"name": "x", "subset": 30, "val_fraction": 0.2, "subset_per_seed": True, "test_subset": 6, **data}
+    cfg = resolve_config(RunConfig.from_dict({"data": d, "train": {"seed": seed}}))
+    return cfg, build_splits(cfg.data, DATA_CONFIG, _raw(with_val=with_val))
+
+
+def _indices(splits) -> list[list[int]]:
+    return [v.indices.tolist() for v in (splits.train, splits.val, splits.test)]
+
+
+@pytest.mark.parametrize("with_val", [False, True])
+def test_each_seed_draws_its_own_subset_and_validation_and_shares_the_test_images(with_val):
+    from adaptertune.resolve import subset_draw_seed
+
+    (cfg0, s0), (_, again), (cfg1, s1) = (_per_seed_splits(seed, with_val) for seed in (0, 0, 1))
+    assert (cfg0.data.subset_seed, cfg1.data.subset_seed) == (subset_draw_seed(0, 0), subset_draw_seed(0, 1))
+    assert cfg0.data.subset_seed != cfg1.data.subset_seed
+    assert _indices(s0) == _indices(again)  # seed 0 twice: the same draw
+    assert s0.train.indices.tolist() != s1.train.indices.tolist()
+    assert s0.val.indices.tolist() != s1.val.indices.tolist()
+    off = DataConfig(name="x", subset=30, val_fraction=0.2, test_subset=6)
+    fixed = build_splits(off, DATA_CONFIG, _raw(with_val=with_val))
+    assert s0.test.indices.tolist() == s1.test.indices.tolist() == fixed.test.indices.tolist()
+    for s in (s0, s1):
+        assert np.bincount(s.train.targets).tolist() == [15, 9, 6]  # stratified, as the fixed subset
+        assert len(s.val) == 6 and np.bincount(s.val.targets).tolist() == [3, 2, 1]
+        assert with_val or not set(s.train.indices) & set(s.val.indices)  # an official val split is apart anyway
+
+
+def test_without_the_flag_the_split_is_todays():
+    from adaptertune.resolve import resolve_config
+
+    cfg = resolve_config(RunConfig.from_dict({"data": {"name": "x", "subset": 30}, "train": {"seed": 4}}))
+    assert cfg.data.subset_seed is None
+    splits = build_splits(cfg.data, DATA_CONFIG, _raw())
+    tr, va = run_split_indices(TARGETS, 0.1, 0, subset=30)
+    assert splits.train.indices.tolist() == tr.tolist() and splits.val.indices.tolist() == va.tolist()
+    resolved, _ = _per_seed_splits(3)
+    assert resolve_config(resolved) == resolved  # idempotent: config.yaml's subset_seed resolves to itself
+
+
+def test_subset_per_seed_config_errors():
+    from adaptertune.resolve import resolve_config
+
+    with pytest.raises(ConfigError, match="needs `data.subset`"):
+        DataConfig(subset_per_seed=True)
+    with pytest.raises(ConfigError, match="cv_folds 5"):
+        DataConfig(subset_per_seed=True, cv_folds=5, cv_fold=0)
+    with pytest.raises(ConfigError, match="`data.subset_seed` 7 is set by `data.subset_per_seed`"):
+        DataConfig(subset=10, subset_seed=7)
+    copied = {"data": {"name": "x", "subset": 10, "subset_per_seed": True, "subset_seed": 7}, "train": {"seed": 1}}
+    with pytest.raises(ConfigError, match="is not the seed of `data.split_seed` 0 and `train.seed` 1"):
+        resolve_config(RunConfig.from_dict(copied))
+    with pytest.raises(ConfigError, match="undecided"):  # an unresolved config would draw split_seed's subset
+        build_splits(DataConfig(name="x", subset=10, subset_per_seed=True), DATA_CONFIG, _raw())
+
+
+def test_subset_per_seed_is_in_the_protocol_and_its_seed_is_free_within_a_cell():
+    from adaptertune.runs.summary import CELL_FREE_KEYS, make_protocol
+
+    cfg, _ = _per_seed_splits(2)
+    p = make_protocol(cfg, DATA_CONFIG, ["a", "b", "c"], {}, selection="best_val_top1")
+    assert p["subset_per_seed"] is True and "subset_seed" not in p
+    assert "subset_per_seed" not in make_protocol(RunConfig(), DATA_CONFIG, [], {}, selection="best_val_top1")
+    assert "data.subset_seed" in CELL_FREE_KEYS
+
+
+class _StopAt:
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_start(self, total_steps, steps_per_epoch, start_step):
+        pass
+
+    def on_step(self, step, loss, lr):
+        if step + 1 == self.step:
+            raise KeyboardInterrupt
+
+    def on_epoch_end(self, metrics):
+        pass
+
+
+def test_a_subset_per_seed_run_records_its_draw_and_resumes(run_config, image_folder, tmp_path, one_thread):
+    import yaml
+
+    from adaptertune.resolve import subset_draw_seed
+    from adaptertune.runs import run
+    from adaptertune.runs.predictions import read_predictions
+
+    def cfg(out):
+        data = {"subset": 16, "subset_per_seed": True}
+        return run_config(image_folder, out, data=data, epochs=2, batch_size=8, seed=1, device="cpu")
+
+    whole = run(cfg(tmp_path / "whole"))
+    assert whole.subset_seed == subset_draw_seed(0, 1) and whole.protocol["subset_per_seed"] is True
+    saved = yaml.safe_load((tmp_path / "whole" / "config.yaml").read_text())["data"]
+    assert (saved["subset_per_seed"], saved["subset_seed"]) == (True, subset_draw_seed(0, 1))
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg(tmp_path / "cut"), [_StopAt(3)])  # 16 images, batch 8: stopped in epoch 2
+    resumed = run(cfg(tmp_path / "cut"), resume=True)
+    assert (resumed.test_acc, resumed.best_val_acc) == (whole.test_acc, whole.best_val_acc)
+    a, b = read_predictions(tmp_path / "whole"), read_predictions(tmp_path / "cut")
+    assert np.array_equal(a.prob, b.prob) and np.array_equal(a.index, b.index)

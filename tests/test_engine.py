@@ -94,7 +94,8 @@ def test_fit_reads_the_device_only_at_log_points(train_config, monkeypatch, log_
     counter = _SyncCounter(monkeypatch)
     fit(_mlp(), data, None, data[:2], train_config(log_every_steps=log_every), torch.device("cpu"), selection=LAST)
     reads = -(-12 // log_every)  # one per log point; the epoch end is the 12th step (a log point or the last)
-    assert counter.count == reads + 1  # + the test evaluation: its sums are read once for 2 batches
+    # + the test evaluation: its sums are read once for 2 batches, its per-image outputs once (label, pred, prob)
+    assert counter.count == reads + 1 + 3
 
 
 def test_non_finite_loss_found_later_still_names_its_step(train_config, monkeypatch):
@@ -206,5 +207,5 @@ def test_the_loop_steps_run_one_by_one(train_config, tmp_path):
     assert state.epochs_done == 1 and state.history == [metrics]
     _, meta = load_checkpoint(tmp_path / "c.safetensors")
     assert meta["state"] == state.to_meta()  # the checkpoint holds exactly the loop state
-    test, test_last = final_test(tr, state, val)
+    test, test_last, _ = final_test(tr, state, val)
     assert test == test_last  # the last epoch is the selected one

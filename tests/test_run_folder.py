@@ -113,6 +113,7 @@ def test_one_list_of_keys_that_may_differ():
         "train.seed",
         "data.cv_fold",
         "data.root",
+        "data.subset_seed",  # data.subset_per_seed: each seed's own draw
     }
     a = {"train": {"seed": 0, "lr": 0.1, "device": "cpu"}, "backbone": {"args": {"img_size": 32}}}
     b = {"train": {"seed": 1, "lr": 0.1, "device": "cuda"}, "backbone": {"args": {"img_size": 64}}}

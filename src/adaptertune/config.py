@@ -85,6 +85,12 @@ class DataConfig:
         val_subset: validation size in images, replacing ``val_fraction`` (None: use ``val_fraction``).
         split_seed: seed of the train/val split; independent of the training seed.
         subset: use a fixed stratified subset of N training images.
+        subset_per_seed: draw the subset and its validation set with a seed derived from (``split_seed``,
+            ``train.seed``), so each training seed trains and validates on its own draw; the test set stays the
+            one ``split_seed`` fixes, so seeds are paired per test image. Needs ``subset``; not with ``cv_folds``.
+        subset_seed: the seed the subset and its validation set were drawn with under ``subset_per_seed``:
+            decided by resolution (:func:`adaptertune.resolve.subset_draw_seed`) and recorded in config.yaml;
+            leave it unset.
         test_subset: use a fixed stratified subset of N test images.
         augment: train with the ``aug`` preset; off (the default) = the eval transform, as the PETL benchmarks
             (VTAB-1k) train; measured in benchmarks/augment.py, where random-resized-crop + flip cost points
@@ -124,6 +130,8 @@ class DataConfig:
     val_subset: int | None = None
     split_seed: int = 0
     subset: int | None = None
+    subset_per_seed: bool = False
+    subset_seed: int | None = None
     test_subset: int | None = None
     augment: bool = False
     num_workers: int | None = None
@@ -169,6 +177,15 @@ class DataConfig:
             raise ConfigError(f"`data.crop_scale` must be in (0, 1], got {self.crop_scale:g}.")
         self.mixup = _as_float("data.mixup", self.mixup, minimum=0.0)
         self.cutmix = _as_float("data.cutmix", self.cutmix, minimum=0.0)
+        self.subset_per_seed = _as_bool("data.subset_per_seed", self.subset_per_seed)
+        self.subset_seed = _optional(_as_int, "data.subset_seed", self.subset_seed, minimum=0)
+        if self.subset_per_seed and (self.subset is None or self.cv_folds is not None):
+            raise ConfigError(
+                "`data.subset_per_seed` draws the training subset per seed: it needs `data.subset` and no "
+                f"`data.cv_folds`, got subset {self.subset} and cv_folds {self.cv_folds}."
+            )
+        if self.subset_seed is not None and not self.subset_per_seed:
+            raise ConfigError(f"`data.subset_seed` {self.subset_seed} is set by `data.subset_per_seed`; unset it.")
 
 
 @dataclass

@@ -4,8 +4,9 @@ and what ``summary.json`` records; downstream code reads it and never decides ag
 Resolution has two steps, because some values depend on the data:
 
 1. :func:`resolve_run`, from the config and this machine: the method (its registry entry, its lr and weight
-   decay, its options, no augmentation for cached features), the warm-up length, the device and the precision
-   (``auto`` never remains). :func:`resolve_config` is the part that does not depend on the machine.
+   decay, its options, no augmentation for cached features), the warm-up length, the seed a per-seed training
+   subset is drawn with (``data.subset_seed``), the device and the precision (``auto`` never remains).
+   :func:`resolve_config` is the part that does not depend on the machine.
 2. :meth:`ResolvedRun.with_data`, from the built splits: the selection rule (the best validation epoch when
    there is a validation split, else the last) and ``data.batched`` (``auto`` -> ``on``/``off``).
 
@@ -19,6 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,6 +41,7 @@ __all__ = [
     "resolve_config",
     "resolve_run",
     "resolve_train_config",
+    "subset_draw_seed",
 ]
 
 
@@ -155,6 +158,7 @@ def _resolve(cfg: RunConfig) -> tuple[RunConfig, Method]:
                 f"Method '{cfg.method}' trains on cached features: `data.mixup` and `data.cutmix` must be 0."
             )
     check_optimizer(d["train"]["optimizer"])
+    d["data"]["subset_seed"] = _subset_seed(cfg)
     d["train"]["warmup_epochs"] = _warmup_epochs(cfg.train)
     return RunConfig.from_dict(d), method
 
@@ -170,6 +174,26 @@ def _check_sections(sections: dict[str, Any]) -> None:
                 f"Unknown config key '{name}': neither a run config key nor a method.{hint} Valid top-level keys: "
                 f"{', '.join(RUN_KEYS)} and the options sections {', '.join(valid[len(RUN_KEYS) :])}."
             )
+
+
+def subset_draw_seed(split_seed: int, train_seed: int) -> int:
+    """The seed of a run's training subset and validation set under ``data.subset_per_seed``: one 32-bit word
+    of numpy's ``SeedSequence((split_seed, train_seed))``, so each pair gets its own independent stream."""
+    return int(np.random.SeedSequence((split_seed, train_seed)).generate_state(1)[0])
+
+
+def _subset_seed(cfg: RunConfig) -> int | None:
+    """``data.subset_seed`` for ``cfg``: derived from its seeds under ``subset_per_seed`` (a recorded value must
+    be that one: a config.yaml given another ``train.seed`` would otherwise train on another run's subset)."""
+    if not cfg.data.subset_per_seed:
+        return None
+    seed = subset_draw_seed(cfg.data.split_seed, cfg.train.seed)
+    if cfg.data.subset_seed not in (None, seed):
+        raise ConfigError(
+            f"`data.subset_seed` {cfg.data.subset_seed} is not the seed of `data.split_seed` {cfg.data.split_seed} "
+            f"and `train.seed` {cfg.train.seed} ({seed}); unset it, resolution derives it."
+        )
+    return seed
 
 
 def default_warmup_epochs(epochs: int) -> float:

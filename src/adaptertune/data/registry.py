@@ -82,7 +82,7 @@ def load_raw(cfg: DataConfig) -> RawDataset:
 def build_splits(cfg: DataConfig, data_config: dict[str, Any], raw: RawDataset | None = None) -> DataSplits:
     """Build the train / val / test views of ``raw`` (loaded from ``cfg`` if None) with the backbone's transforms.
 
-    Validation is sized to the run and never chosen by the training seed:
+    Validation is sized to the run and, unless ``subset_per_seed``, never chosen by the training seed:
 
     - a dataset with an official val split uses it whole, or, with ``subset`` or ``val_subset``, a fixed
       stratified part of it of ``val_subset`` images (else ``val_fraction`` of the subset);
@@ -93,9 +93,19 @@ def build_splits(cfg: DataConfig, data_config: dict[str, Any], raw: RawDataset |
       are pooled; fold ``cv_fold`` is the test set, validation is carved from the other folds and the rest
       trains (:func:`~adaptertune.data.splits.cv_split_indices`).
 
+    With ``subset_per_seed`` the subset and its validation set are drawn as above with ``cfg.subset_seed`` (the
+    seed resolution derived from ``split_seed`` and the training seed) in place of ``split_seed``; the test
+    split (and ``test_subset``) is always fixed by ``split_seed``.
+
     Raises:
         DataError: the subset and its validation do not fit in the training pool.
+        ConfigError: ``subset_per_seed`` without the ``subset_seed`` resolution derives (an unresolved config).
     """
+    if cfg.subset_per_seed and cfg.subset_seed is None:
+        raise ConfigError(
+            "`data.subset_per_seed` is on but `data.subset_seed` is undecided; resolve the run config first "
+            "(adaptertune.resolve.resolve_config derives it from the split and training seeds)."
+        )
     raw = raw if raw is not None else load_raw(cfg)
     if cfg.cache is not None:
         from .cache import cache_raw
@@ -111,12 +121,13 @@ def build_splits(cfg: DataConfig, data_config: dict[str, Any], raw: RawDataset |
         )
         train, val, test = (SplitView(pool, i, tf, cfg.strict) for i, tf in zip(idx, (train_tf, eval_tf, eval_tf)))
         return DataSplits(train, val if len(val) else None, test, raw.classes)
+    draw = cfg.subset_seed if cfg.subset_seed is not None else cfg.split_seed  # the subset and its validation
     if raw.val is not None:
         if cfg.subset is not None and cfg.subset > len(raw.train):
             raise DataError(
                 f"`data.subset` {cfg.subset} exceeds the {len(raw.train)} training images of '{cfg.name}'."
             )
-        train_idx = subset_indices(np.arange(len(raw.train)), raw.train.targets, cfg.subset, cfg.split_seed)
+        train_idx = subset_indices(np.arange(len(raw.train)), raw.train.targets, cfg.subset, draw)
         n_val = None  # the official val split, whole
         if cfg.subset is not None or cfg.val_subset is not None:
             n_val = val_size(cfg.subset or len(raw.train), cfg.val_fraction, cfg.val_subset)
@@ -124,11 +135,9 @@ def build_splits(cfg: DataConfig, data_config: dict[str, Any], raw: RawDataset |
                 _logger.warning(
                     "'%s': %d validation images asked, its val split has %d", cfg.name, n_val, len(raw.val)
                 )
-        val_src, val_idx = raw.val, subset_indices(np.arange(len(raw.val)), raw.val.targets, n_val, cfg.split_seed)
+        val_src, val_idx = raw.val, subset_indices(np.arange(len(raw.val)), raw.val.targets, n_val, draw)
     else:
-        train_idx, val_idx = run_split_indices(
-            raw.train.targets, cfg.val_fraction, cfg.split_seed, cfg.subset, cfg.val_subset
-        )
+        train_idx, val_idx = run_split_indices(raw.train.targets, cfg.val_fraction, draw, cfg.subset, cfg.val_subset)
         val_src = raw.train
     test_idx = subset_indices(range(len(raw.test)), raw.test.targets, cfg.test_subset, cfg.split_seed)
     if len(train_idx) == 0:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,15 +39,34 @@ from .stopping import Selection, check_selection, patience_step
 _logger = logging.getLogger(__name__)
 
 __all__ = [
+    "EvalOutputs",
     "FitResult",
     "check_resolved",
     "end_epoch",
     "evaluate",
+    "evaluate_outputs",
     "final_test",
     "fit",
     "start_state",
     "validate_and_select",
 ]
+
+
+@dataclass(frozen=True)
+class EvalOutputs:
+    """Every image's outputs of one evaluation pass, in the loader's order (CPU arrays)."""
+
+    label: np.ndarray  # (N,) int64
+    pred: np.ndarray  # (N,) int64: the top-1 class of the fp32 logits, the one the top-1 accuracy counts
+    prob: np.ndarray  # (N, C) float16: softmax of the fp32 logits
+
+    @classmethod
+    def from_batches(cls, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> EvalOutputs:
+        """From ``(label, pred, prob)`` batches (on any device): one copy to the host at the end."""
+        if not batches:
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float16))
+        label, pred, prob = (torch.cat(parts).cpu().numpy() for parts in zip(*batches, strict=True))
+        return cls(label.astype(np.int64), pred.astype(np.int64), prob)
 
 
 @dataclass
@@ -64,6 +84,8 @@ class FitResult:
     backend: dict[str, Any] = field(default_factory=dict)  # CUDA math settings the run trained with
     stopped_epoch: int | None = None  # the epoch early stopping ended training at (None: all epochs ran)
     stop_requested_epoch: int | None = None  # the epoch a callback ended training at (None: none asked)
+    # the selected model's per-image test outputs; None under torchrun (each rank evaluates a shard)
+    test_outputs: EvalOutputs | None = field(default=None, repr=False)
 
 
 def fit(
@@ -124,7 +146,7 @@ def fit(
                 _logger.info("stop at epoch %d, asked by a callback", epoch)
             if state.stopped_epoch is not None or state.stop_requested_epoch is not None:
                 break
-        test, test_last = final_test(tr, state, test_loader)
+        test, test_last, test_outputs = final_test(tr, state, test_loader)
         (skipped,) = reduce_sums([state.skipped])
     return FitResult(
         best_epoch=state.best_epoch,
@@ -140,6 +162,7 @@ def fit(
         backend=backend,
         stopped_epoch=state.stopped_epoch,
         stop_requested_epoch=state.stop_requested_epoch,
+        test_outputs=test_outputs,
     )
 
 
@@ -210,28 +233,51 @@ def end_epoch(tr: Trainer, state: TrainState, metrics: dict[str, Any]) -> None:
     save_state(tr, state)
 
 
-def final_test(tr: Trainer, state: TrainState, test_loader: Iterable) -> tuple[dict[str, float], dict[str, float]]:
-    """(test metrics of the selected model, of the last one); the model keeps the selected tensors."""
+def final_test(
+    tr: Trainer, state: TrainState, test_loader: Iterable
+) -> tuple[dict[str, float], dict[str, float], EvalOutputs | None]:
+    """(test metrics of the selected model, of the last one, the selected model's per-image outputs); the
+    model keeps the selected tensors. The outputs come from the pass that measures the selected model (no
+    second pass); under torchrun they are None (each rank sees a shard)."""
+    keep = tr.dist.world_size == 1
+    last_is_selected = state.best_epoch == state.epochs_done
     with use_weights(tr.ema, tr.cfg):
-        test_last = evaluate(tr.model, test_loader, tr.device, tr.cfg.precision)
+        test_last, outputs = _evaluate(tr.model, test_loader, tr.device, tr.cfg.precision, keep and last_is_selected)
     with torch.no_grad():
         params = dict(tr.model.named_parameters())
         for n, v in state.best_state.items():
             params[n].copy_(v)
-    if state.best_epoch == state.epochs_done:  # the last model trained is the selected one
-        return test_last, test_last
-    return evaluate(tr.model, test_loader, tr.device, tr.cfg.precision), test_last
+    if last_is_selected:  # the last model trained is the selected one
+        return test_last, test_last, outputs
+    test, outputs = _evaluate(tr.model, test_loader, tr.device, tr.cfg.precision, keep)
+    return test, test_last, outputs
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, precision: str = "fp32") -> dict[str, float]:
     """Top-1 / top-5 accuracy (%), mean cross-entropy and the count of skipped (corrupt) images over ``loader``.
 
     The sums stay on the device (float64, exact for counts) and are read once at the end.
     """
+    return _evaluate(model, loader, device, precision, keep=False)[0]
+
+
+def evaluate_outputs(
+    model: nn.Module, loader: Iterable, device: torch.device, precision: str = "fp32"
+) -> tuple[dict[str, float], EvalOutputs]:
+    """:func:`evaluate`'s metrics and, from the same pass, every image's label, top-1 prediction and softmax
+    probabilities in the loader's order (a skipped corrupt image has no row)."""
+    metrics, outputs = _evaluate(model, loader, device, precision, keep=True)
+    return metrics, outputs
+
+
+@torch.no_grad()
+def _evaluate(
+    model: nn.Module, loader: Iterable, device: torch.device, precision: str, keep: bool
+) -> tuple[dict[str, float], EvalOutputs | None]:
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, top-1 hits, top-5 hits
     n = skipped = 0
+    kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for batch in loader:  # this rank's shard under torchrun; the sums are reduced below
         skipped += batch[2] if len(batch) > 2 else 0
         x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
@@ -243,14 +289,20 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, precision
         loss = F.cross_entropy(logits, y, reduction="sum")
         sums += torch.cat((loss.double()[None], topk_hits(logits, y, (1, 5)).double()))
         n += y.numel()
+        if keep:  # top-1 from topk_hits' own call: a tie (likely in fp16 / bf16 logits) breaks as it counts
+            pred = logits.topk(min(5, logits.shape[1]), dim=1).indices[:, 0]
+            kept.append((y, pred, logits.softmax(dim=1).half()))
     loss_sum, top1, top5 = sums.tolist()
     loss_sum, top1, top5, n, skipped = reduce_sums([loss_sum, top1, top5, n, skipped])
+    outputs = EvalOutputs.from_batches(kept) if keep else None
     if n == 0:
-        return {"acc": float("nan"), "top5": float("nan"), "loss": float("nan"), "n": 0, "skipped": int(skipped)}
-    return {
+        nan = float("nan")
+        return {"acc": nan, "top5": nan, "loss": nan, "n": 0, "skipped": int(skipped)}, outputs
+    metrics = {
         "acc": 100.0 * top1 / n,
         "top5": 100.0 * top5 / n,
         "loss": loss_sum / n,
         "n": int(n),
         "skipped": int(skipped),
     }
+    return metrics, outputs

@@ -5,7 +5,8 @@ A run folder holds ``config.yaml`` (the resolved config that ran), ``metrics.jso
 trained tensors with their identity; named so it is not taken for an AdapterHub ``adapter.safetensors`` or a
 PEFT ``adapter_model.safetensors``; folders written under the old name ``adapter.safetensors`` still load),
 while training ``checkpoint.safetensors`` (the resume state), optionally ``tensorboard/``, ``skipped.txt`` (the
-images it could not read, :mod:`.skipped`) and for a sweep point ``point.json`` (its grid values). Beside it live
+images it could not read, :mod:`.skipped`), for a tested run ``predictions.npz`` (the selected model's outputs
+per test image, :mod:`.predictions`) and for a sweep point ``point.json`` (its grid values). Beside it live
 the folder's lock (``.NAME.lock``) and, while ``--overwrite`` trains a replacement, ``.NAME.overwrite`` (swapped
 in when that run has finished). Sweeps and reports ask :func:`read_state`; they never parse these files themselves.
 """
@@ -35,6 +36,7 @@ __all__ = [
     "LEGACY_ADAPTER_FILES",
     "METRICS_FILE",
     "POINT_FILE",
+    "PREDICTIONS_FILE",
     "RUN_FILES",
     "SKIPPED_FILE",
     "SUMMARY_FILE",
@@ -69,6 +71,7 @@ LEGACY_ADAPTER_FILES = ("adapter.safetensors",)  # earlier name of ADAPTER_FILE;
 CHECKPOINT_FILE = "checkpoint.safetensors"
 POINT_FILE = "point.json"
 SKIPPED_FILE = "skipped.txt"  # the images the run could not read (runs/skipped.py)
+PREDICTIONS_FILE = "predictions.npz"  # the selected model's per-image test outputs (runs/predictions.py)
 TENSORBOARD_DIR = "tensorboard"
 RUN_FILES = (
     CONFIG_FILE,
@@ -79,6 +82,7 @@ RUN_FILES = (
     CHECKPOINT_FILE,
     POINT_FILE,
     SKIPPED_FILE,
+    PREDICTIONS_FILE,
     TENSORBOARD_DIR,
 )
 _logger = logging.getLogger(__name__)

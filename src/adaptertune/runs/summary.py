@@ -56,6 +56,9 @@ class RunSummary:
     rank: int | None = None
     placement: str | list[int] | None = None
     seed: int | None = None
+    # the seed the training subset and its validation set were drawn with (`data.subset_per_seed`; None: the
+    # subset fixed by `data.split_seed`)
+    subset_seed: int | None = None
     test_acc: float | None = None  # top-1 %, best-val checkpoint
     test_top5: float | None = None
     test_acc_last: float | None = None  # top-1 %, last epoch (reported, never used for selection)
@@ -91,6 +94,9 @@ class RunSummary:
     # how this run's hyper-parameters were chosen on validation (sweeps.tuning_runs): keys, grid, val_acc per
     # value, chosen, budget, rule; None: not tuned
     tuning: dict[str, Any] | None = None
+    # the selected model's per-image test outputs in the folder (runs/predictions.py); None: not written (a
+    # tuning run, or torchrun)
+    predictions: str | None = None
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,8 +154,9 @@ class RunSummary:
 NON_NUMERIC_KEYS = frozenset({"data.num_workers", "train.device", "train.tensorboard", "out_dir"})
 RESUME_FREE_KEYS = NON_NUMERIC_KEYS
 # A report cell averages over the seed (and the cross-validation fold: a cell's runs are paired by (seed,
-# fold)); data.root is compared resolved, as the protocol's data_root.
-CELL_FREE_KEYS = NON_NUMERIC_KEYS | {"train.seed", "data.cv_fold", "data.root"}
+# fold); with data.subset_per_seed each seed draws its own subset); data.root is compared resolved, as the
+# protocol's data_root.
+CELL_FREE_KEYS = NON_NUMERIC_KEYS | {"train.seed", "data.cv_fold", "data.root", "data.subset_seed"}
 
 
 def make_protocol(
@@ -194,6 +201,8 @@ def make_protocol(
         protocol["pre_resized"] = cache_side(data_config, cfg.data.resize)
     if cfg.data.split is not None:
         protocol["data_split"] = cfg.data.split
+    if cfg.data.subset_per_seed:  # each training seed draws its own subset and validation set
+        protocol["subset_per_seed"] = True
     if cfg.data.cv_folds is not None:  # k-fold CV: the pooled images, cut into folds fixed by split_seed
         protocol["cv_folds"], protocol["cv_fold"] = cfg.data.cv_folds, cfg.data.cv_fold
     # timm recipes: recorded only when set (older runs keep their protocol)

@@ -32,6 +32,7 @@ from . import folder as rf
 from .adapter_file import file_metadata
 from .callbacks import MetricsWriter, TensorBoardWriter
 from .lock import RunLock, lock_path_for
+from .predictions import predictions_of, write_predictions
 from .prefix_cache import prefix_fit_inputs
 from .skipped import SPLITS, gather_unreadable, write_skipped
 from .summary import RESUME_FREE_KEYS, RunStatus, RunSummary, config_differences, make_protocol
@@ -228,7 +229,10 @@ def _train(rr: ResolvedRun, callbacks: list, overwrite: bool, resume: bool, tuni
             meta = file_metadata(cfg, built, raw.classes, model, summary.protocol)
             summary.unreadable_images = {s: len(items) for s, items in unreadable.items()}
             write_skipped(work_dir, unreadable)
-            _write_results(work_dir, summary, result, meta, device)
+            preds = None  # a tuning run tests nothing; under torchrun each rank tested a shard
+            if not tuning and result.test_outputs is not None:
+                preds = predictions_of(result.test_outputs, splits.test, unreadable.get("test", []))
+            _write_results(work_dir, summary, result, meta, device, preds)
             if tensorboard is not None:
                 tensorboard.write_hparams(resolved, summary.to_dict())
             if staged:
@@ -261,6 +265,7 @@ def _new_summary(
         rank=getattr(rr.options, "rank", None),
         placement=getattr(rr.options, "placement", None),
         seed=cfg.train.seed,
+        subset_seed=cfg.data.subset_seed,
         trainable_params=params.trainable,
         total_params=params.total,
         num_classes=len(raw.classes),
@@ -285,9 +290,12 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def _write_results(
-    out_dir: Path, summary: RunSummary, result: Any, meta: dict[str, Any], device: torch.device
+    out_dir: Path, summary: RunSummary, result: Any, meta: dict[str, Any], device: torch.device, preds: Any
 ) -> None:
     save_tensors(out_dir / rf.ADAPTER_FILE, result.best_state, meta)
+    if preds is not None:
+        write_predictions(out_dir, preds)
+        summary.predictions = rf.PREDICTIONS_FILE
     if not summary.tuning_run:  # a tuning run's test loader is empty: it has no test metrics
         summary.test_acc, summary.test_top5 = result.test["acc"], result.test["top5"]
         summary.test_acc_last = result.test_last["acc"]
