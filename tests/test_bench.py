@@ -49,7 +49,7 @@ def test_presets_are_registered():
     assert {"quick", "paper-cpu", "test", "paper-core", "paper-rank"} <= set(PRESETS.names())
     quick = load_preset("quick")
     assert quick.base["backbone"]["name"] == "vit_small_patch14_dinov2.imgfocus"
-    assert quick.base["data"]["name"] == "fashion-mnist" and quick.base["data"]["subset"] == 1024
+    assert quick.base["data"]["name"] == "fashion-mnist" and quick.base["data"]["subset"] == 256
 
 
 def test_bench_runs_the_preset_then_prints_the_report(tmp_path, capsys, fake_trainer):
@@ -72,7 +72,7 @@ def test_bench_runs_the_preset_then_prints_the_report(tmp_path, capsys, fake_tra
 def test_bench_dry_run_lists_the_preset(tmp_path, capsys):
     assert main(["bench", "--preset", "quick", "--out-dir", str(tmp_path / "q"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "sweep quick: 21 runs" in out and "tuning run: validated, never tested" in out
+    assert "sweep quick: 30 runs" in out and "tuning run: validated, never tested" in out
     assert "estimated cpu minutes" in out and "seed=2,method=adapter,rank=16" in out
     assert not (tmp_path / "q").exists()
 
