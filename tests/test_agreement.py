@@ -21,8 +21,10 @@ from adaptertune.reports.agreement import (
 from adaptertune.reports.builder import build_report
 from adaptertune.reports.collect import aggregate, collect_runs
 from adaptertune.reports.noise import seed_noise
-from adaptertune.reports.predictions import PREDICTIONS_FILE, Predictions, aligned, read_predictions
+from adaptertune.reports.predictions import aligned, load
 from adaptertune.reports.tables import gains
+from adaptertune.runs.folder import PREDICTIONS_FILE
+from adaptertune.runs.predictions import Predictions
 from test_report import write_run
 
 
@@ -199,8 +201,10 @@ def test_noise_names_the_subset_when_seeds_draw_it_and_skips_cross_validation(pr
 def test_a_broken_predictions_file_is_named(tmp_path):
     path = tmp_path / PREDICTIONS_FILE
     np.savez(path, index=np.arange(3), label=np.arange(3), pred=np.arange(3))
-    with pytest.raises(CheckpointError, match="lacks prob"):
-        read_predictions(path)
+    with pytest.raises(CheckpointError, match="corrupt: it lacks the array 'prob'"):
+        load(path)
+    with pytest.raises(CheckpointError, match="is not a run folder's predictions.npz"):
+        load(tmp_path / "other.npz")
 
 
 def test_a_broken_file_leaves_its_seed_out_and_says_so(pred_runs, tmp_path, caplog):
@@ -211,5 +215,6 @@ def test_a_broken_file_leaves_its_seed_out_and_says_so(pred_runs, tmp_path, capl
     assert {r["n_seeds"] for r in agree if r["dataset"] == "mnist-5k"} == {"2"}
     gains_csv = list(csv.DictReader((tmp_path / "report" / "gains.csv").open()))
     g = next(r for r in gains_csv if r["dataset"] == "mnist-5k" and r["reference"] == "full")
-    assert g["all_noise_low"] == "" and g["all_noise_covers"].startswith("not computed (Cannot read predictions file")
+    assert g["all_noise_low"] == "" and g["all_noise_covers"].startswith("not computed (")
+    assert "predictions.npz' is corrupt" in g["all_noise_covers"]
     assert "left out of agreement" in caplog.text

@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import AdapterTuneError, CheckpointError
+from ..runs.predictions import Predictions
 from .collect import Cell
 from .noise import pooled_rows
-from .predictions import Predictions, aligned, read_predictions
+from .predictions import aligned, correct, load
 from .tables import comparable, sorted_variants
 
 __all__ = [
@@ -123,7 +124,7 @@ def _by_seed(group: list[Cell]) -> tuple[dict[str, dict[Hashable, Predictions]],
         if len(paths) < 2:
             continue
         try:
-            preds = aligned([read_predictions(p) for p in paths.values()])
+            preds = aligned([load(p) for p in paths.values()])
         except CheckpointError as e:  # a broken file or another split: that seed is left out, and said so
             _logger.warning("seed %s of %s left out of agreement and ensembles: %s", pair, group[0].dataset, e)
             continue
@@ -179,7 +180,7 @@ def ensemble_rows(cells: list[Cell], ks: Sequence[int] = ENSEMBLE_KS) -> list[di
             if n == 0:
                 continue
             seeds = [s for s in labels if all(s in probs[m] for m in members)]
-            alone = float(np.mean([preds[members[0]][s].correct.mean() for s in seeds]))
+            alone = float(np.mean([correct(preds[members[0]][s]).mean() for s in seeds]))
             rows.append(
                 {
                     "dataset": group[0].dataset,

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import CheckpointError
 from .bootstrap import ALL_NOISE_RULE, BootInterval, all_noise_verdict, paired_interval, pooled_interval
 from .collect import Cell
-from .predictions import aligned, read_predictions
+from .predictions import aligned, correct, load
 from .stats import verdict
 
 __all__ = [
@@ -67,12 +67,12 @@ def paired_values(variant: Cell, reference: Cell) -> tuple[list[np.ndarray], lis
     if missing:
         return f"no predictions at {missing} of {len(pairs)} paired seeds"
     try:
-        preds = aligned([read_predictions(m[p].predictions) for m in runs for p in pairs])
+        preds = aligned([load(m[p].predictions) for m in runs for p in pairs])
     except CheckpointError as e:
         _logger.warning("no seeds + test images interval for %s vs %s: %s", variant.variant, reference.variant, e)
         return f"not computed ({e})"
-    correct = [100.0 * p.correct for p in preds]
-    return correct[: len(pairs)], correct[len(pairs) :]
+    points = [100.0 * correct(p) for p in preds]
+    return points[: len(pairs)], points[len(pairs) :]
 
 
 def seeds_images_interval(variant: Cell, reference: Cell, seed: int = 0) -> BootInterval | str:
