@@ -27,6 +27,7 @@ from .agreement import prediction_tables
 from .board import write_board
 from .collect import Cell, RunRecord, aggregate, collect_runs, pair_label
 from .data_table import DATA_NOTE, data_markdown, data_rows
+from .markdown import markdown_html
 from .noise import noise_columns, noise_rule
 from .placement import placement_html, placement_markdown, placement_rows
 from .plots import plot_accuracy_vs_params, plot_accuracy_vs_rank, plot_rank_elbows, plot_training_curves, rank_elbows
@@ -45,7 +46,7 @@ from .tables import (
     replicates,
     results_rows,
 )
-from .tuning_table import grid_edge_warnings, lr_markdown, lr_rows, tuning_note
+from .tuning_table import grid_edge_warnings, lr_markdown, lr_rows, search_markdown, tuning_note
 from .values import plain
 
 __all__ = ["Report", "build_report", "skipped_counts"]
@@ -159,7 +160,11 @@ def build_report(
     sections.append("## Trainable parameters\n\n" + _shares_markdown(shares))
     edges = grid_edge_warnings(cells)
     edge_md = "".join(f"\n- **{w}**" for w in edges)
-    sections.append("## Learning rates\n\n" + lr_markdown(cells) + "\n" + tuning_note(cells) + "\n" + edge_md)
+    searches = search_markdown(cells)  # searches cut by a pruner: what they spent against the full grid
+    searches = f"\n\n### Pruned tuning searches\n\n{searches}" if searches else ""
+    sections.append(
+        "## Learning rates\n\n" + lr_markdown(cells) + "\n" + tuning_note(cells) + "\n" + edge_md + searches
+    )
     elbow_md = _elbow_markdown(fits) if fits else ""
     if fits:
         sections.append("## Rank elbow\n\n" + elbow_md)
@@ -319,6 +324,8 @@ def _html(
         for r in lr_rows(report.cells)
     ]
     parts.append(f"</table><p>{esc(tuning_note(report.cells))}</p>")
+    if searches := search_markdown(report.cells):
+        parts.append("<h3>Pruned tuning searches</h3>" + markdown_html(searches))
     parts += [f"<p class='bad'>{esc(w)}</p>" for w in report.warnings]
     if report.problems:
         parts.append("<h2 class='bad'>Runs skipped (not finished)</h2><ul>")
