@@ -21,6 +21,14 @@ from adaptertune.reports.agreement import (
 from adaptertune.reports.builder import build_report
 from adaptertune.reports.collect import aggregate, collect_runs
 from adaptertune.reports.noise import seed_noise
+from adaptertune.reports.per_image import (
+    AGREEMENT_NOTE,
+    ENSEMBLE_NOTE,
+    MATRIX_MAX,
+    POOLED_RULE,
+    TOP_PAIRS,
+    agreement_markdown,
+)
 from adaptertune.reports.predictions import aligned, load
 from adaptertune.reports.tables import gains
 from adaptertune.runs.folder import PREDICTIONS_FILE
@@ -218,3 +226,37 @@ def test_a_broken_file_leaves_its_seed_out_and_says_so(pred_runs, tmp_path, capl
     assert g["all_noise_low"] == "" and g["all_noise_covers"].startswith("not computed (")
     assert "predictions.npz' is corrupt" in g["all_noise_covers"]
     assert "left out of agreement" in caplog.text
+
+
+def test_the_report_shows_disagreement_ensembles_and_pooled_gains_with_their_rules(pred_runs, tmp_path):
+    build_report(pred_runs, tmp_path / "report")
+    md = (tmp_path / "report" / "table.md").read_text()
+    section = md.split("## Per test image: disagreement, ensembles, pooled gains")[1]
+    assert "**mnist-5k / vit_s** (3 seeds, 40 test images)" in section
+    assert "| disagreement % | head | full | adapter r=4 |" in section  # lower triangle, rows from the 2nd
+    assert "| adapter r=16 | 30.00 | 5.00 | 70.00 |" in section and AGREEMENT_NOTE in section
+    ens = "| fashion-mnist | vit_s | 2 | adapter r=4 + adapter r=16 | 100.00 | 75.00 | +25.00 | 75.00 (adapter r=4) |"
+    assert ens in section and ENSEMBLE_NOTE in section
+    ens_csv = next(csv.DictReader((tmp_path / "report" / "ensemble.csv").open()))
+    assert (ens_csv["best_member"], ens_csv["best_member_acc"]) == ("adapter r=4", "75.00")
+    pooled = next(line for line in section.splitlines() if line.startswith("| vit_s | adapter r=16 | full |"))
+    assert "| fashion-mnist, mnist-5k | +5.00 | [+" in pooled and pooled.endswith(
+        "| seeds (init, order) + test images |"
+    )
+    assert "Pooled over the datasets listed, equal weight" in section and POOLED_RULE in section
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "<h2>Per test image: disagreement, ensembles, pooled gains</h2>" in html
+    assert "<h3>Ensembles of the top methods</h3>" in html and "<td>adapter r=16</td><td>30.00</td>" in html
+
+
+def test_many_variants_show_the_most_and_least_disagreeing_pairs():
+    variants = [f"m{i}" for i in range(MATRIX_MAX + 1)]
+    rows = [
+        {"dataset": "d", "backbone": "b", "variant_a": a, "variant_b": b, "n_seeds": 2, "n_images": 10,
+         "disagreement_pct": f"{10 * i + j:.2f}"}
+        for i, a in enumerate(variants) for j, b in enumerate(variants) if j > i
+    ]  # fmt: skip
+    md = agreement_markdown(rows)
+    lines = [line for line in md.splitlines() if line.startswith("| m")]
+    assert len(lines) == 2 * TOP_PAIRS and lines[0] == "| m7 vs m8 | 78.00 |" and lines[-1] == "| m0 vs m1 | 1.00 |"
+    assert "| ... | |" in md and f"of {len(rows)} pairs (all in agreement.csv)" in md

@@ -29,6 +29,7 @@ from .collect import Cell, RunRecord, aggregate, collect_runs, pair_label
 from .data_table import DATA_NOTE, data_markdown, data_rows
 from .markdown import markdown_html
 from .noise import noise_columns, noise_rule
+from .per_image import per_image_markdown
 from .placement import placement_html, placement_markdown, placement_rows
 from .plots import plot_accuracy_vs_params, plot_accuracy_vs_rank, plot_rank_elbows, plot_training_curves, rank_elbows
 from .stats import WIN_RULE
@@ -172,6 +173,9 @@ def build_report(
     studies = _studies(records, placement)  # shown only when the results hold an init ablation / placements
     board = write_board(cells, out_dir)  # budget curves, Pareto plot, leaderboard: >= 3 cells with val curves
     studies += [(board.title, board.markdown, board.html)] if board else []
+    tables = prediction_tables(cells, gs)  # agreement, ensemble, pooled: where runs wrote predictions
+    if per_image := per_image_markdown(tables):
+        studies.append(("Per test image: disagreement, ensembles, pooled gains", per_image, markdown_html(per_image)))
     sections += [f"## {title}\n\n{md}" for title, md, _ in studies]
     gs_csv = gs + [r.gain for r in placement if r.gain is not None]  # gains.csv: vs head/full and vs `all`
     md = "\n\n".join(sections)
@@ -184,7 +188,7 @@ def build_report(
         "table.md": lambda p: atomic_write_text(p, md.rstrip("\n") + "\n"),
         "table.tex": lambda p: atomic_write_text(p, latex_table(cells)),
     }
-    for name, rows in prediction_tables(cells, gs).items():  # agreement, ensemble, pooled: where predictions exist
+    for name, rows in tables.items():
         written[name] = lambda p, rows=rows: _write_csv(p, rows)
     for name, write in written.items():
         write(out_dir / name)
