@@ -18,9 +18,10 @@ from adaptertune.reports.agreement import (
     ensemble_over_seeds,
     top_k,
 )
+from adaptertune.reports.bootstrap import mean_interval
 from adaptertune.reports.builder import build_report
 from adaptertune.reports.collect import aggregate, collect_runs
-from adaptertune.reports.noise import seed_noise
+from adaptertune.reports.noise import accuracy_interval, seed_noise
 from adaptertune.reports.per_image import (
     AGREEMENT_NOTE,
     ENSEMBLE_NOTE,
@@ -260,3 +261,14 @@ def test_many_variants_show_the_most_and_least_disagreeing_pairs():
     lines = [line for line in md.splitlines() if line.startswith("| m")]
     assert len(lines) == 2 * TOP_PAIRS and lines[0] == "| m7 vs m8 | 78.00 |" and lines[-1] == "| m0 vs m1 | 1.00 |"
     assert "| ... | |" in md and f"of {len(rows)} pairs (all in agreement.csv)" in md
+
+
+def test_a_cells_accuracy_interval_counts_seeds_and_test_images(pred_runs):
+    by = {(c.dataset, c.variant): c for c in aggregate(collect_runs(pred_runs))}
+    head = by[("mnist-5k", "head")]
+    iv = accuracy_interval(head)
+    want = mean_interval([100.0 * (np.arange(N) < 10)] * 3)  # right on images 0..9 at every seed
+    assert (iv.mean, iv.low, iv.high, iv.n_seeds, iv.n_images) == (25.0, want.low, want.high, 3, N)
+    assert iv.low < 25.0 < iv.high  # the seeds agree exactly: the width is the test images' alone
+    head.runs[2].predictions = None
+    assert accuracy_interval(head) == "no predictions at 1 of 3 seeds"
