@@ -1,5 +1,5 @@
-"""benchmarks/pruning_saving.py on two tiny sweeps of the cached linear probe (3 lrs, 3 epochs): the full grid
-replayed through the pruner, measured against its run folders; the pruned sweep's spent epochs."""
+"""benchmarks/pruning_saving.py on a tiny full-grid sweep of the cached linear probe (3 lrs, 3 epochs): replayed
+through the pruner and measured against its run folders; a pruned search's record: its spent epochs."""
 
 import importlib.util
 import json
@@ -43,12 +43,11 @@ def _spec(root: Path, pruner) -> SweepSpec:
 
 
 @pytest.fixture(scope="module")
-def sweeps(image_folder, tmp_path_factory):
-    out = {}
-    for name, pruner in (("full", "none"), ("pruned", {"name": "halving", "min_epochs": 1, "reduction": 2})):
-        out[name] = tmp_path_factory.mktemp(name)
-        result = run_sweep(_spec(image_folder, pruner), out[name], InProcessExecutor())
-        assert [r.status for r in result.results] == ["success"] * 4, [r.error for r in result.results]
+def full(image_folder, tmp_path_factory):
+    """A full-grid sweep (no pruner), tuning and final run."""
+    out = tmp_path_factory.mktemp("full")
+    result = run_sweep(_spec(image_folder, "none"), out, InProcessExecutor())
+    assert [r.status for r in result.results] == ["success"] * 4, [r.error for r in result.results]
     return out
 
 
@@ -56,8 +55,7 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_a_full_grid_is_replayed_and_measured_against_its_run_folders(bench, sweeps, capsys):
-    full = sweeps["full"]
+def test_a_full_grid_is_replayed_and_measured_against_its_run_folders(bench, full, capsys):
     assert bench.main([str(full), "--min-epochs", "1", "--reduction", "2"]) == 0
     out = capsys.readouterr().out
     runs = {lr: full / GROUP / f"seed=0,epochs=3,lr={lr:g}" for lr in LRS}
@@ -76,20 +74,25 @@ def test_a_full_grid_is_replayed_and_measured_against_its_run_folders(bench, swe
     assert "successive halving (min_epochs 1, reduction 2)" in out
 
 
-def test_a_pruned_sweep_prints_what_its_searches_spent(bench, sweeps, capsys):
-    pruned = sweeps["pruned"]
+def test_a_pruned_sweep_prints_what_its_searches_spent(bench, full, tmp_path, capsys):
+    pruned = tmp_path / "pruned"  # the record a pruned search writes (tests/test_pruning.py checks a live one)
+    shutil.copytree(full, pruned)
+    final = pruned / "method=linear-probe-cached" / "summary.json"
+    summary = json.loads(final.read_text())
+    record = summary["tuning"] | {"pruner": {"name": "halving", "min_epochs": 1, "reduction": 2}}
+    record["trained"][2] |= {"epochs": 1, "pruned_at_epoch": 1, "train_seconds": 0.5}
+    record["trained"][0]["train_seconds"] = record["trained"][1]["train_seconds"] = 2.0
+    final.write_text(json.dumps(summary | {"tuning": record}))
     assert bench.main([str(pruned)]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith(f"| {GROUP} |"))
-    record = json.loads((pruned / "method=linear-probe-cached" / "summary.json").read_text())["tuning"]
-    spent = f"{record['spent']['epochs']}, {record['spent']['train_seconds']:.1f}"
     # 3 runs, lr 0.03 pruned at epoch 1: 7 epochs spent, the full grid at most 7 + (3 - 1)
-    assert row == f"| {GROUP} | halving (min epochs 1, reduction 2) | 3 | 1 | {spent} | 9 | lr 0.01 |"
-    assert record["spent"]["epochs"] == 7 and "Full grid replayed" not in out
+    assert row == f"| {GROUP} | halving (min epochs 1, reduction 2) | 3 | 1 | 7, 4.5 | 9 | lr 0.01 |"
+    assert "Full grid replayed" not in out and "at most cap - pruned epoch each" in out
 
 
-def test_a_group_that_cannot_be_replayed_is_named(bench, sweeps, tmp_path, capsys):
-    shutil.copytree(sweeps["full"], tmp_path / "r")
+def test_a_group_that_cannot_be_replayed_is_named(bench, full, tmp_path, capsys):
+    shutil.copytree(full, tmp_path / "r")
     shutil.rmtree(tmp_path / "r" / GROUP / "seed=0,epochs=3,lr=0.01")
     assert bench.main([str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
