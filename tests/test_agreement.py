@@ -18,11 +18,22 @@ from adaptertune.reports.agreement import (
     ensemble_over_seeds,
     top_k,
 )
+from adaptertune.reports.bootstrap import mean_interval
 from adaptertune.reports.builder import build_report
 from adaptertune.reports.collect import aggregate, collect_runs
-from adaptertune.reports.noise import seed_noise
-from adaptertune.reports.predictions import PREDICTIONS_FILE, Predictions, aligned, read_predictions
+from adaptertune.reports.noise import accuracy_interval, seed_noise
+from adaptertune.reports.per_image import (
+    AGREEMENT_NOTE,
+    ENSEMBLE_NOTE,
+    MATRIX_MAX,
+    POOLED_RULE,
+    TOP_PAIRS,
+    agreement_markdown,
+)
+from adaptertune.reports.predictions import aligned, load
 from adaptertune.reports.tables import gains
+from adaptertune.runs.folder import PREDICTIONS_FILE
+from adaptertune.runs.predictions import Predictions
 from test_report import write_run
 
 
@@ -199,8 +210,10 @@ def test_noise_names_the_subset_when_seeds_draw_it_and_skips_cross_validation(pr
 def test_a_broken_predictions_file_is_named(tmp_path):
     path = tmp_path / PREDICTIONS_FILE
     np.savez(path, index=np.arange(3), label=np.arange(3), pred=np.arange(3))
-    with pytest.raises(CheckpointError, match="lacks prob"):
-        read_predictions(path)
+    with pytest.raises(CheckpointError, match="corrupt: it lacks the array 'prob'"):
+        load(path)
+    with pytest.raises(CheckpointError, match="is not a run folder's predictions.npz"):
+        load(tmp_path / "other.npz")
 
 
 def test_a_broken_file_leaves_its_seed_out_and_says_so(pred_runs, tmp_path, caplog):
@@ -211,5 +224,51 @@ def test_a_broken_file_leaves_its_seed_out_and_says_so(pred_runs, tmp_path, capl
     assert {r["n_seeds"] for r in agree if r["dataset"] == "mnist-5k"} == {"2"}
     gains_csv = list(csv.DictReader((tmp_path / "report" / "gains.csv").open()))
     g = next(r for r in gains_csv if r["dataset"] == "mnist-5k" and r["reference"] == "full")
-    assert g["all_noise_low"] == "" and g["all_noise_covers"].startswith("not computed (Cannot read predictions file")
+    assert g["all_noise_low"] == "" and g["all_noise_covers"].startswith("not computed (")
+    assert "predictions.npz' is corrupt" in g["all_noise_covers"]
     assert "left out of agreement" in caplog.text
+
+
+def test_the_report_shows_disagreement_ensembles_and_pooled_gains_with_their_rules(pred_runs, tmp_path):
+    build_report(pred_runs, tmp_path / "report")
+    md = (tmp_path / "report" / "table.md").read_text()
+    section = md.split("## Per test image: disagreement, ensembles, pooled gains")[1]
+    assert "**mnist-5k / vit_s** (3 seeds, 40 test images)" in section
+    assert "| disagreement % | head | full | adapter r=4 |" in section  # lower triangle, rows from the 2nd
+    assert "| adapter r=16 | 30.00 | 5.00 | 70.00 |" in section and AGREEMENT_NOTE in section
+    ens = "| fashion-mnist | vit_s | 2 | adapter r=4 + adapter r=16 | 100.00 | 75.00 | +25.00 | 75.00 (adapter r=4) |"
+    assert ens in section and ENSEMBLE_NOTE in section
+    ens_csv = next(csv.DictReader((tmp_path / "report" / "ensemble.csv").open()))
+    assert (ens_csv["best_member"], ens_csv["best_member_acc"]) == ("adapter r=4", "75.00")
+    pooled = next(line for line in section.splitlines() if line.startswith("| vit_s | adapter r=16 | full |"))
+    assert "| fashion-mnist, mnist-5k | +5.00 | [+" in pooled and pooled.endswith(
+        "| seeds (init, order) + test images |"
+    )
+    assert "Pooled over the datasets listed, equal weight" in section and POOLED_RULE in section
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "<h2>Per test image: disagreement, ensembles, pooled gains</h2>" in html
+    assert "<h3>Ensembles of the top methods</h3>" in html and "<td>adapter r=16</td><td>30.00</td>" in html
+
+
+def test_many_variants_show_the_most_and_least_disagreeing_pairs():
+    variants = [f"m{i}" for i in range(MATRIX_MAX + 1)]
+    rows = [
+        {"dataset": "d", "backbone": "b", "variant_a": a, "variant_b": b, "n_seeds": 2, "n_images": 10,
+         "disagreement_pct": f"{10 * i + j:.2f}"}
+        for i, a in enumerate(variants) for j, b in enumerate(variants) if j > i
+    ]  # fmt: skip
+    md = agreement_markdown(rows)
+    lines = [line for line in md.splitlines() if line.startswith("| m")]
+    assert len(lines) == 2 * TOP_PAIRS and lines[0] == "| m7 vs m8 | 78.00 |" and lines[-1] == "| m0 vs m1 | 1.00 |"
+    assert "| ... | |" in md and f"of {len(rows)} pairs (all in agreement.csv)" in md
+
+
+def test_a_cells_accuracy_interval_counts_seeds_and_test_images(pred_runs):
+    by = {(c.dataset, c.variant): c for c in aggregate(collect_runs(pred_runs))}
+    head = by[("mnist-5k", "head")]
+    iv = accuracy_interval(head)
+    want = mean_interval([100.0 * (np.arange(N) < 10)] * 3)  # right on images 0..9 at every seed
+    assert (iv.mean, iv.low, iv.high, iv.n_seeds, iv.n_images) == (25.0, want.low, want.high, 3, N)
+    assert iv.low < 25.0 < iv.high  # the seeds agree exactly: the width is the test images' alone
+    head.runs[2].predictions = None
+    assert accuracy_interval(head) == "no predictions at 1 of 3 seeds"

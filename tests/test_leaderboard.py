@@ -6,11 +6,13 @@ import csv
 import json
 import math
 
+import numpy as np
 import pytest
 
 from adaptertune.config import RunConfig
 from adaptertune.methods.flops import step_flops, vit_geometry
 from adaptertune.reports.board import write_board
+from adaptertune.reports.bootstrap import all_noise_verdict, mean_interval, paired_interval
 from adaptertune.reports.builder import build_report
 from adaptertune.reports.collect import Cell, RunRecord
 from adaptertune.reports.leaderboard import budget_limited, gain_interval, ms_per_step, reference_cell
@@ -84,6 +86,19 @@ def test_budget_csv_is_the_metrics_of_every_run(sweep):
             assert [float(r["val_acc"]) for r in mine] == pytest.approx([m["val_acc"] for m in metrics], abs=1e-4)
 
 
+N_TEST = 16  # make_image_folder's test split
+
+
+def _correct(runs_dir, method):
+    """Per seed, 100 x whether each test image's top-1 is right, read from predictions.npz with numpy."""
+    out = []
+    for seed in SEEDS:
+        with np.load(runs_dir / f"method={method},seed={seed}" / "predictions.npz") as f:
+            assert f["index"].tolist() == list(range(N_TEST))
+            out.append(100.0 * (f["pred"] == f["label"]))
+    return out
+
+
 def test_leaderboard_numbers_are_the_run_folders(sweep):
     runs_dir, out, _ = sweep
     rows = {r["variant"]: r for r in csv.DictReader((out / "leaderboard.csv").open())}
@@ -111,10 +126,24 @@ def test_leaderboard_numbers_are_the_run_folders(sweep):
         else:
             p = paired_comparison({s["seed"]: s["test_acc"] for s, _ in runs}, ref)
             assert float(row["gain"]) == pytest.approx(p.mean_diff, abs=1e-4)
-            assert row["gain_verdict"] == p.verdict and row["gain_interval"] == "seeds (init, order) (t)"
+            # every run wrote predictions: the gain's interval is the bootstrap over seeds and test images
+            boot = paired_interval(_correct(runs_dir, method), _correct(runs_dir, "adapter"))
+            assert (float(row["gain_low"]), float(row["gain_high"])) == pytest.approx((boot.low, boot.high), abs=1e-4)
+            assert row["gain_verdict"] == all_noise_verdict(p.ci_low, p.ci_high, boot.low, boot.high)
+            assert row["gain_interval"] == f"seeds (init, order) + {N_TEST} test images (bootstrap; verdict with t)"
+        acc = mean_interval(_correct(runs_dir, method))  # the test accuracy's seeds + test images interval
+        assert float(row["test_acc"]) == pytest.approx(acc.mean, abs=1e-4)  # every image readable: the same mean
+        assert (float(row["test_acc_all_noise_low"]), float(row["test_acc_all_noise_high"])) == pytest.approx(
+            (acc.low, acc.high), abs=1e-4
+        )
+        assert row["test_acc_all_noise_covers"] == f"seeds (init, order) + {N_TEST} test images"
     assert rows["head"]["runs_stopped_early"] == "2" and rows["head"]["budget_limited"] == "False"
     assert rows["adapter r=16"]["runs_at_cap"] == "2" and rows["adapter r=16"]["budget_limited"] == "True"
-    assert "2/2 at cap **budget-limited**" in (out / "leaderboard.md").read_text()
+    board_md = (out / "leaderboard.md").read_text()
+    assert "2/2 at cap **budget-limited**" in board_md
+    assert "| [95% CI, bootstrap: seeds + test images] |" in board_md
+    lo, hi = float(rows["head"]["test_acc_all_noise_low"]), float(rows["head"]["test_acc_all_noise_high"])
+    assert f"[{lo:.2f}, {hi:.2f}] (seeds (init, order) + {N_TEST} test images)" in board_md
 
 
 def test_leaderboard_flops_are_the_methods_formula_on_the_runs_geometry(sweep):

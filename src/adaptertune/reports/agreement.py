@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import AdapterTuneError, CheckpointError
+from ..runs.predictions import Predictions
 from .collect import Cell
 from .noise import pooled_rows
-from .predictions import Predictions, aligned, read_predictions
+from .predictions import aligned, correct, load
 from .tables import comparable, sorted_variants
 
 __all__ = [
@@ -123,7 +124,7 @@ def _by_seed(group: list[Cell]) -> tuple[dict[str, dict[Hashable, Predictions]],
         if len(paths) < 2:
             continue
         try:
-            preds = aligned([read_predictions(p) for p in paths.values()])
+            preds = aligned([load(p) for p in paths.values()])
         except CheckpointError as e:  # a broken file or another split: that seed is left out, and said so
             _logger.warning("seed %s of %s left out of agreement and ensembles: %s", pair, group[0].dataset, e)
             continue
@@ -163,8 +164,8 @@ def _val_acc(c: Cell) -> float | None:
 
 def ensemble_rows(cells: list[Cell], ks: Sequence[int] = ENSEMBLE_KS) -> list[dict[str, Any]]:
     """ensemble.csv: per (dataset, backbone) and k, the top-k variants by mean validation accuracy (among
-    those with predictions and a validation split) ensembled, beside the top one alone on the same seeds and
-    images (accuracy in %)."""
+    those with predictions and a validation split) ensembled, beside the top one alone and the member best on
+    test alone (a comparison, not a choice), on the same seeds and images (accuracy in %)."""
     rows = []
     for group in _groups(cells):
         preds, sizes = _by_seed(group)
@@ -179,7 +180,8 @@ def ensemble_rows(cells: list[Cell], ks: Sequence[int] = ENSEMBLE_KS) -> list[di
             if n == 0:
                 continue
             seeds = [s for s in labels if all(s in probs[m] for m in members)]
-            alone = float(np.mean([preds[members[0]][s].correct.mean() for s in seeds]))
+            single = {m: float(np.mean([correct(preds[m][s]).mean() for s in seeds])) for m in members}
+            alone, best = single[members[0]], max(members, key=lambda m: (single[m], -members.index(m)))
             rows.append(
                 {
                     "dataset": group[0].dataset,
@@ -190,6 +192,8 @@ def ensemble_rows(cells: list[Cell], ks: Sequence[int] = ENSEMBLE_KS) -> list[di
                     "ensemble_acc": f"{100 * acc:.2f}",
                     "top_member_acc": f"{100 * alone:.2f}",
                     "gain": f"{100 * (acc - alone):+.2f}",
+                    "best_member": best,  # on test, for comparison only: the members were chosen on validation
+                    "best_member_acc": f"{100 * single[best]:.2f}",
                     "n_seeds": n,
                     "n_images": min(sizes[s] for s in seeds),
                 }

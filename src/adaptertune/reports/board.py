@@ -11,7 +11,6 @@ import base64
 import csv
 import html
 import io
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from ..atomic import atomic_write_text
 from .budget import BUDGET_RULE, budget_curves, budget_rows, plot_budget, ranks_at_budgets, ranks_markdown
 from .collect import Cell
 from .leaderboard import DEFAULT_REFERENCE, board_markdown, board_rows, csv_rows, plot_pareto
+from .markdown import markdown_html
 
 __all__ = ["MIN_CELLS", "Board", "write_board"]
 
@@ -61,7 +61,7 @@ def write_board(cells: list[Cell], out_dir: Path, reference: str = DEFAULT_REFER
         ),
     ]
     board.files += [p for _, p in images if p is not None]
-    board.html = _markdown_html(md) + "".join(
+    board.html = markdown_html(md) + "".join(
         f"<h3>{html.escape(t)}</h3><img alt='{html.escape(t)}' src='data:image/png;base64,"
         f"{base64.b64encode(p.read_bytes()).decode()}'>"
         for t, p in images
@@ -77,30 +77,3 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         w.writeheader()
         w.writerows(rows)
     atomic_write_text(path, buf.getvalue())
-
-
-def _inline(text: str) -> str:
-    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text.strip()))
-
-
-def _markdown_html(md: str) -> str:
-    """The section's Markdown (headings, pipe tables, paragraphs) as HTML."""
-    out, in_table = [], False
-    for line in md.splitlines():
-        if line.startswith("|"):
-            cells = line.strip().strip("|").split("|")
-            if set(line) <= set("|-: "):  # the separator row
-                continue
-            tag = "td" if in_table else "th"
-            row = "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells)
-            out.append(("" if in_table else "<table>") + f"<tr>{row}</tr>")
-            in_table = True
-            continue
-        if in_table:
-            out.append("</table>")
-            in_table = False
-        if line.startswith("### "):
-            out.append(f"<h3>{html.escape(line[4:])}</h3>")
-        elif line.strip():
-            out.append(f"<p>{_inline(line)}</p>")
-    return "\n".join(out + (["</table>"] if in_table else []))

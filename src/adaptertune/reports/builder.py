@@ -27,7 +27,9 @@ from .agreement import prediction_tables
 from .board import write_board
 from .collect import Cell, RunRecord, aggregate, collect_runs, pair_label
 from .data_table import DATA_NOTE, data_markdown, data_rows
+from .markdown import markdown_html
 from .noise import noise_columns, noise_rule
+from .per_image import per_image_markdown
 from .placement import placement_html, placement_markdown, placement_rows
 from .plots import plot_accuracy_vs_params, plot_accuracy_vs_rank, plot_rank_elbows, plot_training_curves, rank_elbows
 from .stats import WIN_RULE
@@ -45,7 +47,7 @@ from .tables import (
     replicates,
     results_rows,
 )
-from .tuning_table import grid_edge_warnings, lr_markdown, lr_rows, tuning_note
+from .tuning_table import grid_edge_warnings, lr_markdown, lr_rows, search_markdown, tuning_note
 from .values import plain
 
 __all__ = ["Report", "build_report", "skipped_counts"]
@@ -159,7 +161,11 @@ def build_report(
     sections.append("## Trainable parameters\n\n" + _shares_markdown(shares))
     edges = grid_edge_warnings(cells)
     edge_md = "".join(f"\n- **{w}**" for w in edges)
-    sections.append("## Learning rates\n\n" + lr_markdown(cells) + "\n" + tuning_note(cells) + "\n" + edge_md)
+    searches = search_markdown(cells)  # searches cut by a pruner: what they spent against the full grid
+    searches = f"\n\n### Pruned tuning searches\n\n{searches}" if searches else ""
+    sections.append(
+        "## Learning rates\n\n" + lr_markdown(cells) + "\n" + tuning_note(cells) + "\n" + edge_md + searches
+    )
     elbow_md = _elbow_markdown(fits) if fits else ""
     if fits:
         sections.append("## Rank elbow\n\n" + elbow_md)
@@ -167,6 +173,9 @@ def build_report(
     studies = _studies(records, placement)  # shown only when the results hold an init ablation / placements
     board = write_board(cells, out_dir)  # budget curves, Pareto plot, leaderboard: >= 3 cells with val curves
     studies += [(board.title, board.markdown, board.html)] if board else []
+    tables = prediction_tables(cells, gs)  # agreement, ensemble, pooled: where runs wrote predictions
+    if per_image := per_image_markdown(tables):
+        studies.append(("Per test image: disagreement, ensembles, pooled gains", per_image, markdown_html(per_image)))
     sections += [f"## {title}\n\n{md}" for title, md, _ in studies]
     gs_csv = gs + [r.gain for r in placement if r.gain is not None]  # gains.csv: vs head/full and vs `all`
     md = "\n\n".join(sections)
@@ -179,7 +188,7 @@ def build_report(
         "table.md": lambda p: atomic_write_text(p, md.rstrip("\n") + "\n"),
         "table.tex": lambda p: atomic_write_text(p, latex_table(cells)),
     }
-    for name, rows in prediction_tables(cells, gs).items():  # agreement, ensemble, pooled: where predictions exist
+    for name, rows in tables.items():
         written[name] = lambda p, rows=rows: _write_csv(p, rows)
     for name, write in written.items():
         write(out_dir / name)
@@ -319,6 +328,8 @@ def _html(
         for r in lr_rows(report.cells)
     ]
     parts.append(f"</table><p>{esc(tuning_note(report.cells))}</p>")
+    if searches := search_markdown(report.cells):
+        parts.append("<h3>Pruned tuning searches</h3>" + markdown_html(searches))
     parts += [f"<p class='bad'>{esc(w)}</p>" for w in report.warnings]
     if report.problems:
         parts.append("<h2 class='bad'>Runs skipped (not finished)</h2><ul>")

@@ -29,7 +29,6 @@ from ..methods import METHODS
 from ..runs import folder as rf
 from ..runs.summary import CELL_FREE_KEYS, RunStatus
 from .loss_curve import loss_stats
-from .predictions import predictions_path
 from .values import plain
 
 __all__ = [
@@ -223,7 +222,7 @@ def _read_run(run_dir: Path, rel: str) -> RunRecord | None:
         history=history,
         loss_auc=stats[0] if stats else None,
         diverged=stats[1] if stats else None,
-        predictions=predictions_path(run_dir),
+        predictions=p if (p := run_dir / rf.PREDICTIONS_FILE).is_file() else None,
     )
 
 

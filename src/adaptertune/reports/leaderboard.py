@@ -4,7 +4,8 @@ analytic FLOPs, epochs, whether its runs stopped early or hit the epoch cap); pl
 accuracy against trainable parameters.
 
 - Test accuracy: the mean over seeds with the 95% Student t-interval of that mean (seeds only: init, data order,
-  and the subset where the seeds draw it; not test-set noise).
+  and the subset where the seeds draw it; not test-set noise); beside it, where every run of the cell wrote
+  predictions, the bootstrap interval over seeds and test images (:func:`.noise.accuracy_interval`).
 - Gain: the cell against the reference over paired seeds (:func:`~adaptertune.reports.tables.paired_gain`),
   its 95% interval and verdict (:func:`gain_interval`: over seeds and test images where both cells wrote
   predictions, else the t-interval over seeds); the ``interval`` column names it and the noise it counts.
@@ -28,6 +29,7 @@ from typing import Any
 
 from ..errors import AdapterTuneError
 from .collect import Cell, RunRecord, mean_std
+from .noise import accuracy_interval, seed_noise
 from .plots import _axes, _params_axis, _plt, _save, pareto_front
 from .stats import t_interval
 from .tables import Gain, comparable, interval_text, paired_gain, sorted_variants
@@ -72,6 +74,9 @@ class BoardRow:
     at_cap: int  # runs that trained to the cap (budget-limited)
     lr: str  # the learning rate(s) the runs trained with
     best_val: float | None  # mean best validation accuracy
+    # 95% bootstrap interval of the mean over seeds and test images (nan: none; acc_all_noise_note says why)
+    acc_all_noise: tuple[float, float] = (math.nan, math.nan)
+    acc_all_noise_note: str = ""  # what it counts ("seeds (init, order) + 1000 test images"), or why it is missing
 
     @property
     def budget_limited(self) -> bool:
@@ -157,6 +162,16 @@ def _row(c: Cell, ref: Cell | None) -> BoardRow:
     flops, why = _gflops(c)
     lrs = sorted({r.lr for r in c.runs if r.lr is not None})
     epochs = [max((int(m["epoch"]) for m in r.history if "epoch" in m), default=0) for r in c.runs]
+    iv = accuracy_interval(c)
+    if isinstance(iv, str):
+        all_noise = {"acc_all_noise_note": iv}
+    elif math.isnan(iv.low):
+        all_noise = {"acc_all_noise_note": f"one seed: no interval ({iv.n_images} test images)"}
+    else:
+        all_noise = {
+            "acc_all_noise": (iv.low, iv.high),
+            "acc_all_noise_note": f"{seed_noise(c)} + {iv.n_images} test images",
+        }
     return BoardRow(
         c.dataset,
         c.backbone,
@@ -178,6 +193,7 @@ def _row(c: Cell, ref: Cell | None) -> BoardRow:
         sum(budget_limited(r, cap) for r in c.runs),
         ", ".join(f"{lr:.3g}" for lr in lrs) or "-",
         _mean_val(c),
+        **all_noise,
     )
 
 
@@ -211,6 +227,9 @@ def csv_rows(rows: list[BoardRow]) -> list[dict[str, Any]]:
                 "test_acc": f"{r.acc:.4f}",
                 "test_acc_low": _num(r.acc_ci[0], ".4f"),
                 "test_acc_high": _num(r.acc_ci[1], ".4f"),
+                "test_acc_all_noise_low": _num(r.acc_all_noise[0], ".4f"),
+                "test_acc_all_noise_high": _num(r.acc_all_noise[1], ".4f"),
+                "test_acc_all_noise_covers": r.acc_all_noise_note,
                 "reference": r.reference,
                 "gain": _num(g.delta, ".4f") if g else "",
                 "gain_low": _num(r.gain_ci[0], ".4f"),
@@ -244,26 +263,34 @@ def board_markdown(rows: list[BoardRow]) -> str:
     for pair in dict.fromkeys((r.dataset, r.backbone) for r in rows):
         mine = [r for r in rows if (r.dataset, r.backbone) == pair]
         ref = mine[0].reference or "none"
+        images = any(not math.isnan(r.acc_all_noise[0]) for r in mine)  # a column where a cell has the interval
         out += [
             f"**{pair[0]} / {pair[1]}** (reference: {ref})",
             "",
-            "| # | cell | test top-1 % [95% CI] | gain vs reference [95% CI] | verdict | interval | trainable "
-            "| ms/step | GFLOP/step | epochs | runs stopped | lr |",
-            "|---:|---|---|---|---|---|---:|---:|---:|---:|---|---|",
+            "| # | cell | test top-1 % [95% CI, t: seeds] "
+            + ("| [95% CI, bootstrap: seeds + test images] " if images else "")
+            + "| gain vs reference [95% CI] | verdict | interval | trainable | ms/step | GFLOP/step | epochs "
+            "| runs stopped | lr |",
+            "|---:|---|---|" + ("---|" if images else "") + "---|---|---|---:|---:|---:|---:|---|---|",
         ]
         for i, r in enumerate(mine, 1):
             g = r.gain
             gain = f"{g.delta:+.2f} {interval_text(*r.gain_ci)}" if g else ("(reference)" if r.variant == ref else "-")
             cap = f" / {r.epoch_cap}" if r.epoch_cap is not None else ""
             out.append(
-                f"| {i} | {r.variant} | {r.acc:.2f} {_acc_ci(r)} | {gain} | {r.gain_verdict or '-'} "
+                f"| {i} | {r.variant} | {r.acc:.2f} {_acc_ci(r)} "
+                + (f"| {_acc_all_noise(r)} " if images else "")
+                + f"| {gain} | {r.gain_verdict or '-'} "
                 f"| {r.gain_interval or '-'} | {r.trainable_params:,} | {_num(r.ms_per_step, '.1f') or '-'} "
                 f"| {_num(r.gflops_per_step, '.4g') or '-'} | {r.epochs:.1f}{cap} | {_stops(r)} | {r.lr} |"
             )
         out.append("")
     notes = sorted({f"{r.variant}: {r.gflops_note}" for r in rows if r.gflops_note})
     out += [
-        "Test accuracy: mean over seeds, 95% t-interval of that mean (seed noise only). "
+        "Test accuracy: mean over seeds, 95% t-interval of that mean (seed noise only); where every run of a "
+        "cell wrote predictions, beside it the 95% bootstrap interval over seeds and test images (one image draw "
+        "per replicate shared by every seed), which also counts the noise of a finite test set; the cell says "
+        "what it counts, or why it is missing. "
         "Gain: paired seeds against the reference cell (AdapterTune by default; of several, the best by "
         "validation); the interval column names the interval shown and what it counts (with test images: the "
         "bootstrap over seeds and test images, win / loss only when it and the t-interval agree; else the "
@@ -276,6 +303,12 @@ def board_markdown(rows: list[BoardRow]) -> str:
         *(["", "No FLOP count for " + "; ".join(notes) + "."] if notes else []),
     ]
     return "\n".join(out) + "\n"
+
+
+def _acc_all_noise(r: BoardRow) -> str:
+    if math.isnan(r.acc_all_noise[0]):
+        return f"- ({r.acc_all_noise_note})"
+    return f"{interval_text(*r.acc_all_noise).replace('+', '')} ({r.acc_all_noise_note})"
 
 
 def _acc_ci(r: BoardRow) -> str:

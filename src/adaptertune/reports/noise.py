@@ -22,13 +22,21 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointError
-from .bootstrap import ALL_NOISE_RULE, BootInterval, all_noise_verdict, paired_interval, pooled_interval
+from .bootstrap import (
+    ALL_NOISE_RULE,
+    BootInterval,
+    all_noise_verdict,
+    mean_interval,
+    paired_interval,
+    pooled_interval,
+)
 from .collect import Cell
-from .predictions import aligned, read_predictions
+from .predictions import aligned, correct, load
 from .stats import verdict
 
 __all__ = [
     "POOLED_NOTE",
+    "accuracy_interval",
     "noise_columns",
     "noise_csv",
     "noise_fields",
@@ -67,12 +75,29 @@ def paired_values(variant: Cell, reference: Cell) -> tuple[list[np.ndarray], lis
     if missing:
         return f"no predictions at {missing} of {len(pairs)} paired seeds"
     try:
-        preds = aligned([read_predictions(m[p].predictions) for m in runs for p in pairs])
+        preds = aligned([load(m[p].predictions) for m in runs for p in pairs])
     except CheckpointError as e:
         _logger.warning("no seeds + test images interval for %s vs %s: %s", variant.variant, reference.variant, e)
         return f"not computed ({e})"
-    correct = [100.0 * p.correct for p in preds]
-    return correct[: len(pairs)], correct[len(pairs) :]
+    points = [100.0 * correct(p) for p in preds]
+    return points[: len(pairs)], points[len(pairs) :]
+
+
+def accuracy_interval(cell: Cell, seed: int = 0) -> BootInterval | str:
+    """The cell's mean test accuracy (points) with its bootstrap interval over seeds and test images
+    (:func:`.bootstrap.mean_interval`, the images shared by every seed), on the images all its runs have; or why
+    there is none (a short note)."""
+    if any(r.fold is not None for r in cell.runs):
+        return "not computed (cross-validation: each fold tests other images)"
+    missing = sum(r.predictions is None for r in cell.runs)
+    if missing:
+        return f"no predictions at {missing} of {len(cell.runs)} seeds"
+    try:
+        preds = aligned([load(r.predictions) for r in cell.runs])
+    except CheckpointError as e:
+        _logger.warning("no seeds + test images interval for %s: %s", cell.variant, e)
+        return f"not computed ({e})"
+    return mean_interval([100.0 * correct(p) for p in preds], images="shared", seed=seed)
 
 
 def seeds_images_interval(variant: Cell, reference: Cell, seed: int = 0) -> BootInterval | str:

@@ -1,81 +1,52 @@
-"""A run's per-image test predictions (``predictions.npz``), as the report reads them, and their alignment.
+"""The runs' per-image test predictions as the report pairs them: read once per file version, aligned by image.
 
-A tested run writes, for its selected model on the test split: ``index`` (int64, the image's position in the
-run's test split view, the same order in every run with the same data config), ``label`` (int64), ``pred``
-(int64, top-1) and ``prob`` (float16, N x C softmax). Runs under torchrun write none.
-
-The reader here is the report's own until the run folder's owner (``runs/``) reads the file; then this
-module keeps only :func:`aligned`.
+The file, its arrays and its reader belong to the run folder (:mod:`adaptertune.runs.predictions`); a report's
+:class:`~.collect.RunRecord` holds the path of a run's ``predictions.npz`` when it wrote one.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CheckpointError
+from ..runs.folder import PREDICTIONS_FILE
+from ..runs.predictions import Predictions, read_predictions
 
-__all__ = ["PREDICTIONS_FILE", "Predictions", "aligned", "predictions_path", "read_predictions"]
-
-PREDICTIONS_FILE = "predictions.npz"
-_ARRAYS = ("index", "label", "pred", "prob")
-
-
-@dataclass(frozen=True)
-class Predictions:
-    index: np.ndarray  # (N,) int64: position in the test split view
-    label: np.ndarray  # (N,) int64
-    pred: np.ndarray  # (N,) int64: top-1
-    prob: np.ndarray  # (N, C) float16 softmax
-
-    @property
-    def correct(self) -> np.ndarray:
-        """(N,) 0/1 float: whether the top-1 prediction is the label."""
-        return (self.pred == self.label).astype(np.float64)
+__all__ = ["aligned", "correct", "load"]
 
 
-def predictions_path(run_dir: Path) -> Path | None:
-    """The run's predictions file, None when it wrote none."""
-    path = Path(run_dir) / PREDICTIONS_FILE
-    return path if path.is_file() else None
-
-
-def read_predictions(path: Path) -> Predictions:
-    """The arrays of a predictions file (read once per file version; the arrays are read-only).
+def load(path: Path) -> Predictions:
+    """The predictions file ``path`` (a run folder's ``predictions.npz``), read by the run folder's reader once
+    per file version: a report pairs every cell with every other, so it asks for each file many times.
 
     Raises:
-        CheckpointError: the file is not a readable predictions file (an array missing or mis-shaped).
+        CheckpointError: the file is missing or corrupt (:func:`adaptertune.runs.predictions.read_predictions`).
     """
+    path = Path(path)
+    if path.name != PREDICTIONS_FILE:
+        raise CheckpointError(f"'{path}' is not a run folder's {PREDICTIONS_FILE}.")
     try:
-        st = Path(path).stat()
+        st = path.stat()
     except OSError as e:
-        raise CheckpointError(f"Cannot read predictions file '{path}': {e}") from e
-    return _read(Path(path), st.st_mtime_ns, st.st_size)
+        raise CheckpointError(f"Cannot read predictions file '{path}': {e.strerror or e}.") from None
+    return _load(path, st.st_mtime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=512)
-def _read(path: Path, mtime_ns: int, size: int) -> Predictions:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in _ARRAYS if k not in f.files]
-            if missing:
-                raise CheckpointError(
-                    f"Predictions file '{path}' lacks {', '.join(missing)}; expected arrays {', '.join(_ARRAYS)}."
-                )
-            arrays = {k: np.asarray(f[k]) for k in _ARRAYS}
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"Cannot read predictions file '{path}': {e}") from e
-    n = len(arrays["index"])
-    if any(len(arrays[k]) != n for k in _ARRAYS) or arrays["prob"].ndim != 2:
-        shapes = ", ".join(f"{k} {arrays[k].shape}" for k in _ARRAYS)
-        raise CheckpointError(f"Predictions file '{path}' has mismatched arrays ({shapes}); expected N rows each.")
-    for a in arrays.values():
-        a.setflags(write=False)
-    return Predictions(**arrays)
+def _load(path: Path, mtime_ns: int, size: int) -> Predictions:
+    p = read_predictions(path.parent)
+    for a in (p.index, p.label, p.pred, p.prob):
+        a.setflags(write=False)  # shared by every caller of the cache
+    return p
+
+
+def correct(p: Predictions) -> np.ndarray:
+    """(N,) 0/1 float: whether each image's top-1 prediction is its label."""
+    return (p.pred == p.label).astype(np.float64)
 
 
 def aligned(preds: Sequence[Predictions]) -> list[Predictions]:
@@ -88,8 +59,8 @@ def aligned(preds: Sequence[Predictions]) -> list[Predictions]:
     common = functools.reduce(np.intersect1d, [p.index for p in preds])
     out = []
     for p in preds:
-        rows = np.searchsorted(p.index, common, sorter=np.argsort(p.index, kind="stable"))
-        rows = np.argsort(p.index, kind="stable")[rows]
+        order = np.argsort(p.index, kind="stable")
+        rows = order[np.searchsorted(p.index, common, sorter=order)]
         out.append(Predictions(p.index[rows], p.label[rows], p.pred[rows], p.prob[rows]))
     for p in out[1:]:
         if not np.array_equal(p.label, out[0].label):
