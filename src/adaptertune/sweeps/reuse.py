@@ -68,7 +68,8 @@ def reuse_source(group: TuneGroup, values: dict[str, float], config: dict[str, A
     diff = [d for d in diff if not (d[0] == "data.batched" and d[2] == "auto")]  # decided from the splits
     if diff:
         key, ran, final = diff[0]
-        _logger.info("%s: trained, not tested from %s: `%s` is %r, not %r", run_dir.name, source.point.name, key, final, ran)
+        why = f"`{key}` is {final!r}, not {ran!r}"
+        _logger.info("%s: trained, not tested from %s: %s", run_dir.name, source.point.name, why)
         return None
     return source
 

@@ -2,7 +2,8 @@
 
 A spec with a ``tune`` block runs in two phases: first the tuning runs (:mod:`.tuning`, listed before the
 points in the plan), then each tuned point with the values its search selected on validation, recorded in
-its ``summary.json`` (``tuning``).
+its ``summary.json`` (``tuning``). A tuned point whose final run would repeat a tuning run (its seed is a budget
+seed and its config is that run's) is that run, tested after the choice (:mod:`.reuse`, ``tune_budget.reuse``).
 """
 
 from __future__ import annotations

@@ -136,9 +136,7 @@ def parse_budget(d: Any) -> TuneBudget:
     if d is None:
         return TuneBudget()
     if not isinstance(d, dict) or set(d) - {"epochs", "seeds", "early_stop", "pruner", "reuse"}:
-        raise ConfigError(
-            f"`tune_budget` takes `epochs`, `seeds`, `early_stop`, `pruner` and `reuse`, got {d!r}."
-        )
+        raise ConfigError(f"`tune_budget` takes `epochs`, `seeds`, `early_stop`, `pruner` and `reuse`, got {d!r}.")
     reuse = d.get("reuse", True)
     if not isinstance(reuse, bool):
         raise ConfigError(f"`tune_budget.reuse` must be true or false, got {reuse!r}.")
