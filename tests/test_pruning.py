@@ -47,7 +47,7 @@ def test_budget_takes_a_patience_and_a_pruner():
         ({"pruner": True}, "got True"),
         ({"early_stop": 0}, "`tune_budget.early_stop` must be a patience in epochs, an integer >= 1, got 0"),
         ({"pruner": "halving", "seeds": [0, 1]}, "needs one seed in `tune_budget.seeds`.*got \\[0, 1\\]"),
-        ({"patience": 2}, "takes `epochs`, `seeds`, `early_stop` and `pruner`"),
+        ({"patience": 2}, "takes `epochs`, `seeds`, `early_stop`, `pruner` and `reuse`"),
     ],
 )
 def test_bad_pruner_values_are_one_line_errors(budget, match):

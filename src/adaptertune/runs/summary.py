@@ -61,7 +61,9 @@ class RunSummary:
     subset_seed: int | None = None
     test_acc: float | None = None  # top-1 %, best-val checkpoint
     test_top5: float | None = None
-    test_acc_last: float | None = None  # top-1 %, last epoch (reported, never used for selection)
+    # top-1 %, last epoch (reported, never used for selection); None in a run tested from a tuning run
+    # (``tested_from``) whose selected epoch is not its last: only the selected model is kept
+    test_acc_last: float | None = None
     best_val_acc: float | None = None
     best_epoch: int | None = None
     stopped_epoch: int | None = None  # the epoch early stopping ended training at (None: all epochs ran)
@@ -97,6 +99,9 @@ class RunSummary:
     # the selected model's per-image test outputs in the folder (runs/predictions.py); None: not written (a
     # tuning run, or torchrun)
     predictions: str | None = None
+    # "tune/<group>/<run>": this run was not trained; it is that tuning run (same config but its folder), its
+    # selected model tested after the choice (sweeps/reuse.py); None: trained here
+    tested_from: str | None = None
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 A spec with a ``tune`` block runs in two phases: first the tuning runs (:mod:`.tuning`, listed before the
 points in the plan), then each tuned point with the values its search selected on validation, recorded in
-its ``summary.json`` (``tuning``).
+its ``summary.json`` (``tuning``). A tuned point whose final run would repeat a tuning run (its seed is a budget
+seed and its config is that run's) is that run, tested after the choice (:mod:`.reuse`, ``tune_budget.reuse``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..runs import folder as rf
 from ..runs.summary import RunStatus, RunSummary
 from .executors import Executor, PointEvent, PointJob, PointResult
 from .pruning import PruneTrial
+from .reuse import reuse_source, test_tuning_run
 from .sweep import SweepPoint, SweepSpec, expand_grid
 from .tuning_runs import TuneGroup, apply_choice, choose, plan_tuning
 
@@ -128,7 +130,7 @@ def run_sweep(
             results.append(_fail(p, p.detail))
     tuning = [p.job for p in planned if p.tuning and p.state not in _NOT_RUN]
     results += executor.run(tuning, on_event) if tuning else []
-    todo, chosen, searches = [], {}, {}  # searches: group name -> its choice (read once per group)
+    todo, reused, chosen, searches = [], [], {}, {}  # searches: group name -> its choice (read once per group)
     for p in planned:
         if p.tuning or p.state is RunStatus.INVALID:
             continue
@@ -144,8 +146,21 @@ def run_sweep(
             continue
         job = PointJob(p.point.name, apply_choice(p.point.config, values), str(p.run_dir), p.point.values)
         chosen[p.point.name] = (p, values, record)
-        if p.state is not RunStatus.SUCCESS:
+        if p.state is RunStatus.SUCCESS:
+            continue
+        if (source := reuse_source(p.group, values, job.config, p.run_dir)) is not None:
+            reused.append((job, source))
+        else:
             todo.append(job)
+    for i, (job, source) in enumerate(reused, 1):  # the tuning run at the chosen values is this run, untested
+        if on_event:
+            on_event(PointEvent("start", job, i, len(reused)))
+        if (result := test_tuning_run(job, source)) is None:
+            todo.append(job)  # it would not train as its tuning run did
+            continue
+        results.append(result)
+        if on_event:
+            on_event(PointEvent("end", job, i, len(reused), result))
     results += executor.run(todo, on_event) if todo else []
     results += _record_choices(chosen.values())
     return SweepResult(planned, results, time.perf_counter() - t0)
@@ -159,13 +174,20 @@ def _fail(p: PlannedPoint, error: str, keep_finished: bool = False) -> PointResu
 
 
 def _record_choices(chosen: Any) -> list[PointResult]:
-    """Write each finished tuned point's search into its summary; a point that finished earlier with other
-    values than the search selects now is a failed result (its folder is left as it is)."""
-    failed = []
+    """Write each finished tuned point's search into its summary, with ``tested_from``: which of the search's
+    final runs are tuning runs tested after the choice (point name -> ``tune/<group>/<run>``). A point that
+    finished earlier with other values than the search selects now is a failed result (its folder is left as
+    it is)."""
+    failed, finished, tested = [], [], {}
     for p, values, record in chosen:
         state = rf.read_state(p.run_dir)
         if state.status is not RunStatus.SUCCESS:
             continue
+        finished.append((p, values, record, state))
+        if state.summary.tested_from is not None:
+            tested.setdefault(p.group.name, {})[p.point.name] = state.summary.tested_from
+    for p, values, record, state in finished:
+        record = {**record, "tested_from": tested.get(p.group.name, {})}
         ran = {k: _config_value(state.config, k) for k in values}
         if ran != values:
             error = (

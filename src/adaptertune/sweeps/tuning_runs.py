@@ -53,6 +53,7 @@ class TuneGroup:
     runs: list[TuneRun] = field(default_factory=list)
     early_stop: int | None = None  # the tuning runs' patience (None: they train every epoch of the budget)
     pruner: Halving | None = None  # None: the full grid
+    reuse: bool = True  # a final run identical to a tuning run is that run tested (:mod:`.reuse`)
 
 
 def _group_values(point: SweepPoint) -> dict[str, Any]:
@@ -86,7 +87,9 @@ def plan_tuning(points: list[SweepPoint], budget: dict[str, Any] | None, results
             grid = resolve_grid(point.tune, METHODS.get(cfg.method).lr_grid)
             epochs, seeds = parsed.epochs or cfg.train.epochs, parsed.seeds or (cfg.train.seed,)
             early_stop = parsed.early_stop or cfg.train.early_stop
-            group = TuneGroup(name, grid, epochs, seeds, early_stop=early_stop, pruner=parsed.pruner)
+            group = TuneGroup(
+                name, grid, epochs, seeds, early_stop=early_stop, pruner=parsed.pruner, reuse=parsed.reuse
+            )
             patience = {"train.early_stop": parsed.early_stop} if parsed.early_stop else {}  # else the point's
             for combo in combinations(grid):
                 for seed in group.seeds:
@@ -171,6 +174,7 @@ def choose(group: TuneGroup) -> tuple[dict[str, float], dict[str, Any]]:
         "rule": rule(group.pruner),
         "runs": f"{TUNE_DIR}/{group.name}",
         "pruner": group.pruner.to_dict() if group.pruner else None,
+        "reuse": group.reuse,
         "trained": trained,
         "spent": {
             "epochs": sum(t["epochs"] for t in trained),

@@ -4,6 +4,7 @@ A sweep spec may tune the learning rate (and weight decay) of its points::
 
     tune: {train.lr: default}           # every point: its method's grid (Method.lr_grid)
     tune_budget: {epochs: 2, seeds: [0]}   # optional; default: the point's own epochs, its first seed
+    # reuse: true (the default): a final run identical to a tuning run is that run, tested after the choice
     # or trained out and cut by successive halving (Optuna; the `tune` extra):
     # tune_budget: {epochs: 27, early_stop: 3, pruner: {name: halving, min_epochs: 1, reduction: 3}}
     grid:
@@ -70,12 +71,15 @@ class Halving:
 @dataclass(frozen=True)
 class TuneBudget:
     """How long each tuning run trains. None: the point's own ``train.epochs`` / its first seed /
-    its own ``train.early_stop``; ``pruner`` None: every run trains its whole budget (the full grid)."""
+    its own ``train.early_stop``; ``pruner`` None: every run trains its whole budget (the full grid).
+    ``reuse``: a final run whose config is the selected tuning run's (same seed, values, budget) is not trained
+    again: that run's selected model is tested after the choice (:mod:`adaptertune.sweeps.reuse`)."""
 
     epochs: int | None = None
     seeds: tuple[int, ...] | None = None
     early_stop: int | None = None
     pruner: Halving | None = None
+    reuse: bool = True
 
 
 def check_block(block: Any, where: str = "tune") -> dict[str, Any]:
@@ -121,16 +125,21 @@ def _is_int(v: Any, low: int) -> bool:
 
 
 def parse_budget(d: Any) -> TuneBudget:
-    """``{epochs: E, seeds: [0], early_stop: P, pruner: ...}`` (any may be left out) as a :class:`TuneBudget`.
+    """``{epochs: E, seeds: [0], early_stop: P, pruner: ..., reuse: true}`` (any may be left out) as a
+    :class:`TuneBudget`.
 
     Raises:
         ConfigError: unknown key, epochs or early_stop < 1, seeds not a non-empty list of integers >= 0, a bad
-            pruner (:func:`parse_pruner`), or a pruner with more than one seed (each tuning run is one trial).
+            pruner (:func:`parse_pruner`), a pruner with more than one seed (each tuning run is one trial), or
+            ``reuse`` not true or false.
     """
     if d is None:
         return TuneBudget()
-    if not isinstance(d, dict) or set(d) - {"epochs", "seeds", "early_stop", "pruner"}:
-        raise ConfigError(f"`tune_budget` takes `epochs`, `seeds`, `early_stop` and `pruner`, got {d!r}.")
+    if not isinstance(d, dict) or set(d) - {"epochs", "seeds", "early_stop", "pruner", "reuse"}:
+        raise ConfigError(f"`tune_budget` takes `epochs`, `seeds`, `early_stop`, `pruner` and `reuse`, got {d!r}.")
+    reuse = d.get("reuse", True)
+    if not isinstance(reuse, bool):
+        raise ConfigError(f"`tune_budget.reuse` must be true or false, got {reuse!r}.")
     epochs, seeds, early_stop = d.get("epochs"), d.get("seeds"), d.get("early_stop")
     if epochs is not None and not _is_int(epochs, 1):
         raise ConfigError(f"`tune_budget.epochs` must be an integer >= 1, got {epochs!r}.")
@@ -149,7 +158,7 @@ def parse_budget(d: Any) -> TuneBudget:
             f"`tune_budget.pruner` halving needs one seed in `tune_budget.seeds` (each tuning run is one trial "
             f"judged alone), got {list(seeds)}; give one seed or `pruner: none`."
         )
-    return TuneBudget(epochs, seeds, early_stop, pruner)
+    return TuneBudget(epochs, seeds, early_stop, pruner, reuse)
 
 
 def parse_pruner(value: Any) -> Halving | None:
