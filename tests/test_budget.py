@@ -1,5 +1,5 @@
 """Budget curves (reports/budget.py) on hand-made validation curves with known answers: the curve of a run, the mean
-over seeds while every seed runs, the accuracy at a budget, the ranking at 25/50/100% of the longest run."""
+over seeds while every seed runs, the accuracy at a budget, the ranking at 25/50/100% of the median cell's longest run."""
 
 import math
 
@@ -115,14 +115,15 @@ def test_the_ranking_changes_with_the_budget_when_a_slow_method_overtakes():
     ranks = {
         r.variant: r for r in ranks_at_budgets({("d", "b"): {"fast": fast, "slow": slow, "late": late, "tie": tie}})
     }
-    assert ranks["fast"].budgets == (20.0, 40.0, 80.0)  # 25, 50, 100% of the longest run (80 steps)
-    assert ranks["slow"].accs == (41.0, 61.0, 91.0)
-    assert ranks["fast"].ranks == ranks["tie"].ranks == (1, 1, 2)  # equal means share a rank
-    assert ranks["slow"].ranks == (3, 4, 1)
-    assert ranks["late"].ranks == (None, 3, 4) and ranks["late"].accs[0] is None
+    # 25, 50, 100% of the median cell's longest run: fast 40, tie 40, late 60, slow 80 -> 50 steps
+    assert ranks["fast"].budgets == (12.5, 25.0, 50.0)
+    assert ranks["slow"].accs == (31.0, 41.0, 71.0)
+    assert ranks["fast"].ranks == (1, 1, 2) and ranks["tie"].ranks == (None, 1, 2)  # equal means share a rank
+    assert ranks["slow"].ranks == (2, 3, 1)
+    assert ranks["late"].ranks == (None, None, 4) and ranks["late"].accs[:2] == (None, None)
     md = ranks_markdown(list(ranks.values()))
-    assert "| cell | 25% (20 steps) | 50% (40 steps) | 100% (80 steps) |" in md
-    assert "| slow | 3 (41.00) | 4 (61.00) | 1 (91.00) |" in md and "| late | - | 3 (65.00) | 4 (68.00) |" in md
+    assert "| cell | 25% (12.5 steps) | 50% (25 steps) | 100% (50 steps) |" in md
+    assert "| slow | 2 (31.00) | 3 (41.00) | 1 (71.00) |" in md and "| late | - | - | 4 (65.00) |" in md
     assert md.index("| slow |") < md.index("| fast |")  # ordered by the full budget
     assert "The ranking changes with the budget." in md
 

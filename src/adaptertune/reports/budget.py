@@ -20,6 +20,7 @@ at each run's selected (best-validation) epoch.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ BUDGET_RULE = (
     "epoch. A run's accuracy at a budget of b steps is the best validation accuracy it reached within b steps "
     "(what best-validation selection would have kept had training ended there; its learning-rate schedule still "
     "spanned the whole run); a cell's value is the mean over its seeds, and a cell with a seed that had not "
-    "finished one epoch by then is not ranked (-). Budgets are shares of the longest run of the pair."
+    "finished one epoch by then is not ranked (-). Budgets are shares of the median over cells of each cell's longest run (so a long, cheap cell such as a cached probe does not stretch them); a cell past its own end keeps its final value."
 )
 _NEEDED = ("epoch", "step", "epoch_seconds", "val_acc")
 
@@ -162,11 +163,12 @@ class BudgetRank:
 def ranks_at_budgets(
     curves: dict[tuple[str, str], dict[str, list[RunCurve]]], fractions: tuple[float, ...] = BUDGET_FRACTIONS
 ) -> list[BudgetRank]:
-    """The rank of each cell by mean validation accuracy at ``fractions`` of the longest run of its pair (in
-    steps); see the module docstring."""
+    """The rank of each cell by mean validation accuracy at ``fractions`` of the median over cells of each cell's
+    longest run (in steps) of its pair; see the module docstring."""
     out = []
     for (d, b), by_variant in curves.items():
-        longest = max(c.steps[-1] for runs in by_variant.values() for c in runs)
+        # the median cell's longest run: one long cheap cell (a cached probe's 100 epochs) must not stretch the axis
+        longest = statistics.median(max(c.steps[-1] for c in runs) for runs in by_variant.values())
         budgets = tuple(f * longest for f in fractions)
         accs = {v: [_mean_at(runs, budget) for budget in budgets] for v, runs in by_variant.items()}
         ranks: dict[str, list[int | None]] = {v: [] for v in by_variant}
