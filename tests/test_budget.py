@@ -1,5 +1,6 @@
 """Budget curves (reports/budget.py) on hand-made validation curves with known answers: the curve of a run, the mean
-over seeds while every seed runs, the accuracy at a budget, the ranking at 25/50/100% of the median cell's longest run."""
+over seeds while every seed runs, the accuracy at a budget,
+the ranking at 25/50/100% of the median cell's longest run."""
 
 import math
 

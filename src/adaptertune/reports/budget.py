@@ -50,7 +50,9 @@ BUDGET_RULE = (
     "epoch. A run's accuracy at a budget of b steps is the best validation accuracy it reached within b steps "
     "(what best-validation selection would have kept had training ended there; its learning-rate schedule still "
     "spanned the whole run); a cell's value is the mean over its seeds, and a cell with a seed that had not "
-    "finished one epoch by then is not ranked (-). Budgets are shares of the median over cells of each cell's longest run (so a long, cheap cell such as a cached probe does not stretch them); a cell past its own end keeps its final value."
+    "finished one epoch by then is not ranked (-). Budgets are shares of the median over cells of each cell's "
+    "longest run (so a long, cheap cell such as a cached probe does not stretch them); a cell past its own end "
+    "keeps its final value."
 )
 _NEEDED = ("epoch", "step", "epoch_seconds", "val_acc")
 

