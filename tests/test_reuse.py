@@ -172,3 +172,18 @@ def test_the_reuse_key_of_the_budget():
     assert parse_budget(None).reuse is True and parse_budget({"reuse": False}).reuse is False
     with pytest.raises(ConfigError, match="`tune_budget.reuse` must be true or false, got 'yes'"):
         parse_budget({"reuse": "yes"})
+
+
+def test_a_test_split_that_would_change_the_batched_decision_trains_the_final_run(reused, image_folder, tmp_path):
+    shutil.copytree(reused / "tune", tmp_path / "tune")
+    source = tmp_path / _summary(_final(reused, 0))["tested_from"]
+    config = yaml.safe_load((source / "config.yaml").read_text())
+    config["data"]["batched"] = "on"  # as if its train and val splits were arrays: `auto` decided `on` for them
+    (source / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = run_sweep(_spec(image_folder, (0,)), tmp_path, InProcessExecutor())
+    assert [r.status for r in result.results] == ["success"], [r.error for r in result.results]
+    s = _summary(_final(tmp_path, 0))  # the image test split goes per image: `auto` decides `off` for the final run
+    assert (
+        s["tested_from"] is None
+        and yaml.safe_load((_final(tmp_path, 0) / "config.yaml").read_text())["data"]["batched"] == "off"
+    )

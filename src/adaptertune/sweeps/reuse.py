@@ -7,7 +7,7 @@ while the values were chosen; testing its selected model after the choice is the
 
 :func:`reuse_source` finds that run: finished, not pruned, and with a resolved config equal to the final run's in
 every key but ``out_dir`` (``data.batched: auto`` matches the value the run decided); otherwise the final run
-trains as before. :func:`test_tuning_run` makes the final run's folder from it under the folder's lock:
+trains as before. :func:`reuse_tuning_run` makes the final run's folder from it under the folder's lock:
 ``config.yaml`` (its own ``out_dir``), ``metrics.jsonl``, the adapter file and ``skipped.txt`` copied, the test
 split evaluated once (``predictions.npz``, test metrics), ``summary.json`` with the tuning run's training record
 and ``tested_from``. The folder is written beside and renamed in whole: a failure leaves a failed summary only.
@@ -35,7 +35,7 @@ from ..runs.summary import RunStatus, RunSummary, config_differences
 from .executors import PointJob, PointResult
 from .tuning_runs import TuneGroup, TuneRun
 
-__all__ = ["reuse_source", "test_tuning_run"]
+__all__ = ["reuse_source", "reuse_tuning_run"]
 
 _logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def reuse_source(group: TuneGroup, values: dict[str, float], config: dict[str, A
     return source
 
 
-def test_tuning_run(job: PointJob, source: TuneRun) -> PointResult | None:
+def reuse_tuning_run(job: PointJob, source: TuneRun) -> PointResult | None:
     """Write the final run of ``job`` from the tuning run ``source`` (:func:`reuse_source`) under its lock.
 
     Returns its result (skipped when another process holds or finished the folder; failed, with the error in

@@ -19,7 +19,7 @@ from ..runs import folder as rf
 from ..runs.summary import RunStatus, RunSummary
 from .executors import Executor, PointEvent, PointJob, PointResult
 from .pruning import PruneTrial
-from .reuse import reuse_source, test_tuning_run
+from .reuse import reuse_source, reuse_tuning_run
 from .sweep import SweepPoint, SweepSpec, expand_grid
 from .tuning_runs import TuneGroup, apply_choice, choose, plan_tuning
 
@@ -155,7 +155,7 @@ def run_sweep(
     for i, (job, source) in enumerate(reused, 1):  # the tuning run at the chosen values is this run, untested
         if on_event:
             on_event(PointEvent("start", job, i, len(reused)))
-        if (result := test_tuning_run(job, source)) is None:
+        if (result := reuse_tuning_run(job, source)) is None:
             todo.append(job)  # it would not train as its tuning run did
             continue
         results.append(result)
