@@ -35,6 +35,7 @@ __all__ = [
     "LEGACY_ADAPTER_FILES",
     "METRICS_FILE",
     "POINT_FILE",
+    "RANK_CURVE_FILE",
     "RUN_FILES",
     "SKIPPED_FILE",
     "SUMMARY_FILE",
@@ -70,6 +71,7 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 POINT_FILE = "point.json"
 SKIPPED_FILE = "skipped.txt"  # the images the run could not read (runs/skipped.py)
 TENSORBOARD_DIR = "tensorboard"
+RANK_CURVE_FILE = "rank_curve.csv"  # a nested run's accuracy at every rank of its grid (runs/rank_curve.py)
 RUN_FILES = (
     CONFIG_FILE,
     METRICS_FILE,
@@ -80,6 +82,7 @@ RUN_FILES = (
     POINT_FILE,
     SKIPPED_FILE,
     TENSORBOARD_DIR,
+    RANK_CURVE_FILE,
 )
 _logger = logging.getLogger(__name__)
 _MARKERS = (SUMMARY_FILE, CONFIG_FILE, METRICS_FILE, POINT_FILE)  # any one makes a folder a run folder
