@@ -80,7 +80,8 @@ def elbow_rows(
 
     Args:
         rows: dicts with ``rank``, ``seed`` and an accuracy column (and optional grouping columns). Rows
-            whose ``status`` is present and not ``success``, without a rank or an accuracy, or at rank 0 (head only), are skipped.
+            whose ``status`` is present and not ``success``, without a rank or an accuracy, or at rank 0 (head
+            only), are skipped.
         group_by: columns that define a sweep; None: those of :data:`DEFAULT_GROUP_BY` present in the rows
             (``variant`` grouped without its rank).
         acc_col: the accuracy column; None: ``test_acc`` if present, else ``acc``.

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config_keys import options_section
 from ..atomic import check_output_file
+from ..config_keys import options_section
 from ..engine import load_tensors, save_tensors
 from ..errors import CheckpointError
 from ..methods import METHODS

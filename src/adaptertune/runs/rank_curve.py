@@ -76,9 +76,7 @@ def _variant(label: str, rank: int) -> str:
     return " ".join(f"r={rank}" if t.startswith("r=") else t for t in label.split())
 
 
-def _trainable(
-    method: Method, options: Any, tensors: dict[str, torch.Tensor], model: nn.Module, rank: int
-) -> int:
+def _trainable(method: Method, options: Any, tensors: dict[str, torch.Tensor], model: nn.Module, rank: int) -> int:
     """Trainable parameters of the model at ``rank``: the truncated tensors (0: the head's alone)."""
     if rank == 0:
         head = set(head_parameter_names(model))

@@ -81,7 +81,7 @@ class Adapter(nn.Module):
             ConfigError: the adapter is not nested, or ``rank`` is not in 0..its rank.
         """
         if not self.grid:
-            raise ConfigError(f"This adapter is not nested (`adapter.nested` false): it runs at rank {self.rank} only.")
+            raise ConfigError(f"This adapter is not nested (`adapter.nested` false); it runs at rank {self.rank}.")
         self.active_rank = None if rank is None else check_rank(rank, self.rank, "adapter rank", allow_zero=True)
 
     def current_rank(self) -> int:

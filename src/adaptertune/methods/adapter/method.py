@@ -69,7 +69,7 @@ class AdapterMethod(Method):
         self, tensors: dict[str, torch.Tensor], options: AdapterConfig, rank: int
     ) -> tuple[dict[str, torch.Tensor], AdapterConfig]:
         if not options.nested:
-            raise ConfigError(f"The adapters are not nested (`adapter.nested` false): they serve rank {options.rank} only.")
+            raise ConfigError(f"The adapters are not nested (`adapter.nested` false); they serve rank {options.rank}.")
         return truncate_tensors(tensors, rank), replace(options, rank=rank, nested=False, nested_ranks=None)
 
 

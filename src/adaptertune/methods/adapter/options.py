@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
 from typing import Any
 
 from ...config_checks import _as_bool, _as_choice, _as_float, _as_int, _as_probability, _check_placement_syntax
