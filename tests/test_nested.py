@@ -190,7 +190,7 @@ def test_resume_is_bitwise_with_nested_sampling(tmp_path):
 
 @pytest.fixture(scope="module")
 def nested_runs(tmp_path_factory):
-    """Two seeds of a nested rank-8 run on a 4-class ImageFolder (3 epochs, validation split)."""
+    """Two seeds of a nested rank-8 run on a 4-class ImageFolder (2 epochs, validation split)."""
     from adaptertune.config import RunConfig
     from adaptertune.runs import run
 
@@ -203,7 +203,7 @@ def nested_runs(tmp_path_factory):
             "data": {"name": "imagefolder", "root": str(folder), "num_workers": 0, "val_fraction": 0.25},
             "method": "adapter",
             "adapter": NESTED,
-            "train": {"epochs": 3, "seed": seed, "device": "cpu", "batch_size": 8, "lr": 1e-2},
+            "train": {"epochs": 2, "seed": seed, "device": "cpu", "batch_size": 8, "lr": 1e-2},
             "out_dir": str(tmp / f"s{seed}"),
         }
         out.append((tmp / f"s{seed}", run(RunConfig.from_dict(d))))
@@ -226,19 +226,37 @@ def test_run_writes_its_rank_curve(nested_runs):
 
 
 def test_elbow_reads_nested_run_folders(nested_runs, tmp_path, capsys):
-    """``adaptertune elbow RUN_DIR...`` reads the runs' rank curves as one sweep (two seeds: paired gains); rank 0
-    (head only) is left out of the rule; one run alone has no paired seeds (one line)."""
+    """``adaptertune elbow RUN_DIR...`` reads the runs' rank curves together as one sweep (grouped without the
+    rank, rank 0 left out of the rule); on curves with a known knee it finds it; a folder without a curve and one
+    run alone (no paired seeds) are one-line errors."""
+    from adaptertune.analysis.elbow_table import elbow_rows, read_rows
     from adaptertune.cli import main
+    from adaptertune.runs.rank_curve import rank_curve_path
 
+    rows = [row for f, _ in nested_runs for row in read_rows(rank_curve_path(f))]
+    (table,) = elbow_rows(rows, n_boot=20)
+    assert table.group == {"dataset": "imagefolder", "backbone": "test_vit", "method": "adapter",
+                           "variant": "adapter nested=True"}  # fmt: skip
+    folders = []
+    for seed in range(3):  # the real curve's columns, accuracies of a knee at rank 4
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        with (folder / "rank_curve.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            for row in rows[:5]:
+                r = int(row["rank"])
+                acc = 60.0 if r == 0 else 70 + 5 * min(r, 4).bit_length() + seed + 0.1 * ((r + seed) % 3)
+                w.writerow({**row, "seed": seed, "test_acc": f"{acc:.4f}"})
+        folders.append(str(folder))
     out = tmp_path / "elbow.json"
-    assert main(["elbow", *(str(f) for f, _ in nested_runs), "--boot", "50", "--json", str(out)]) == 0
+    assert main(["elbow", *folders, "--boot", "50", "--json", str(out)]) == 0
     (group,) = json.loads(out.read_text())
-    assert group["group"]["variant"] == "adapter nested=True" and group["ranks"] == [1, 2, 4, 8]
-    assert len(group["seeds"]) == 2
+    assert group["ranks"] == [1, 2, 4, 8] and group["elbow"] == 4
     capsys.readouterr()
-    assert main(["elbow", str(nested_runs[0][0])]) == 2
+    assert main(["elbow", folders[0]]) == 2
     assert "needs >= 2 seeds" in capsys.readouterr().err
-    assert main(["elbow", str(nested_runs[0][0].parent / "data")]) == 2
+    assert main(["elbow", str(tmp_path)]) == 2
     assert "has no rank_curve.csv" in capsys.readouterr().err
 
 
