@@ -7,14 +7,14 @@ import json
 
 import pytest
 import torch
-from helpers import TINY_VIT, make_image_folder
-from petl_checks import resume_runs
 
 from adaptertune import AdapterConfig, ConfigError
 from adaptertune.methods import METHODS, build_method
 from adaptertune.methods.adapter import Adapter, adapter_param_count, set_active_rank
 from adaptertune.methods.adapter.nested import sample_rank, truncate_tensors
 from adaptertune.methods.adapter.options import default_grid
+from helpers import TINY_VIT, make_image_folder
+from petl_checks import resume_runs
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 NESTED = {"rank": 8, "nested": True}
@@ -98,18 +98,6 @@ def test_exact_start_at_every_rank(tiny_vit, method, dtype):
             for a in adapters(model):
                 a.before_train_step(step)
             assert torch.equal(model(X), base), step
-
-
-def plain_at(tiny_vit, nested_model, r):
-    """A plain (not nested) rank-r adapter model holding the nested model's leading r units."""
-    plain = tiny_vit()
-    build_method("adapter", plain, AdapterConfig(rank=r))
-    small = truncate_tensors({n: p for n, p in nested_model.named_parameters() if p.requires_grad}, r)
-    with torch.no_grad():
-        params = dict(plain.named_parameters())
-        for n, v in small.items():
-            params[n].copy_(v)
-    return plain.eval()
 
 
 @pytest.mark.parametrize("scaling", ["constant", "inverse"])
