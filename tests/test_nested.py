@@ -102,6 +102,8 @@ def test_exact_start_at_every_rank(tiny_vit, method, dtype):
 
 @pytest.mark.parametrize("scaling", ["constant", "inverse"])
 def test_active_rank_equals_a_plain_adapter_of_that_rank_bitwise(tiny_vit, scaling):
+    """At active rank r the nested model computes a plain rank-r model with its leading units bitwise (fp32 and
+    bf16 autocast); None is full rank again; 0 is the backbone through the trained head."""
     model = tiny_vit()
     build_method("adapter", model, AdapterConfig(rank=8, nested=True, scaling=scaling, alpha=2.0))
     randomize(model.eval())
@@ -116,6 +118,8 @@ def test_active_rank_equals_a_plain_adapter_of_that_rank_bitwise(tiny_vit, scali
                 if p.requires_grad:
                     p.copy_(small[n])
         assert torch.equal(model(X), plain.eval()(X)), r
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(model(X), plain(X)), r
     set_active_rank(model, None)
     assert torch.equal(model(X), full)
     set_active_rank(model, 0)  # head only: the backbone's features through the trained head
