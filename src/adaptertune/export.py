@@ -32,6 +32,7 @@ from .extras import require
 from .hub_export import FOLDER_FORMATS, ExportError, export_folder, run_weights
 from .methods import METHODS
 from .runs import load_run
+from .runs.rank_curve import serve_at_rank
 
 __all__ = ["EXPORT_FORMATS", "ExportResult", "export_model", "export_run"]
 
@@ -102,25 +103,33 @@ def export_model(model: nn.Module, path: str | Path, fmt: str, example: torch.Te
 
 
 def export_run(
-    run_dir: str | Path, fmt: str = "pt", out: str | Path | None = None, atol: float = 1e-4, batch: int = 4
+    run_dir: str | Path,
+    fmt: str = "pt",
+    out: str | Path | None = None,
+    atol: float = 1e-4,
+    batch: int = 4,
+    rank: int | None = None,
 ) -> ExportResult:
     """Export a finished run (rebuilt from its backbone + adapter file) as a standalone model or folder.
 
     The check compares the export's logits with the training-time model's (before any merge) on ``batch``
     seeded random inputs. ``out``: the file (pt, onnx; default ``RUN/model.FORMAT``) or folder (timm, peft;
-    default ``RUN/export-FORMAT``).
+    default ``RUN/export-FORMAT``). ``rank``: a nested run's model at that rank (1..its rank; the default file
+    name gets ``-rR``), checked against the nested model at that rank.
 
     Raises:
         ConfigError: an unknown format, or one the run's method cannot be written in.
         ExportError: the export does not reproduce the trained model's logits.
     """
     _check_format(fmt)
+    at = "" if rank is None else f"-r{rank}"
     if fmt in FOLDER_FORMATS:  # checked before the slow part
-        path = check_output_dir(Path(out) if out else Path(run_dir) / f"export-{fmt}")
+        path = check_output_dir(Path(out) if out else Path(run_dir) / f"export-{fmt}{at}")
     else:
-        path = check_output_file(Path(out) if out else Path(run_dir) / f"model.{fmt}")
+        path = check_output_file(Path(out) if out else Path(run_dir) / f"model{at}.{fmt}")
     loaded = load_run(run_dir, device="cpu")
     method = METHODS.get(loaded.config.method)
+    serve_at_rank(loaded.model, method, loaded.config.method_options, rank)
     if fmt not in method.export_formats():
         raise ConfigError(
             f"Method '{method.name}' cannot be exported as '{fmt}' (it does not fold into the plain backbone"
@@ -154,6 +163,7 @@ def export_run(
         "preprocessing": preprocessing_spec(loaded.data_config, resize),  # every step from a file to `images`
         "data_config": eval_data_config(loaded.data_config, resize),  # timm's create_transform of it is the same
         "method": loaded.config.method,
+        **({} if rank is None else {"rank": rank}),  # a nested run's model at this rank
         "backbone": loaded.config.backbone.name,
         "weights": run_weights(loaded),  # which backbone weights, by name and hash
         "max_abs_diff": diff,

@@ -1,5 +1,5 @@
-"""``adaptertune elbow FILE.csv``: the elbow of every rank sweep in a CSV (the report's results.csv or any
-file with ``rank,seed,acc`` columns)."""
+"""``adaptertune elbow FILE.csv|RUN_DIR...``: the elbow of every rank sweep in CSVs (the report's results.csv, nested
+runs' rank_curve.csv, or any file with ``rank,seed,acc`` columns)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "comparisons); 'not reached' when the largest rank still beats the one below it. Reads the report's "
         "results.csv or any CSV with rank, seed and accuracy columns (rank 0 = head only)."
     )
-    p.add_argument("csv", metavar="FILE.csv")
+    p.add_argument(
+        "csv",
+        nargs="+",
+        metavar="FILE.csv|RUN_DIR",
+        help="CSV files, or nested runs' folders (their rank_curve.csv); the rows of all are read together",
+    )
     p.add_argument(
         "--group-by",
         default=None,
@@ -72,6 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_elbow(args: argparse.Namespace) -> int:
     from ..analysis.elbow_table import elbow_rows, read_rows
     from ..errors import ConfigError
+    from ..runs.rank_curve import rank_curve_path
 
     group_by = None if args.group_by is None else [c.strip() for c in args.group_by.split(",") if c.strip()]
     if args.rule == "paired" and args.delta is not None:
@@ -83,13 +89,14 @@ def cmd_elbow(args: argparse.Namespace) -> int:
     else:
         opts = dict(alpha=args.alpha, compare=args.compare, noise=args.noise, n_boot=args.boot, level=args.level)
         opts["seed"] = args.seed
-    table = elbow_rows(read_rows(args.csv), group_by=group_by, acc_col=args.acc_col, rule=args.rule, **opts)
+    rows = [row for path in args.csv for row in read_rows(rank_curve_path(path))]
+    table = elbow_rows(rows, group_by=group_by, acc_col=args.acc_col, rule=args.rule, **opts)
     if all(row.result is None for row in table):
         from ..errors import DataError
 
-        raise DataError(f"No sweep in '{args.csv}' has an elbow: {table[0].reason}")
+        raise DataError(f"No sweep in {', '.join(args.csv)} has an elbow: {table[0].reason}")
     for row in table:
-        name = ", ".join(f"{k}={v}" for k, v in row.group.items()) or Path(args.csv).name
+        name = ", ".join(f"{k}={v}" for k, v in row.group.items()) or Path(args.csv[0]).name
         if row.result is None:
             print(f"{name}: {row.reason}\n")
             continue

@@ -14,7 +14,7 @@ FORMATS = ("pt", "onnx", "timm", "peft")  # export.EXPORT_FORMATS, spelled here 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..export import export_run
 
-    r = export_run(args.run_dir, args.format, args.out, atol=args.atol)
+    r = export_run(args.run_dir, args.format, args.out, atol=args.atol, rank=args.rank)
     print(
         format_table(
             [
@@ -45,6 +45,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PATH",
         help="output file (pt, onnx; default RUN_DIR/model.FORMAT) or folder (timm, peft; RUN_DIR/export-FORMAT)",
+    )
+    p.add_argument(
+        "--rank",
+        type=int,
+        default=None,
+        metavar="R",
+        help="a nested run (adapter.nested) at rank R (1..its rank); default: its full rank",
     )
     p.add_argument("--atol", type=float, default=1e-4, help="max |logit difference| allowed vs the trained model")
     p.set_defaults(func=cmd_export)

@@ -38,6 +38,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="adapter files (.safetensors) sharing one backbone, then image files: each file is a task",
     )
     p.add_argument("--weights", default=None, metavar="FILE", help="with --adapters: the backbone weights file")
+    p.add_argument(
+        "--rank",
+        type=int,
+        default=None,
+        metavar="R",
+        help="a nested run (adapter.nested) at rank R (1..its rank); default: its full rank",
+    )
     p.add_argument("--topk", type=int, default=5, help="classes per image and task (at most the task's classes)")
     p.add_argument("--device", default="auto")
     p.add_argument(
@@ -105,8 +112,13 @@ def _results(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]
         if len(args.paths) < 2:
             raise ConfigError("predict needs RUN_DIR and at least one IMAGE (or --adapters FILE... IMAGE...).")
         images = args.paths[1:]
-        results = predict(args.paths[0], images, topk=args.topk, device=args.device)
+        results = predict(args.paths[0], images, topk=args.topk, device=args.device, rank=args.rank)
     else:  # several tasks on one backbone
+        if args.rank is not None:
+            raise ConfigError(
+                f"--rank {args.rank} applies to one run folder; for --adapters, write each file at its rank "
+                "(adaptertune.runs.adapter_file.truncate_adapter_file)."
+            )
         from ..engine import resolve_device
         from ..multitask import MultiTaskModel, predict_tasks
 

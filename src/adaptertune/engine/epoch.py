@@ -72,6 +72,9 @@ class Trainer:
     checkpoint_path: Path | None = None
     log: StepLog = field(default_factory=StepLog)
     in_shape: torch.Size | None = None  # of this rank's last non-empty batch (a stand-in batch's shape)
+    # ``before_train_step(step)`` of every module that has one, called before each optimizer step's forward
+    # (a module that changes with the step index, e.g. nested adapters drawing the step's rank)
+    step_hooks: list[Callable[[int], None]] = field(default_factory=list)
 
     def lr_at(self, step: int) -> float:
         """The scheduled learning rate of optimizer step ``step``."""
@@ -116,6 +119,7 @@ def make_trainer(
         warmup_steps=min(int(round(cfg.warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0)),
         callbacks=callbacks,
         checkpoint_path=Path(checkpoint_path) if checkpoint_path is not None else None,
+        step_hooks=[m.before_train_step for m in model.modules() if callable(getattr(m, "before_train_step", None))],
     )
 
 
@@ -170,6 +174,8 @@ def train_step(tr: Trainer, state: TrainState, batch: Sequence, epoch: int) -> N
     state.lr = lr = tr.lr_at(state.step)
     for g in tr.optimizer.param_groups:
         g["lr"] = lr * g["lr_scale"] if "lr_scale" in g else lr  # lr_scale: timm's layer decay
+    for hook in tr.step_hooks:
+        hook(state.step)
     loss = None
     if y.numel() > 0:
         tr.in_shape = x.shape[1:]

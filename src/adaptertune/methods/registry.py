@@ -283,6 +283,19 @@ class Method:
         target = {n: p for n, p in model.named_parameters() if own in n and p.requires_grad}
         copy_set_tensors(target, tensors, theirs, own, self.name)
 
+    # ---- nested ranks: a run that trains every rank of a grid at once (AdapterTune's ``adapter.nested``)
+    def eval_ranks(self, options: Any) -> tuple[int, ...]:
+        """The ranks a finished run evaluates its selected model at (its rank curve); () for none."""
+        return ()
+
+    def set_eval_rank(self, model: nn.Module, rank: int | None) -> None:
+        """Run ``model`` at ``rank`` outside training (None: full; 0: head only); methods with nested ranks."""
+        raise ConfigError(f"Method '{self.name}' has no nested ranks: a run of it serves its trained size only.")
+
+    def truncate(self, tensors: dict[str, torch.Tensor], options: Any, rank: int) -> tuple[dict[str, Any], Any]:
+        """A nested run's trained tensors and options as those of a plain model of rank ``rank``."""
+        raise ConfigError(f"Method '{self.name}' has no nested ranks: its adapter files cannot be truncated.")
+
 
 def _load_plugins() -> None:
     from .plugins import load_plugins  # the entry points and ADAPTERTUNE_PLUGINS (methods/plugins.py)

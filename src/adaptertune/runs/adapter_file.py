@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic import check_output_file
 from ..config_keys import options_section
-from ..engine import load_tensors
+from ..engine import load_tensors, save_tensors
 from ..errors import CheckpointError
 from ..methods import METHODS
 from ..methods.adapter import adapted_blocks
@@ -39,6 +40,7 @@ __all__ = [
     "file_metadata",
     "file_options",
     "read_adapter_file",
+    "truncate_adapter_file",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -162,6 +164,25 @@ def read_adapter_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     if missing:
         raise CheckpointError(f"'{path}' is not an adaptertune adapter file: its metadata lacks {', '.join(missing)}.")
     return tensors, meta
+
+
+def truncate_adapter_file(path: str | Path, rank: int, out: str | Path) -> Path:
+    """Write the rank-``rank`` sub-model of a nested run's adapter file ``path`` to ``out`` as a plain adapter file:
+    its method's truncated tensors (:meth:`~adaptertune.methods.Method.truncate`), and options that say rank
+    ``rank``, not nested; the rest of the metadata (backbone, weights, task, classes) as it was. A model built
+    with those options and this file computes what the nested model computes at active rank ``rank``.
+
+    Raises:
+        CheckpointError: ``path`` is not an adapter file.
+        ConfigError: its method or options are not nested, or ``rank`` is not in 1..its rank.
+    """
+    out = check_output_file(Path(out))
+    tensors, meta = read_adapter_file(path)
+    method = METHODS.get(meta["method"])
+    small, options = method.truncate(tensors, method.resolve(file_options(meta)), rank)
+    meta = {k: v for k, v in meta.items() if k != "adapter"} | {"options": dataclasses.asdict(options)}
+    save_tensors(out, small, meta)
+    return out
 
 
 def _file_task(meta: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ __all__ = [
     "METRICS_FILE",
     "POINT_FILE",
     "PREDICTIONS_FILE",
+    "RANK_CURVE_FILE",
     "RUN_FILES",
     "SKIPPED_FILE",
     "SUMMARY_FILE",
@@ -73,6 +74,7 @@ POINT_FILE = "point.json"
 SKIPPED_FILE = "skipped.txt"  # the images the run could not read (runs/skipped.py)
 PREDICTIONS_FILE = "predictions.npz"  # the selected model's per-image test outputs (runs/predictions.py)
 TENSORBOARD_DIR = "tensorboard"
+RANK_CURVE_FILE = "rank_curve.csv"  # a nested run's accuracy at every rank of its grid (runs/rank_curve.py)
 RUN_FILES = (
     CONFIG_FILE,
     METRICS_FILE,
@@ -84,6 +86,7 @@ RUN_FILES = (
     SKIPPED_FILE,
     PREDICTIONS_FILE,
     TENSORBOARD_DIR,
+    RANK_CURVE_FILE,
 )
 _logger = logging.getLogger(__name__)
 _MARKERS = (SUMMARY_FILE, CONFIG_FILE, METRICS_FILE, POINT_FILE)  # any one makes a folder a run folder

@@ -18,9 +18,11 @@ from ..data.loaders import make_loader
 from ..engine import evaluate
 from ..engine.checkpoint import load_trained_tensors
 from ..errors import CheckpointError, OutputError
+from ..methods import METHODS
 from ..resolve import resolve_run
 from .adapter_file import check_adapter_file, check_task, file_metadata, file_options, read_adapter_file
 from .folder import CONFIG_FILE, SUMMARY_FILE, adapter_file_path, read_state
+from .rank_curve import serve_at_rank
 from .skipped import gather_unreadable, write_skipped
 from .summary import RunStatus
 
@@ -147,9 +149,10 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict[str, Any]:
 
 
 def predict(
-    run_dir: str | Path, images: list[str | Path], topk: int = 5, device: str = "auto"
+    run_dir: str | Path, images: list[str | Path], topk: int = 5, device: str = "auto", rank: int | None = None
 ) -> list[dict[str, Any]]:
     """Top-k classes with probabilities for each image file; ``images`` may name files, folders and globs.
+    ``rank``: a nested run's model at that rank (:func:`~adaptertune.runs.rank_curve.serve_at_rank`).
 
     A file that cannot be decoded gives ``{"image", "error"}`` instead of ``{"image", "top"}``.
 
@@ -157,6 +160,7 @@ def predict(
         DataError: a path or pattern that names nothing, or not one of the images could be read.
     """
     loaded = load_run(run_dir, device)
+    serve_at_rank(loaded.model, METHODS.get(loaded.config.method), loaded.config.method_options, rank)
     _, eval_tf = build_transforms(loaded.data_config, augment=False, resize=loaded.config.data.resize)
     out = []
     for path, x in read_images(find_images(images), eval_tf):

@@ -34,6 +34,7 @@ from .callbacks import MetricsWriter, TensorBoardWriter
 from .lock import RunLock, lock_path_for
 from .predictions import predictions_of, write_predictions
 from .prefix_cache import prefix_fit_inputs
+from .rank_curve import rank_curve, write_rank_curve
 from .skipped import SPLITS, gather_unreadable, write_skipped
 from .summary import RESUME_FREE_KEYS, RunStatus, RunSummary, config_differences, make_protocol
 
@@ -223,6 +224,7 @@ def _train(rr: ResolvedRun, callbacks: list, overwrite: bool, resume: bool, tuni
             mix=make_mixup(cfg.data.mixup, cfg.data.cutmix, cfg.train.label_smoothing, len(raw.classes)),
             selection=rr.selection,
         )
+        curve = [] if tuning else rank_curve(rr.method, rr.options, inputs.model, fit_loaders, device, rr.precision)
         result = inputs.finish(result)
         unreadable = gather_unreadable(read_by)
         if dist.is_main:
@@ -232,6 +234,8 @@ def _train(rr: ResolvedRun, callbacks: list, overwrite: bool, resume: bool, tuni
             preds = None  # a tuning run tests nothing; under torchrun each rank tested a shard
             if not tuning and result.test_outputs is not None:
                 preds = predictions_of(result.test_outputs, splits.test, unreadable.get("test", []))
+            if curve:  # a nested run: every rank of its grid, before the summary says it finished
+                write_rank_curve(work_dir, curve, summary, rr.method, rr.options, result.best_state, model)
             _write_results(work_dir, summary, result, meta, device, preds)
             if tensorboard is not None:
                 tensorboard.write_hparams(resolved, summary.to_dict())

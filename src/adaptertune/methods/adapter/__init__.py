@@ -3,6 +3,7 @@
 * :mod:`.options`: ``AdapterConfig`` (the ``adapter.*`` options), the output-scale rule, the accepted values.
 * :mod:`.layer`: the ``Adapter`` module, its fused residual autograd function, the block slot that runs it.
 * :mod:`.model`: attach / switch / remove adapter sets on a backbone, the parameter-count formula, state dicts.
+* :mod:`.nested`: nested ranks (``adapter.nested``): the per-step rank draw, truncation to a plain rank.
 * :mod:`.method`: the registered ``Method`` (build, multi-task attach/activate/detach, FLOPs).
 """
 
@@ -20,6 +21,7 @@ from .model import (
     load_adapter_state_dict,
     remove_adapters,
     set_active,
+    set_active_rank,
 )
 from .options import ADAPTER_ACTS, ADAPTER_INITS, ADAPTER_SCALINGS, AdapterConfig, adapter_scale
 
@@ -43,4 +45,5 @@ __all__ = [
     "load_adapter_state_dict",
     "remove_adapters",
     "set_active",
+    "set_active_rank",
 ]

@@ -3,19 +3,22 @@ multi-task attach/switch/remove come from the slot defaults of :class:`~adaptert
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ...config_checks import parse_placement
-from ...errors import CheckpointError
+from ...errors import CheckpointError, ConfigError
 from ...vit import backbone_blocks
+from ..fit import FitContext, FitInputs
 from ..flops import BlockCost, StepFlops, ViTGeometry, bottleneck, count_step, placed
 from ..registry import Method, register_method
 from ..slots import BlockSlot
-from .layer import AdapterSlot
-from .model import adapter_modules, adapter_param_count, load_adapter_state_dict
+from .layer import Adapter, AdapterSlot
+from .model import adapter_modules, adapter_param_count, load_adapter_state_dict, set_active_rank
+from .nested import truncate_tensors
 from .options import AdapterConfig
 
 __all__ = ["AdapterMethod"]
@@ -48,6 +51,26 @@ class AdapterMethod(Method):
 
     def frozen_prefix(self, model: nn.Module, options: AdapterConfig) -> int:
         return min(parse_placement(options.placement, len(backbone_blocks(model))))
+
+    # ---- nested ranks (``adapter.nested``, :mod:`.nested`)
+    def prepare_fit(self, model: nn.Module, loaders: tuple, ctx: FitContext) -> FitInputs:
+        for m in model.modules():  # each step's rank is drawn from (the run's seed, the step index)
+            if isinstance(m, Adapter):
+                m.seed = ctx.seed
+        return super().prepare_fit(model, loaders, ctx)
+
+    def eval_ranks(self, options: AdapterConfig) -> tuple[int, ...]:
+        return (0, *options.grid) if options.nested else ()  # 0: the adapters off, the trained head
+
+    def set_eval_rank(self, model: nn.Module, rank: int | None) -> None:
+        set_active_rank(model, rank)
+
+    def truncate(
+        self, tensors: dict[str, torch.Tensor], options: AdapterConfig, rank: int
+    ) -> tuple[dict[str, torch.Tensor], AdapterConfig]:
+        if not options.nested:
+            raise ConfigError(f"The adapters are not nested (`adapter.nested` false); they serve rank {options.rank}.")
+        return truncate_tensors(tensors, rank), replace(options, rank=rank, nested=False, nested_ranks=None)
 
 
 def _adapter_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -9,6 +9,8 @@ hook on the block, so the backbone's ``state_dict`` keys are unchanged (new keys
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -17,7 +19,7 @@ from ...errors import CheckpointError, ConfigError
 from ...vit import backbone_blocks, backbone_width, head_parameter_names
 from ..slots import DEFAULT_SET, BlockSlot
 from .layer import Adapter, AdapterSlot
-from .options import AdapterConfig
+from .options import AdapterConfig, adapter_scale
 
 __all__ = [
     "adapted_blocks",
@@ -31,6 +33,7 @@ __all__ = [
     "load_adapter_state_dict",
     "remove_adapters",
     "set_active",
+    "set_active_rank",
 ]
 
 
@@ -80,8 +83,10 @@ def adapter_modules(model: nn.Module, config: AdapterConfig) -> dict[int, Adapte
     d = backbone_width(model)
     if config.rank > d:
         raise ConfigError(f"`adapter.rank` {config.rank} is larger than the backbone width {d}; use 1..{d}.")
+    grid = config.grid if config.nested else ()
+    scale_at = partial(adapter_scale, config.alpha, scaling=config.scaling) if config.nested else None
     return {
-        i: Adapter(d, config.rank, config.scale, config.init, config.dropout, config.act).to(
+        i: Adapter(d, config.rank, config.scale, config.init, config.dropout, config.act, grid, scale_at).to(
             next(blocks[i].parameters()).device
         )
         for i in parse_placement(config.placement, len(blocks))
@@ -91,6 +96,22 @@ def adapter_modules(model: nn.Module, config: AdapterConfig) -> dict[int, Adapte
 def set_active(model: nn.Module, name: str | None) -> None:
     """Make adapter set ``name`` active on every block (``None`` disables all adapters)."""
     AdapterSlot.activate(model, name)
+
+
+def set_active_rank(model: nn.Module, rank: int | None) -> None:
+    """Run every nested adapter of ``model`` (all sets) at its first ``rank`` units outside training: None = full
+    rank, 0 = the adapters off (the backbone and the head). Training steps keep sampling their own rank.
+
+    Raises:
+        ConfigError: the model has no nested adapter, or ``rank`` is not in 0..their rank.
+    """
+    adapters = [m for m in model.modules() if isinstance(m, Adapter)]
+    if not any(a.grid for a in adapters):
+        raise ConfigError(
+            "The model has no nested adapters (`adapter.nested: true`); it runs at its trained rank only."
+        )
+    for a in adapters:
+        a.set_active_rank(rank)
 
 
 def disable_adapters(model: nn.Module) -> None:
