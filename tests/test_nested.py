@@ -221,14 +221,14 @@ def test_run_writes_its_rank_curve(nested_runs):
 
 def test_elbow_reads_nested_run_folders(nested_runs, tmp_path, capsys):
     """``adaptertune elbow RUN_DIR...`` reads the runs' rank curves together as one sweep (grouped without the
-    rank, rank 0 left out of the rule); on curves with a known knee it finds it; a folder without a curve and one
+    rank; rank 0, head only, joins the rule); on curves with a known knee it finds it; a folder without a curve and one
     run alone (no paired seeds) are one-line errors."""
     from adaptertune.analysis.elbow_table import elbow_rows, read_rows
     from adaptertune.cli import main
     from adaptertune.runs.rank_curve import rank_curve_path
 
     rows = [row for f, _ in nested_runs for row in read_rows(rank_curve_path(f))]
-    (table,) = elbow_rows(rows, n_boot=20)
+    (table,) = elbow_rows(rows, rule="paired", n_boot=20)
     assert table.group == {"dataset": "imagefolder", "backbone": "test_vit", "method": "adapter",
                            "variant": "adapter nested=True"}  # fmt: skip
     folders = []
@@ -244,9 +244,9 @@ def test_elbow_reads_nested_run_folders(nested_runs, tmp_path, capsys):
                 w.writerow({**row, "seed": seed, "test_acc": f"{acc:.4f}"})
         folders.append(str(folder))
     out = tmp_path / "elbow.json"
-    assert main(["elbow", *folders, "--boot", "50", "--json", str(out)]) == 0
+    assert main(["elbow", *folders, "--rule", "paired", "--boot", "50", "--json", str(out)]) == 0
     (group,) = json.loads(out.read_text())
-    assert group["ranks"] == [1, 2, 4, 8] and group["elbow"] == 4
+    assert group["ranks"] == [0, 1, 2, 4, 8] and group["elbow"] == 4  # rank 0 (head only) joins the rule
     capsys.readouterr()
     assert main(["elbow", folders[0]]) == 2
     assert "needs >= 2 seeds" in capsys.readouterr().err

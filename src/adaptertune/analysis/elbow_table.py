@@ -84,8 +84,8 @@ def elbow_rows(
 
     Args:
         rows: dicts with ``rank``, ``seed`` and an accuracy column (and optional grouping columns). Rows
-            whose ``status`` is present and not ``success``, without a rank or an accuracy, or at rank 0 (head
-            only), are skipped.
+            whose ``status`` is present and not ``success``, or without a rank or an accuracy, are skipped (rank
+            0, head only, joins both rules).
         group_by: columns that define a sweep; None: those of :data:`DEFAULT_GROUP_BY` present in the rows
             (``variant`` grouped without its rank).
         acc_col: the accuracy column; None: ``test_acc`` if present, else ``acc``.
@@ -121,8 +121,6 @@ def elbow_rows(
     for row in rows:
         rank, acc = _number(row.get("rank")), _number(row.get(acc_col))
         if row.get("status") not in (None, "", "success") or rank is None or acc is None:
-            continue
-        if rank == 0:  # head only (a nested run's rank curve has it): not a rank of the rule's log-spaced sweep
             continue
         key = tuple(_variant_family(row[c]) if c == "variant" else str(row[c]) for c in keys)
         groups.setdefault(key, []).append((int(rank), str(row["seed"]), acc))

@@ -60,7 +60,8 @@ class AdapterMethod(Method):
         return super().prepare_fit(model, loaders, ctx)
 
     def eval_ranks(self, options: AdapterConfig) -> tuple[int, ...]:
-        return (0, *options.grid) if options.nested else ()  # 0: the adapters off, the trained head
+        # 0: the adapters off, the trained head; subclasses whose options have no `nested` (adapter+) never nest
+        return (0, *options.grid) if getattr(options, "nested", False) else ()
 
     def set_eval_rank(self, model: nn.Module, rank: int | None) -> None:
         set_active_rank(model, rank)
@@ -68,7 +69,7 @@ class AdapterMethod(Method):
     def truncate(
         self, tensors: dict[str, torch.Tensor], options: AdapterConfig, rank: int
     ) -> tuple[dict[str, torch.Tensor], AdapterConfig]:
-        if not options.nested:
+        if not getattr(options, "nested", False):
             raise ConfigError(f"The adapters are not nested (`adapter.nested` false); they serve rank {options.rank}.")
         return truncate_tensors(tensors, rank), replace(options, rank=rank, nested=False, nested_ranks=None)
 
