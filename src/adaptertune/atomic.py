@@ -9,17 +9,20 @@ and raises :class:`~adaptertune.errors.OutputError` with one line that names the
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import OutputError
 
 __all__ = [
     "atomic_write_bytes",
+    "atomic_write_csv",
     "atomic_write_stream",
     "atomic_write_text",
     "check_output_dir",
@@ -138,6 +141,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` (dicts sharing the first row's keys) as CSV with a header, atomically; no rows: an empty file."""
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _fsync_dir(folder: Path) -> None:

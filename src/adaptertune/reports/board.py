@@ -8,14 +8,11 @@ Shown once some (dataset, backbone) pair has :data:`MIN_CELLS` cells whose runs 
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_csv, atomic_write_text
 from .budget import BUDGET_RULE, budget_curves, budget_rows, plot_budget, ranks_at_budgets, ranks_markdown
 from .collect import Cell
 from .leaderboard import DEFAULT_REFERENCE, board_markdown, board_rows, csv_rows, plot_pareto
@@ -48,7 +45,7 @@ def write_board(cells: list[Cell], out_dir: Path, reference: str = DEFAULT_REFER
     md = "### Leaderboard\n\n" + board_markdown(rows) + "\n### Ranking at a budget of steps\n\n" + budget_md
     board = Board("Leaderboard and budget curves", md, "")
     for name, table in (("leaderboard.csv", csv_rows(rows)), ("budget.csv", budget_rows(curves))):
-        _write_csv(out_dir / name, table)
+        atomic_write_csv(out_dir / name, table)
         board.files.append(out_dir / name)
     atomic_write_text(out_dir / "leaderboard.md", md)
     board.files.append(out_dir / "leaderboard.md")
@@ -68,12 +65,3 @@ def write_board(cells: list[Cell], out_dir: Path, reference: str = DEFAULT_REFER
         if p is not None
     )
     return board
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())

@@ -10,17 +10,15 @@ runs wrote per-image predictions, also ``agreement.csv``, ``ensemble.csv`` and `
 from __future__ import annotations
 
 import base64
-import csv
 import datetime
 import html
-import io
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_text, check_output_dir, ensure_output_dir
+from ..atomic import atomic_write_csv, atomic_write_text, check_output_dir, ensure_output_dir
 from ..errors import AdapterTuneError
 from .ablation import ablation_html, ablation_markdown, init_ablation
 from .agreement import prediction_tables
@@ -86,15 +84,6 @@ def skipped_counts(records: list[RunRecord]) -> str:
     text = f"{runs} run{'s' if runs != 1 else ''} skipped (not finished) · {images}{more} "
     text += f"image{'' if images == 1 and not more else 's'} skipped (unreadable"
     return text + (f", in {len(hit)} run{'s' if len(hit) != 1 else ''})" if hit else ")")
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def _cell_rows(cells: list[Cell]) -> list[dict[str, Any]]:
@@ -182,14 +171,14 @@ def build_report(
     report = Report(out_dir, records, cells, table, gains_summary(gs), warnings=edges)
     report.files += board.files if board else []
     written = {
-        "results.csv": lambda p: _write_csv(p, results_rows(records)),
-        "cells.csv": lambda p: _write_csv(p, _cell_rows(cells)),
-        "gains.csv": lambda p: _write_csv(p, gains_rows(gs_csv)),
+        "results.csv": lambda p: atomic_write_csv(p, results_rows(records)),
+        "cells.csv": lambda p: atomic_write_csv(p, _cell_rows(cells)),
+        "gains.csv": lambda p: atomic_write_csv(p, gains_rows(gs_csv)),
         "table.md": lambda p: atomic_write_text(p, md.rstrip("\n") + "\n"),
         "table.tex": lambda p: atomic_write_text(p, latex_table(cells)),
     }
     for name, rows in tables.items():
-        written[name] = lambda p, rows=rows: _write_csv(p, rows)
+        written[name] = lambda p, rows=rows: atomic_write_csv(p, rows)
     for name, write in written.items():
         write(out_dir / name)
         report.files.append(out_dir / name)
