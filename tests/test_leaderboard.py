@@ -14,7 +14,7 @@ from adaptertune.methods.flops import step_flops, vit_geometry
 from adaptertune.reports.board import write_board
 from adaptertune.reports.bootstrap import all_noise_verdict, mean_interval, paired_interval
 from adaptertune.reports.builder import build_report
-from adaptertune.reports.collect import Cell, RunRecord
+from adaptertune.reports.collect import Cell, RunRecord, budget_note
 from adaptertune.reports.leaderboard import budget_limited, gain_interval, ms_per_step, reference_cell
 from adaptertune.reports.plots import pareto_front
 from adaptertune.reports.stats import paired_comparison, t_interval
@@ -175,6 +175,18 @@ def test_a_run_that_trained_to_its_cap_is_budget_limited():
     assert not budget_limited(_run(stopped=3, epochs=3), 5)  # early stopping ended it
     assert not budget_limited(_run(stopped=5, epochs=5), 5)  # patience used up exactly at the cap: it plateaued
     assert not budget_limited(_run(epochs=5), None)  # no cap recorded: not claimed
+
+
+def test_budget_note_names_the_cells_with_runs_at_their_cap():
+    def cell(variant, *runs):
+        for r in runs:
+            r.setup = {"train.epochs": 5}
+        return Cell("d", "b", variant, "m", None, list(runs), "s")
+
+    plateaued = cell("head", _run(stopped=3, epochs=3), _run(stopped=5, epochs=5))
+    capped = cell("adapter r=16", _run(epochs=5), _run(stopped=4, epochs=4))
+    assert budget_note(plateaued) == ""  # early stopping ended every run: no longer budget would change it
+    assert budget_note(capped, plateaued) == "budget-limited: 1/2 runs of adapter r=16 at the 5-epoch cap"
 
 
 def test_ms_per_step_is_summed_epoch_seconds_over_steps():

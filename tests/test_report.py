@@ -93,21 +93,23 @@ def test_aggregate_over_seeds_and_gains(results):
     g = next(g for g in gs if g.dataset == "mnist-5k" and g.variant == "adapter r=16" and g.baseline == "head")
     assert g.delta == pytest.approx(17.0) and (g.seeds_won, g.seeds_shared) == (3, 3)
     lines = gains_summary(gs)
-    assert lines[0] == (
+    capped = "[budget-limited: 3/3 runs of adapter r=4 at the 2-epoch cap, 3/3 runs of head at the 2-epoch cap]"
+    assert lines[0] == (  # every fixture run trained its 2 epochs without early stopping: budget-limited
         "adapter r=4 beats head-only on 2/2 datasets (ties 0, losses 0; mean gain +13.00 points; "
-        "6/6 paired seeds won); "
-        "fashion-mnist win: n=3, 95% CI [+8.03, +17.97]; mnist-5k win: n=3, 95% CI [+8.03, +17.97]"
+        "6/6 paired seeds won; budget-limited on 2); "
+        f"fashion-mnist win: n=3, 95% CI [+8.03, +17.97] {capped}; mnist-5k win: n=3, 95% CI [+8.03, +17.97] {capped}"
     )
     assert any(
         line.startswith(
             "adapter r=16 beats full fine-tuning on 2/2 datasets (ties 0, losses 0; mean gain +2.00 points; "
-            "6/6 paired seeds won)"
+            "6/6 paired seeds won; budget-limited on 2)"
         )
         for line in lines
     )
     assert "adapter r=4 beats full fine-tuning on 0/2 datasets" in " ".join(lines)
     assert "adapter r=4 beats full fine-tuning on 0/2 datasets (ties 0, losses 2;" in " ".join(lines)  # -2 every seed
-    assert lines[-1].startswith("Verdicts compare paired seeds") and "entirely above 0" in lines[-1]
+    assert lines[-2].startswith("Verdicts compare paired seeds") and "entirely above 0" in lines[-2]
+    assert lines[-1].startswith("Budget-limited: a run of either method trained to its epoch cap")
 
 
 def test_markdown_table_bolds_the_best_per_row(results):
@@ -348,6 +350,6 @@ def test_verdict_counts_name_dataset_x_backbone_pairs_across_backbones(tmp_path)
             write_run(root, "mnist-5k", "head", seed, 60.0 + seed, backbone=backbone)
             write_run(root, "mnist-5k", "adapter", seed, 70.0 + seed, rank=4, backbone=backbone)
     root = tmp_path / "runs"
-    (line, _rule) = gains_summary(gains(aggregate(collect_runs(root))))
+    line = gains_summary(gains(aggregate(collect_runs(root))))[0]
     assert line.startswith("adapter r=4 beats head-only on 2/2 dataset x backbone pairs (ties 0, losses 0;"), line
     assert "4/4 paired seeds won" in line

@@ -36,7 +36,10 @@ __all__ = [
     "ProtocolMismatchError",
     "RunRecord",
     "aggregate",
+    "budget_limited",
+    "budget_note",
     "collect_runs",
+    "epoch_cap",
     "mean_std",
     "pair_label",
     "readable",
@@ -99,6 +102,32 @@ class RunRecord:
 def pair_label(pair: Any) -> str:
     """``3`` for seed 3, ``3/f1`` for seed 3 fold 1."""
     return f"{pair[0]}/f{pair[1]}" if isinstance(pair, tuple) else str(pair)
+
+
+def budget_limited(run: RunRecord, cap: int | None) -> bool:
+    """Whether ``run`` trained to its epoch cap ``cap`` without early stopping ending it."""
+    epochs = max((int(m["epoch"]) for m in run.history if "epoch" in m), default=0)
+    return run.stopped_epoch is None and cap is not None and epochs >= cap
+
+
+def epoch_cap(run: RunRecord) -> int | None:
+    """The run's configured epoch cap (``train.epochs``), None where not recorded."""
+    cap = run.setup.get("train.epochs")
+    return int(cap) if cap is not None else None
+
+
+def budget_note(*cells: Cell) -> str:
+    """``budget-limited: 2/3 runs of adapter r=16 at the 8-epoch cap`` naming each of ``cells`` with a run that
+    trained to its cap without early stopping ending it (its validation might still have improved), ``""`` when
+    none did: a verdict between such cells may be reversed by a longer budget."""
+    parts = []
+    for c in cells:
+        caps = {epoch_cap(r) for r in c.runs}
+        hit = sum(budget_limited(r, epoch_cap(r)) for r in c.runs)
+        if hit:
+            cap = f"the {caps.pop()}-epoch cap" if len(caps) == 1 else "their epoch caps"
+            parts.append(f"{hit}/{c.n} runs of {c.variant} at {cap}")
+    return "budget-limited: " + ", ".join(parts) if parts else ""
 
 
 @dataclass

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AdapterTuneError
-from .collect import Cell, RunRecord, mean_std
+from .collect import Cell, RunRecord, budget_limited, epoch_cap, mean_std
 from .noise import accuracy_interval, seed_noise
 from .plots import _axes, _params_axis, _plt, _save, pareto_front
 from .stats import t_interval
@@ -81,12 +81,6 @@ class BoardRow:
     @property
     def budget_limited(self) -> bool:
         return self.at_cap > 0
-
-
-def budget_limited(run: RunRecord, cap: int | None) -> bool:
-    """Whether ``run`` trained to its epoch cap ``cap`` without early stopping ending it."""
-    epochs = max((int(m["epoch"]) for m in run.history if "epoch" in m), default=0)
-    return run.stopped_epoch is None and cap is not None and epochs >= cap
 
 
 def ms_per_step(run: RunRecord) -> float | None:
@@ -155,8 +149,7 @@ def board_rows(cells: list[Cell], reference: str = DEFAULT_REFERENCE) -> list[Bo
 
 def _row(c: Cell, ref: Cell | None) -> BoardRow:
     accs = [r.test_acc for r in c.runs if r.test_acc is not None]
-    cap = c.runs[0].setup.get("train.epochs")
-    cap = int(cap) if cap is not None else None
+    cap = epoch_cap(c.runs[0])
     gain = paired_gain(c, ref) if ref is not None and ref is not c and comparable(c, ref) else None
     times = [t for t in map(ms_per_step, c.runs) if t is not None]
     flops, why = _gflops(c)

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..runs.summary import RunStatus
-from .collect import Cell, RunRecord
+from .bootstrap import ALL_NOISE_RULE
+from .collect import Cell, RunRecord, budget_note
 from .noise import noise_columns, noise_csv, noise_fields, noise_rule
-from .stats import VERDICTS, WIN_RULE, paired_comparison
+from .stats import BUDGET_RULE, VERDICTS, WIN_RULE, paired_comparison
 from .tuning_table import lr_selection
 
 __all__ = [
@@ -187,10 +188,16 @@ class Gain:
     all_noise: tuple[float, float] = (math.nan, math.nan)  # 95% paired bootstrap over seeds and test images
     all_noise_verdict: str = ""  # from all_noise and ci (bootstrap.ALL_NOISE_RULE); "" without predictions
     all_noise_note: str = ""  # what all_noise counts, or why it is missing
+    budget_note: str = ""  # which cells had runs at their epoch cap (collect.budget_note), "" when none
 
     @property
     def wins(self) -> bool:
         return self.verdict == "win"
+
+    @property
+    def final_verdict(self) -> str:
+        """The verdict the report states: seeds + test images (with t) where predictions exist, else t."""
+        return self.all_noise_verdict or self.verdict
 
 
 def _split(c: Cell) -> tuple[Any, ...]:
@@ -219,6 +226,7 @@ def paired_gain(variant: Cell, reference: Cell, baseline: str | None = None) -> 
         (p.boot_low, p.boot_high),
         p.verdict,
         **noise_fields(variant, reference, (p.ci_low, p.ci_high)),
+        budget_note=budget_note(variant, reference),
     )
 
 
@@ -255,7 +263,8 @@ def compared_unit(n: int, one_backbone: bool) -> str:
 
 def gains_summary(gs: list[Gain], rule: bool = True) -> list[str]:
     """One line per (variant, reference): the datasets (or dataset x backbone pairs) won / tied / lost by the
-    paired verdict, mean gain, paired seeds won; then (``rule``) the line stating the verdict rule."""
+    stated verdict (:attr:`Gain.final_verdict`), mean gain, paired seeds won, and per pair its intervals and
+    whether a run of either cell was budget-limited; then (``rule``) the lines stating the verdict rules."""
     lines = []
     first = list(dict.fromkeys((g.variant, g.baseline) for g in gs))  # the table's variant order
     refs = list(REFERENCES)
@@ -265,21 +274,27 @@ def gains_summary(gs: list[Gain], rule: bool = True) -> list[str]:
         deltas = [g.delta for g in sel if not math.isnan(g.delta)]
         mean = sum(deltas) / len(deltas) if deltas else math.nan
         seeds = sum(g.seeds_won for g in sel), sum(g.seeds_shared for g in sel)
-        count = {v: sum(g.verdict == v for g in sel) for v in VERDICTS}
+        count = {v: sum(g.final_verdict == v for g in sel) for v in VERDICTS}
         one_backbone = len({g.backbone for g in sel}) == 1
         per_pair = "; ".join(
-            f"{g.dataset if one_backbone else f'{g.dataset}/{g.backbone}'} {g.verdict}: "
+            f"{g.dataset if one_backbone else f'{g.dataset}/{g.backbone}'} {g.final_verdict}: "
             f"n={g.seeds_shared}, 95% CI {interval_text(*g.ci)}"
+            + (f" (t), {interval_text(*g.all_noise)} (seeds + images)" if g.all_noise_verdict else "")
+            + (f" [{g.budget_note}]" if g.budget_note else "")
             for g in sel
         )
         what = compared_unit(len(sel), one_backbone)
+        limited = sum(bool(g.budget_note) for g in sel)
         lines.append(
             f"{variant} beats {REFERENCES[base]} on {count['win']}/{len(sel)} {what} (ties {count['tie']}, "
-            f"losses {count['loss']}; mean gain {mean:+.2f} points; {seeds[0]}/{seeds[1]} paired seeds won)"
-            f"; {per_pair}"
+            f"losses {count['loss']}; mean gain {mean:+.2f} points; {seeds[0]}/{seeds[1]} paired seeds won"
+            + (f"; budget-limited on {limited}" if limited else "")
+            + f"); {per_pair}"
         )
     if rule and lines:
         lines.append(WIN_RULE)
+        lines += [ALL_NOISE_RULE] if any(g.all_noise_verdict for g in gs) else []
+        lines += [BUDGET_RULE] if any(g.budget_note for g in gs) else []
     return lines
 
 
