@@ -220,16 +220,7 @@ def _plot_effect(ax: Any, res: EffectElbow, label: str | None, color: str | None
     eb = ax.errorbar(res.ranks, res.mean_acc, yerr=res.std_acc, fmt="o-", color=color, capsize=3, ms=4, label=label)
     color = eb[0].get_color()
     ax.axhline(max(res.mean_acc) - res.delta, color=color, ls=":", lw=1)
-    x = res.elbow if res.reached else res.ranks[-1]
-    ax.axvline(x, color=color, ls="--", lw=1)
-    ax.annotate(
-        f"elbow {res.label} (delta {res.delta:g}): {res.interval_label}",
-        (x, min(res.mean_acc)),
-        textcoords="offset points",
-        xytext=(4, 4),
-        fontsize=8,
-        color=color,
-    )
+    _mark_elbow(ax, res, color, f"elbow {res.label} (delta {res.delta:g}): {res.interval_label}")
 
 
 def plot_elbow(ax: Any, res: ElbowResult | EffectElbow, label: str | None = None, color: str | None = None) -> None:
@@ -267,13 +258,11 @@ def _plot_paired(ax: Any, res: ElbowResult, label: str | None, color: str | None
     color = eb[0].get_color()
     lo, hi = (res.ranks[-1] * 2 if v is None else v for v in res.interval)
     ax.axvspan(lo / 1.08, hi * 1.08, color=color, alpha=0.12)
+    _mark_elbow(ax, res, color, f"elbow {res.label} {res.interval_label}")
+
+
+def _mark_elbow(ax: Any, res: ElbowResult | EffectElbow, color: Any, text: str) -> None:
+    """The elbow's vertical line (at the largest rank when not reached) and its label."""
     x = res.elbow if res.reached else res.ranks[-1]
     ax.axvline(x, color=color, ls="--", lw=1)
-    ax.annotate(
-        f"elbow {res.label} {res.interval_label}",
-        (x, min(res.mean_acc)),
-        textcoords="offset points",
-        xytext=(4, 4),
-        fontsize=8,
-        color=color,
-    )
+    ax.annotate(text, (x, min(res.mean_acc)), textcoords="offset points", xytext=(4, 4), fontsize=8, color=color)

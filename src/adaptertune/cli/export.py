@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .flags import add_rank_flag
 from .progress import format_table
 
 __all__ = ["FORMATS", "HELP", "add_arguments", "cmd_export"]
@@ -46,12 +47,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="output file (pt, onnx; default RUN_DIR/model.FORMAT) or folder (timm, peft; RUN_DIR/export-FORMAT)",
     )
-    p.add_argument(
-        "--rank",
-        type=int,
-        default=None,
-        metavar="R",
-        help="a nested run (adapter.nested) at rank R (1..its rank); default: its full rank",
-    )
+    add_rank_flag(p)
     p.add_argument("--atol", type=float, default=1e-4, help="max |logit difference| allowed vs the trained model")
     p.set_defaults(func=cmd_export)

@@ -38,6 +38,7 @@ __all__ = [
     "GROUPS",
     "ArgumentParser",
     "add_config_flags",
+    "add_rank_flag",
     "config_dict",
     "field_help",
     "flag_name",
@@ -157,6 +158,17 @@ def _help(info: KeyInfo, helps: dict[type, dict[str, str]]) -> str:
     if isinstance(default, bool | int | float | str):
         text += f" (default: {default})"
     return f"{text} [{info.key}]".strip().replace("%", "%%")
+
+
+def add_rank_flag(p: argparse.ArgumentParser) -> None:
+    """``--rank R``: a nested run (adapter.nested) at its leading rank R (export and predict)."""
+    p.add_argument(
+        "--rank",
+        type=int,
+        default=None,
+        metavar="R",
+        help="a nested run (adapter.nested) at rank R (1..its rank); default: its full rank",
+    )
 
 
 def add_config_flags(p: argparse.ArgumentParser, groups: tuple[str, ...] = tuple(GROUPS)) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .flags import add_rank_flag
 
 __all__ = ["HELP", "add_arguments", "cmd_predict", "csv_text", "prediction_records"]
 
@@ -38,13 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="adapter files (.safetensors) sharing one backbone, then image files: each file is a task",
     )
     p.add_argument("--weights", default=None, metavar="FILE", help="with --adapters: the backbone weights file")
-    p.add_argument(
-        "--rank",
-        type=int,
-        default=None,
-        metavar="R",
-        help="a nested run (adapter.nested) at rank R (1..its rank); default: its full rank",
-    )
+    add_rank_flag(p)
     p.add_argument("--topk", type=int, default=5, help="classes per image and task (at most the task's classes)")
     p.add_argument("--device", default="auto")
     p.add_argument(
