@@ -1,5 +1,6 @@
 """A tuned point's seed-0 final run is the tuning run at the chosen values, tested after the choice."""
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -187,3 +188,24 @@ def test_a_test_split_that_would_change_the_batched_decision_trains_the_final_ru
         s["tested_from"] is None
         and yaml.safe_load((_final(tmp_path, 0) / "config.yaml").read_text())["data"]["batched"] == "off"
     )
+
+
+def test_a_reused_nested_run_writes_the_rank_curve_a_trained_one_writes(image_folder, tmp_path):
+    def spec(reuse: bool) -> SweepSpec:
+        s = _spec(image_folder, (0,), reuse=reuse)
+        nested = {"method": "adapter", "adapter.rank": 4, "adapter.nested": True, "tune": {"train.lr": LRS}}
+        return SweepSpec(
+            name="n", base=s.base, grid={"train.seed": [0], "method": [nested]}, tune_budget=s.tune_budget
+        )
+
+    curves = []
+    for reuse in (True, False):
+        out = tmp_path / str(reuse)
+        result = run_sweep(spec(reuse), out, InProcessExecutor())
+        assert [r.status for r in result.results] == ["success"] * 3, [r.error for r in result.results]
+        (final,) = [p for p in out.iterdir() if p.name.startswith("seed=0,")]
+        assert (_summary(final)["tested_from"] is not None) == reuse
+        rows = list(csv.DictReader((final / "rank_curve.csv").open()))
+        curves.append([{k: v for k, v in row.items() if k != "run"} for row in rows])
+    assert [row["rank"] for row in curves[0]] == ["0", "1", "2", "4"]
+    assert curves[0] == curves[1]  # every rank's validation and test accuracy, parameters and label

@@ -119,9 +119,12 @@ def _write_tested(job: PointJob, source: TuneRun) -> RunSummary:
     from ..data import build_splits
     from ..data.loaders import ArrayLoader, make_loader
     from ..engine import cuda_backend_settings
+    from ..engine.epoch import trainable_state
     from ..engine.loop import evaluate_outputs
+    from ..resolve import resolve_run
     from ..runs.load import load_run
     from ..runs.predictions import predictions_of, write_predictions
+    from ..runs.rank_curve import rank_curve, write_rank_curve
     from ..runs.skipped import gather_unreadable, write_skipped
 
     run_dir, src = Path(job.run_dir), source.run_dir
@@ -129,19 +132,27 @@ def _write_tested(job: PointJob, source: TuneRun) -> RunSummary:
     final_auto = RunConfig.from_dict(job.config).data.batched == "auto"
     loaded = load_run(src, device=RunConfig.from_dict(job.config).train.device)
     cfg, device = loaded.config, loaded.device
-    test = build_splits(cfg.data, loaded.data_config).test
+    splits = build_splits(cfg.data, loaded.data_config)
+    test = splits.test
     decided = cfg.data.batched  # what the tuning run's loaders decided (config.yaml)
 
-    def loader(batched: str) -> Any:  # as runs.train makes the test loader of a single process
-        return make_loader(test, cfg.train.batch_size, cfg.data.num_workers, device, batched=batched)
+    def loader(batched: str, split: Any = test) -> Any:  # as runs.train makes the loaders of a single process
+        return make_loader(split, cfg.train.batch_size, cfg.data.num_workers, device, batched=batched)
 
     test_loader = loader("auto" if final_auto else decided)
     if final_auto and isinstance(test_loader, ArrayLoader) != (decided == "on"):
         if decided == "on":  # `auto` over train, val and test decides `off`: the final run trains otherwise
             raise _TrainInstead("its test split cannot be transformed in batches; its tuning run's splits were")
         test_loader = loader("off")  # `auto` decided `off` on the tuning run's splits: every split per image
+        decided = "off"
+    rr = resolve_run(cfg)
     with cuda_backend_settings(device):
         metrics, outputs = evaluate_outputs(loaded.model, test_loader, device, loaded.precision)
+        val_loader = (
+            loader(decided, splits.val) if splits.val is not None and rr.method.eval_ranks(rr.options) else None
+        )
+        loaders = (None, val_loader, test_loader)  # a nested run: every rank of its grid, as runs.train evaluates
+        curve = rank_curve(rr.method, rr.options, loaded.model, loaders, device, loaded.precision)
     unreadable = gather_unreadable([("test", test_loader)]).get("test", [])
 
     staged = rf.staging_dir(run_dir)
@@ -171,6 +182,9 @@ def _write_tested(job: PointJob, source: TuneRun) -> RunSummary:
         tuning=None,
         error=None,
     )
+    if curve:
+        tensors = trainable_state(loaded.model)
+        write_rank_curve(staged, curve, summary, rr.method, rr.options, tensors, loaded.model)
     rf.write_summary(staged, summary)
     rf.discard_attempt(run_dir)  # an earlier attempt's files (a failed summary, a checkpoint)
     os.rename(staged, run_dir)
