@@ -14,8 +14,8 @@ from adaptertune.methods.flops import step_flops, vit_geometry
 from adaptertune.reports.board import write_board
 from adaptertune.reports.bootstrap import all_noise_verdict, mean_interval, paired_interval
 from adaptertune.reports.builder import build_report
-from adaptertune.reports.collect import Cell, RunRecord, budget_note
-from adaptertune.reports.leaderboard import budget_limited, gain_interval, ms_per_step, reference_cell
+from adaptertune.reports.collect import Cell, RunRecord, budget_limited, budget_note
+from adaptertune.reports.leaderboard import gain_interval, ms_per_step, reference_cell
 from adaptertune.reports.plots import pareto_front
 from adaptertune.reports.stats import paired_comparison, t_interval
 from adaptertune.reports.tables import Gain

@@ -117,9 +117,8 @@ def epoch_cap(run: RunRecord) -> int | None:
 
 
 def budget_note(*cells: Cell) -> str:
-    """``budget-limited: 2/3 runs of adapter r=16 at the 8-epoch cap`` naming each of ``cells`` with a run that
-    trained to its cap without early stopping ending it (its validation might still have improved), ``""`` when
-    none did: a verdict between such cells may be reversed by a longer budget."""
+    """``budget-limited: 2/3 runs of adapter r=16 at the 8-epoch cap`` for each of ``cells`` with runs at their
+    cap (:func:`budget_limited`), ``""`` when none: a longer budget may reverse a verdict between them."""
     parts = []
     for c in cells:
         caps = {epoch_cap(r) for r in c.runs}

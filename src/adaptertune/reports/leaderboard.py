@@ -39,7 +39,6 @@ __all__ = [
     "BoardRow",
     "board_markdown",
     "board_rows",
-    "budget_limited",
     "csv_rows",
     "gain_interval",
     "ms_per_step",

@@ -27,7 +27,7 @@ import numpy as np
 from ..extras import require
 
 __all__ = [
-    "BUDGET_RULE",
+    "CAP_RULE",
     "MIN_BOOTSTRAP_N",
     "VERDICTS",
     "WIN_RULE",
@@ -46,7 +46,7 @@ WIN_RULE = (
     "t-interval of the mean per-seed difference lies entirely above 0, loss = entirely below 0, tie = it "
     "contains 0 (always with fewer than 2 paired seeds)."
 )
-BUDGET_RULE = (
+CAP_RULE = (
     "Budget-limited: a run of either method trained to its epoch cap without early stopping ending it, so its "
     "validation accuracy might still have been rising; a longer budget may reverse such a verdict."
 )

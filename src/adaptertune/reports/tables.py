@@ -15,7 +15,7 @@ from ..runs.summary import RunStatus
 from .bootstrap import ALL_NOISE_RULE
 from .collect import Cell, RunRecord, budget_note
 from .noise import noise_columns, noise_csv, noise_fields, noise_rule
-from .stats import BUDGET_RULE, VERDICTS, WIN_RULE, paired_comparison
+from .stats import CAP_RULE, VERDICTS, WIN_RULE, paired_comparison
 from .tuning_table import lr_selection
 
 __all__ = [
@@ -294,7 +294,7 @@ def gains_summary(gs: list[Gain], rule: bool = True) -> list[str]:
     if rule and lines:
         lines.append(WIN_RULE)
         lines += [ALL_NOISE_RULE] if any(g.all_noise_verdict for g in gs) else []
-        lines += [BUDGET_RULE] if any(g.budget_note for g in gs) else []
+        lines += [CAP_RULE] if any(g.budget_note for g in gs) else []
     return lines
 
 
