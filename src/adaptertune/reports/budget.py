@@ -228,7 +228,8 @@ def plot_budget(
         whole, zoom = axes[2 * (k // cols)][k % cols], axes[2 * (k // cols) + 1][k % cols]
         for ax in (whole, zoom):
             _draw_curves(ax, by_variant, axis)
-            ax.set(xlabel=what, ylabel="validation top-1 (%)")
+            ax.set_xscale("log")  # a cheap cell's long run (a cached probe) would squeeze the others to the left
+            ax.set(xlabel=f"{what} (log scale)", ylabel="validation top-1 (%)")
             ax.grid(alpha=0.3)
         _chance_line(whole, [c for c in cells if (c.dataset, c.backbone) == (d, b)])
         for marker, text in (("o", "selected epoch"), ("x", "early stop"), ("|", "epoch cap (budget-limited)")):
@@ -245,8 +246,11 @@ def plot_budget(
 
 
 def _draw_curves(ax: Any, by_variant: dict[str, list[RunCurve]], axis: str) -> None:
+    import matplotlib
+
+    many = len(by_variant) > 10  # tab10 would give two cells one color
     for i, (v, runs) in enumerate(by_variant.items()):
-        color = f"C{i % 10}"
+        color = matplotlib.colormaps["tab20"](i % 20) if many else f"C{i}"
         xs, accs = mean_curve(runs, axis)
         ax.plot(xs, accs, "-", color=color, lw=2, label=v)
         for c in runs:
