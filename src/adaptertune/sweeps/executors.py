@@ -32,6 +32,7 @@ __all__ = [
     "PointResult",
     "make_executor",
     "record_point_failure",
+    "run_locked",
     "run_point",
 ]
 
@@ -94,6 +95,14 @@ def run_point(job: PointJob, callbacks: Sequence[Any] = ()) -> PointResult:
     sweep process holds, or finished meanwhile, is skipped. A point whose earlier attempt stopped with a
     checkpoint resumes from it. ``KeyboardInterrupt`` still propagates (the point is recorded as interrupted).
     """
+    return run_locked(job, lambda run_dir, state, lock: _run_locked_point(job, run_dir, state, callbacks, lock))
+
+
+def run_locked(job: PointJob, work: Callable[[Path, Any, RunLock], PointResult | None]) -> PointResult | None:
+    """``work(run_dir, state, lock)`` on the point's folder under its lock (``state``: the folder's
+    :func:`~adaptertune.runs.folder.read_state` once locked); what it returns is returned. Without calling it: a
+    lock that cannot be taken fails the point; one another sweep process holds, or a folder it finished meanwhile,
+    skips it. The lock is released whatever ``work`` does."""
     run_dir = Path(job.run_dir)
     lock = RunLock(lock_path_for(run_dir))
     try:
@@ -107,20 +116,22 @@ def run_point(job: PointJob, callbacks: Sequence[Any] = ()) -> PointResult:
             job.name, job.run_dir, RunStatus.SKIPPED, 0.0, error=f"running in another process ({where})"
         )
     try:
-        return _run_locked_point(job, run_dir, callbacks, lock)
+        state = rf.read_state(run_dir, check_lock=False)
+        if state.status is RunStatus.SUCCESS:  # finished by another process after this one planned
+            return PointResult(job.name, job.run_dir, RunStatus.SKIPPED, 0.0, error="finished by another process")
+        return work(run_dir, state, lock)
     finally:
         lock.release()
 
 
-def _run_locked_point(job: PointJob, run_dir: Path, callbacks: Sequence[Any], lock: RunLock) -> PointResult:
+def _run_locked_point(
+    job: PointJob, run_dir: Path, state: Any, callbacks: Sequence[Any], lock: RunLock
+) -> PointResult:
     from .. import runs  # looked up at call time: tests replace runs.run
     from ..config import RunConfig
     from ..errors import CheckpointError
 
     t0 = time.perf_counter()
-    state = rf.read_state(run_dir, check_lock=False)
-    if state.status is RunStatus.SUCCESS:  # finished by another process after this one planned
-        return PointResult(job.name, job.run_dir, RunStatus.SKIPPED, 0.0, error="finished by another process")
     try:
         cfg = RunConfig.from_dict({**job.config, "out_dir": str(run_dir)})
         extra = {"tuning": True} if job.tuning else {}

@@ -30,9 +30,8 @@ from ..config import RunConfig
 from ..config_keys import canonical_options
 from ..errors import AdapterTuneError
 from ..runs import folder as rf
-from ..runs.lock import RunLock, lock_path_for
 from ..runs.summary import RunStatus, RunSummary, config_differences
-from .executors import PointJob, PointResult
+from .executors import PointJob, PointResult, run_locked
 from .tuning_runs import TuneGroup, TuneRun
 
 __all__ = ["reuse_source", "reuse_tuning_run"]
@@ -81,18 +80,12 @@ def reuse_tuning_run(job: PointJob, source: TuneRun) -> PointResult | None:
     its ``summary.json``, when it cannot be made), or None when the final run must be trained after all (its
     test split cannot be transformed in batches while the tuning run's splits were).
     """
-    run_dir = Path(job.run_dir)
-    lock = RunLock(lock_path_for(run_dir))
-    try:
-        taken = lock.acquire()
-    except OSError as e:
-        return PointResult(job.name, job.run_dir, RunStatus.FAILED, 0.0, error=f"cannot lock the point: {e}")
-    if not taken:
-        return PointResult(job.name, job.run_dir, RunStatus.SKIPPED, 0.0, error="running in another process")
+    return run_locked(job, lambda run_dir, _state, _lock: _test_locked(job, source, run_dir))
+
+
+def _test_locked(job: PointJob, source: TuneRun, run_dir: Path) -> PointResult | None:
     t0 = time.perf_counter()
     try:
-        if rf.read_state(run_dir, check_lock=False).status is RunStatus.SUCCESS:
-            return PointResult(job.name, job.run_dir, RunStatus.SKIPPED, 0.0, error="finished by another process")
         summary = _write_tested(job, source)
         seconds = time.perf_counter() - t0
         return PointResult(
@@ -112,7 +105,6 @@ def reuse_tuning_run(job: PointJob, source: TuneRun) -> PointResult | None:
         raise
     finally:
         shutil.rmtree(rf.staging_dir(run_dir), ignore_errors=True)
-        lock.release()
 
 
 def _write_tested(job: PointJob, source: TuneRun) -> RunSummary:
