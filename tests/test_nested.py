@@ -221,8 +221,9 @@ def test_run_writes_its_rank_curve(nested_runs):
 
 def test_elbow_reads_nested_run_folders(nested_runs, tmp_path, capsys):
     """``adaptertune elbow RUN_DIR...`` reads the runs' rank curves together as one sweep (grouped without the
-    rank; rank 0, head only, joins the rule); on curves with a known knee it finds it; a folder without a curve and one
-    run alone (no paired seeds) are one-line errors."""
+    rank; their rank 0, adapters off in front of a head trained with them, is not head only and is left out); on
+    curves with a known knee it finds it; a folder without a curve and one run alone (no paired seeds) are one-line
+    errors."""
     from adaptertune.analysis.elbow_table import elbow_rows, read_rows
     from adaptertune.cli import main
     from adaptertune.runs.rank_curve import rank_curve_path
@@ -240,14 +241,15 @@ def test_elbow_reads_nested_run_folders(nested_runs, tmp_path, capsys):
             w.writeheader()
             for row in rows[:5]:
                 r = int(row["rank"])
-                acc = 60.0 if r == 0 else 70 + 5 * min(r, 4).bit_length() + seed + 0.1 * ((r + seed) % 3)
+                acc = 99.0 if r == 0 else 70 + 5 * min(r, 4).bit_length() + seed + 0.1 * ((r + seed) % 3)
                 w.writerow({**row, "seed": seed, "test_acc": f"{acc:.4f}"})
         folders.append(str(folder))
     out = tmp_path / "elbow.json"
     assert main(["elbow", *folders, "--rule", "paired", "--boot", "50", "--json", str(out)]) == 0
     (group,) = json.loads(out.read_text())
-    assert group["ranks"] == [0, 1, 2, 4, 8] and group["elbow"] == 4  # rank 0 (head only) joins the rule
-    capsys.readouterr()
+    assert group["ranks"] == [1, 2, 4, 8] and group["elbow"] == 4  # rank 0 (99%, would be the best) left out
+    note = "3 nested runs' rank 0 (adapters off in front of a head trained with them) left out"
+    assert note in capsys.readouterr().out
     assert main(["elbow", folders[0]]) == 2
     assert "needs >= 2 seeds" in capsys.readouterr().err
     assert main(["elbow", str(tmp_path)]) == 2

@@ -20,7 +20,15 @@ from ..errors import ConfigError, DataError
 from .elbow import ElbowResult, fit_elbow
 from .elbow_effect import DEFAULT_DELTA, RULES, EffectElbow, fit_effect_elbow
 
-__all__ = ["DEFAULT_GROUP_BY", "ElbowRow", "elbow_markdown", "elbow_rows", "plot_elbow", "read_rows"]
+__all__ = [
+    "DEFAULT_GROUP_BY",
+    "ElbowRow",
+    "elbow_markdown",
+    "elbow_rows",
+    "is_nested_rank_zero",
+    "plot_elbow",
+    "read_rows",
+]
 
 DEFAULT_GROUP_BY = ("dataset", "backbone", "method", "variant", "setup_id")
 NEEDS_SEEDS = "needs >= 2 seeds"
@@ -72,6 +80,12 @@ def _number(v: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def is_nested_rank_zero(row: Mapping[str, Any]) -> bool:
+    """A nested run's rank-0 row (``rank_curve.csv``): its adapters switched off in front of a head trained with
+    them, not a head-only run (measured far below one), so no elbow reads it as rank 0."""
+    return str(row.get("nested", "")).strip() in ("1", "True", "true") and _number(row.get("rank")) == 0
+
+
 def elbow_rows(
     rows: Iterable[Mapping[str, Any]],
     group_by: Sequence[str] | None = None,
@@ -85,7 +99,8 @@ def elbow_rows(
     Args:
         rows: dicts with ``rank``, ``seed`` and an accuracy column (and optional grouping columns). Rows
             whose ``status`` is present and not ``success``, or without a rank or an accuracy, are skipped (rank
-            0, head only, joins both rules).
+            0, head only, joins both rules; a nested run's rank 0 is not head only and is skipped too,
+            :func:`is_nested_rank_zero`).
         group_by: columns that define a sweep; None: those of :data:`DEFAULT_GROUP_BY` present in the rows
             (``variant`` grouped without its rank).
         acc_col: the accuracy column; None: ``test_acc`` if present, else ``acc``.
@@ -120,7 +135,7 @@ def elbow_rows(
     groups: dict[tuple[str, ...], list[tuple[int, str, float]]] = {}
     for row in rows:
         rank, acc = _number(row.get("rank")), _number(row.get(acc_col))
-        if row.get("status") not in (None, "", "success") or rank is None or acc is None:
+        if row.get("status") not in (None, "", "success") or rank is None or acc is None or is_nested_rank_zero(row):
             continue
         key = tuple(_variant_family(row[c]) if c == "variant" else str(row[c]) for c in keys)
         groups.setdefault(key, []).append((int(rank), str(row["seed"]), acc))

@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "'inconclusive' when no rank is shown within delta (too few seeds). --rule paired: the smallest swept "
         "rank that no larger swept rank beats with a paired gain significantly above 0 (Holm over the "
         "comparisons); 'not reached' when the largest rank still beats the one below it. Reads the report's "
-        "results.csv or any CSV with rank, seed and accuracy columns (rank 0 = head only)."
+        "results.csv or any CSV with rank, seed and accuracy columns (rank 0 = head only; a nested run's rank 0 is "
+        "not, and is left out)."
     )
     p.add_argument(
         "csv",
@@ -75,7 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_elbow(args: argparse.Namespace) -> int:
-    from ..analysis.elbow_table import elbow_rows, read_rows
+    from ..analysis.elbow_table import elbow_rows, is_nested_rank_zero, read_rows
     from ..errors import ConfigError
     from ..runs.rank_curve import rank_curve_path
 
@@ -91,6 +92,12 @@ def cmd_elbow(args: argparse.Namespace) -> int:
         opts["seed"] = args.seed
     rows = [row for path in args.csv for row in read_rows(rank_curve_path(path))]
     table = elbow_rows(rows, group_by=group_by, acc_col=args.acc_col, rule=args.rule, **opts)
+    zeros = sum(map(is_nested_rank_zero, rows))
+    if zeros:
+        print(
+            f"note: {zeros} nested runs' rank 0 (adapters off in front of a head trained with them) left out: it is "
+            "not a head-only run; add one (method linear-probe) for rank 0\n"
+        )
     if all(row.result is None for row in table):
         from ..errors import DataError
 
