@@ -23,6 +23,7 @@ suffice" counts as r = 1 (no head-only run at this protocol). Advisors:
 Paired 95% t-intervals over the tasks (5 df) compare each advisor with the one-nested-run advisor.
 
     python benchmarks/advisor_scores.py --nested runs/nested-validation --separate runs/rank-validation
+    python benchmarks/advisor_scores.py --nested results/science/nested-validation   # from the committed CSVs
 """
 
 from __future__ import annotations
