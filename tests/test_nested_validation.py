@@ -153,6 +153,11 @@ def test_capacity_table_reads_runs(mods, tmp_path):
             }
             (d / "summary.json").write_text(json.dumps(summary))
             (d / "config.yaml").write_text(yaml.safe_dump({"train": {"lr": lr, "epochs": 16}}))
+    for lr in (1e-4, 1e-3):  # two tuning runs of one search, one of them pruned
+        d = tmp_path / "sep" / "tune" / "r=4" / f"lr={lr}"
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps({"status": "success", "train_seconds": 30.0}))
+        (d / "config.yaml").write_text(yaml.safe_dump({"train": {"lr": lr, "epochs": 16}}))
     cells, final_s, tune_s = ct.separate(tmp_path / "sep")
     assert cells[0]["lr"] == "0.01*" and cells[4]["lr"] == "0.001"  # * : at an end of the searched values
     assert cells[4]["acc"] == {0: 64.0, 1: 65.0} and cells[4]["epochs"] == [7, 16] and cells[4]["capped"] == 1
