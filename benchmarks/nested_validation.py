@@ -25,12 +25,10 @@ import argparse
 import csv
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
-import yaml
-from rank_validation import FULL, TASKS, _spec
+from rank_validation import FULL, TASKS, _spec, run_spec
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "science" / "rank-validation"
 VAL_IMAGES = 256
@@ -51,15 +49,7 @@ def nested_spec(task: str, p: dict) -> dict:
 
 def run_nested(task: str, p: dict, out: Path) -> float:
     """Run (or resume) the nested runs of ``task``; the wall seconds this call spent."""
-    from adaptertune.cli.main import main
-
-    d = out / task
-    d.mkdir(parents=True, exist_ok=True)
-    spec = d / "nested-spec.yaml"
-    spec.write_text(yaml.safe_dump(nested_spec(task, p), sort_keys=False))
-    t0 = time.perf_counter()
-    main(["bench", "--preset", str(spec), "--out-dir", str(d / "nested"), "--quiet"])
-    return time.perf_counter() - t0
+    return run_spec(nested_spec(task, p), out / task, "nested-spec.yaml", "nested")
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

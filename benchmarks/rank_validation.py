@@ -80,18 +80,24 @@ def _log2_err(pred: int | None, elbow: int) -> float:
     return abs(math.log2(max(pred or 1, 1) / elbow))
 
 
+def run_spec(spec: dict, d: Path, name: str, runs: str) -> float:
+    """Write ``spec`` as ``d/name`` and run (or resume) it with ``adaptertune bench`` into ``d/runs``; seconds."""
+    from adaptertune.cli.main import main
+
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_text(yaml.safe_dump(spec, sort_keys=False))
+    t0 = time.perf_counter()
+    main(["bench", "--preset", str(d / name), "--out-dir", str(d / runs), "--quiet"])
+    return time.perf_counter() - t0
+
+
 def run_task(task: str, p: dict, out: Path) -> dict:
     """Sweep, elbow and both advices of one task (each step skipped when its output exists)."""
     from adaptertune.analysis.elbow_table import elbow_rows, read_rows
     from adaptertune.cli.main import main
 
     d = out / task
-    d.mkdir(parents=True, exist_ok=True)
-    spec = d / "spec.yaml"
-    spec.write_text(yaml.safe_dump(_spec(task, p), sort_keys=False))
-    t0 = time.perf_counter()
-    main(["bench", "--preset", str(spec), "--out-dir", str(d / "runs"), "--quiet"])
-    sweep_s = time.perf_counter() - t0
+    sweep_s = run_spec(_spec(task, p), d, "spec.yaml", "runs")
     rows = elbow_rows(read_rows(d / "runs" / "report" / "results.csv"), group_by=["dataset"], rule="paired")
     res = rows[0].result
     if res is None:
