@@ -3,7 +3,7 @@
 Reads the run folders of ``benchmarks/capacity-fmnist.yaml`` (separate runs, lr tuned per rank) and
 ``benchmarks/capacity-nested-fmnist.yaml`` (one nested rank-256 run per seed) and prints, per rank: the lr the
 search chose (and whether it is at an end of the 5 values), epochs trained and runs stopped at the cap, test
-accuracy of the separate runs (5 seeds) and of the nested runs (10 seeds), their paired difference on the
+accuracy of the separate runs (9 seeds) and of the nested runs (10 seeds), their paired difference on the
 common seeds (same training subset and validation draw per seed); the effect-rule elbow (delta 1 point) of
 each curve (a nested run's rank 0, adapters off, is not head only and is left out); and the cost of each
 (training seconds of every run, tuning included). ``--out DIR`` also writes the table and, per seed and
