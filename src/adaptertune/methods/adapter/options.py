@@ -46,7 +46,7 @@ class AdapterConfig:
             at the output scale of rank r under ``scaling``. The model runs at full rank unless a rank is set
             (``set_active_rank``); every rank of the grid is evaluated at the end of a run. Measured against
             separately trained ranks (results/science/RESULTS.md sections 1-2), its curve is biased low at
-            every rank (3-5 points at 64 steps; 5-21 at rank 256 trained out; at lr 1e-3 its full rank
+            every rank (3-5 points at 64 steps; 5-20 at rank 256 trained out; at lr 1e-3 its full rank
             is unstable): a cheap, pessimistic map of the rank curve, not a sweep.
         nested_ranks: the ranks ``nested`` samples, ascending, the largest = ``rank`` (default: the powers of
             two below ``rank``, and ``rank``), as a list or ``"1,4,16"``.
