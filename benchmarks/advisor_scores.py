@@ -34,11 +34,12 @@ import math
 from pathlib import Path
 
 import numpy as np
-from nested_validation import COMMITTED, nested_rows, separate_rows, t_interval
+from nested_validation import COMMITTED, effect_elbow, nested_rows, separate_rows, t_interval
 from rank_validation import FULL, TASKS
 
+from adaptertune.analysis.elbow_effect import DEFAULT_DELTA
+
 GRID = list(FULL["ranks"])
-DELTA = 1.0
 
 
 def on_grid(r: int | None) -> int:
@@ -66,9 +67,7 @@ def sweep_means(rows: list[dict[str, str]]) -> tuple[dict[int, float], dict[int,
 
 def effect_label(pts: list[tuple[int, int, float]]) -> int:
     """The effect-rule elbow of ``pts`` as a rank ("not reached" and "inconclusive" count as the largest)."""
-    from adaptertune.analysis.elbow_effect import fit_effect_elbow
-
-    res = fit_effect_elbow(pts, delta=DELTA)
+    res = effect_elbow(pts)
     return res.elbow if res.elbow is not None else GRID[-1]
 
 
@@ -78,7 +77,7 @@ def nested_choice(task: str, nested: Path) -> tuple[int, int, str]:
     split = "val_acc" if rows and rows[0].get("val_acc") not in (None, "") else "test_acc"
     one = {int(r["rank"]): float(r[split]) for r in rows if int(r["seed"]) == 0}
     best = max(one.values())
-    pick = min(r for r, a in one.items() if a >= best - DELTA)
+    pick = min(r for r, a in one.items() if a >= best - DEFAULT_DELTA)
     three = effect_label([(int(r["rank"]), int(r["seed"]), float(r[split])) for r in rows])
     return pick, three, split.replace("_acc", "")
 

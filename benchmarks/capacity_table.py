@@ -16,16 +16,17 @@ rank, every accuracy it read (``capacity-runs.csv``).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import yaml
-from nested_validation import read_csv, t_interval
+from nested_validation import effect_elbow, t_interval
 
-DELTA = 1.0
+from adaptertune.analysis.elbow_effect import DEFAULT_DELTA
+from adaptertune.analysis.elbow_table import read_rows
+from adaptertune.atomic import atomic_write_csv
 
 
 def _runs(root: Path) -> list[tuple[dict, dict]]:
@@ -81,7 +82,7 @@ def nested(root: Path) -> tuple[dict[int, dict[int, float]], float, float, str]:
     """{rank: {seed: test acc}} from the nested runs' rank_curve.csv, final and tuning seconds, the lr."""
     curves: dict[int, dict[int, float]] = {}
     for path in sorted(root.glob("seed=*/rank_curve.csv")):
-        for row in read_csv(path):
+        for row in read_rows(path):
             curves.setdefault(int(row["rank"]), {})[int(row["seed"])] = float(row["test_acc"])
     runs = _runs(root)
     epochs = [s["stopped_epoch"] or int(c["train"]["epochs"]) for s, c in runs]
@@ -92,9 +93,7 @@ def nested(root: Path) -> tuple[dict[int, dict[int, float]], float, float, str]:
 
 def elbow(acc: dict[int, dict[int, float]]) -> str:
     """The effect-rule elbow of {rank: {seed: acc}} and its bound (pass a nested curve without its rank 0)."""
-    from adaptertune.analysis.elbow_effect import fit_effect_elbow
-
-    res = fit_effect_elbow([(r, s, a) for r, d in acc.items() for s, a in d.items()], delta=DELTA)
+    res = effect_elbow([(r, s, a) for r, d in acc.items() for s, a in d.items()])
     return f"{res.label} ({res.interval_label})"
 
 
@@ -136,7 +135,7 @@ def main() -> None:
         "",
         "lr: * marks a choice at an end of the searched values; "
         f"the nested run's lr (searched at full rank): {nest_lr}",
-        f"elbow, separate (effect rule, delta {DELTA:g}): {elbow({r: c['acc'] for r, c in sep.items()})}",
+        f"elbow, separate (effect rule, delta {DEFAULT_DELTA:g}): {elbow({r: c['acc'] for r, c in sep.items()})}",
         f"elbow, nested ({len(next(iter(nest.values())))} seeds, rank 0 left out): {elbow(nested_r)}",
         f"elbow, nested (seeds 0-2 only): {elbow({r: {s: a for s, a in d.items() if s < 3} for r, d in first3})}",
         f"cost: separate {sep_final + sep_tune:.0f} s of training ({sep_tune:.0f} s tuning); nested "
@@ -147,18 +146,12 @@ def main() -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "capacity.md").write_text(text + "\n")
-        with open(args.out / "capacity.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        atomic_write_csv(args.out / "capacity.csv", rows)
         runs = [{"curve": "separate", "rank": r, "seed": s, "test_acc": a, "lr": c["lr"]}
                 for r, c in sorted(sep.items()) for s, a in sorted(c["acc"].items())]  # fmt: skip
         runs += [{"curve": "nested", "rank": r, "seed": s, "test_acc": a, "lr": nest_lr.split(";")[0]}
                  for r, d in sorted(nest.items()) for s, a in sorted(d.items())]  # fmt: skip
-        with open(args.out / "capacity-runs.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(runs[0]))
-            w.writeheader()
-            w.writerows(runs)
+        atomic_write_csv(args.out / "capacity-runs.csv", runs)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,17 @@ Printed and written (``OUT/nested-vs-separate.md``, ``.csv``):
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 from rank_validation import FULL, TASKS, _spec, run_spec
+
+from adaptertune.analysis.elbow_effect import DEFAULT_DELTA, EffectElbow, fit_effect_elbow
+from adaptertune.analysis.elbow_table import read_rows as read_csv
+from adaptertune.atomic import atomic_write_csv
+from adaptertune.reports.stats import t_interval as _t_bounds
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "science" / "rank-validation"
 VAL_IMAGES = 256
@@ -52,11 +56,6 @@ def run_nested(task: str, p: dict, out: Path) -> float:
     return run_spec(nested_spec(task, p), out / task, "nested-spec.yaml", "nested")
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def separate_rows(task: str, separate: Path | None) -> list[dict[str, str]]:
     """The separate sweep's results.csv rows of ``task`` (a re-run under ``separate`` wins)."""
     if separate is not None and (separate / task / "runs" / "report" / "results.csv").exists():
@@ -78,10 +77,7 @@ def nested_rows(task: str, out: Path) -> list[dict[str, str]]:
             rows.append(r)
     flat = out / f"{task}-rank-curves.csv"
     if rows:
-        with open(flat, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        atomic_write_csv(flat, rows)
     elif flat.exists():
         rows = read_csv(flat)
     return rows
@@ -93,23 +89,14 @@ def table(rows: list[dict[str, str]], acc: str = "test_acc") -> dict[tuple[int, 
 
 
 def t_interval(x: list[float]) -> tuple[float, float, float]:
-    """Mean and two-sided 95% t-interval of ``x`` (nan bounds for one value)."""
-    from scipy import stats
-
-    a = np.asarray(x, dtype=float)
-    m = float(a.mean())
-    if len(a) < 2:
-        return m, math.nan, math.nan
-    h = float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / math.sqrt(len(a)))
-    return m, m - h, m + h
+    """Mean and two-sided 95% t-interval of ``x`` (``reports.stats.t_interval``; nan bounds for one value)."""
+    lo, hi = _t_bounds(x)
+    return float(np.mean(x)), *((lo, hi) if math.isfinite(lo) else (math.nan, math.nan))
 
 
-def effect_elbow(t: dict[tuple[int, int], float], ranks: list[int]) -> str:
-    from adaptertune.analysis.elbow_effect import fit_effect_elbow
-
-    pts = [(r, s, v) for (r, s), v in t.items() if r in ranks]
-    res = fit_effect_elbow(pts, delta=1.0)
-    return str(res.label)
+def effect_elbow(points: list[tuple[int, int, float]]) -> EffectElbow:
+    """The effect-rule elbow (delta :data:`DEFAULT_DELTA` = 1 point) of ``(rank, seed, acc)`` points."""
+    return fit_effect_elbow(points, delta=DEFAULT_DELTA)
 
 
 def compare(tasks: list[str], p: dict, out: Path, separate: Path | None, walls: dict[str, float]) -> str:
@@ -134,7 +121,8 @@ def compare(tasks: list[str], p: dict, out: Path, separate: Path | None, walls: 
             csv_rows.append({"task": task, "rank": r, "n_seeds": len(d), "mean_diff": m, "lo": lo, "hi": hi,
                              "separate_mean": np.mean([sep[r, s] for s in seeds]),
                              "nested_mean": np.mean([nest[r, s] for s in seeds if (r, s) in nest])})  # fmt: skip
-        e_sep, e_nest = effect_elbow(sep, ranks), effect_elbow(nest, ranks)
+        e_sep, e_nest = (str(effect_elbow([(r, s, v) for (r, s), v in t.items() if r in ranks]).label)
+                         for t in (sep, nest))  # fmt: skip
         agree = "yes" if e_sep == e_nest else "no"
         lines.append(f"| {task} | " + " | ".join(cells) + f" | {e_sep} | {e_nest} | {agree} |")
         sep_s = sum(float(r["train_seconds"]) for r in sep_rows)
@@ -152,10 +140,7 @@ def compare(tasks: list[str], p: dict, out: Path, separate: Path | None, walls: 
     for task, sep_s, nest_s, wall in costs:
         w = f"{wall:.0f} s" if wall else "(not recorded: under 60 s)"
         lines.append(f"| {task} | {sep_s:.0f} s | {nest_s:.0f} s | {sep_s / nest_s:.1f}x | {w} |")
-    with open(out / "nested-vs-separate.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(csv_rows[0]))
-        w.writeheader()
-        w.writerows(csv_rows)
+    atomic_write_csv(out / "nested-vs-separate.csv", csv_rows)
     return "\n".join(lines)
 
 
