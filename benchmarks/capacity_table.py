@@ -85,6 +85,8 @@ def nested(root: Path) -> tuple[dict[int, dict[int, float]], float, float, str]:
         for row in read_rows(path):
             curves.setdefault(int(row["rank"]), {})[int(row["seed"])] = float(row["test_acc"])
     runs = _runs(root)
+    if not runs:
+        return curves, 0.0, 0.0, ""
     epochs = [s["stopped_epoch"] or int(c["train"]["epochs"]) for s, c in runs]
     searched = sorted({c["train"]["lr"] for _, c in _tuning_runs(root)})
     lr = f"{_lr(*runs[0], searched)}; epochs trained {', '.join(map(str, epochs))}"
@@ -105,6 +107,9 @@ def main() -> None:
     args = ap.parse_args()
     sep, sep_final, sep_tune = separate(args.separate)
     nest, nest_final, nest_tune, nest_lr = nested(args.nested)
+    if not sep or not nest:
+        empty = args.separate if not sep else args.nested
+        raise SystemExit(f"No finished runs (summary.json / rank_curve.csv) under {empty}; run its bench spec first.")
     lines = [
         "| rank | lr chosen | epochs trained (runs at the 16-epoch cap) | separate: test % "
         f"({max(len(c['acc']) for c in sep.values())} seeds) | nested: test % "

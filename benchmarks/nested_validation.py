@@ -80,6 +80,11 @@ def nested_rows(task: str, out: Path) -> list[dict[str, str]]:
         atomic_write_csv(flat, rows)
     elif flat.exists():
         rows = read_csv(flat)
+    if not rows:
+        raise SystemExit(
+            f"{task}: no nested rank curves in {out / task / 'nested'} nor {flat}; run "
+            f"benchmarks/nested_validation.py --out {out} (without --no-run)"
+        )
     return rows
 
 
